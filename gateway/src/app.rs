@@ -1,0 +1,167 @@
+//! Start-up, reload and shutdown: what the `serve` and `validate` commands do.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::config::{self, Config};
+use crate::outbound::OutboundClient;
+use crate::plugin::PluginRuntime;
+use crate::routes::{BuildError, Routes};
+use crate::server::Gateway;
+
+/// Loads the configuration and every plugin it names, without serving.
+/// Returns the routing table so callers can summarise it.
+pub async fn validate(config_file: &Path) -> Result<Routes, BuildError> {
+    let config = config::load(config_file)?;
+    let runtime = runtime_for(&config)
+        .map_err(|e| config::ConfigError::new(config_file, None, format!("{e:#}")))?;
+    Routes::build(config, &runtime).await
+}
+
+fn runtime_for(config: &Config) -> anyhow::Result<Arc<PluginRuntime>> {
+    Ok(Arc::new(PluginRuntime::new(
+        &config.limits,
+        config.plugin_cache.clone(),
+        OutboundClient::new()?,
+    )?))
+}
+
+/// One line per API: id, listen path, upstream and its endpoints' plugins.
+pub fn summary(routes: &Routes) -> String {
+    let mut out = format!(
+        "{}: {} API(s), {} plugin endpoint(s)\n",
+        routes.config.file.display(),
+        routes.apis().len(),
+        routes.plugin_count()
+    );
+    for api in routes.apis() {
+        out.push_str(&format!(
+            "  {} {} -> {}\n",
+            api.id, api.listen_path, api.upstream
+        ));
+        for endpoint in api.endpoints() {
+            let methods = endpoint
+                .methods()
+                .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
+                .unwrap_or_else(|| "*".into());
+            out.push_str(&format!(
+                "    {methods} {} => {}\n",
+                endpoint.template,
+                endpoint.plugin.label()
+            ));
+        }
+    }
+    out
+}
+
+/// Serves until SIGINT/SIGTERM. SIGHUP reloads the configuration; a reload
+/// that fails is logged and the running configuration keeps serving.
+pub async fn serve(config_file: PathBuf, listen_override: Option<String>) -> anyhow::Result<()> {
+    let config = config::load(&config_file)?;
+    let runtime = runtime_for(&config)?;
+    let listen = listen_override
+        .clone()
+        .unwrap_or_else(|| config.listen.clone());
+    let routes = Routes::build(config, &runtime).await?;
+    tracing::info!(
+        apis = routes.apis().len(),
+        plugins = routes.plugin_count(),
+        "configuration loaded"
+    );
+
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let gateway = Arc::new(Gateway::new(routes));
+    tokio::spawn(reload_on_sighup(Arc::clone(&gateway), runtime, config_file));
+
+    // Scripts wait for this exact line on stdout.
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    let app = Arc::clone(&gateway).router();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Re-reads the configuration and plugins; swaps them in only if all load.
+pub async fn reload(
+    gateway: &Gateway,
+    runtime: &Arc<PluginRuntime>,
+    config_file: &Path,
+) -> Result<(), BuildError> {
+    let config = config::load(config_file)?;
+    let current = gateway.routes();
+    if config.limits.pool_size != current.config.limits.pool_size
+        || config.limits.memory_bytes != current.config.limits.memory_bytes
+    {
+        tracing::warn!(
+            "plugin_limits.pool_size and plugin_limits.memory_mb take effect at the next restart"
+        );
+    }
+    if config.listen != current.config.listen {
+        tracing::warn!("listen takes effect at the next restart");
+    }
+    let routes = Routes::build(config, runtime).await?;
+    tracing::info!(
+        apis = routes.apis().len(),
+        plugins = routes.plugin_count(),
+        "configuration reloaded"
+    );
+    gateway.swap(routes);
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn reload_on_sighup(
+    gateway: Arc<Gateway>,
+    runtime: Arc<PluginRuntime>,
+    config_file: PathBuf,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload by restarting");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!(file = %config_file.display(), "SIGHUP: reloading configuration");
+        if let Err(e) = reload(&gateway, &runtime, &config_file).await {
+            tracing::error!(error = %e, "reload failed; the previous configuration keeps serving");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_: Arc<Gateway>, _: Arc<PluginRuntime>, _: PathBuf) {}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

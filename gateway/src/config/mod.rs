@@ -1,0 +1,406 @@
+//! Loading the gateway's YAML: the gateway file, the API definition files it
+//! names, and every plugin reference in them, resolved to absolute paths and
+//! checked. Errors name the file, the line when the YAML parser knows it, and
+//! the field. Loading the plugins themselves is the plugin runtime's job.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use schema::OnError;
+use schema::{ApiFile, CacheSetting, GatewayFile, LimitsFile, PluginFile};
+
+use crate::outbound::{AllowRule, OutboundPolicy};
+use crate::proxy::Upstream;
+
+/// A configuration error: which file, where, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {}{message}", file.display(), location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default(), field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Line and column, 1-based, when known.
+    pub location: Option<(usize, usize)>,
+    /// The field, as a path such as `endpoints[0].plugin.function`.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, field: Option<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_owned(),
+            location: None,
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration, checked and resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub listen: String,
+    pub limits: Limits,
+    /// Directory for compiled plugins; `None` disables the cache.
+    pub plugin_cache: Option<PathBuf>,
+    pub apis: Vec<ApiConfig>,
+}
+
+/// Limits of one plugin invocation (see docs/security.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Guest execution time; waiting on outbound calls is not counted.
+    pub cpu: Duration,
+    /// The whole invocation, outbound waits included.
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    pub max_outbound_calls: u32,
+    /// Largest body passed into or accepted from a plugin.
+    pub max_body_bytes: usize,
+    /// Instances alive at once, gateway-wide (only in `plugin_limits`).
+    pub pool_size: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu: Duration::from_millis(50),
+            timeout: Duration::from_millis(2_000),
+            memory_bytes: 64 << 20,
+            max_outbound_calls: 16,
+            max_body_bytes: 1 << 20,
+            pool_size: 1_000,
+        }
+    }
+}
+
+impl Limits {
+    fn merged(&self, over: &LimitsFile) -> Limits {
+        Limits {
+            cpu: over.cpu_ms.map_or(self.cpu, Duration::from_millis),
+            timeout: over.timeout_ms.map_or(self.timeout, Duration::from_millis),
+            memory_bytes: over
+                .memory_mb
+                .map_or(self.memory_bytes, |mb| (mb as usize) << 20),
+            max_outbound_calls: over.max_outbound_calls.unwrap_or(self.max_outbound_calls),
+            max_body_bytes: over.max_body_bytes.unwrap_or(self.max_body_bytes),
+            pool_size: over.pool_size.unwrap_or(self.pool_size),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The file this API was defined in.
+    pub file: PathBuf,
+    pub id: String,
+    pub name: String,
+    pub listen_path: String,
+    pub strip_listen_path: bool,
+    pub upstream: Upstream,
+    pub upstream_timeout: Duration,
+    pub outbound: OutboundPolicy,
+    /// The API's `config`, as JSON text.
+    pub config_json: String,
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// `None` matches any method.
+    pub methods: Option<Vec<http::Method>>,
+    /// Path template relative to the listen path, e.g. `/summary/{id}`.
+    pub path: String,
+    pub plugin: PluginRef,
+}
+
+/// A plugin reference, resolved: which component, which function, and how.
+#[derive(Debug, Clone)]
+pub struct PluginRef {
+    /// Absolute path of the `.wasm` component.
+    pub path: PathBuf,
+    pub function: String,
+    pub config_json: String,
+    pub limits: Limits,
+    pub on_error: OnError,
+    /// Where it was declared, for errors: `apis/orders.yaml: endpoints[0].plugin`.
+    pub origin: String,
+}
+
+/// Loads and checks `file` and every API definition it names.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let file =
+        std::path::absolute(file).map_err(|e| ConfigError::new(file, None, e.to_string()))?;
+    let gateway: GatewayFile = parse_yaml(&file)?;
+    let base = file.parent().unwrap_or(Path::new("/"));
+
+    let defaults = Limits::default().merged(&gateway.plugin_limits);
+    check_limits(&file, "plugin_limits", &defaults)?;
+    let plugin_cache = match &gateway.plugin_cache {
+        None | Some(CacheSetting::Enabled(true)) => default_cache_dir(),
+        Some(CacheSetting::Enabled(false)) => None,
+        Some(CacheSetting::Dir(dir)) => Some(base.join(dir)),
+    };
+
+    let mut apis: Vec<ApiConfig> = Vec::new();
+    for (i, pattern) in gateway.apis.iter().enumerate() {
+        let field = || Some(format!("apis[{i}]"));
+        let files =
+            expand_api_pattern(base, pattern).map_err(|m| ConfigError::new(&file, field(), m))?;
+        for api_file in files {
+            if apis.iter().any(|a| a.file == api_file) {
+                continue;
+            }
+            let api = load_api(&api_file, &gateway, &defaults)?;
+            if let Some(other) = apis.iter().find(|a| a.id == api.id) {
+                return Err(ConfigError::new(
+                    &api_file,
+                    Some("id".into()),
+                    format!(
+                        "duplicate API id {:?} (also defined in {})",
+                        api.id,
+                        other.file.display()
+                    ),
+                ));
+            }
+            if let Some(other) = apis.iter().find(|a| a.listen_path == api.listen_path) {
+                return Err(ConfigError::new(
+                    &api_file,
+                    Some("listen_path".into()),
+                    format!(
+                        "listen path {:?} is already used by API {:?} ({})",
+                        api.listen_path,
+                        other.id,
+                        other.file.display()
+                    ),
+                ));
+            }
+            apis.push(api);
+        }
+    }
+
+    Ok(Config {
+        file,
+        listen: gateway.listen,
+        limits: defaults,
+        plugin_cache,
+        apis,
+    })
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("portcullis"))
+}
+
+fn check_limits(file: &Path, field: &str, limits: &Limits) -> Result<(), ConfigError> {
+    let bad = |name: &str, why: &str| {
+        Err(ConfigError::new(
+            file,
+            Some(format!("{field}.{name}")),
+            why.to_owned(),
+        ))
+    };
+    if limits.cpu.is_zero() {
+        return bad("cpu_ms", "must be at least 1");
+    }
+    if limits.timeout.is_zero() {
+        return bad("timeout_ms", "must be at least 1");
+    }
+    if limits.memory_bytes < 1 << 20 {
+        return bad("memory_mb", "must be at least 1");
+    }
+    if limits.pool_size == 0 {
+        return bad("pool_size", "must be at least 1");
+    }
+    Ok(())
+}
+
+/// The files an `apis` entry stands for: the file itself, every YAML file in
+/// a directory, or the matches of a glob pattern; sorted, never empty.
+fn expand_api_pattern(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let full = base.join(pattern);
+    let is_yaml = |p: &Path| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let mut files: Vec<PathBuf> = if full.is_dir() {
+        std::fs::read_dir(&full)
+            .map_err(|e| format!("cannot read directory {}: {e}", full.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_yaml(p))
+            .collect()
+    } else if full.is_file() {
+        vec![full.clone()]
+    } else if pattern.contains(['*', '?', '[']) {
+        let text = full
+            .to_str()
+            .ok_or_else(|| format!("pattern {pattern:?} is not valid UTF-8"))?;
+        glob::glob(text)
+            .map_err(|e| format!("invalid glob pattern {pattern:?}: {e}"))?
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect()
+    } else {
+        return Err(format!("no such file or directory: {}", full.display()));
+    };
+    if files.is_empty() {
+        return Err(format!(
+            "{pattern:?} matches no API definition files (looked in {})",
+            full.display()
+        ));
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ConfigError::new(file, None, format!("cannot read: {e}")))?;
+    let deserializer = serde_yaml::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let location = inner.location().map(|l| (l.line(), l.column()));
+        // serde_yaml appends " at line L column C"; we print the location up front.
+        let message = inner.to_string();
+        let message = match message.rfind(" at line ") {
+            Some(i) if location.is_some() => message[..i].to_owned(),
+            _ => message,
+        };
+        ConfigError {
+            file: file.to_owned(),
+            location,
+            field: (path != "." && !path.is_empty()).then_some(path),
+            message,
+        }
+    })
+}
+
+fn yaml_to_json(
+    file: &Path,
+    field: &str,
+    value: Option<serde_yaml::Value>,
+) -> Result<String, ConfigError> {
+    match value {
+        None | Some(serde_yaml::Value::Null) => Ok("{}".into()),
+        Some(v) => serde_json::to_string(&v).map_err(|e| {
+            ConfigError::new(
+                file,
+                Some(field.into()),
+                format!("cannot be expressed as JSON: {e}"),
+            )
+        }),
+    }
+}
+
+fn load_api(
+    file: &Path,
+    gateway: &GatewayFile,
+    defaults: &Limits,
+) -> Result<ApiConfig, ConfigError> {
+    let api: ApiFile = parse_yaml(file)?;
+    let base = file.parent().unwrap_or(Path::new("/"));
+
+    let mut endpoints = Vec::with_capacity(api.endpoints.len());
+    for (i, endpoint) in api.endpoints.into_iter().enumerate() {
+        let field = format!("endpoints[{i}]");
+        let methods = endpoint.method.map(|m| {
+            m.into_vec()
+                .into_iter()
+                .map(|m| {
+                    http::Method::from_bytes(m.0.as_bytes()).expect("validated as upper-case ASCII")
+                })
+                .collect()
+        });
+        let plugin = resolve_plugin(
+            file,
+            base,
+            &format!("{field}.plugin"),
+            endpoint.plugin,
+            defaults,
+        )?;
+        endpoints.push(EndpointConfig {
+            methods,
+            path: endpoint.path.0,
+            plugin,
+        });
+    }
+
+    let mut listen_path = api.listen_path.0;
+    if !listen_path.ends_with('/') {
+        listen_path.push('/');
+    }
+    Ok(ApiConfig {
+        file: file.to_owned(),
+        name: api.name.unwrap_or_else(|| api.id.0.clone()),
+        id: api.id.0,
+        listen_path,
+        strip_listen_path: api.strip_listen_path,
+        upstream: Upstream::parse(&api.upstream.0).expect("validated while parsing"),
+        upstream_timeout: Duration::from_millis(
+            api.upstream_timeout_ms
+                .unwrap_or(gateway.upstream_timeout_ms),
+        ),
+        outbound: OutboundPolicy {
+            allow: api
+                .outbound
+                .allow
+                .iter()
+                .map(|a| AllowRule::parse(&a.0).expect("validated while parsing"))
+                .collect(),
+            timeout: Duration::from_millis(api.outbound.timeout_ms),
+        },
+        config_json: yaml_to_json(file, "config", api.config)?,
+        endpoints,
+    })
+}
+
+fn resolve_plugin(
+    file: &Path,
+    base: &Path,
+    field: &str,
+    plugin: PluginFile,
+    defaults: &Limits,
+) -> Result<PluginRef, ConfigError> {
+    let path = base.join(&plugin.path);
+    if !path.is_file() {
+        return Err(ConfigError::new(
+            file,
+            Some(format!("{field}.path")),
+            format!(
+                "plugin file not found: {} (paths are relative to the YAML file that names them)",
+                path.display()
+            ),
+        ));
+    }
+    if plugin.limits.pool_size.is_some() {
+        return Err(ConfigError::new(
+            file,
+            Some(format!("{field}.limits.pool_size")),
+            "pool_size is gateway-wide: set it in plugin_limits of the gateway file",
+        ));
+    }
+    let limits = defaults.merged(&plugin.limits);
+    check_limits(file, &format!("{field}.limits"), &limits)?;
+    if limits.memory_bytes > defaults.memory_bytes {
+        return Err(ConfigError::new(
+            file,
+            Some(format!("{field}.limits.memory_mb")),
+            format!(
+                "{} MiB is above the gateway's plugin_limits.memory_mb ({} MiB)",
+                limits.memory_bytes >> 20,
+                defaults.memory_bytes >> 20
+            ),
+        ));
+    }
+    Ok(PluginRef {
+        path: std::path::absolute(&path).unwrap_or(path),
+        function: plugin.function,
+        config_json: yaml_to_json(file, &format!("{field}.config"), plugin.config)?,
+        limits,
+        on_error: plugin.on_error,
+        origin: format!("{}: {field}", file.display()),
+    })
+}

@@ -1,0 +1,236 @@
+//! The YAML schema, exactly as operators write it: one struct per document
+//! shape, unknown fields rejected. Values that can be checked on their own
+//! (URLs, paths, methods) are checked here, so the error carries the line.
+//! Checks that need context (files on disk, duplicates) live in `load`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `gateway.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// Address of the public listener.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// API definition files: paths, directories (every `*.yaml`/`*.yml`) or
+    /// glob patterns, relative to this file.
+    pub apis: Vec<String>,
+    /// Default upstream timeout (response headers), per API overridable.
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub upstream_timeout_ms: u64,
+    /// Default limits for every plugin invocation.
+    #[serde(default)]
+    pub plugin_limits: LimitsFile,
+    /// Where compiled plugins are cached, relative to this file. Default: the
+    /// user's cache directory. `false` disables the cache.
+    #[serde(default)]
+    pub plugin_cache: Option<CacheSetting>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CacheSetting {
+    Enabled(bool),
+    Dir(PathBuf),
+}
+
+pub fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_upstream_timeout_ms() -> u64 {
+    30_000
+}
+
+/// Plugin limits as written; absent fields inherit (gateway defaults, then
+/// the gateway file, then the plugin reference).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub cpu_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+    pub max_outbound_calls: Option<u32>,
+    pub max_body_bytes: Option<usize>,
+    pub pool_size: Option<u32>,
+}
+
+/// One API definition file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiFile {
+    pub id: ApiId,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub listen_path: ListenPath,
+    #[serde(default)]
+    pub strip_listen_path: bool,
+    pub upstream: UpstreamUrl,
+    #[serde(default)]
+    pub upstream_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub outbound: OutboundFile,
+    /// The API's own config, handed to every plugin as `api.config`.
+    #[serde(default)]
+    pub config: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundFile {
+    /// `host:port`, `host` (any port) or `*.domain` entries.
+    #[serde(default)]
+    pub allow: Vec<AllowEntry>,
+    #[serde(default = "default_outbound_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for OutboundFile {
+    fn default() -> Self {
+        OutboundFile {
+            allow: Vec::new(),
+            timeout_ms: default_outbound_timeout_ms(),
+        }
+    }
+}
+
+fn default_outbound_timeout_ms() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointFile {
+    /// One method or a list; absent means any method.
+    #[serde(default)]
+    pub method: Option<OneOrMany<MethodName>>,
+    pub path: EndpointPath,
+    pub plugin: PluginFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(t) => vec![t],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A plugin reference: which component, which function, with what config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginFile {
+    /// The `.wasm` component, relative to the YAML file that names it.
+    pub path: PathBuf,
+    pub function: String,
+    #[serde(default)]
+    pub config: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// What a failing plugin (trap, timeout, limit, invalid outcome) does to the
+/// request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The request fails (500, or 504 for a timeout). The default.
+    #[default]
+    Fail,
+    /// Fail open: go on as if the plugin had returned continue, unchanged.
+    Continue,
+}
+
+macro_rules! validated_string {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(pub String);
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                let check: fn(&str) -> Result<(), String> = $check;
+                check(&s).map(|()| $name(s))
+            }
+        }
+    };
+}
+
+validated_string!(
+    /// An API id: letters, digits, `-`, `_`, `.`.
+    ApiId,
+    |s| {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            Ok(())
+        } else {
+            Err(format!("invalid API id {s:?}: use letters, digits, '-', '_' or '.'"))
+        }
+    }
+);
+
+validated_string!(
+    /// A listen path: starts with `/`.
+    ListenPath,
+    |s| {
+        if s.starts_with('/') {
+            Ok(())
+        } else {
+            Err(format!("invalid listen_path {s:?}: must start with '/'"))
+        }
+    }
+);
+
+validated_string!(
+    /// An endpoint path template relative to the listen path, e.g.
+    /// `/summary/{id}`.
+    EndpointPath,
+    |s| {
+        if !s.starts_with('/') {
+            return Err(format!("invalid endpoint path {s:?}: must start with '/'"));
+        }
+        let mut router = matchit::Router::new();
+        router
+            .insert(s, ())
+            .map_err(|e| format!("invalid endpoint path {s:?}: {e}"))
+    }
+);
+
+validated_string!(
+    /// An HTTP method name such as `GET`.
+    MethodName,
+    |s| {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_uppercase()) {
+            Ok(())
+        } else {
+            Err(format!("invalid method {s:?}: expected an upper-case HTTP method such as GET or POST"))
+        }
+    }
+);
+
+validated_string!(
+    /// An outbound allowlist entry.
+    AllowEntry,
+    |s| crate::outbound::AllowRule::parse(s).map(|_| ())
+);
+
+validated_string!(
+    /// An upstream base URL: `http://host[:port][/base/path]`.
+    UpstreamUrl,
+    |s| crate::proxy::Upstream::parse(s).map(|_| ())
+);

@@ -1,0 +1,17 @@
+//! Portcullis: an API gateway whose custom logic runs as sandboxed
+//! WebAssembly components.
+//!
+//! Operators describe APIs in YAML ([`config`]); requests are matched to an
+//! API and endpoint ([`routes`]), run through the endpoint's plugin
+//! ([`plugin`], the only module that uses wasmtime) and proxied to the
+//! upstream ([`proxy`]) by the public listener ([`server`]). [`app`] ties
+//! them together for the `serve` and `validate` commands.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod outbound;
+pub mod plugin;
+pub mod proxy;
+pub mod routes;
+pub mod server;

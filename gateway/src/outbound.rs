@@ -1,0 +1,293 @@
+//! Outbound HTTP on behalf of plugins: the per-API allowlist and the one
+//! shared, pooled client every plugin call goes through.
+//!
+//! Deny by default: a URL whose host is not on the API's `outbound.allow`
+//! list is refused before any connection is attempted, and redirects are
+//! never followed (a redirect could lead off the list). This module knows
+//! nothing about wasm; the plugin runtime maps its results onto the WIT types.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+/// One allowlist entry: `host`, `host:port`, `*.suffix` or `*.suffix:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRule {
+    host: HostPattern,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Exact(String),
+    /// `*.example.com`: any subdomain of `example.com` (not the bare domain).
+    Suffix(String),
+}
+
+impl AllowRule {
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let bad = |why: &str| Err(format!("invalid outbound.allow entry {entry:?}: {why}"));
+        if entry.contains("://") || entry.contains('/') {
+            return bad("write host or host:port, without scheme or path");
+        }
+        let (host, port) = match entry.rsplit_once(':') {
+            // An IPv6 literal is written in brackets: [::1]:8080.
+            Some((h, p)) if !h.ends_with(':') && (!h.contains(':') || h.starts_with('[')) => {
+                match p.parse::<u16>() {
+                    Ok(port) => (h, Some(port)),
+                    Err(_) => return bad("the port is not a number"),
+                }
+            }
+            _ => (entry, None),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        if host.is_empty() {
+            return bad("empty host");
+        }
+        let host = match host.strip_prefix("*.") {
+            Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => {
+                HostPattern::Suffix(format!(".{suffix}"))
+            }
+            _ if host.contains('*') => return bad("'*' is only allowed as a leading '*.'"),
+            _ => HostPattern::Exact(host),
+        };
+        Ok(AllowRule { host, port })
+    }
+
+    fn allows(&self, host: &str, port: u16) -> bool {
+        let host_ok = match &self.host {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Suffix(s) => host.ends_with(s.as_str()),
+        };
+        host_ok && self.port.is_none_or(|p| p == port)
+    }
+}
+
+/// What one API lets its plugins reach.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundPolicy {
+    pub allow: Vec<AllowRule>,
+    /// Default per-call timeout.
+    pub timeout: Duration,
+}
+
+impl OutboundPolicy {
+    /// Whether `url`'s host and port are on the list.
+    pub fn allows(&self, url: &reqwest::Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let port = url.port_or_known_default().unwrap_or(0);
+        self.allow.iter().any(|rule| rule.allows(&host, port))
+    }
+}
+
+/// An outbound request, already in host types.
+#[derive(Debug)]
+pub struct OutboundRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct OutboundResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("host {0} is not on the API's outbound allowlist")]
+    NotAllowed(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("response body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The gateway's shared outbound client: keep-alive connections pooled across
+/// all plugin invocations.
+#[derive(Debug, Clone)]
+pub struct OutboundClient {
+    client: reqwest::Client,
+}
+
+impl OutboundClient {
+    pub fn new() -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(OutboundClient { client })
+    }
+
+    /// Sends `request` if `policy` allows its host; reads at most
+    /// `max_body_bytes` of the response.
+    pub async fn send(
+        &self,
+        policy: &OutboundPolicy,
+        request: OutboundRequest,
+        max_body_bytes: usize,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<OutboundResponse, OutboundError> {
+        let url = reqwest::Url::parse(&request.url)
+            .map_err(|e| OutboundError::Invalid(format!("URL {:?}: {e}", request.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(OutboundError::Invalid(format!(
+                "URL {:?}: only http and https are supported",
+                request.url
+            )));
+        }
+        if !policy.allows(&url) {
+            let host = url.host_str().unwrap_or_default();
+            return Err(OutboundError::NotAllowed(match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            }));
+        }
+        let method = Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| OutboundError::Invalid(format!("method {:?}", request.method)))?;
+        let mut headers = HeaderMap::with_capacity(request.headers.len() + extra_headers.len());
+        let pairs = request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()));
+        for (name, value) in pairs.chain(extra_headers.iter().copied()) {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| OutboundError::Invalid(format!("header name {name:?}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| OutboundError::Invalid(format!("value of header {name}")))?;
+            headers.append(name, value);
+        }
+        let timeout = request.timeout.unwrap_or(policy.timeout);
+        let call = async {
+            let mut response = self
+                .client
+                .request(method, url)
+                .headers(headers)
+                .body(request.body)
+                .send()
+                .await
+                .map_err(classify)?;
+            if response
+                .content_length()
+                .is_some_and(|len| len > max_body_bytes as u64)
+            {
+                return Err(OutboundError::TooLarge(max_body_bytes));
+            }
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(classify)? {
+                if body.len() + chunk.len() > max_body_bytes {
+                    return Err(OutboundError::TooLarge(max_body_bytes));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(OutboundResponse {
+                status,
+                headers,
+                body: body.into(),
+            })
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| OutboundError::Timeout)?
+    }
+}
+
+fn classify(e: reqwest::Error) -> OutboundError {
+    if e.is_timeout() {
+        OutboundError::Timeout
+    } else if e.is_connect() {
+        OutboundError::Connect(root_cause(&e))
+    } else {
+        OutboundError::Other(root_cause(&e))
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(entries: &[&str]) -> OutboundPolicy {
+        OutboundPolicy {
+            allow: entries
+                .iter()
+                .map(|e| AllowRule::parse(e).expect("valid entry"))
+                .collect(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn allows(p: &OutboundPolicy, url: &str) -> bool {
+        p.allows(&reqwest::Url::parse(url).expect("valid url"))
+    }
+
+    #[test]
+    fn empty_list_denies_everything() {
+        assert!(!allows(&policy(&[]), "http://127.0.0.1:9000/"));
+    }
+
+    #[test]
+    fn host_port_and_wildcards() {
+        let p = policy(&[
+            "127.0.0.1:9002",
+            "users.internal",
+            "*.svc.local:8080",
+            "[::1]:9000",
+        ]);
+        assert!(allows(&p, "http://127.0.0.1:9002/x"));
+        assert!(!allows(&p, "http://127.0.0.1:9003/x"));
+        assert!(allows(&p, "http://users.internal/"));
+        assert!(allows(&p, "https://USERS.internal:8443/"));
+        assert!(allows(&p, "http://a.svc.local:8080/"));
+        assert!(!allows(&p, "http://svc.local:8080/"));
+        assert!(!allows(&p, "http://a.svc.local:8081/"));
+        assert!(allows(&p, "http://[::1]:9000/"));
+        assert!(!allows(&p, "http://evil.com/?users.internal"));
+    }
+
+    #[test]
+    fn rejects_malformed_entries() {
+        for bad in ["http://x", "x/y", "a*b", "host:port", ""] {
+            assert!(AllowRule::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}

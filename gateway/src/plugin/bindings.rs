@@ -1,0 +1,14 @@
+//! Host bindings generated from `wit/`. Kept in one place so the rest of the
+//! runtime refers to a few chosen names.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+    imports: { "portcullis:plugin/http.send": async },
+    exports: { default: async },
+});
+
+pub use portcullis::plugin::http::{HttpError, OutboundRequest, OutboundResponse};
+pub use portcullis::plugin::log::Level;
+pub use portcullis::plugin::types::{Api, Outcome, Request, RequestChanges, Response, Session};
+pub use portcullis::plugin::types::{FunctionInfo, HookKind};

@@ -1,0 +1,174 @@
+//! What a plugin instance can reach: the per-invocation store state and the
+//! host functions of the WIT world (logging and outbound HTTP). WASI is
+//! present only so Rust's std links; its context is empty (no files,
+//! environment, arguments, sockets or stdio).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::portcullis::plugin::{http, log, types};
+use super::bindings::{HttpError, Level, OutboundRequest, OutboundResponse};
+use crate::outbound::{self, OutboundClient, OutboundError, OutboundPolicy};
+
+/// Longest log line a plugin may write; longer ones are cut.
+const MAX_LOG_LINE: usize = 4096;
+
+/// Who is running, for log lines and outbound calls.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    /// `file.wasm#function`.
+    pub plugin: Arc<str>,
+    pub api_id: Arc<str>,
+    pub request_id: Arc<str>,
+    pub outbound: Arc<OutboundPolicy>,
+    pub client: OutboundClient,
+    pub max_outbound_calls: u32,
+    pub max_body_bytes: usize,
+}
+
+/// Accounts guest execution time separately from outbound waits.
+#[derive(Debug)]
+pub struct GuestClock {
+    started: Instant,
+    host_wait: Duration,
+    pub budget: Duration,
+}
+
+impl GuestClock {
+    pub fn new(budget: Duration) -> Self {
+        GuestClock {
+            started: Instant::now(),
+            host_wait: Duration::ZERO,
+            budget,
+        }
+    }
+
+    /// Time spent running guest code so far.
+    pub fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.host_wait)
+    }
+}
+
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limits: StoreLimits,
+    pub call: CallInfo,
+    pub clock: GuestClock,
+    outbound_calls: u32,
+}
+
+impl State {
+    pub fn new(call: CallInfo, limits: StoreLimits, cpu_budget: Duration) -> Self {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        State {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            call,
+            clock: GuestClock::new(cpu_budget),
+            outbound_calls: 0,
+        }
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for State {}
+
+impl log::Host for State {
+    fn log(&mut self, level: Level, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("...");
+        }
+        let (plugin, api, request_id) = (
+            &*self.call.plugin,
+            &*self.call.api_id,
+            &*self.call.request_id,
+        );
+        match level {
+            Level::Trace => tracing::trace!(target: "plugin", plugin, api, request_id, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", plugin, api, request_id, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin, api, request_id, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin, api, request_id, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", plugin, api, request_id, "{message}"),
+        }
+    }
+}
+
+impl http::Host for State {
+    async fn send(&mut self, request: OutboundRequest) -> Result<OutboundResponse, HttpError> {
+        if self.outbound_calls >= self.call.max_outbound_calls {
+            tracing::warn!(
+                plugin = &*self.call.plugin,
+                limit = self.call.max_outbound_calls,
+                "outbound call refused: call limit reached"
+            );
+            return Err(HttpError::CallLimit);
+        }
+        self.outbound_calls += 1;
+        let url = request.url.clone();
+        let request = outbound::OutboundRequest {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            timeout: request
+                .timeout_ms
+                .map(|ms| Duration::from_millis(ms.into())),
+        };
+        let propagated = [("x-request-id", &*self.call.request_id)];
+        let waiting = Instant::now();
+        let result = self
+            .call
+            .client
+            .send(
+                &self.call.outbound,
+                request,
+                self.call.max_body_bytes,
+                &propagated,
+            )
+            .await;
+        self.clock.host_wait += waiting.elapsed();
+        match result {
+            Ok(response) => Ok(OutboundResponse {
+                status: response.status,
+                headers: response.headers,
+                body: response.body.into(),
+            }),
+            Err(e) => {
+                tracing::debug!(plugin = &*self.call.plugin, %url, error = %e, "outbound call failed");
+                Err(match e {
+                    OutboundError::NotAllowed(host) => HttpError::NotAllowed(host),
+                    OutboundError::Invalid(why) => HttpError::InvalidRequest(why),
+                    OutboundError::Connect(why) => HttpError::Connect(why),
+                    OutboundError::Timeout => HttpError::Timeout,
+                    OutboundError::TooLarge(_) => HttpError::TooLarge,
+                    OutboundError::Other(why) => HttpError::Other(why),
+                })
+            }
+        }
+    }
+}

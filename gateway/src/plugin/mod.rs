@@ -1,0 +1,538 @@
+//! The plugin runtime: the only part of the gateway that talks to wasmtime.
+//!
+//! Three lifetimes, three types:
+//! - [`PluginRuntime`] (once per process): the engine with its pooling
+//!   allocator and epoch ticker, the linker with the host functions, and the
+//!   compiled components, shared across configuration reloads.
+//! - [`Plugin`] (once per plugin reference, at configuration load): a
+//!   pre-instantiated component plus the function, config and limits; loading
+//!   checks that the function exists and serves the right hook.
+//! - A `Store` and instance per invocation, dropped afterwards whatever
+//!   happened, so a trap or a leak never reaches the next request.
+//!
+//! Everything else in the gateway sees [`Plugin`], [`Outcome`] and
+//! [`PluginError`].
+
+mod bindings;
+mod cache;
+mod host;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
+    UpdateDeadline,
+};
+
+pub use bindings::{Api, HookKind, Outcome, Request, RequestChanges, Response, Session};
+use bindings::{FunctionInfo, PluginPre};
+use host::{CallInfo, State};
+
+use crate::config::{Limits, OnError, PluginRef};
+use crate::outbound::{OutboundClient, OutboundPolicy};
+
+/// How often the epoch advances; the granularity of CPU budgets.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// A plugin could not be loaded. Names the YAML reference, the file and what
+/// is wrong, and how to fix it where that is known.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: plugin {}: {kind}", path.display())]
+pub struct LoadError {
+    pub origin: String,
+    pub path: PathBuf,
+    pub kind: LoadErrorKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadErrorKind {
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    #[error(
+        "not a valid WebAssembly component: {0} (build plugins with `cargo build --release --target wasm32-wasip2`)"
+    )]
+    Compile(String),
+    #[error(
+        "not a Portcullis plugin for this gateway: {0} (a plugin exports `portcullis:plugin/guest@0.1.0`; build it with portcullis-sdk 0.1)"
+    )]
+    Incompatible(String),
+    #[error("failed while listing its functions: {0}")]
+    Describe(String),
+    #[error("no function `{function}`; the component exports: {}", list(.available))]
+    UnknownFunction {
+        function: String,
+        available: Vec<String>,
+    },
+    #[error("function `{function}` is {} function, but this hook needs {} function", article(*.actual), article(*.expected))]
+    WrongKind {
+        function: String,
+        actual: HookKind,
+        expected: HookKind,
+    },
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "(none)".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn article(kind: HookKind) -> &'static str {
+    match kind {
+        HookKind::Request => "a `request`",
+        HookKind::Auth => "an `auth`",
+        HookKind::Response => "a `response`",
+    }
+}
+
+/// Why one invocation failed. It fails that request only.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("all {0} plugin instance slots are busy")]
+    PoolExhausted(u32),
+    #[error("invocation exceeded its timeout of {0:?}")]
+    Timeout(Duration),
+    #[error("guest exceeded its CPU budget of {0:?}")]
+    CpuBudget(Duration),
+    #[error("guest exceeded its memory limit of {} MiB", .0 >> 20)]
+    Memory(usize),
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    #[error("plugin returned an error: {0}")]
+    Failed(String),
+    #[error("plugin returned an invalid outcome: {0}")]
+    InvalidOutcome(String),
+}
+
+impl PluginError {
+    /// The status the client gets when the plugin fails closed.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PluginError::PoolExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PluginError::Timeout(_) | PluginError::CpuBudget(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Raised from the epoch callback when the guest has used up its CPU budget.
+#[derive(Debug, thiserror::Error)]
+#[error("CPU budget exceeded")]
+struct CpuBudgetExceeded;
+
+/// A compiled component, pre-instantiated, with the functions it exports.
+struct LoadedComponent {
+    pre: PluginPre<State>,
+    functions: Vec<FunctionInfo>,
+}
+
+/// Engine, linker and compiled components; one per process.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<State>,
+    cache_dir: Option<PathBuf>,
+    components: Mutex<HashMap<[u8; 32], Arc<LoadedComponent>>>,
+    slots: Arc<Semaphore>,
+    pool_size: u32,
+    /// Largest memory any instance may have (the pool's slot size).
+    max_memory_bytes: usize,
+    client: OutboundClient,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime")
+            .field("cache_dir", &self.cache_dir)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginRuntime {
+    /// Creates the engine sized by the gateway-wide `limits` and starts the
+    /// epoch ticker. `cache_dir` holds compiled components across restarts.
+    pub fn new(
+        limits: &Limits,
+        cache_dir: Option<PathBuf>,
+        client: OutboundClient,
+    ) -> anyhow::Result<Self> {
+        let pool_size = limits.pool_size;
+        let mut pool = PoolingAllocationConfig::default();
+        // A wasip2 Rust component instantiates three core modules.
+        pool.total_component_instances(pool_size)
+            .total_core_instances(pool_size.saturating_mul(3))
+            .total_memories(pool_size.saturating_mul(2))
+            .total_tables(pool_size.saturating_mul(3))
+            .max_memory_size(limits.memory_bytes)
+            // Keep a little memory resident between instances instead of
+            // returning it to the kernel each time (it is still zeroed).
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(64 << 10);
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)
+            .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+        Ok(PluginRuntime {
+            engine,
+            linker,
+            cache_dir,
+            components: Mutex::new(HashMap::new()),
+            slots: Arc::new(Semaphore::new(pool_size as usize)),
+            pool_size,
+            max_memory_bytes: limits.memory_bytes,
+            client,
+        })
+    }
+
+    /// Loads the plugin a reference names, for a hook of kind `expected`.
+    /// Components are compiled once per content hash and shared.
+    pub async fn load(
+        self: &Arc<Self>,
+        reference: &PluginRef,
+        expected: HookKind,
+    ) -> Result<Plugin, LoadError> {
+        let err = |kind| LoadError {
+            origin: reference.origin.clone(),
+            path: reference.path.clone(),
+            kind,
+        };
+        let component = self.component(&reference.path).await.map_err(err)?;
+        let Some(info) = component
+            .functions
+            .iter()
+            .find(|f| f.name == reference.function)
+        else {
+            return Err(err(LoadErrorKind::UnknownFunction {
+                function: reference.function.clone(),
+                available: component.functions.iter().map(|f| f.name.clone()).collect(),
+            }));
+        };
+        if info.kind != expected {
+            return Err(err(LoadErrorKind::WrongKind {
+                function: reference.function.clone(),
+                actual: info.kind,
+                expected,
+            }));
+        }
+        let file = reference
+            .path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        Ok(Plugin {
+            runtime: Arc::clone(self),
+            wants_body: info.wants_body,
+            component,
+            label: format!("{file}#{}", reference.function).into(),
+            function: reference.function.clone(),
+            config_json: reference.config_json.clone(),
+            limits: reference.limits.clone(),
+            on_error: reference.on_error,
+        })
+    }
+
+    async fn component(
+        self: &Arc<Self>,
+        path: &Path,
+    ) -> Result<Arc<LoadedComponent>, LoadErrorKind> {
+        let bytes = tokio::fs::read(path).await.map_err(LoadErrorKind::Read)?;
+        let hash = cache::content_hash(&bytes);
+        if let Some(loaded) = self.lock_components().get(&hash) {
+            return Ok(Arc::clone(loaded));
+        }
+        // Compiling takes tens of milliseconds of CPU: keep it off the
+        // request-serving threads.
+        let runtime = Arc::clone(self);
+        let component = tokio::task::spawn_blocking(move || {
+            cache::load_or_compile(&runtime.engine, runtime.cache_dir.as_deref(), &bytes, &hash)
+        })
+        .await
+        .map_err(|e| LoadErrorKind::Compile(e.to_string()))?
+        .map_err(|e| LoadErrorKind::Compile(format!("{e:#}")))?;
+        let pre = self.pre_instantiate(&component)?;
+        let functions = self.describe(&pre).await?;
+        let loaded = Arc::new(LoadedComponent { pre, functions });
+        self.lock_components().insert(hash, Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    fn lock_components(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<LoadedComponent>>> {
+        self.components
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn pre_instantiate(&self, component: &Component) -> Result<PluginPre<State>, LoadErrorKind> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadErrorKind::Incompatible(format!("{e:#}")))?;
+        PluginPre::new(instance_pre).map_err(|e| LoadErrorKind::Incompatible(format!("{e:#}")))
+    }
+
+    async fn describe(&self, pre: &PluginPre<State>) -> Result<Vec<FunctionInfo>, LoadErrorKind> {
+        let call = CallInfo {
+            plugin: "(loading)".into(),
+            api_id: "".into(),
+            request_id: "".into(),
+            outbound: Arc::new(OutboundPolicy::default()),
+            client: self.client.clone(),
+            max_outbound_calls: 0,
+            max_body_bytes: 0,
+        };
+        let limits = Limits::default();
+        let mut store = self.store(call, &limits);
+        let describe = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance
+                .portcullis_plugin_guest()
+                .call_functions(&mut store)
+                .await
+        };
+        match tokio::time::timeout(limits.timeout, describe).await {
+            Ok(Ok(functions)) => Ok(functions),
+            Ok(Err(e)) => Err(LoadErrorKind::Describe(format!("{e:#}"))),
+            Err(_) => Err(LoadErrorKind::Describe(format!(
+                "timed out after {:?}",
+                limits.timeout
+            ))),
+        }
+    }
+
+    fn store(&self, call: CallInfo, limits: &Limits) -> Store<State> {
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes.min(self.max_memory_bytes))
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, State::new(call, store_limits, limits.cpu));
+        store.limiter(|state| &mut state.limits);
+        // A new store's deadline is 0 and instantiation runs guest code: arm
+        // it first. Each tick we check the guest's own running time (outbound
+        // waits excluded) and yield to the executor so other requests run.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let clock = &ctx.data().clock;
+            if clock.guest_time() > clock.budget {
+                Err(wasmtime::Error::new(CpuBudgetExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+}
+
+/// Everything about the request's context a plugin call needs besides the
+/// request itself.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub api: Arc<Api>,
+    pub api_id: Arc<str>,
+    pub outbound: Arc<OutboundPolicy>,
+    pub request_id: Arc<str>,
+}
+
+/// A loaded plugin reference: component + function + config + limits.
+/// Cheap to share; each call makes a fresh instance.
+pub struct Plugin {
+    runtime: Arc<PluginRuntime>,
+    component: Arc<LoadedComponent>,
+    /// `file.wasm#function`, for logs.
+    label: Arc<str>,
+    function: String,
+    config_json: String,
+    wants_body: bool,
+    limits: Limits,
+    on_error: OnError,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// `file.wasm#function`.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether the function reads the body (so the gateway must buffer it).
+    pub fn wants_body(&self) -> bool {
+        self.wants_body
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn on_error(&self) -> OnError {
+        self.on_error
+    }
+
+    /// Runs a `request` function in a fresh instance.
+    pub async fn on_request(
+        &self,
+        ctx: &CallContext,
+        request: &Request,
+        session: &Session,
+    ) -> Result<Outcome, PluginError> {
+        let _slot = self
+            .runtime
+            .slots
+            .try_acquire()
+            .map_err(|_| PluginError::PoolExhausted(self.runtime.pool_size))?;
+        let call = CallInfo {
+            plugin: Arc::clone(&self.label),
+            api_id: Arc::clone(&ctx.api_id),
+            request_id: Arc::clone(&ctx.request_id),
+            outbound: Arc::clone(&ctx.outbound),
+            client: self.runtime.client.clone(),
+            max_outbound_calls: self.limits.max_outbound_calls,
+            max_body_bytes: self.limits.max_body_bytes,
+        };
+        let mut store = self.runtime.store(call, &self.limits);
+        let invocation = async {
+            let instance = self.component.pre.instantiate_async(&mut store).await?;
+            instance
+                .portcullis_plugin_guest()
+                .call_on_request(
+                    &mut store,
+                    &self.function,
+                    request,
+                    session,
+                    &ctx.api,
+                    &self.config_json,
+                )
+                .await
+        };
+        let result = match tokio::time::timeout(self.limits.timeout, invocation).await {
+            Err(_) => return Err(PluginError::Timeout(self.limits.timeout)),
+            Ok(result) => result,
+        };
+        match result {
+            Err(e) => Err(self.classify_trap(e)),
+            Ok(Err(message)) => Err(PluginError::Failed(message)),
+            Ok(Ok(outcome)) => self.check_outcome(outcome),
+        }
+    }
+
+    fn classify_trap(&self, e: wasmtime::Error) -> PluginError {
+        if e.downcast_ref::<CpuBudgetExceeded>().is_some() {
+            return PluginError::CpuBudget(self.limits.cpu);
+        }
+        let text = format!("{e:#}");
+        if text.contains("forcing trap when growing memory") {
+            return PluginError::Memory(self.limits.memory_bytes);
+        }
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => PluginError::Trap(format!("{trap}: {text}")),
+            None => PluginError::Trap(text),
+        }
+    }
+
+    /// Rejects outcomes the gateway cannot apply, so they fail here (with the
+    /// plugin named) rather than somewhere in the HTTP stack.
+    fn check_outcome(&self, outcome: Outcome) -> Result<Outcome, PluginError> {
+        let max_body = self.limits.max_body_bytes;
+        let problem = match &outcome {
+            Outcome::Respond(response) => check_response(response, max_body),
+            Outcome::Continue(changes) => check_changes(changes, max_body),
+        };
+        match problem {
+            Ok(()) => Ok(outcome),
+            Err(why) => Err(PluginError::InvalidOutcome(why)),
+        }
+    }
+}
+
+fn check_headers(headers: &[(String, String)]) -> Result<(), String> {
+    for (name, value) in headers {
+        http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        http::HeaderValue::from_str(value)
+            .map_err(|_| format!("invalid value for header {name:?}"))?;
+    }
+    Ok(())
+}
+
+fn check_body(what: &str, body: &[u8], max_body: usize) -> Result<(), String> {
+    if body.len() > max_body {
+        return Err(format!(
+            "{what} body of {} bytes exceeds max_body_bytes ({max_body})",
+            body.len()
+        ));
+    }
+    Ok(())
+}
+
+fn check_response(response: &Response, max_body: usize) -> Result<(), String> {
+    if !(100..=999).contains(&response.status) {
+        return Err(format!("invalid status {}", response.status));
+    }
+    check_body("response", &response.body, max_body)?;
+    check_headers(&response.headers)
+}
+
+fn check_changes(changes: &RequestChanges, max_body: usize) -> Result<(), String> {
+    check_headers(&changes.set_headers)?;
+    if let Some(method) = &changes.method
+        && http::Method::from_bytes(method.as_bytes()).is_err()
+    {
+        return Err(format!("invalid method {method:?}"));
+    }
+    if let Some(path) = &changes.path
+        && (!path.starts_with('/')
+            || path.contains('?')
+            || http::uri::PathAndQuery::try_from(path.as_str()).is_err())
+    {
+        return Err(format!(
+            "invalid path {path:?} (must start with '/', no query)"
+        ));
+    }
+    if let Some(query) = &changes.query
+        && http::uri::PathAndQuery::try_from(format!("/?{query}").as_str()).is_err()
+    {
+        return Err(format!("invalid query {query:?}"));
+    }
+    if let Some(body) = &changes.body {
+        check_body("request", body, max_body)?;
+    }
+    if let Some(upstream) = &changes.upstream {
+        crate::proxy::Upstream::parse(upstream)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Forwarding to upstreams: the upstream URL type, header hygiene
+//! (hop-by-hop removal, `X-Forwarded-*`) and the pooled keep-alive client.
+//! Bodies stream through in both directions; nothing here buffers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// An upstream base URL: `http://host:port` with an optional base path that
+/// every forwarded path is appended to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    authority: Authority,
+    /// Without trailing slash; empty for none.
+    base_path: String,
+}
+
+impl Upstream {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| Err(format!("invalid upstream URL {s:?}: {why}"));
+        let uri: Uri = match s.parse() {
+            Ok(uri) => uri,
+            Err(e) => return bad(&e.to_string()),
+        };
+        match uri.scheme() {
+            Some(scheme) if *scheme == Scheme::HTTP => {}
+            Some(scheme) if *scheme == Scheme::HTTPS => {
+                return bad("https upstreams are not supported yet; use http://");
+            }
+            _ => return bad("expected http://host[:port][/base/path]"),
+        }
+        let Some(authority) = uri.authority().cloned() else {
+            return bad("missing host");
+        };
+        if authority.host().is_empty() {
+            return bad("missing host");
+        }
+        if authority.as_str().contains('@') {
+            return bad("credentials in the URL are not supported");
+        }
+        if uri.query().is_some() {
+            return bad("a query string is not allowed in an upstream URL");
+        }
+        Ok(Upstream {
+            authority,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The URI for `path` (starting with `/`) and an optional query.
+    pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let mut path_and_query = String::with_capacity(
+            self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        path_and_query.push_str(&self.base_path);
+        path_and_query.push_str(path);
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            path_and_query.push('?');
+            path_and_query.push_str(q);
+        }
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}{}", self.authority, self.base_path)
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including any that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+}
+
+/// Prepares request headers for the upstream: hop-by-hop removed, `Host`
+/// left to the client (it becomes the upstream's authority), and
+/// `X-Forwarded-For/-Proto/-Host` added.
+pub fn forwarded_request_headers(headers: &mut HeaderMap, client: SocketAddr) {
+    strip_hop_by_hop(headers);
+    let host = headers.remove(header::HOST);
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let client_ip = client.ip().to_string();
+    let forwarded_for = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {client_ip}"),
+        None => client_ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(xff, value);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Some(host) = host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot connect to upstream: {0}")]
+    Connect(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream request failed: {0}")]
+    Other(String),
+}
+
+/// The pooled keep-alive client used for every proxied request.
+#[derive(Debug, Clone)]
+pub struct ProxyClient {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Default for ProxyClient {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        ProxyClient { client }
+    }
+}
+
+impl ProxyClient {
+    /// Sends `request` (absolute URI already set) and waits at most `timeout`
+    /// for the response head. The response body streams afterwards.
+    pub async fn send(
+        &self,
+        request: http::Request<Body>,
+        timeout: Duration,
+    ) -> Result<http::Response<Body>, ProxyError> {
+        match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Err(_) => Err(ProxyError::Timeout(timeout)),
+            Ok(Err(e)) if e.is_connect() => Err(ProxyError::Connect(root_cause(&e))),
+            Ok(Err(e)) => Err(ProxyError::Other(root_cause(&e))),
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Ok(http::Response::from_parts(parts, Body::new(body)))
+            }
+        }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        let u = Upstream::parse("http://127.0.0.1:9001/base/").expect("valid");
+        assert_eq!(
+            u.uri("/x", Some("a=1")).expect("uri").to_string(),
+            "http://127.0.0.1:9001/base/x?a=1"
+        );
+        assert_eq!(u.to_string(), "http://127.0.0.1:9001/base");
+        for bad in [
+            "127.0.0.1:9001",
+            "ftp://x",
+            "http://",
+            "http://a/?q",
+            "not a url",
+            "https://x",
+        ] {
+            assert!(Upstream::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

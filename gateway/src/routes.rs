@@ -1,0 +1,190 @@
+//! The routing table built from a loaded configuration: APIs by listen path
+//! (longest prefix wins), endpoints by method and path template, each
+//! endpoint with its loaded plugin. Built whole and swapped whole on reload,
+//! so a request sees one consistent configuration from start to end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+
+use crate::config::{ApiConfig, Config, ConfigError};
+use crate::outbound::OutboundPolicy;
+use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
+use crate::proxy::Upstream;
+
+/// Why a configuration could not be turned into a routing table.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Plugin(#[from] LoadError),
+}
+
+/// Everything needed to serve requests under one configuration.
+#[derive(Debug)]
+pub struct Routes {
+    /// Sorted by listen path, longest first.
+    apis: Vec<ApiRoute>,
+    pub config: Config,
+}
+
+#[derive(Debug)]
+pub struct ApiRoute {
+    pub id: Arc<str>,
+    pub listen_path: String,
+    pub strip_listen_path: bool,
+    pub upstream: Upstream,
+    pub upstream_timeout: Duration,
+    pub outbound: Arc<OutboundPolicy>,
+    /// The record plugins receive.
+    pub record: Arc<Api>,
+    endpoints: matchit::Router<Vec<usize>>,
+    endpoint_list: Vec<Endpoint>,
+}
+
+#[derive(Debug)]
+pub struct Endpoint {
+    methods: Option<Vec<Method>>,
+    pub template: String,
+    pub plugin: Plugin,
+}
+
+/// A matched endpoint and the parameters its template captured.
+#[derive(Debug)]
+pub struct EndpointMatch<'a> {
+    pub endpoint: &'a Endpoint,
+    pub params: Vec<(String, String)>,
+}
+
+impl Routes {
+    /// Loads every plugin the configuration names and builds the table.
+    pub async fn build(config: Config, runtime: &Arc<PluginRuntime>) -> Result<Self, BuildError> {
+        let mut apis = Vec::with_capacity(config.apis.len());
+        for api in &config.apis {
+            apis.push(ApiRoute::build(api, runtime).await?);
+        }
+        apis.sort_by(|a, b| b.listen_path.len().cmp(&a.listen_path.len()));
+        Ok(Routes { apis, config })
+    }
+
+    /// The API whose listen path is the longest prefix of `path`, and the rest
+    /// of the path (always starting with `/`).
+    pub fn route<'a>(&self, path: &'a str) -> Option<(&ApiRoute, &'a str)> {
+        self.apis.iter().find_map(|api| {
+            let prefix = &api.listen_path[..api.listen_path.len() - 1];
+            let rest = path.strip_prefix(prefix)?;
+            if rest.is_empty() {
+                Some((api, "/"))
+            } else if rest.starts_with('/') || prefix.is_empty() {
+                Some((api, rest))
+            } else {
+                None
+            }
+        })
+    }
+
+    pub fn apis(&self) -> &[ApiRoute] {
+        &self.apis
+    }
+
+    /// Distinct components and plugin references, for summaries.
+    pub fn plugin_count(&self) -> usize {
+        self.apis.iter().map(|a| a.endpoint_list.len()).sum()
+    }
+}
+
+impl ApiRoute {
+    async fn build(api: &ApiConfig, runtime: &Arc<PluginRuntime>) -> Result<Self, BuildError> {
+        let mut endpoint_list: Vec<Endpoint> = Vec::with_capacity(api.endpoints.len());
+        // Endpoints sharing a template (different methods) share a route.
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, endpoint) in api.endpoints.iter().enumerate() {
+            let plugin = runtime.load(&endpoint.plugin, HookKind::Request).await?;
+            endpoint_list.push(Endpoint {
+                methods: endpoint.methods.clone(),
+                template: endpoint.path.clone(),
+                plugin,
+            });
+            match groups
+                .iter_mut()
+                .find(|(first, _)| api.endpoints[*first].path == endpoint.path)
+            {
+                Some((_, members)) => members.push(i),
+                None => groups.push((i, vec![i])),
+            }
+        }
+        let mut endpoints = matchit::Router::new();
+        for (first, members) in groups {
+            let path = &api.endpoints[first].path;
+            endpoints.insert(path, members).map_err(|e| {
+                ConfigError::new(
+                    &api.file,
+                    Some(format!("endpoints[{first}].path")),
+                    format!("{path:?} conflicts with another endpoint: {e}"),
+                )
+            })?;
+        }
+        Ok(ApiRoute {
+            id: api.id.as_str().into(),
+            listen_path: api.listen_path.clone(),
+            strip_listen_path: api.strip_listen_path,
+            upstream: api.upstream.clone(),
+            upstream_timeout: api.upstream_timeout,
+            outbound: Arc::new(api.outbound.clone()),
+            record: Arc::new(Api {
+                id: api.id.clone(),
+                name: api.name.clone(),
+                listen_path: api.listen_path.clone(),
+                upstream: api.upstream.to_string(),
+                config: api.config_json.clone(),
+            }),
+            endpoints,
+            endpoint_list,
+        })
+    }
+
+    /// The endpoint for `method` and `rest` (the path under the listen path).
+    pub fn match_endpoint(&self, method: &Method, rest: &str) -> Option<EndpointMatch<'_>> {
+        let matched = self.endpoints.at(rest).ok()?;
+        let endpoint = matched
+            .value
+            .iter()
+            .map(|&i| &self.endpoint_list[i])
+            .find(|e| e.methods.as_ref().is_none_or(|m| m.contains(method)))?;
+        let params = matched
+            .params
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                )
+            })
+            .collect();
+        Some(EndpointMatch { endpoint, params })
+    }
+
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoint_list
+    }
+
+    /// The context plugin calls under this API need.
+    pub fn call_context(&self, request_id: Arc<str>) -> CallContext {
+        CallContext {
+            api: Arc::clone(&self.record),
+            api_id: Arc::clone(&self.id),
+            outbound: Arc::clone(&self.outbound),
+            request_id,
+        }
+    }
+}
+
+impl Endpoint {
+    pub fn methods(&self) -> Option<&[Method]> {
+        self.methods.as_deref()
+    }
+}

@@ -1,0 +1,114 @@
+//! Small HTTP services on loopback, used as the demo's example upstreams and
+//! as the real upstream servers of the end-to-end tests.
+//!
+//! - [`echo`]: answers every request with a JSON description of it (method,
+//!   path, query, headers, body) and its own name, so a caller can see exactly
+//!   what the gateway forwarded and where.
+//! - [`records`]: `GET /{kind}/{id}` answers a small JSON record, like an
+//!   internal user or inventory service.
+//! - [`status`] and [`slow`]: a fixed status, or an answer after a delay.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+/// Binds `addr` (use port 0 for a free port), serves `app` in the background
+/// and returns the bound address.
+pub async fn spawn(addr: &str, app: Router) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(bound)
+}
+
+/// Describes each request back as JSON, tagged with `name`.
+pub fn echo(name: &str) -> Router {
+    let name = name.to_owned();
+    Router::new().fallback(move |request: Request| {
+        let name = name.clone();
+        async move { Json(describe(&name, request).await) }
+    })
+}
+
+async fn describe(name: &str, request: Request) -> Value {
+    let (parts, body) = request.into_parts();
+    let mut headers = Map::new();
+    for (header, value) in &parts.headers {
+        let value = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        match headers.get_mut(header.as_str()) {
+            Some(Value::Array(values)) => values.push(value),
+            _ => {
+                headers.insert(header.as_str().to_owned(), Value::Array(vec![value]));
+            }
+        }
+    }
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    json!({
+        "upstream": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query().unwrap_or_default(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    })
+}
+
+/// `GET /{kind}/{id}` answers `{"kind": .., "id": .., "source": name, ...}`
+/// with a few made-up fields; ids that are not numbers get 404.
+pub fn records(name: &str) -> Router {
+    let name = name.to_owned();
+    Router::new().route(
+        "/{kind}/{id}",
+        get(move |Path((kind, id)): Path<(String, String)>| {
+            let name = name.clone();
+            async move {
+                let Ok(n) = id.parse::<u64>() else {
+                    return (StatusCode::NOT_FOUND, Json(json!({ "error": "no such record" }))).into_response();
+                };
+                let detail = match kind.as_str() {
+                    "users" => json!({ "name": format!("user-{n}"), "tier": if n % 2 == 0 { "gold" } else { "standard" } }),
+                    "stock" => json!({ "available": n * 3 % 17, "warehouse": "north" }),
+                    "prices" => json!({ "amount": n * 100 + 99, "currency": "EUR" }),
+                    _ => json!({}),
+                };
+                let mut record = json!({ "kind": kind, "id": n, "source": name });
+                if let (Some(record), Value::Object(detail)) = (record.as_object_mut(), detail) {
+                    record.extend(detail);
+                }
+                Json(record).into_response()
+            }
+        }),
+    )
+}
+
+/// Answers every request with `status` and a small JSON body.
+pub fn status(code: u16) -> Router {
+    Router::new().fallback(move || async move {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(json!({ "status": code }))).into_response()
+    })
+}
+
+/// Answers every request after `delay` with `{"slow": true}`.
+pub fn slow(delay: Duration) -> Router {
+    Router::new().fallback(move || async move {
+        tokio::time::sleep(delay).await;
+        Json(json!({ "slow": true })).into_response()
+    })
+}
+
+/// Answers with the request body, byte for byte (for streaming tests).
+pub fn mirror() -> Router {
+    Router::new().fallback(|body: Bytes| async move { Response::new(axum::body::Body::from(body)) })
+}
