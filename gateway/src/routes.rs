@@ -65,7 +65,7 @@ impl Routes {
         for api in &config.apis {
             apis.push(ApiRoute::build(api, runtime).await?);
         }
-        apis.sort_by(|a, b| b.listen_path.len().cmp(&a.listen_path.len()));
+        apis.sort_by_key(|api| std::cmp::Reverse(api.listen_path.len()));
         Ok(Routes { apis, config })
     }
 

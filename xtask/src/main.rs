@@ -1,1 +1,230 @@
-fn main() {}
+//! The project's everyday commands, in Rust so a fresh machine needs nothing
+//! but rustup's toolchain: `cargo xtask demo | test | lint | plugins`.
+//!
+//! Each command installs what it needs first (the `wasm32-wasip2` target)
+//! and says what it runs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+
+use anyhow::{Context, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  demo      build everything, start the example upstreams and the gateway on demo/gateway.yaml
+  test      build the plugins and run the whole test suite
+  lint      cargo fmt --check and clippy -D warnings, host and guest workspaces
+  plugins   build the example and test plugins (wasm32-wasip2, release)";
+
+fn main() -> ExitCode {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(&root),
+        Some("test") => test(&root, &args[1..]),
+        Some("lint") => lint(&root),
+        Some("plugins") => plugins(&root).map(|_| ()),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Runs `command`, echoing it, and fails if it fails.
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    eprintln!("+ {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Installs the `wasm32-wasip2` target if rustup does not have it yet.
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-wasip2") =>
+        {
+            Ok(())
+        }
+        Ok(_) => run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"])),
+        Err(e) => bail!(
+            "rustup not found ({e}); install the target another way: it must provide wasm32-wasip2"
+        ),
+    }
+}
+
+/// Builds every guest crate; returns the directory holding the `.wasm` files.
+fn plugins(root: &Path) -> anyhow::Result<PathBuf> {
+    ensure_wasm_target()?;
+    let manifest = root.join("example-plugins/Cargo.toml");
+    let mut build = cargo();
+    build
+        .args(["build", "--release", "--manifest-path"])
+        .arg(&manifest);
+    // The guest workspace's own .cargo/config.toml sets the target and the
+    // 64 KiB stack; host-side flags must not leak into it.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        build.env_remove(var);
+    }
+    build.current_dir(root.join("example-plugins"));
+    run(&mut build)?;
+    Ok(root.join("example-plugins/target/wasm32-wasip2/release"))
+}
+
+fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    plugins(root)?;
+    run(cargo()
+        .current_dir(root)
+        .args(["test", "--workspace"])
+        .args(extra))?;
+    // The SDK's own unit tests and doc examples compile on the host.
+    run(cargo().current_dir(root.join("plugin-sdk")).args(["test"]))?;
+    eprintln!("all tests passed");
+    Ok(())
+}
+
+fn lint(root: &Path) -> anyhow::Result<()> {
+    ensure_wasm_target()?;
+    run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
+    run(cargo().current_dir(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    for guest in ["plugin-sdk", "example-plugins"] {
+        run(cargo()
+            .current_dir(root.join(guest))
+            .args(["fmt", "--all", "--check"]))?;
+        run(cargo().current_dir(root.join(guest)).args([
+            "clippy",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// Kills the child when dropped, so the upstreams never outlive the demo.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn demo(root: &Path) -> anyhow::Result<()> {
+    let built = plugins(root)?;
+    let dest = root.join("demo/plugins");
+    std::fs::create_dir_all(&dest)?;
+    for name in ["hello", "policy", "router", "aggregate"] {
+        let file = format!("{name}.wasm");
+        std::fs::copy(built.join(&file), dest.join(&file))
+            .with_context(|| format!("copying {file} into demo/plugins"))?;
+    }
+    // The dev profile optimises dependencies (wasmtime, cranelift), so this
+    // build is quick to make and shares its artifacts with `cargo xtask test`.
+    run(cargo().current_dir(root).args([
+        "build",
+        "-p",
+        "portcullis",
+        "-p",
+        "portcullis-upstreams",
+    ]))?;
+    let bin = root.join("target/debug");
+
+    let _upstreams = KillOnDrop(
+        Command::new(bin.join("demo-upstreams"))
+            .spawn()
+            .context("starting demo-upstreams")?,
+    );
+    let config = root.join("demo/gateway.yaml");
+    let mut gateway = KillOnDrop(
+        Command::new(bin.join("portcullis"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting portcullis")?,
+    );
+    let stdout = gateway.0.stdout.take().context("gateway stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        match lines.next() {
+            Some(line) => {
+                let line = line?;
+                println!("{line}");
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    break addr.to_owned();
+                }
+            }
+            None => bail!("the gateway exited before listening (see the error above)"),
+        }
+    };
+    println!(
+        "
+Portcullis is running on {base} with demo/gateway.yaml. Try:
+
+  # virtual endpoint: the hello plugin answers, no upstream involved
+  curl -s {base}/hello/ada
+
+  # custom policy: 403 without the header, proxied with added headers with it
+  curl -si {base}/orders/42
+  curl -s -H 'x-api-client: demo' {base}/orders/42
+
+  # aggregation: one response merged from three internal services
+  curl -s {base}/orders/summary/7
+
+  # dynamic routing: the region picks the upstream
+  curl -s {base}/shop/us/items/7
+  curl -s -H 'x-region: eu' {base}/shop/us/items/7
+
+Press Ctrl-C to stop."
+    );
+    for line in lines {
+        println!("{}", line?);
+    }
+    let status = gateway.0.wait()?;
+    if !status.success() {
+        bail!("the gateway exited: {status}");
+    }
+    Ok(())
+}

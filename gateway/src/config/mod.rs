@@ -265,10 +265,17 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigEr
         let location = inner.location().map(|l| (l.line(), l.column()));
         // serde_yaml appends " at line L column C"; we print the location up front.
         let message = inner.to_string();
-        let message = match message.rfind(" at line ") {
-            Some(i) if location.is_some() => message[..i].to_owned(),
-            _ => message,
-        };
+        let suffix = location
+            .map(|(l, c)| format!(" at line {l} column {c}"))
+            .unwrap_or_default();
+        let mut message = message
+            .strip_suffix(suffix.as_str())
+            .unwrap_or(&message)
+            .to_owned();
+        // serde_yaml sometimes starts with the field path; we print our own.
+        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
+            message = rest.to_owned();
+        }
         ConfigError {
             file: file.to_owned(),
             location,

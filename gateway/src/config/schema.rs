@@ -155,18 +155,28 @@ pub enum OnError {
     Continue,
 }
 
+/// A string checked while it is parsed, so the error carries its line.
+/// (A `try_from` conversion would run after the parser moved on.)
 macro_rules! validated_string {
     ($(#[$doc:meta])* $name:ident, $check:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-        #[serde(try_from = "String")]
+        #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct $name(pub String);
 
-        impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
-                let check: fn(&str) -> Result<(), String> = $check;
-                check(&s).map(|()| $name(s))
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Checked;
+                impl serde::de::Visitor<'_> for Checked {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        let check: fn(&str) -> Result<(), String> = $check;
+                        check(s).map(|()| $name(s.to_owned())).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(Checked)
             }
         }
     };

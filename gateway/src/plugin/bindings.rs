@@ -8,7 +8,9 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use portcullis::plugin::http::{HttpError, OutboundRequest, OutboundResponse};
-pub use portcullis::plugin::log::Level;
-pub use portcullis::plugin::types::{Api, Outcome, Request, RequestChanges, Response, Session};
-pub use portcullis::plugin::types::{FunctionInfo, HookKind};
+pub use self::portcullis::plugin::http::{HttpError, OutboundRequest, OutboundResponse};
+pub use self::portcullis::plugin::log::Level;
+pub use self::portcullis::plugin::types::{
+    Api, Outcome, Request, RequestChanges, Response, Session,
+};
+pub use self::portcullis::plugin::types::{FunctionInfo, HookKind};

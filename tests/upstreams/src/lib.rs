@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
@@ -108,7 +107,8 @@ pub fn slow(delay: Duration) -> Router {
     })
 }
 
-/// Answers with the request body, byte for byte (for streaming tests).
+/// Streams the request body back as the response body, byte for byte,
+/// without buffering it (for streaming tests).
 pub fn mirror() -> Router {
-    Router::new().fallback(|body: Bytes| async move { Response::new(axum::body::Body::from(body)) })
+    Router::new().fallback(|request: Request| async move { Response::new(request.into_body()) })
 }

@@ -1,0 +1,18 @@
+# Everyday commands. Each is a thin alias for `cargo xtask ...`, which needs
+# nothing but rustup's toolchain, so these work with or without `just`.
+
+# Build everything and run the demo gateway with its example upstreams.
+demo:
+    cargo xtask demo
+
+# Build the plugins and run the whole test suite.
+test *ARGS:
+    cargo xtask test {{ARGS}}
+
+# rustfmt and clippy (-D warnings) over the host and guest workspaces.
+lint:
+    cargo xtask lint
+
+# Build the example and test plugins (wasm32-wasip2, release).
+plugins:
+    cargo xtask plugins

@@ -1,0 +1,261 @@
+//! Test support: the compiled plugins (built once per run), a real gateway
+//! process on a free port, and real upstream servers on loopback.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub use portcullis_upstreams as upstreams;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("gateway/ is in the repository")
+        .to_owned()
+}
+
+/// The compiled plugin `name` (e.g. `hello`, `probe`). The guest workspace is
+/// built once per test run; `cargo xtask test` has usually built it already,
+/// which makes this a no-op.
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let guests = repo_root().join("example-plugins");
+        let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        build
+            .args(["build", "--release", "--quiet"])
+            .current_dir(&guests);
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+        ] {
+            build.env_remove(var);
+        }
+        let output = build
+            .output()
+            .expect("cannot run cargo to build the test plugins");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains("wasm32-wasip2` target may not be installed")
+                && !stderr.contains("can't find crate for `core`"),
+            "the wasm32-wasip2 target is missing; run:\n\n    rustup target add wasm32-wasip2\n"
+        );
+        assert!(
+            output.status.success(),
+            "building the plugins failed:\n{stderr}"
+        );
+        guests.join("target/wasm32-wasip2/release")
+    });
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.is_file(), "no plugin {}", path.display());
+    path
+}
+
+/// A directory holding a gateway config and API definition files.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    /// `gateway.yaml` (with a shared compiled-plugin cache unless the text
+    /// sets one) plus `apis/<name>` files.
+    pub fn new(gateway_yaml: &str, apis: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut gateway = gateway_yaml.to_owned();
+        if !gateway.contains("plugin_cache") {
+            let cache = repo_root().join("target/test-plugin-cache");
+            gateway.push_str(&format!("\nplugin_cache: {}\n", cache.display()));
+        }
+        std::fs::write(dir.path().join("gateway.yaml"), gateway).expect("write gateway.yaml");
+        std::fs::create_dir_all(dir.path().join("apis")).expect("mkdir apis");
+        for (name, text) in apis {
+            std::fs::write(dir.path().join("apis").join(name), text).expect("write api file");
+        }
+        ConfigDir { dir }
+    }
+
+    /// One API file and the default gateway file.
+    pub fn single(api_yaml: &str) -> Self {
+        Self::new("apis: [apis/]\n", &[("api.yaml", api_yaml)])
+    }
+
+    pub fn gateway_file(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+
+    pub fn write_api(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join("apis").join(name), text).expect("write api file");
+    }
+}
+
+/// Runs `portcullis validate` on the config.
+pub fn validate(config: &ConfigDir) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("validate")
+        .arg("--config")
+        .arg(config.gateway_file())
+        .output()
+        .expect("run portcullis validate")
+}
+
+/// A running `portcullis serve`, killed on drop. Its stderr (the log) is
+/// collected for assertions.
+pub struct Gateway {
+    child: Child,
+    pub url: String,
+    log: Arc<Mutex<String>>,
+    pub config: ConfigDir,
+}
+
+impl Gateway {
+    pub fn start(config: ConfigDir) -> Self {
+        Self::try_start(config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the gateway; `Err` carries its stderr if it exits instead of
+    /// listening.
+    pub fn try_start(config: ConfigDir) -> Result<Self, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config.gateway_file())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("PORTCULLIS_LOG", "info,portcullis=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn portcullis");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("log lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read stdout");
+        match line.trim().strip_prefix("listening on ") {
+            Some(url) => Ok(Gateway {
+                child,
+                url: url.to_owned(),
+                log,
+                config,
+            }),
+            None => {
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                Err(log.lock().expect("log lock").clone())
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// The gateway's log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits (up to 10 s) until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log never contained {needle:?}; log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn reload(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `app` on a free loopback port; returns `http://127.0.0.1:PORT`.
+pub async fn upstream(app: axum::Router) -> String {
+    let addr = upstreams::spawn("127.0.0.1:0", app)
+        .await
+        .expect("start upstream");
+    format!("http://{addr}")
+}
+
+/// A loopback address nothing listens on.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// GET `url`, returning status, headers and the body as JSON (or `Null`).
+pub async fn get_json(url: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let response = client().get(url).send().await.expect("request");
+    json_of(response).await
+}
+
+pub async fn json_of(
+    response: reqwest::Response,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, headers, json)
+}
+
+/// Asserts the body is the gateway's JSON error for `status`, with a request id
+/// and no internal detail.
+pub fn assert_gateway_error(
+    status: u16,
+    body: &serde_json::Value,
+    expected_status: u16,
+    message: &str,
+) {
+    assert_eq!(status, expected_status, "body: {body}");
+    assert_eq!(body["status"], expected_status, "body: {body}");
+    assert_eq!(body["error"], message, "body: {body}");
+    assert!(
+        body["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "body: {body}"
+    );
+}
