@@ -21,6 +21,7 @@ use http::request::Parts;
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
+use crate::config::OnError;
 use crate::error::RequestError;
 use crate::plugin::{self, Outcome, RequestChanges, Session};
 use crate::proxy::{self, ProxyClient, Upstream};
@@ -217,9 +218,23 @@ async fn run_endpoint_plugin(
     {
         Ok(outcome) => outcome,
         Err(error) => {
-            tracing::warn!(plugin = plugin.label(), error = %error, on_error = ?plugin.on_error(), "plugin invocation failed");
-            if plugin.on_error() == crate::config::OnError::Continue {
+            tracing::warn!(
+                plugin = plugin.label(),
+                path = %plugin.path().display(),
+                api = &*api.id,
+                endpoint = matched.endpoint.template.as_str(),
+                error = %error,
+                on_error = ?plugin.on_error(),
+                "plugin invocation failed"
+            );
+            if plugin.on_error() == OnError::Continue {
                 return Ok(PluginStep::Continue(body));
+            }
+            if let Some(fallback) = plugin.fallback() {
+                let mut response = Response::new(Body::from(fallback.body.clone()));
+                *response.status_mut() = fallback.status;
+                *response.headers_mut() = fallback.headers.clone();
+                return Ok(PluginStep::Respond(response));
             }
             return Err(RequestError::Plugin {
                 plugin: plugin.label().to_owned(),

@@ -112,7 +112,7 @@ fn unknown_function_lists_what_the_component_exports() {
     assert!(stderr.contains("probe.wasm"), "{stderr}");
     assert!(stderr.contains("no function `inspekt`"), "{stderr}");
     assert!(
-        stderr.contains("inspect, rewrite, fail, panic, spin"),
+        stderr.contains("inspect, rewrite, fail, check-token, stamp"),
         "lists the exports: {stderr}"
     );
 }

@@ -4,4 +4,5 @@
 mod config_errors;
 mod plugins;
 mod proxy;
+mod sandbox;
 mod support;

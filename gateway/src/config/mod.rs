@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use schema::OnError;
-use schema::{ApiFile, CacheSetting, GatewayFile, LimitsFile, PluginFile};
+use schema::{ApiFile, CacheSetting, FallbackFile, GatewayFile, LimitsFile, PluginFile};
 
 use crate::outbound::{AllowRule, OutboundPolicy};
 use crate::proxy::Upstream;
@@ -59,6 +59,8 @@ pub struct Limits {
     pub max_outbound_calls: u32,
     /// Largest body passed into or accepted from a plugin.
     pub max_body_bytes: usize,
+    /// Largest total size (names + values) of the headers a plugin returns.
+    pub max_header_bytes: usize,
     /// Instances alive at once, gateway-wide (only in `plugin_limits`).
     pub pool_size: u32,
 }
@@ -71,6 +73,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             max_outbound_calls: 16,
             max_body_bytes: 1 << 20,
+            max_header_bytes: 64 << 10,
             pool_size: 1_000,
         }
     }
@@ -86,6 +89,7 @@ impl Limits {
                 .map_or(self.memory_bytes, |mb| (mb as usize) << 20),
             max_outbound_calls: over.max_outbound_calls.unwrap_or(self.max_outbound_calls),
             max_body_bytes: over.max_body_bytes.unwrap_or(self.max_body_bytes),
+            max_header_bytes: over.max_header_bytes.unwrap_or(self.max_header_bytes),
             pool_size: over.pool_size.unwrap_or(self.pool_size),
         }
     }
@@ -125,8 +129,37 @@ pub struct PluginRef {
     pub config_json: String,
     pub limits: Limits,
     pub on_error: OnError,
+    /// The response to give instead of the gateway's error when it fails.
+    pub fallback: Option<Fallback>,
     /// Where it was declared, for errors: `apis/orders.yaml: endpoints[0].plugin`.
     pub origin: String,
+}
+
+/// A fixed response for a failing plugin (`fallback:` on a reference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+fn fallback(file: &Path, field: &str, fallback: FallbackFile) -> Result<Fallback, ConfigError> {
+    let bad = |sub: &str, why: String| ConfigError::new(file, Some(format!("{field}.{sub}")), why);
+    let status = http::StatusCode::from_u16(fallback.status)
+        .map_err(|_| bad("status", format!("invalid HTTP status {}", fallback.status)))?;
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &fallback.headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad("headers", format!("invalid header name {name:?}")))?;
+        let value = http::HeaderValue::from_str(value)
+            .map_err(|_| bad("headers", format!("invalid value for header {name}")))?;
+        headers.append(name, value);
+    }
+    Ok(Fallback {
+        status,
+        headers,
+        body: fallback.body.into(),
+    })
 }
 
 /// Loads and checks `file` and every API definition it names.
@@ -402,7 +435,19 @@ fn resolve_plugin(
             ),
         ));
     }
+    let fallback = match plugin.fallback {
+        Some(_) if plugin.on_error == OnError::Continue => {
+            return Err(ConfigError::new(
+                file,
+                Some(format!("{field}.fallback")),
+                "a fallback response needs `on_error: fail` (with `continue` the request proceeds instead)",
+            ));
+        }
+        Some(f) => Some(fallback(file, &format!("{field}.fallback"), f)?),
+        None => None,
+    };
     Ok(PluginRef {
+        fallback,
         path: std::path::absolute(&path).unwrap_or(path),
         function: plugin.function,
         config_json: yaml_to_json(file, &format!("{field}.config"), plugin.config)?,

@@ -54,6 +54,7 @@ pub struct LimitsFile {
     pub memory_mb: Option<u64>,
     pub max_outbound_calls: Option<u32>,
     pub max_body_bytes: Option<usize>,
+    pub max_header_bytes: Option<usize>,
     pub pool_size: Option<u32>,
 }
 
@@ -141,6 +142,20 @@ pub struct PluginFile {
     pub limits: LimitsFile,
     #[serde(default)]
     pub on_error: OnError,
+    /// With `on_error: fail`, answer this instead of the gateway's JSON error.
+    #[serde(default)]
+    pub fallback: Option<FallbackFile>,
+}
+
+/// A fixed response for a failing plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackFile {
+    pub status: u16,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: String,
 }
 
 /// What a failing plugin (trap, timeout, limit, invalid outcome) does to the

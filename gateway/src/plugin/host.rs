@@ -1,14 +1,19 @@
 //! What a plugin instance can reach: the per-invocation store state and the
-//! host functions of the WIT world (logging and outbound HTTP). WASI is
-//! present only so Rust's std links; its context is empty (no files,
-//! environment, arguments, sockets or stdio).
+//! host functions of the WIT world (logging and outbound HTTP).
+//!
+//! WASI is linked only because Rust's std imports it. Its context is empty:
+//! no preopened directories, environment variables, arguments, stdin,
+//! stdout/stderr (writes are discarded), sockets or name lookups; such calls
+//! return errors the guest can handle. Random numbers work (`HashMap` needs
+//! them) and clocks work at a coarse 1 ms resolution, to blunt timing attacks
+//! on the host process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::portcullis::plugin::{http, log, types};
 use super::bindings::{HttpError, Level, OutboundRequest, OutboundResponse};
@@ -65,6 +70,8 @@ pub struct State {
 impl State {
     pub fn new(call: CallInfo, limits: StoreLimits, cpu_budget: Duration) -> Self {
         let wasi = WasiCtx::builder()
+            .wall_clock(CoarseWallClock)
+            .monotonic_clock(CoarseMonotonicClock)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -78,6 +85,41 @@ impl State {
             clock: GuestClock::new(cpu_budget),
             outbound_calls: 0,
         }
+    }
+}
+
+/// Clock resolution offered to guests.
+const CLOCK_RESOLUTION: Duration = Duration::from_millis(1);
+
+fn coarse(d: Duration) -> Duration {
+    let step = CLOCK_RESOLUTION.as_nanos();
+    Duration::from_nanos(u64::try_from(d.as_nanos() / step * step).unwrap_or(u64::MAX))
+}
+
+struct CoarseWallClock;
+
+impl HostWallClock for CoarseWallClock {
+    fn resolution(&self) -> Duration {
+        CLOCK_RESOLUTION
+    }
+    fn now(&self) -> Duration {
+        coarse(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
+    }
+}
+
+struct CoarseMonotonicClock;
+
+impl HostMonotonicClock for CoarseMonotonicClock {
+    fn resolution(&self) -> u64 {
+        CLOCK_RESOLUTION.as_nanos() as u64
+    }
+    fn now(&self) -> u64 {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        coarse(START.get_or_init(Instant::now).elapsed()).as_nanos() as u64
     }
 }
 
@@ -159,7 +201,11 @@ impl http::Host for State {
                 body: response.body.into(),
             }),
             Err(e) => {
-                tracing::debug!(plugin = &*self.call.plugin, %url, error = %e, "outbound call failed");
+                if matches!(e, OutboundError::NotAllowed(_)) {
+                    tracing::warn!(plugin = &*self.call.plugin, %url, "outbound call refused: host not on the API's allowlist");
+                } else {
+                    tracing::debug!(plugin = &*self.call.plugin, %url, error = %e, "outbound call failed");
+                }
                 Err(match e {
                     OutboundError::NotAllowed(host) => HttpError::NotAllowed(host),
                     OutboundError::Invalid(why) => HttpError::InvalidRequest(why),

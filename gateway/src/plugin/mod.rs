@@ -34,7 +34,7 @@ pub use bindings::{Api, HookKind, Outcome, Request, RequestChanges, Response, Se
 use bindings::{FunctionInfo, PluginPre};
 use host::{CallInfo, State};
 
-use crate::config::{Limits, OnError, PluginRef};
+use crate::config::{Fallback, Limits, OnError, PluginRef};
 use crate::outbound::{OutboundClient, OutboundPolicy};
 
 /// How often the epoch advances; the granularity of CPU budgets.
@@ -256,6 +256,8 @@ impl PluginRuntime {
             config_json: reference.config_json.clone(),
             limits: reference.limits.clone(),
             on_error: reference.on_error,
+            fallback: reference.fallback.clone(),
+            path: reference.path.clone(),
         })
     }
 
@@ -311,6 +313,12 @@ impl PluginRuntime {
             max_body_bytes: 0,
         };
         let limits = Limits::default();
+        // Wait for a free instance slot: loading may overlap with traffic.
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| LoadErrorKind::Describe(e.to_string()))?;
         let mut store = self.store(call, &limits);
         let describe = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -374,6 +382,8 @@ pub struct Plugin {
     wants_body: bool,
     limits: Limits,
     on_error: OnError,
+    fallback: Option<Fallback>,
+    path: PathBuf,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -401,6 +411,16 @@ impl Plugin {
 
     pub fn on_error(&self) -> OnError {
         self.on_error
+    }
+
+    /// The fixed response to give when this plugin fails, if configured.
+    pub fn fallback(&self) -> Option<&Fallback> {
+        self.fallback.as_ref()
+    }
+
+    /// The component file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Runs a `request` function in a fresh instance.
@@ -467,10 +487,9 @@ impl Plugin {
     /// Rejects outcomes the gateway cannot apply, so they fail here (with the
     /// plugin named) rather than somewhere in the HTTP stack.
     fn check_outcome(&self, outcome: Outcome) -> Result<Outcome, PluginError> {
-        let max_body = self.limits.max_body_bytes;
         let problem = match &outcome {
-            Outcome::Respond(response) => check_response(response, max_body),
-            Outcome::Continue(changes) => check_changes(changes, max_body),
+            Outcome::Respond(response) => check_response(response, &self.limits),
+            Outcome::Continue(changes) => check_changes(changes, &self.limits),
         };
         match problem {
             Ok(()) => Ok(outcome),
@@ -479,7 +498,13 @@ impl Plugin {
     }
 }
 
-fn check_headers(headers: &[(String, String)]) -> Result<(), String> {
+fn check_headers(headers: &[(String, String)], max_bytes: usize) -> Result<(), String> {
+    let total: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if total > max_bytes {
+        return Err(format!(
+            "headers of {total} bytes exceed max_header_bytes ({max_bytes})"
+        ));
+    }
     for (name, value) in headers {
         http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("invalid header name {name:?}"))?;
@@ -499,16 +524,16 @@ fn check_body(what: &str, body: &[u8], max_body: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn check_response(response: &Response, max_body: usize) -> Result<(), String> {
+fn check_response(response: &Response, limits: &Limits) -> Result<(), String> {
     if !(100..=999).contains(&response.status) {
         return Err(format!("invalid status {}", response.status));
     }
-    check_body("response", &response.body, max_body)?;
-    check_headers(&response.headers)
+    check_body("response", &response.body, limits.max_body_bytes)?;
+    check_headers(&response.headers, limits.max_header_bytes)
 }
 
-fn check_changes(changes: &RequestChanges, max_body: usize) -> Result<(), String> {
-    check_headers(&changes.set_headers)?;
+fn check_changes(changes: &RequestChanges, limits: &Limits) -> Result<(), String> {
+    check_headers(&changes.set_headers, limits.max_header_bytes)?;
     if let Some(method) = &changes.method
         && http::Method::from_bytes(method.as_bytes()).is_err()
     {
@@ -529,7 +554,7 @@ fn check_changes(changes: &RequestChanges, max_body: usize) -> Result<(), String
         return Err(format!("invalid query {query:?}"));
     }
     if let Some(body) = &changes.body {
-        check_body("request", body, max_body)?;
+        check_body("request", body, limits.max_body_bytes)?;
     }
     if let Some(upstream) = &changes.upstream {
         crate::proxy::Upstream::parse(upstream)?;

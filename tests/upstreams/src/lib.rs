@@ -7,8 +7,11 @@
 //! - [`records`]: `GET /{kind}/{id}` answers a small JSON record, like an
 //!   internal user or inventory service.
 //! - [`status`] and [`slow`]: a fixed status, or an answer after a delay.
+//! - [`counter`]: counts the requests it gets; [`mirror`]: streams the body back.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -105,6 +108,17 @@ pub fn slow(delay: Duration) -> Router {
         tokio::time::sleep(delay).await;
         Json(json!({ "slow": true })).into_response()
     })
+}
+
+/// Answers every request with 200 `{"n": <count>}` and counts them.
+pub fn counter() -> (Router, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&hits);
+    let app = Router::new().fallback(move || {
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Json(json!({ "n": n })) }
+    });
+    (app, hits)
 }
 
 /// Streams the request body back as the response body, byte for byte,

@@ -1,6 +1,6 @@
 //! Test-only plugin (not an example): reports everything the gateway passed
-//! in, applies whatever changes its config asks for, and misbehaves in the
-//! ways the end-to-end tests need to see contained.
+//! in, applies whatever changes its config asks for, fails on request, and
+//! carries functions of every hook kind. (Attacks live in `hostile`.)
 
 use portcullis_sdk::{
     AuthOutcome, Context, Outcome, Request, RequestChanges, Response, Result, plugin,
@@ -71,25 +71,6 @@ fn fail(_: &Request, _: &Context) -> Result<Outcome> {
     Err(portcullis_sdk::Error::msg("deliberate failure"))
 }
 
-fn panic(_: &Request, _: &Context) -> Result<Outcome> {
-    panic!("deliberate panic")
-}
-
-fn spin(_: &Request, _: &Context) -> Result<Outcome> {
-    let mut n: u64 = 0;
-    loop {
-        n = std::hint::black_box(n.wrapping_add(1));
-    }
-}
-
-fn bad_status(_: &Request, _: &Context) -> Result<Outcome> {
-    Ok(Response::new(99).into())
-}
-
-fn bad_header(_: &Request, _: &Context) -> Result<Outcome> {
-    Ok(Response::new(200).header("x-bad", "line\nbreak").into())
-}
-
 fn check_token(_: &Request, ctx: &Context) -> Result<AuthOutcome> {
     Ok(AuthOutcome::Authenticated(ctx.session.clone()))
 }
@@ -102,10 +83,6 @@ plugin! {
     request(body) "inspect" => inspect,
     request "rewrite" => rewrite,
     request "fail" => fail,
-    request "panic" => panic,
-    request "spin" => spin,
-    request "bad-status" => bad_status,
-    request "bad-header" => bad_header,
     auth "check-token" => check_token,
     response "stamp" => stamp,
 }
