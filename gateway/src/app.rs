@@ -26,7 +26,7 @@ fn runtime_for(config: &Config) -> anyhow::Result<Arc<PluginRuntime>> {
     Ok(Arc::new(PluginRuntime::new(
         &config.limits,
         config.plugin_cache.clone(),
-        OutboundClient::new()?,
+        OutboundClient::new(config.max_outbound_in_flight)?,
     )?))
 }
 

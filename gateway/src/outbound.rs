@@ -6,10 +6,12 @@
 //! never followed (a redirect could lead off the list). This module knows
 //! nothing about wasm; the plugin runtime maps its results onto the WIT types.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use tokio::sync::Semaphore;
 
 /// One allowlist entry: `host`, `host:port`, `*.suffix` or `*.suffix:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,20 +126,27 @@ pub enum OutboundError {
 }
 
 /// The gateway's shared outbound client: keep-alive connections pooled across
-/// all plugin invocations.
+/// all plugin invocations, and a gateway-wide cap on calls in flight.
 #[derive(Debug, Clone)]
 pub struct OutboundClient {
     client: reqwest::Client,
+    in_flight: Arc<Semaphore>,
 }
 
 impl OutboundClient {
-    pub fn new() -> anyhow::Result<Self> {
+    /// A client allowing at most `max_in_flight` calls at once across the
+    /// gateway; further calls wait (within their own timeout) for a slot.
+    pub fn new(max_in_flight: usize) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
             .build()?;
-        Ok(OutboundClient { client })
+        Ok(OutboundClient {
+            client,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+        })
     }
 
     /// Sends `request` if `policy` allows its host; reads at most
@@ -147,7 +156,7 @@ impl OutboundClient {
         policy: &OutboundPolicy,
         request: OutboundRequest,
         max_body_bytes: usize,
-        extra_headers: &[(&str, &str)],
+        extra_headers: &[(String, String)],
     ) -> Result<OutboundResponse, OutboundError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| OutboundError::Invalid(format!("URL {:?}: {e}", request.url)))?;
@@ -171,7 +180,8 @@ impl OutboundClient {
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()));
-        for (name, value) in pairs.chain(extra_headers.iter().copied()) {
+        let extra = extra_headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        for (name, value) in pairs.chain(extra) {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| OutboundError::Invalid(format!("header name {name:?}")))?;
             let value = HeaderValue::from_str(value)
@@ -180,6 +190,11 @@ impl OutboundClient {
         }
         let timeout = request.timeout.unwrap_or(policy.timeout);
         let call = async {
+            let _slot = self
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|e| OutboundError::Other(e.to_string()))?;
             let mut response = self
                 .client
                 .request(method, url)

@@ -172,13 +172,21 @@ impl ApiRoute {
         &self.endpoint_list
     }
 
-    /// The context plugin calls under this API need.
-    pub fn call_context(&self, request_id: Arc<str>) -> CallContext {
+    /// The context plugin calls under this API need. Outbound calls carry
+    /// the request id and the client's W3C trace context headers.
+    pub fn call_context(&self, request_id: Arc<str>, headers: &http::HeaderMap) -> CallContext {
+        let mut propagate = vec![("x-request-id".to_owned(), request_id.to_string())];
+        for name in ["traceparent", "tracestate"] {
+            if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                propagate.push((name.to_owned(), value.to_owned()));
+            }
+        }
         CallContext {
             api: Arc::clone(&self.record),
             api_id: Arc::clone(&self.id),
             outbound: Arc::clone(&self.outbound),
             request_id,
+            propagate: propagate.into(),
         }
     }
 }

@@ -211,7 +211,7 @@ async fn run_endpoint_plugin(
         params: matched.params.clone(),
         request_id: request_id.to_string(),
     };
-    let ctx = api.call_context(Arc::clone(request_id));
+    let ctx = api.call_context(Arc::clone(request_id), &parts.headers);
     let outcome = match plugin
         .on_request(&ctx, &request, &anonymous_session())
         .await

@@ -43,6 +43,8 @@ pub struct Config {
     pub file: PathBuf,
     pub listen: String,
     pub limits: Limits,
+    /// Outbound plugin calls in flight at once, gateway-wide.
+    pub max_outbound_in_flight: usize,
     /// Directory for compiled plugins; `None` disables the cache.
     pub plugin_cache: Option<PathBuf>,
     pub apis: Vec<ApiConfig>,
@@ -218,6 +220,7 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
         file,
         listen: gateway.listen,
         limits: defaults,
+        max_outbound_in_flight: gateway.max_outbound_in_flight.max(1),
         plugin_cache,
         apis,
     })

@@ -20,6 +20,9 @@ pub struct GatewayFile {
     /// Default upstream timeout (response headers), per API overridable.
     #[serde(default = "default_upstream_timeout_ms")]
     pub upstream_timeout_ms: u64,
+    /// Outbound plugin calls in flight at once, gateway-wide.
+    #[serde(default = "default_max_outbound_in_flight")]
+    pub max_outbound_in_flight: usize,
     /// Default limits for every plugin invocation.
     #[serde(default)]
     pub plugin_limits: LimitsFile,
@@ -38,6 +41,10 @@ pub enum CacheSetting {
 
 pub fn default_listen() -> String {
     "127.0.0.1:8080".into()
+}
+
+fn default_max_outbound_in_flight() -> usize {
+    512
 }
 
 fn default_upstream_timeout_ms() -> u64 {

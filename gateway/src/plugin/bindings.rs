@@ -4,11 +4,16 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
-    imports: { "portcullis:plugin/http.send": async },
+    imports: {
+        "portcullis:plugin/http.send": async,
+        "portcullis:plugin/http.send-all": async,
+    },
     exports: { default: async },
 });
 
-pub use self::portcullis::plugin::http::{HttpError, OutboundRequest, OutboundResponse};
+pub use self::portcullis::plugin::http::{
+    BatchOptions, HttpError, OutboundRequest, OutboundResponse,
+};
 pub use self::portcullis::plugin::log::Level;
 pub use self::portcullis::plugin::types::{
     Api, Outcome, Request, RequestChanges, Response, Session,

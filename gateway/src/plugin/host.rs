@@ -16,7 +16,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::portcullis::plugin::{http, log, types};
-use super::bindings::{HttpError, Level, OutboundRequest, OutboundResponse};
+use super::bindings::{BatchOptions, HttpError, Level, OutboundRequest, OutboundResponse};
 use crate::outbound::{self, OutboundClient, OutboundError, OutboundPolicy};
 
 /// Longest log line a plugin may write; longer ones are cut.
@@ -29,6 +29,9 @@ pub struct CallInfo {
     pub plugin: Arc<str>,
     pub api_id: Arc<str>,
     pub request_id: Arc<str>,
+    /// Headers every outbound call carries: `x-request-id` and the client's
+    /// trace context (`traceparent`, `tracestate`).
+    pub propagate: Arc<[(String, String)]>,
     pub outbound: Arc<OutboundPolicy>,
     pub client: OutboundClient,
     pub max_outbound_calls: u32,
@@ -160,8 +163,9 @@ impl log::Host for State {
     }
 }
 
-impl http::Host for State {
-    async fn send(&mut self, request: OutboundRequest) -> Result<OutboundResponse, HttpError> {
+impl State {
+    /// Takes one call from the invocation's budget, or says why not.
+    fn take_call(&mut self) -> Result<(), HttpError> {
         if self.outbound_calls >= self.call.max_outbound_calls {
             tracing::warn!(
                 plugin = &*self.call.plugin,
@@ -171,50 +175,123 @@ impl http::Host for State {
             return Err(HttpError::CallLimit);
         }
         self.outbound_calls += 1;
-        let url = request.url.clone();
-        let request = outbound::OutboundRequest {
-            method: request.method,
-            url: request.url,
-            headers: request.headers,
-            body: request.body,
-            timeout: request
-                .timeout_ms
-                .map(|ms| Duration::from_millis(ms.into())),
-        };
-        let propagated = [("x-request-id", &*self.call.request_id)];
-        let waiting = Instant::now();
-        let result = self
-            .call
-            .client
-            .send(
-                &self.call.outbound,
-                request,
-                self.call.max_body_bytes,
-                &propagated,
-            )
-            .await;
-        self.clock.host_wait += waiting.elapsed();
-        match result {
-            Ok(response) => Ok(OutboundResponse {
-                status: response.status,
-                headers: response.headers,
-                body: response.body.into(),
-            }),
-            Err(e) => {
+        Ok(())
+    }
+
+    /// One outbound call as a future that borrows nothing from the store, so
+    /// a batch can run several at once.
+    fn call_future(
+        &self,
+        request: OutboundRequest,
+    ) -> impl Future<Output = Result<OutboundResponse, HttpError>> + Send + 'static {
+        let client = self.call.client.clone();
+        let policy = Arc::clone(&self.call.outbound);
+        let propagate = Arc::clone(&self.call.propagate);
+        let plugin = Arc::clone(&self.call.plugin);
+        let max_body = self.call.max_body_bytes;
+        async move {
+            let url = request.url.clone();
+            let request = outbound::OutboundRequest {
+                method: request.method,
+                url: request.url,
+                headers: request.headers,
+                body: request.body,
+                timeout: request
+                    .timeout_ms
+                    .map(|ms| Duration::from_millis(ms.into())),
+            };
+            client.send(&policy, request, max_body, &propagate).await.map(to_wit_response).map_err(|e| {
                 if matches!(e, OutboundError::NotAllowed(_)) {
-                    tracing::warn!(plugin = &*self.call.plugin, %url, "outbound call refused: host not on the API's allowlist");
+                    tracing::warn!(plugin = &*plugin, %url, "outbound call refused: host not on the API's allowlist");
                 } else {
-                    tracing::debug!(plugin = &*self.call.plugin, %url, error = %e, "outbound call failed");
+                    tracing::debug!(plugin = &*plugin, %url, error = %e, "outbound call failed");
                 }
-                Err(match e {
-                    OutboundError::NotAllowed(host) => HttpError::NotAllowed(host),
-                    OutboundError::Invalid(why) => HttpError::InvalidRequest(why),
-                    OutboundError::Connect(why) => HttpError::Connect(why),
-                    OutboundError::Timeout => HttpError::Timeout,
-                    OutboundError::TooLarge(_) => HttpError::TooLarge,
-                    OutboundError::Other(why) => HttpError::Other(why),
-                })
+                to_wit_error(e)
+            })
+        }
+    }
+}
+
+fn to_wit_response(response: outbound::OutboundResponse) -> OutboundResponse {
+    OutboundResponse {
+        status: response.status,
+        headers: response.headers,
+        body: response.body.into(),
+    }
+}
+
+fn to_wit_error(e: OutboundError) -> HttpError {
+    match e {
+        OutboundError::NotAllowed(host) => HttpError::NotAllowed(host),
+        OutboundError::Invalid(why) => HttpError::InvalidRequest(why),
+        OutboundError::Connect(why) => HttpError::Connect(why),
+        OutboundError::Timeout => HttpError::Timeout,
+        OutboundError::TooLarge(_) => HttpError::TooLarge,
+        OutboundError::Other(why) => HttpError::Other(why),
+    }
+}
+
+impl http::Host for State {
+    async fn send(&mut self, request: OutboundRequest) -> Result<OutboundResponse, HttpError> {
+        self.take_call()?;
+        let waiting = Instant::now();
+        let result = self.call_future(request).await;
+        self.clock.host_wait += waiting.elapsed();
+        result
+    }
+
+    async fn send_all(
+        &mut self,
+        requests: Vec<OutboundRequest>,
+        options: BatchOptions,
+    ) -> Vec<Result<OutboundResponse, HttpError>> {
+        let waiting = Instant::now();
+        let deadline = options
+            .deadline_ms
+            .map_or(self.call.outbound.timeout, |ms| {
+                Duration::from_millis(ms.into())
+            });
+        let mut results: Vec<Option<Result<OutboundResponse, HttpError>>> =
+            (0..requests.len()).map(|_| None).collect();
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, request) in requests.into_iter().enumerate() {
+            match self.take_call() {
+                Ok(()) => {
+                    let call = self.call_future(request);
+                    calls.spawn(async move { (i, call.await) });
+                }
+                Err(refused) => results[i] = Some(Err(refused)),
             }
         }
+        let deadline = tokio::time::Instant::now() + deadline;
+        let mut successes = 0;
+        let unfinished = loop {
+            match tokio::time::timeout_at(deadline, calls.join_next()).await {
+                Ok(Some(Ok((i, result)))) => {
+                    if result
+                        .as_ref()
+                        .is_ok_and(|r| (200..300).contains(&r.status))
+                    {
+                        successes += 1;
+                    }
+                    results[i] = Some(result);
+                    if options.min_successes.is_some_and(|n| successes >= n) {
+                        break HttpError::Cancelled;
+                    }
+                }
+                // A call task cannot panic short of a bug; report it, not trap.
+                Ok(Some(Err(e))) => {
+                    tracing::error!(plugin = &*self.call.plugin, error = %e, "outbound call task failed")
+                }
+                Ok(None) => break HttpError::Other("call did not complete".into()),
+                Err(_) => break HttpError::Timeout,
+            }
+        };
+        calls.abort_all();
+        self.clock.host_wait += waiting.elapsed();
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(unfinished.clone())))
+            .collect()
     }
 }

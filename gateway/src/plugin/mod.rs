@@ -307,6 +307,7 @@ impl PluginRuntime {
             plugin: "(loading)".into(),
             api_id: "".into(),
             request_id: "".into(),
+            propagate: Arc::new([]),
             outbound: Arc::new(OutboundPolicy::default()),
             client: self.client.clone(),
             max_outbound_calls: 0,
@@ -368,6 +369,8 @@ pub struct CallContext {
     pub api_id: Arc<str>,
     pub outbound: Arc<OutboundPolicy>,
     pub request_id: Arc<str>,
+    /// Headers outbound calls carry (request id, trace context).
+    pub propagate: Arc<[(String, String)]>,
 }
 
 /// A loaded plugin reference: component + function + config + limits.
@@ -439,6 +442,7 @@ impl Plugin {
             plugin: Arc::clone(&self.label),
             api_id: Arc::clone(&ctx.api_id),
             request_id: Arc::clone(&ctx.request_id),
+            propagate: Arc::clone(&ctx.propagate),
             outbound: Arc::clone(&ctx.outbound),
             client: self.runtime.client.clone(),
             max_outbound_calls: self.limits.max_outbound_calls,
