@@ -16,3 +16,9 @@ lint:
 # Build the example and test plugins (wasm32-wasip2, release).
 plugins:
     cargo xtask plugins
+
+# Release build, then the peer benchmark (nginx, nginx+Lua, njs, HAProxy,
+# Caddy and portcullis in one run). Settings via peers.sh's environment,
+# e.g. `REPEAT=1 just bench`.
+bench:
+    cargo xtask bench

@@ -12,13 +12,13 @@ use crate::outbound::OutboundClient;
 use crate::plugin::PluginRuntime;
 use crate::routes::{BuildError, Routes};
 use crate::server::Gateway;
+use crate::store::SessionStore;
 
 /// Loads the configuration and every plugin it names, without serving.
 /// Returns the routing table so callers can summarise it.
 pub async fn validate(config_file: &Path) -> Result<Routes, BuildError> {
     let config = config::load(config_file)?;
-    let runtime = runtime_for(&config)
-        .map_err(|e| config::ConfigError::new(config_file, None, format!("{e:#}")))?;
+    let runtime = runtime_for(&config).map_err(|e| config::ConfigError::new(config_file, None, format!("{e:#}")))?;
     Routes::build(config, &runtime).await
 }
 
@@ -33,16 +33,13 @@ fn runtime_for(config: &Config) -> anyhow::Result<Arc<PluginRuntime>> {
 /// One line per API: id, listen path, upstream and its endpoints' plugins.
 pub fn summary(routes: &Routes) -> String {
     let mut out = format!(
-        "{}: {} API(s), {} plugin endpoint(s)\n",
+        "{}: {} API(s), {} plugin reference(s)\n",
         routes.config.file.display(),
         routes.apis().len(),
         routes.plugin_count()
     );
     for api in routes.apis() {
-        out.push_str(&format!(
-            "  {} {} -> {}\n",
-            api.id, api.listen_path, api.upstream
-        ));
+        out.push_str(&format!("  {} {} -> {}\n", api.id, api.listen_path, api.upstream));
         for endpoint in api.endpoints() {
             let methods = endpoint
                 .methods()
@@ -63,9 +60,9 @@ pub fn summary(routes: &Routes) -> String {
 pub async fn serve(config_file: PathBuf, listen_override: Option<String>) -> anyhow::Result<()> {
     let config = config::load(&config_file)?;
     let runtime = runtime_for(&config)?;
-    let listen = listen_override
-        .clone()
-        .unwrap_or_else(|| config.listen.clone());
+    let listen = listen_override.unwrap_or_else(|| config.listen.clone());
+    let store = SessionStore::open(&config.session_store).await?;
+    let admin = config.admin.clone();
     let routes = Routes::build(config, &runtime).await?;
     tracing::info!(
         apis = routes.apis().len(),
@@ -77,40 +74,59 @@ pub async fn serve(config_file: PathBuf, listen_override: Option<String>) -> any
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    let gateway = Arc::new(Gateway::new(routes));
+    let gateway = Arc::new(Gateway::new(routes, store));
+    let admin_addr = match admin {
+        None => None,
+        Some(admin) => {
+            let admin_listener = TcpListener::bind(&admin.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (admin_listen)", admin.listen))?;
+            let admin_addr = admin_listener.local_addr()?;
+            let app = crate::admin::router(
+                Arc::clone(&gateway),
+                Arc::clone(&runtime),
+                config_file.clone(),
+                &admin.secret,
+            );
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(admin_listener, app).await {
+                    tracing::error!(error = %e, "admin listener failed");
+                }
+            });
+            Some(admin_addr)
+        }
+    };
     tokio::spawn(reload_on_sighup(Arc::clone(&gateway), runtime, config_file));
 
     // Scripts wait for this exact line on stdout.
     println!("listening on http://{addr}");
     tracing::info!(%addr, "listening");
+    if let Some(admin_addr) = admin_addr {
+        println!("admin listening on http://{admin_addr}");
+        tracing::info!(addr = %admin_addr, "admin API listening");
+    }
     let app = Arc::clone(&gateway).router();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Re-reads the configuration and plugins; swaps them in only if all load.
-pub async fn reload(
-    gateway: &Gateway,
-    runtime: &Arc<PluginRuntime>,
-    config_file: &Path,
-) -> Result<(), BuildError> {
+pub async fn reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file: &Path) -> Result<(), BuildError> {
     let config = config::load(config_file)?;
     let current = gateway.routes();
     if config.limits.pool_size != current.config.limits.pool_size
         || config.limits.memory_bytes != current.config.limits.memory_bytes
     {
-        tracing::warn!(
-            "plugin_limits.pool_size and plugin_limits.memory_mb take effect at the next restart"
-        );
+        tracing::warn!("plugin_limits.pool_size and plugin_limits.memory_mb take effect at the next restart");
     }
-    if config.listen != current.config.listen {
-        tracing::warn!("listen takes effect at the next restart");
+    if config.listen != current.config.listen || config.admin != current.config.admin {
+        tracing::warn!("listen, admin_listen and admin_secret take effect at the next restart");
+    }
+    if config.session_store != current.config.session_store {
+        tracing::warn!("session_store takes effect at the next restart");
     }
     let routes = Routes::build(config, runtime).await?;
     tracing::info!(
@@ -123,11 +139,7 @@ pub async fn reload(
 }
 
 #[cfg(unix)]
-async fn reload_on_sighup(
-    gateway: Arc<Gateway>,
-    runtime: Arc<PluginRuntime>,
-    config_file: PathBuf,
-) {
+async fn reload_on_sighup(gateway: Arc<Gateway>, runtime: Arc<PluginRuntime>, config_file: PathBuf) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload by restarting");

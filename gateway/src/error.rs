@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 
+use crate::auth::Denied;
 use crate::plugin::PluginError;
 use crate::proxy::ProxyError;
 
@@ -22,6 +23,10 @@ pub enum RequestError {
     Plugin { plugin: String, source: PluginError },
     #[error(transparent)]
     Upstream(#[from] ProxyError),
+    #[error("upstream response larger than {0} bytes, the limit of a response plugin that reads it")]
+    ResponseTooLarge(usize),
+    #[error(transparent)]
+    Denied(#[from] Denied),
     #[error("cannot build the upstream request: {0}")]
     Internal(String),
 }
@@ -34,7 +39,13 @@ impl RequestError {
             RequestError::BadBody(_) => StatusCode::BAD_REQUEST,
             RequestError::Plugin { source, .. } => source.status(),
             RequestError::Upstream(ProxyError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
-            RequestError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            RequestError::Upstream(_) | RequestError::ResponseTooLarge(_) => StatusCode::BAD_GATEWAY,
+            RequestError::Denied(denied) => match denied {
+                Denied::MissingKey | Denied::UnknownKey | Denied::Expired => StatusCode::UNAUTHORIZED,
+                Denied::NoAccess => StatusCode::FORBIDDEN,
+                Denied::RateLimited(_) | Denied::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+                Denied::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
             RequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -52,6 +63,16 @@ impl RequestError {
             },
             RequestError::Upstream(ProxyError::Timeout(_)) => "upstream timed out",
             RequestError::Upstream(_) => "upstream unavailable",
+            RequestError::ResponseTooLarge(_) => "upstream response too large",
+            RequestError::Denied(denied) => match denied {
+                Denied::MissingKey => "missing API key",
+                Denied::UnknownKey => "unknown API key",
+                Denied::Expired => "API key expired",
+                Denied::NoAccess => "this key may not access this API, path or method",
+                Denied::RateLimited(_) => "rate limit exceeded",
+                Denied::QuotaExceeded(_) => "quota exceeded",
+                Denied::Store(_) => "session store unavailable, retry later",
+            },
             RequestError::Internal(_) => "internal gateway error",
         }
     }
@@ -66,9 +87,8 @@ pub fn json_error(status: StatusCode, message: &str, request_id: &str) -> Respon
     let body = serde_json::json!({ "error": message, "status": status.as_u16(), "request_id": request_id });
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

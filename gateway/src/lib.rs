@@ -7,7 +7,9 @@
 //! upstream ([`proxy`]) by the public listener ([`server`]). [`app`] ties
 //! them together for the `serve` and `validate` commands.
 
+pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod outbound;
@@ -15,3 +17,4 @@ pub mod plugin;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod store;

@@ -29,6 +29,10 @@ enum Command {
         /// `listening on http://ADDR`).
         #[arg(long)]
         listen: Option<String>,
+        /// Request-serving threads (default: one per CPU). With 1 the gateway
+        /// runs a single-threaded event loop, like one nginx worker.
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Load a configuration and every plugin it names, report, and exit.
     Validate {
@@ -48,10 +52,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -60,8 +61,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Serve { config, listen } => match portcullis::app::serve(config, listen).await
-            {
+            Command::Serve { config, listen, .. } => match portcullis::app::serve(config, listen).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

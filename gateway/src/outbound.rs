@@ -35,25 +35,18 @@ impl AllowRule {
         }
         let (host, port) = match entry.rsplit_once(':') {
             // An IPv6 literal is written in brackets: [::1]:8080.
-            Some((h, p)) if !h.ends_with(':') && (!h.contains(':') || h.starts_with('[')) => {
-                match p.parse::<u16>() {
-                    Ok(port) => (h, Some(port)),
-                    Err(_) => return bad("the port is not a number"),
-                }
-            }
+            Some((h, p)) if !h.ends_with(':') && (!h.contains(':') || h.starts_with('[')) => match p.parse::<u16>() {
+                Ok(port) => (h, Some(port)),
+                Err(_) => return bad("the port is not a number"),
+            },
             _ => (entry, None),
         };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         if host.is_empty() {
             return bad("empty host");
         }
         let host = match host.strip_prefix("*.") {
-            Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => {
-                HostPattern::Suffix(format!(".{suffix}"))
-            }
+            Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => HostPattern::Suffix(format!(".{suffix}")),
             _ if host.contains('*') => return bad("'*' is only allowed as a leading '*.'"),
             _ => HostPattern::Exact(host),
         };
@@ -83,10 +76,7 @@ impl OutboundPolicy {
         let Some(host) = url.host_str() else {
             return false;
         };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         let port = url.port_or_known_default().unwrap_or(0);
         self.allow.iter().any(|rule| rule.allows(&host, port))
     }
@@ -176,16 +166,13 @@ impl OutboundClient {
         let method = Method::from_bytes(request.method.as_bytes())
             .map_err(|_| OutboundError::Invalid(format!("method {:?}", request.method)))?;
         let mut headers = HeaderMap::with_capacity(request.headers.len() + extra_headers.len());
-        let pairs = request
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()));
+        let pairs = request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
         let extra = extra_headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
         for (name, value) in pairs.chain(extra) {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| OutboundError::Invalid(format!("header name {name:?}")))?;
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| OutboundError::Invalid(format!("value of header {name}")))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|_| OutboundError::Invalid(format!("value of header {name}")))?;
             headers.append(name, value);
         }
         let timeout = request.timeout.unwrap_or(policy.timeout);
@@ -203,10 +190,7 @@ impl OutboundClient {
                 .send()
                 .await
                 .map_err(classify)?;
-            if response
-                .content_length()
-                .is_some_and(|len| len > max_body_bytes as u64)
-            {
+            if response.content_length().is_some_and(|len| len > max_body_bytes as u64) {
                 return Err(OutboundError::TooLarge(max_body_bytes));
             }
             let status = response.status().as_u16();
@@ -282,12 +266,7 @@ mod tests {
 
     #[test]
     fn host_port_and_wildcards() {
-        let p = policy(&[
-            "127.0.0.1:9002",
-            "users.internal",
-            "*.svc.local:8080",
-            "[::1]:9000",
-        ]);
+        let p = policy(&["127.0.0.1:9002", "users.internal", "*.svc.local:8080", "[::1]:9000"]);
         assert!(allows(&p, "http://127.0.0.1:9002/x"));
         assert!(!allows(&p, "http://127.0.0.1:9003/x"));
         assert!(allows(&p, "http://users.internal/"));

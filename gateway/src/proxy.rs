@@ -55,9 +55,8 @@ impl Upstream {
 
     /// The URI for `path` (starting with `/`) and an optional query.
     pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
-        let mut path_and_query = String::with_capacity(
-            self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
-        );
+        let mut path_and_query =
+            String::with_capacity(self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         path_and_query.push_str(&self.base_path);
         path_and_query.push_str(path);
         if let Some(q) = query.filter(|q| !q.is_empty()) {
@@ -213,10 +212,7 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));

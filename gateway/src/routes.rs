@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::config::{ApiConfig, Config, ConfigError};
+use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef};
 use crate::outbound::OutboundPolicy;
 use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
 use crate::proxy::Upstream;
@@ -40,8 +40,38 @@ pub struct ApiRoute {
     pub outbound: Arc<OutboundPolicy>,
     /// The record plugins receive.
     pub record: Arc<Api>,
+    pub auth: Auth,
+    pub hooks: Hooks,
     endpoints: matchit::Router<Vec<usize>>,
     endpoint_list: Vec<Endpoint>,
+}
+
+/// How the API authenticates callers, with its plugin loaded.
+#[derive(Debug)]
+pub enum Auth {
+    Keyless,
+    ApiKey {
+        header: http::HeaderName,
+        query: Option<String>,
+    },
+    Plugin(Plugin),
+}
+
+/// The API-level hooks, loaded, in the order they run.
+#[derive(Debug, Default)]
+pub struct Hooks {
+    pub pre: Vec<Plugin>,
+    pub post_auth: Vec<Plugin>,
+    pub post: Vec<Plugin>,
+    pub response: Vec<Plugin>,
+}
+
+async fn load_all(runtime: &Arc<PluginRuntime>, refs: &[PluginRef], kind: HookKind) -> Result<Vec<Plugin>, LoadError> {
+    let mut plugins = Vec::with_capacity(refs.len());
+    for reference in refs {
+        plugins.push(runtime.load(reference, kind).await?);
+    }
+    Ok(plugins)
 }
 
 #[derive(Debug)]
@@ -89,9 +119,9 @@ impl Routes {
         &self.apis
     }
 
-    /// Distinct components and plugin references, for summaries.
+    /// Plugin references (endpoints and hooks), across all APIs.
     pub fn plugin_count(&self) -> usize {
-        self.apis.iter().map(|a| a.endpoint_list.len()).sum()
+        self.apis.iter().map(ApiRoute::plugin_count).sum()
     }
 }
 
@@ -126,7 +156,23 @@ impl ApiRoute {
                 )
             })?;
         }
+        let auth = match &api.auth {
+            AuthConfig::Keyless => Auth::Keyless,
+            AuthConfig::ApiKey { header, query } => Auth::ApiKey {
+                header: header.clone(),
+                query: query.clone(),
+            },
+            AuthConfig::Plugin(reference) => Auth::Plugin(runtime.load(reference, HookKind::Auth).await?),
+        };
+        let hooks = Hooks {
+            pre: load_all(runtime, &api.hooks.pre, HookKind::Request).await?,
+            post_auth: load_all(runtime, &api.hooks.post_auth, HookKind::Request).await?,
+            post: load_all(runtime, &api.hooks.post, HookKind::Request).await?,
+            response: load_all(runtime, &api.hooks.response, HookKind::Response).await?,
+        };
         Ok(ApiRoute {
+            auth,
+            hooks,
             id: api.id.as_str().into(),
             listen_path: api.listen_path.clone(),
             strip_listen_path: api.strip_listen_path,
@@ -159,9 +205,7 @@ impl ApiRoute {
             .map(|(k, v)| {
                 (
                     k.to_owned(),
-                    percent_encoding::percent_decode_str(v)
-                        .decode_utf8_lossy()
-                        .into_owned(),
+                    percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned(),
                 )
             })
             .collect();
@@ -170,6 +214,16 @@ impl ApiRoute {
 
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoint_list
+    }
+
+    fn plugin_count(&self) -> usize {
+        let hooks = &self.hooks;
+        self.endpoint_list.len()
+            + hooks.pre.len()
+            + hooks.post_auth.len()
+            + hooks.post.len()
+            + hooks.response.len()
+            + usize::from(matches!(self.auth, Auth::Plugin(_)))
     }
 
     /// The context plugin calls under this API need. Outbound calls carry

@@ -1,12 +1,15 @@
 //! The public listener and the request path:
 //!
 //! listener -> match API (longest listen path) -> match endpoint (method +
-//! template) -> endpoint plugin (continue with changes, or respond) ->
-//! upstream (streamed) -> client.
+//! template) -> `pre` hooks -> auth (keyless, API key, or `auth` plugin) ->
+//! `post_auth` hooks -> rate limit and quota -> endpoint plugin -> `post`
+//! hooks -> upstream (streamed) or the plugin's response -> `response` hooks
+//! -> client.
 //!
-//! The routing table sits behind an `ArcSwap`: a reload builds a complete new
-//! table and swaps it in; requests in flight finish on the table (and plugin
-//! versions) they started with.
+//! A `respond` outcome anywhere in the request phase ends it; the response
+//! hooks still run on that response. The routing table sits behind an
+//! `ArcSwap`: a reload swaps in a complete new table, and requests in flight
+//! finish on the one (and the plugin versions) they started with.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,16 +19,18 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
+use crate::auth::{self, Caller, Denied, LimitHeaders};
 use crate::config::OnError;
 use crate::error::RequestError;
-use crate::plugin::{self, Outcome, RequestChanges, Session};
+use crate::plugin::{self, AuthOutcome, CallContext, Outcome, Plugin, PluginError, RequestChanges, Session};
 use crate::proxy::{self, ProxyClient, Upstream};
-use crate::routes::{ApiRoute, EndpointMatch, Routes};
+use crate::routes::{ApiRoute, Auth, Routes};
+use crate::store::SessionStore;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -34,13 +39,15 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct Gateway {
     routes: ArcSwap<Routes>,
     proxy: ProxyClient,
+    store: SessionStore,
 }
 
 impl Gateway {
-    pub fn new(routes: Routes) -> Self {
+    pub fn new(routes: Routes, store: SessionStore) -> Self {
         Gateway {
             routes: ArcSwap::from_pointee(routes),
             proxy: ProxyClient::default(),
+            store,
         }
     }
 
@@ -51,6 +58,10 @@ impl Gateway {
 
     pub fn routes(&self) -> Arc<Routes> {
         self.routes.load_full()
+    }
+
+    pub fn store(&self) -> &SessionStore {
+        &self.store
     }
 
     /// The axum app for the public listener.
@@ -64,11 +75,7 @@ async fn handle(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    let request_id: Arc<str> = match request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-    {
+    let request_id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() && id.len() <= 128 => id.into(),
         _ => uuid::Uuid::new_v4().to_string().into(),
     };
@@ -79,7 +86,7 @@ async fn handle(
         request_id = &*request_id,
         api = tracing::field::Empty,
         endpoint = tracing::field::Empty,
-        plugin = tracing::field::Empty,
+        key_id = tracing::field::Empty,
     );
     let routes = gateway.routes.load_full();
     let result = serve(&gateway, &routes, client, &request_id, request)
@@ -96,7 +103,15 @@ async fn handle(
                     tracing::debug!(status = status.as_u16(), error = %error, "request rejected");
                 }
             });
-            error.into_response(&request_id)
+            let limit_headers = match &error {
+                RequestError::Denied(Denied::RateLimited(h) | Denied::QuotaExceeded(h)) => Some(h.clone()),
+                _ => None,
+            };
+            let mut response = error.into_response(&request_id);
+            if let Some(headers) = limit_headers {
+                headers.apply(response.headers_mut());
+            }
+            response
         }
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -105,10 +120,35 @@ async fn handle(
     response
 }
 
-/// Where the request goes after the plugin ran: the upstream and the path.
-struct Target {
+/// The request as it moves through the chain.
+struct Exchange {
+    parts: Parts,
+    body: BodyState,
+    /// Where it goes: upstream and the path the upstream sees.
     upstream: Upstream,
-    path: String,
+    upstream_path: String,
+    params: Vec<(String, String)>,
+    client: SocketAddr,
+    ctx: CallContext,
+    /// What plugins see: anonymous until authenticated.
+    session: Session,
+    caller: Option<Caller>,
+    /// Session metadata changed by a plugin, to be saved.
+    metadata_dirty: bool,
+    limit_headers: LimitHeaders,
+}
+
+enum BodyState {
+    Streaming(Body),
+    Buffered(Bytes),
+}
+
+/// How the request phase ended.
+enum Phase {
+    /// Go to the upstream.
+    Upstream,
+    /// A plugin answered.
+    Respond(Response),
 }
 
 async fn serve(
@@ -118,138 +158,344 @@ async fn serve(
     request_id: &Arc<str>,
     request: Request,
 ) -> Result<Response, RequestError> {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let (api, rest) = routes.route(&path).ok_or(RequestError::NoRoute)?;
     let span = tracing::Span::current();
     span.record("api", &*api.id);
-
-    let mut target = Target {
+    let matched = api.match_endpoint(&parts.method, rest);
+    if let Some(m) = &matched {
+        span.record("endpoint", m.endpoint.template.as_str());
+    }
+    let mut ex = Exchange {
+        ctx: api.call_context(Arc::clone(request_id), &parts.headers),
         upstream: api.upstream.clone(),
-        path: if api.strip_listen_path {
+        upstream_path: if api.strip_listen_path {
             rest.to_owned()
         } else {
             path.clone()
         },
+        params: matched.as_ref().map(|m| m.params.clone()).unwrap_or_default(),
+        parts,
+        body: BodyState::Streaming(body),
+        client,
+        session: Session::anonymous(),
+        caller: None,
+        metadata_dirty: false,
+        limit_headers: LimitHeaders::default(),
     };
-    let mut body = body;
-    if let Some(matched) = api.match_endpoint(&parts.method, rest) {
-        span.record("endpoint", matched.endpoint.template.as_str());
-        span.record("plugin", matched.endpoint.plugin.label());
-        match run_endpoint_plugin(
-            api,
-            &matched,
-            &mut parts,
-            body,
-            &mut target,
-            client,
-            request_id,
-        )
-        .await?
-        {
-            PluginStep::Respond(response) => return Ok(response),
-            PluginStep::Continue(new_body) => body = new_body,
+
+    let phase = request_phase(
+        gateway,
+        api,
+        rest,
+        matched.as_ref().map(|m| &m.endpoint.plugin),
+        &mut ex,
+    )
+    .await;
+    save_metadata(gateway, &mut ex).await;
+    let mut response = match phase? {
+        Phase::Respond(response) => response,
+        Phase::Upstream => to_upstream(gateway, api, &mut ex, request_id).await?,
+    };
+    for plugin in &api.hooks.response {
+        response = ex.response_hook(plugin, response).await?;
+    }
+    ex.limit_headers.apply(response.headers_mut());
+    Ok(response)
+}
+
+async fn request_phase(
+    gateway: &Gateway,
+    api: &ApiRoute,
+    rest: &str,
+    endpoint: Option<&Plugin>,
+    ex: &mut Exchange,
+) -> Result<Phase, RequestError> {
+    for plugin in &api.hooks.pre {
+        if let Some(response) = ex.request_hook(plugin).await? {
+            return Ok(Phase::Respond(response));
         }
     }
 
-    proxy::forwarded_request_headers(&mut parts.headers, client);
+    let store = &gateway.store;
+    let caller = match &api.auth {
+        Auth::Keyless => None,
+        Auth::ApiKey { header, query } => {
+            let key = auth::extract_key(&ex.parts.headers, header, query.as_deref(), ex.parts.uri.query())
+                .ok_or(Denied::MissingKey)?;
+            Some(auth::api_key(store, &key, &api.id, ex.parts.method.as_str(), rest).await?)
+        }
+        Auth::Plugin(plugin) => {
+            let request = ex.plugin_request(plugin).await?;
+            match plugin.on_auth(&ex.ctx, &request).await {
+                Ok(AuthOutcome::Authenticated(session)) => Some(auth::plugin_session(store, session).await?),
+                Ok(AuthOutcome::Respond(response)) => return Ok(Phase::Respond(plugin_response(response)?)),
+                Err(error) => return Ok(Phase::Respond(plugin_failed(plugin, error)?)),
+            }
+        }
+    };
+    if let Some(caller) = caller {
+        tracing::Span::current().record("key_id", caller.data.key_id.as_str());
+        let remaining = match caller.data.quota_max {
+            max if max >= 0 => {
+                let used = store
+                    .peek(&format!("quota:{}", caller.counter_id), auth::now())
+                    .await
+                    .map_err(Denied::from)?;
+                auth::quota_remaining(max, &used)
+            }
+            _ => -1,
+        };
+        ex.session = auth::to_wit(&caller.data, remaining);
+        ex.caller = Some(caller);
+    }
+
+    for plugin in &api.hooks.post_auth {
+        if let Some(response) = ex.request_hook(plugin).await? {
+            return Ok(Phase::Respond(response));
+        }
+    }
+
+    if let Some(caller) = &ex.caller {
+        let (headers, remaining) = auth::enforce_limits(store, caller).await?;
+        ex.limit_headers = headers;
+        ex.session.quota_remaining = remaining;
+    }
+
+    for plugin in endpoint.into_iter().chain(&api.hooks.post) {
+        if let Some(response) = ex.request_hook(plugin).await? {
+            return Ok(Phase::Respond(response));
+        }
+    }
+    Ok(Phase::Upstream)
+}
+
+/// Saves session metadata written by plugins (keyed sessions only). A
+/// failure is logged; the request goes on.
+async fn save_metadata(gateway: &Gateway, ex: &mut Exchange) {
+    if !ex.metadata_dirty {
+        return;
+    }
+    let Some(caller) = &ex.caller else {
+        tracing::debug!("session metadata set on an anonymous session is not saved");
+        return;
+    };
+    if let Err(e) = gateway.store.put(&caller.store_id, &caller.data).await {
+        tracing::warn!(error = %e, "cannot save session metadata");
+    }
+}
+
+async fn to_upstream(
+    gateway: &Gateway,
+    api: &ApiRoute,
+    ex: &mut Exchange,
+    request_id: &str,
+) -> Result<Response, RequestError> {
+    let mut parts = ex.parts.clone();
+    proxy::forwarded_request_headers(&mut parts.headers, ex.client);
     if let Ok(value) = HeaderValue::from_str(request_id) {
         parts.headers.insert(REQUEST_ID, value);
     }
-    parts.uri = target
+    parts.uri = ex
         .upstream
-        .uri(&target.path, parts.uri.query())
+        .uri(&ex.upstream_path, parts.uri.query())
         .map_err(|e| RequestError::Internal(e.to_string()))?;
     parts.version = http::Version::HTTP_11;
-    let upstream_request = http::Request::from_parts(parts, body);
+    let body = match std::mem::replace(&mut ex.body, BodyState::Buffered(Bytes::new())) {
+        BodyState::Streaming(body) => body,
+        BodyState::Buffered(bytes) => {
+            ex.body = BodyState::Buffered(bytes.clone());
+            Body::from(bytes)
+        }
+    };
     Ok(gateway
         .proxy
-        .send(upstream_request, api.upstream_timeout)
+        .send(http::Request::from_parts(parts, body), api.upstream_timeout)
         .await?)
 }
 
-enum PluginStep {
-    Respond(Response),
-    /// Go on to the upstream with this body.
-    Continue(Body),
+impl Exchange {
+    /// Buffers the body if `plugin` reads it, and returns the record the
+    /// plugin sees.
+    async fn plugin_request(&mut self, plugin: &Plugin) -> Result<plugin::Request, RequestError> {
+        let body = if plugin.wants_body() {
+            Some(self.buffered_body(plugin.limits().max_body_bytes).await?)
+        } else {
+            None
+        };
+        Ok(plugin::Request {
+            method: self.parts.method.as_str().to_owned(),
+            path: self.parts.uri.path().to_owned(),
+            upstream_path: self.upstream_path.clone(),
+            query: self.parts.uri.query().unwrap_or_default().to_owned(),
+            headers: header_pairs(&self.parts.headers),
+            body: body.map(|b| b.to_vec()),
+            client_addr: self.client.to_string(),
+            params: self.params.clone(),
+            request_id: self.ctx.request_id.to_string(),
+        })
+    }
+
+    async fn buffered_body(&mut self, limit: usize) -> Result<Bytes, RequestError> {
+        let bytes = match std::mem::replace(&mut self.body, BodyState::Buffered(Bytes::new())) {
+            BodyState::Buffered(bytes) if bytes.len() > limit => return Err(RequestError::BodyTooLarge(limit)),
+            BodyState::Buffered(bytes) => bytes,
+            BodyState::Streaming(body) => read_body(body, limit).await?,
+        };
+        self.body = BodyState::Buffered(bytes.clone());
+        Ok(bytes)
+    }
+
+    /// Runs one `request` plugin; `Some` if it answered (or failed into a
+    /// fallback response).
+    async fn request_hook(&mut self, plugin: &Plugin) -> Result<Option<Response>, RequestError> {
+        let request = self.plugin_request(plugin).await?;
+        match plugin.on_request(&self.ctx, &request, &self.session).await {
+            Ok(Outcome::Respond(response)) => Ok(Some(plugin_response(response)?)),
+            Ok(Outcome::Continue(changes)) => {
+                self.apply(changes)?;
+                Ok(None)
+            }
+            Err(error) if plugin.on_error() == OnError::Continue => {
+                log_failure(plugin, &error);
+                Ok(None)
+            }
+            Err(error) => plugin_failed(plugin, error).map(Some),
+        }
+    }
+
+    /// Applies a `continue` outcome (already checked by the runtime).
+    fn apply(&mut self, changes: RequestChanges) -> Result<(), RequestError> {
+        let internal = |e: &dyn std::fmt::Display| RequestError::Internal(e.to_string());
+        let parts = &mut self.parts;
+        if let Some(method) = changes.method {
+            parts.method = method.parse().map_err(|e| internal(&e))?;
+        }
+        if let Some(path) = changes.path {
+            self.upstream_path = path;
+        }
+        if let Some(query) = changes.query {
+            let path = parts.uri.path();
+            let uri = if query.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{query}")
+            };
+            parts.uri = uri.parse().map_err(|e| internal(&e))?;
+        }
+        for name in &changes.remove_headers {
+            parts.headers.remove(name.as_str());
+        }
+        for (name, value) in &changes.set_headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| internal(&e))?;
+            parts
+                .headers
+                .insert(name, HeaderValue::from_str(value).map_err(|e| internal(&e))?);
+        }
+        if let Some(upstream) = changes.upstream {
+            self.upstream = Upstream::parse(&upstream).map_err(|e| internal(&e))?;
+        }
+        if let Some(body) = changes.body {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            self.body = BodyState::Buffered(body.into());
+        }
+        for (name, value) in changes.session_metadata {
+            match self.session.metadata.iter_mut().find(|(n, _)| *n == name) {
+                Some(entry) => entry.1 = value.clone(),
+                None => self.session.metadata.push((name.clone(), value.clone())),
+            }
+            if let Some(caller) = &mut self.caller {
+                caller.data.metadata.insert(name, value);
+            }
+            self.metadata_dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Runs one `response` plugin over `response`. The body is buffered only
+    /// if the plugin reads it; otherwise it keeps streaming and only status
+    /// and headers can change.
+    async fn response_hook(&mut self, plugin: &Plugin, response: Response) -> Result<Response, RequestError> {
+        let (parts, body) = response.into_parts();
+        let (bytes, body) = if plugin.wants_body() {
+            let limit = plugin.limits().max_body_bytes;
+            let bytes = read_body(body, limit).await.map_err(|e| match e {
+                RequestError::BodyTooLarge(limit) => RequestError::ResponseTooLarge(limit),
+                other => other,
+            })?;
+            (bytes, None)
+        } else {
+            (Bytes::new(), Some(body))
+        };
+        let request = self.plugin_request(plugin).await?;
+        let record = plugin::Response {
+            status: parts.status.as_u16(),
+            headers: header_pairs(&parts.headers),
+            body: bytes.to_vec(),
+        };
+        match plugin.on_response(&self.ctx, &request, &record, &self.session).await {
+            Ok(changed) => {
+                let streaming = body.is_some();
+                let mut rebuilt = plugin_response(plugin::Response {
+                    body: if streaming { Vec::new() } else { changed.body },
+                    ..changed
+                })?;
+                if let Some(body) = body {
+                    *rebuilt.body_mut() = body;
+                } else {
+                    rebuilt.headers_mut().remove(header::CONTENT_LENGTH);
+                    rebuilt.headers_mut().remove(header::TRANSFER_ENCODING);
+                }
+                Ok(rebuilt)
+            }
+            Err(error) if plugin.on_error() == OnError::Continue => {
+                log_failure(plugin, &error);
+                Ok(Response::from_parts(parts, body.unwrap_or_else(|| Body::from(bytes))))
+            }
+            Err(error) => plugin_failed(plugin, error),
+        }
+    }
 }
 
-async fn run_endpoint_plugin(
-    api: &ApiRoute,
-    matched: &EndpointMatch<'_>,
-    parts: &mut Parts,
-    body: Body,
-    target: &mut Target,
-    client: SocketAddr,
-    request_id: &Arc<str>,
-) -> Result<PluginStep, RequestError> {
-    let plugin = &matched.endpoint.plugin;
-    let limit = plugin.limits().max_body_bytes;
-    let (body_bytes, body) = if plugin.wants_body() {
-        let bytes = read_body(body, limit).await?;
-        (Some(bytes.clone()), Body::from(bytes))
-    } else {
-        (None, body)
-    };
-    let request = plugin::Request {
-        method: parts.method.as_str().to_owned(),
-        path: parts.uri.path().to_owned(),
-        upstream_path: target.path.clone(),
-        query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: body_bytes.map(|b| b.to_vec()),
-        client_addr: client.to_string(),
-        params: matched.params.clone(),
-        request_id: request_id.to_string(),
-    };
-    let ctx = api.call_context(Arc::clone(request_id), &parts.headers);
-    let outcome = match plugin
-        .on_request(&ctx, &request, &anonymous_session())
-        .await
-    {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            tracing::warn!(
-                plugin = plugin.label(),
-                path = %plugin.path().display(),
-                api = &*api.id,
-                endpoint = matched.endpoint.template.as_str(),
-                error = %error,
-                on_error = ?plugin.on_error(),
-                "plugin invocation failed"
-            );
-            if plugin.on_error() == OnError::Continue {
-                return Ok(PluginStep::Continue(body));
-            }
-            if let Some(fallback) = plugin.fallback() {
-                let mut response = Response::new(Body::from(fallback.body.clone()));
-                *response.status_mut() = fallback.status;
-                *response.headers_mut() = fallback.headers.clone();
-                return Ok(PluginStep::Respond(response));
-            }
-            return Err(RequestError::Plugin {
-                plugin: plugin.label().to_owned(),
-                source: error,
-            });
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn log_failure(plugin: &Plugin, error: &PluginError) {
+    tracing::warn!(
+        plugin = plugin.label(),
+        path = %plugin.path().display(),
+        error = %error,
+        on_error = ?plugin.on_error(),
+        "plugin invocation failed"
+    );
+}
+
+/// A failed plugin (with `on_error: fail`): its fallback response, or the
+/// gateway's error.
+fn plugin_failed(plugin: &Plugin, error: PluginError) -> Result<Response, RequestError> {
+    log_failure(plugin, &error);
+    match plugin.fallback() {
+        Some(fallback) => {
+            let mut response = Response::new(Body::from(fallback.body.clone()));
+            *response.status_mut() = fallback.status;
+            *response.headers_mut() = fallback.headers.clone();
+            Ok(response)
         }
-    };
-    match outcome {
-        Outcome::Respond(response) => Ok(PluginStep::Respond(plugin_response(response)?)),
-        Outcome::Continue(changes) => {
-            let new_body = apply_changes(changes, parts, target)?;
-            Ok(PluginStep::Continue(
-                new_body.map(Body::from).unwrap_or(body),
-            ))
-        }
+        None => Err(RequestError::Plugin {
+            plugin: plugin.label().to_owned(),
+            source: error,
+        }),
     }
 }
 
@@ -257,29 +503,13 @@ async fn run_endpoint_plugin(
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(RequestError::BodyTooLarge(limit))
-        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(RequestError::BodyTooLarge(limit)),
         Err(e) => Err(RequestError::BadBody(e.to_string())),
     }
 }
 
-/// The anonymous session of a keyless API.
-fn anonymous_session() -> Session {
-    Session {
-        key_id: String::new(),
-        rate: 0,
-        per: 0,
-        quota_max: -1,
-        quota_remaining: -1,
-        metadata: Vec::new(),
-        tags: Vec::new(),
-        expires: None,
-    }
-}
-
-/// A plugin's `respond` outcome as an HTTP response. The outcome was checked
-/// by the runtime, so conversions here do not fail in practice.
+/// A plugin's response record as an HTTP response. The runtime checked it,
+/// so conversions here do not fail in practice.
 fn plugin_response(response: plugin::Response) -> Result<Response, RequestError> {
     let mut builder = http::Response::builder().status(response.status);
     for (name, value) in &response.headers {
@@ -288,47 +518,4 @@ fn plugin_response(response: plugin::Response) -> Result<Response, RequestError>
     builder
         .body(Body::from(response.body))
         .map_err(|e| RequestError::Internal(e.to_string()))
-}
-
-/// Applies a `continue` outcome to the request; returns the new body if the
-/// plugin replaced it.
-fn apply_changes(
-    changes: RequestChanges,
-    parts: &mut Parts,
-    target: &mut Target,
-) -> Result<Option<Vec<u8>>, RequestError> {
-    let internal = |e: &dyn std::fmt::Display| RequestError::Internal(e.to_string());
-    if let Some(method) = changes.method {
-        parts.method = method.parse().map_err(|e| internal(&e))?;
-    }
-    if let Some(path) = changes.path {
-        target.path = path;
-    }
-    if let Some(query) = changes.query {
-        let path = parts.uri.path();
-        let uri = if query.is_empty() {
-            path.to_owned()
-        } else {
-            format!("{path}?{query}")
-        };
-        parts.uri = uri.parse().map_err(|e| internal(&e))?;
-    }
-    for name in &changes.remove_headers {
-        parts.headers.remove(name.as_str());
-    }
-    for (name, value) in &changes.set_headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| internal(&e))?;
-        parts.headers.insert(
-            name,
-            HeaderValue::from_str(value).map_err(|e| internal(&e))?,
-        );
-    }
-    if let Some(upstream) = changes.upstream {
-        target.upstream = Upstream::parse(&upstream).map_err(|e| internal(&e))?;
-    }
-    if changes.body.is_some() {
-        parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.remove(header::TRANSFER_ENCODING);
-    }
-    Ok(changes.body)
 }

@@ -56,10 +56,7 @@ fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
-            crate::log::log(
-                crate::log::Level::Error,
-                &format!("plugin panicked: {info}"),
-            );
+            crate::log::log(crate::log::Level::Error, &format!("plugin panicked: {info}"));
         }));
     });
 }
@@ -72,10 +69,7 @@ fn lookup<'t>(table: &'t [Entry], function: &str) -> Result<&'t Handler, String>
         .map(|e| &e.handler)
         .ok_or_else(|| {
             let names: Vec<_> = table.iter().map(|e| e.name).collect();
-            format!(
-                "no function `{function}` in this plugin (it has: {})",
-                names.join(", ")
-            )
+            format!("no function `{function}` in this plugin (it has: {})", names.join(", "))
         })
 }
 
@@ -84,19 +78,6 @@ fn wrong_kind(function: &str, handler: &Handler, wanted: &str) -> String {
         "function `{function}` is a {:?} function, not a {wanted} function",
         handler.kind()
     )
-}
-
-fn anonymous() -> Session {
-    Session {
-        key_id: String::new(),
-        rate: 0,
-        per: 0,
-        quota_max: -1,
-        quota_remaining: -1,
-        metadata: Vec::new(),
-        tags: Vec::new(),
-        expires: None,
-    }
 }
 
 pub fn on_request(
@@ -132,7 +113,7 @@ pub fn on_auth(
         Handler::Auth(f) => f(
             &request,
             &Context {
-                session: anonymous(),
+                session: Session::new(""),
                 api,
                 config_json,
             },

@@ -20,13 +20,11 @@ impl Context {
     /// A missing `config` in the YAML reads as `{}`, so a struct whose fields
     /// all have `#[serde(default)]` always deserialises.
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_str(&self.config_json)
-            .map_err(|e| crate::Error::msg(format!("invalid plugin config: {e}")))
+        serde_json::from_str(&self.config_json).map_err(|e| crate::Error::msg(format!("invalid plugin config: {e}")))
     }
 
     /// The API definition's own `config`, deserialised into your own type.
     pub fn api_config<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_str(&self.api.config)
-            .map_err(|e| crate::Error::msg(format!("invalid API config: {e}")))
+        serde_json::from_str(&self.api.config).map_err(|e| crate::Error::msg(format!("invalid API config: {e}")))
     }
 }

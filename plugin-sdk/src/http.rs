@@ -27,9 +27,7 @@
 use std::time::Duration;
 
 use crate::Response;
-pub use crate::bindings::portcullis::plugin::http::{
-    BatchOptions, HttpError, OutboundRequest, OutboundResponse,
-};
+pub use crate::bindings::portcullis::plugin::http::{BatchOptions, HttpError, OutboundRequest, OutboundResponse};
 use crate::types::find_header;
 
 /// Sends `request` and waits for the response.
@@ -190,9 +188,7 @@ pub struct Merged {
 impl Merged {
     /// Merges `(name, result)` pairs, for example names zipped with the
     /// results of [`Batch::send`].
-    pub fn new<'a>(
-        parts: impl IntoIterator<Item = (&'a str, Result<OutboundResponse, HttpError>)>,
-    ) -> Self {
+    pub fn new<'a>(parts: impl IntoIterator<Item = (&'a str, Result<OutboundResponse, HttpError>)>) -> Self {
         let mut merged = Merged::default();
         for (name, result) in parts {
             merged.add(name, result);
@@ -215,8 +211,7 @@ impl Merged {
                 self.document.insert(name.to_owned(), value);
             }
             Err(reason) => {
-                self.document
-                    .insert(name.to_owned(), serde_json::Value::Null);
+                self.document.insert(name.to_owned(), serde_json::Value::Null);
                 self.errors.insert(name.to_owned(), reason.into());
             }
         }

@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{
-    ConfigDir, Gateway, client, closed_port, get_json, plugin, upstream, upstreams,
-};
+use crate::support::{ConfigDir, Gateway, client, closed_port, get_json, plugin, upstream, upstreams};
 
 /// An API whose `/summary/{id}` merges `services`; `allow` lists reachable
 /// hosts; `extra` is appended to the plugin config.
@@ -91,10 +89,7 @@ async fn failing_down_and_late_parts_are_marked_and_the_rest_kept() {
     }
     assert_eq!(body["errors"]["broken"], "status 500");
     assert!(
-        body["errors"]["down"]
-            .as_str()
-            .expect("down")
-            .starts_with("connect:"),
+        body["errors"]["down"].as_str().expect("down").starts_with("connect:"),
         "{body}"
     );
     assert_eq!(body["errors"]["late"], "timeout");
@@ -144,10 +139,7 @@ async fn first_success_ends_the_batch_and_cancels_the_rest() {
     let fast = upstream(upstreams::records("fast")).await;
     let slow = upstream(upstreams::slow(Duration::from_secs(3))).await;
     let text = aggregate_api(
-        &[
-            ("fast", format!("{fast}/users/{{id}}")),
-            ("slow", format!("{slow}/x")),
-        ],
+        &[("fast", format!("{fast}/users/{{id}}")), ("slow", format!("{slow}/x"))],
         &[host(&fast), host(&slow)],
         "        deadline_ms: 5000\n        first: 1\n",
     );
@@ -182,10 +174,7 @@ async fn hosts_off_the_allowlist_are_refused_without_a_connection() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-partial"], "true");
     assert_eq!(body["user"]["id"], 3);
-    assert_eq!(
-        body["errors"]["secret"],
-        format!("not allowed: {forbidden_addr}")
-    );
+    assert_eq!(body["errors"]["secret"], format!("not allowed: {forbidden_addr}"));
     assert!(
         matches!(forbidden.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the non-allowed host was contacted"
@@ -201,10 +190,8 @@ async fn the_call_cap_applies_to_batches() {
         .into_iter()
         .map(|n| (n, format!("{counter}/{n}")))
         .collect();
-    let text = aggregate_api(&services, &[host(&counter)], "").replace(
-        "limits: { timeout_ms: 10000 }",
-        "limits: { max_outbound_calls: 2 }",
-    );
+    let text = aggregate_api(&services, &[host(&counter)], "")
+        .replace("limits: { timeout_ms: 10000 }", "limits: { max_outbound_calls: 2 }");
     let gw = Gateway::start(ConfigDir::single(&text));
     let (status, headers, body) = get_json(&gw.url("/agg/summary/1")).await;
     assert_eq!(status, 200, "{body}");

@@ -8,10 +8,7 @@ use crate::support::{ConfigDir, Gateway, get_json, plugin, upstream, upstreams, 
 fn validate_error(config: &ConfigDir) -> String {
     let output = validate(config);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        !output.status.success(),
-        "validate should fail; stderr:\n{stderr}"
-    );
+    assert!(!output.status.success(), "validate should fail; stderr:\n{stderr}");
     stderr
 }
 
@@ -27,15 +24,8 @@ fn validate_reports_a_summary_for_a_good_configuration() {
     let config = ConfigDir::single(&endpoint_api(&hello.display().to_string(), "hello"));
     let output = validate(&config);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        stdout.contains("1 API(s), 1 plugin endpoint(s)"),
-        "{stdout}"
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("1 API(s), 1 plugin reference(s)"), "{stdout}");
     assert!(stdout.contains("GET /x => hello.wasm#hello"), "{stdout}");
     assert!(stdout.contains("configuration OK"), "{stdout}");
 }
@@ -44,10 +34,7 @@ fn validate_reports_a_summary_for_a_good_configuration() {
 fn yaml_syntax_error_names_file_and_line() {
     let config = ConfigDir::single("id: a\nlisten_path: /a/\nupstream: 'http://x\nendpoints: []\n");
     let stderr = validate_error(&config);
-    assert!(
-        stderr.contains("apis/api.yaml:5:1:"),
-        "file and line: {stderr}"
-    );
+    assert!(stderr.contains("apis/api.yaml:5:1:"), "file and line: {stderr}");
     assert!(
         stderr.contains("while scanning a quoted scalar at line 3 column 11"),
         "where the quote opened: {stderr}"
@@ -64,10 +51,7 @@ fn unknown_field_names_the_field_and_line() {
         stderr.contains("apis/api.yaml:9:"),
         "line of the unknown field: {stderr}"
     );
-    assert!(
-        stderr.contains("endpoints[0].plugin"),
-        "field path: {stderr}"
-    );
+    assert!(stderr.contains("endpoints[0].plugin"), "field path: {stderr}");
     assert!(stderr.contains("unknown field `fucntion`"), "{stderr}");
     assert!(
         stderr.contains("expected one of `path`, `function`"),
@@ -79,10 +63,7 @@ fn unknown_field_names_the_field_and_line() {
 fn unknown_field_in_the_gateway_file() {
     let config = ConfigDir::new(
         "apis: [apis/]\nlisen: 127.0.0.1:1\n",
-        &[(
-            "a.yaml",
-            "id: a\nlisten_path: /a/\nupstream: http://127.0.0.1:9\n",
-        )],
+        &[("a.yaml", "id: a\nlisten_path: /a/\nupstream: http://127.0.0.1:9\n")],
     );
     let stderr = validate_error(&config);
     assert!(stderr.contains("gateway.yaml:2:"), "{stderr}");
@@ -91,10 +72,7 @@ fn unknown_field_in_the_gateway_file() {
 
 #[test]
 fn missing_plugin_file_names_the_resolved_path() {
-    let stderr = validate_error(&ConfigDir::single(&endpoint_api(
-        "../plugins/nope.wasm",
-        "hello",
-    )));
+    let stderr = validate_error(&ConfigDir::single(&endpoint_api("../plugins/nope.wasm", "hello")));
     assert!(stderr.contains("apis/api.yaml"), "{stderr}");
     assert!(stderr.contains("endpoints[0].plugin.path"), "{stderr}");
     assert!(stderr.contains("plugin file not found"), "{stderr}");
@@ -112,7 +90,7 @@ fn unknown_function_lists_what_the_component_exports() {
     assert!(stderr.contains("probe.wasm"), "{stderr}");
     assert!(stderr.contains("no function `inspekt`"), "{stderr}");
     assert!(
-        stderr.contains("inspect, rewrite, fail, check-token, stamp"),
+        stderr.contains("inspect, rewrite, fail, record-order, whoami"),
         "lists the exports: {stderr}"
     );
 }
@@ -125,9 +103,7 @@ fn function_of_the_wrong_kind_says_so() {
         "check-token",
     )));
     assert!(
-        stderr.contains(
-            "function `check-token` is an `auth` function, but this hook needs a `request` function"
-        ),
+        stderr.contains("function `check-token` is an `auth` function, but this hook needs a `request` function"),
         "{stderr}"
     );
 }
@@ -137,14 +113,8 @@ fn a_file_that_is_not_a_component_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = dir.path().join("fake.wasm");
     std::fs::write(&fake, b"not wasm at all").expect("write");
-    let stderr = validate_error(&ConfigDir::single(&endpoint_api(
-        &fake.display().to_string(),
-        "x",
-    )));
-    assert!(
-        stderr.contains("not a valid WebAssembly component"),
-        "{stderr}"
-    );
+    let stderr = validate_error(&ConfigDir::single(&endpoint_api(&fake.display().to_string(), "x")));
+    assert!(stderr.contains("not a valid WebAssembly component"), "{stderr}");
 }
 
 #[test]
@@ -153,37 +123,26 @@ fn invalid_upstream_url_names_file_line_and_value() {
     let stderr = validate_error(&config);
     assert!(stderr.contains("apis/api.yaml:3:"), "{stderr}");
     assert!(stderr.contains("upstream"), "{stderr}");
-    assert!(
-        stderr.contains("invalid upstream URL \"127.0.0.1:9001\""),
-        "{stderr}"
-    );
+    assert!(stderr.contains("invalid upstream URL \"127.0.0.1:9001\""), "{stderr}");
 }
 
 #[test]
 fn duplicate_ids_and_empty_patterns_are_errors() {
     let a = "id: a\nlisten_path: /a/\nupstream: http://127.0.0.1:9\n";
     let b = "id: a\nlisten_path: /b/\nupstream: http://127.0.0.1:9\n";
-    let stderr = validate_error(&ConfigDir::new(
-        "apis: [apis/]\n",
-        &[("1.yaml", a), ("2.yaml", b)],
-    ));
+    let stderr = validate_error(&ConfigDir::new("apis: [apis/]\n", &[("1.yaml", a), ("2.yaml", b)]));
     assert!(stderr.contains("duplicate API id \"a\""), "{stderr}");
     assert!(stderr.contains("1.yaml"), "names the other file: {stderr}");
 
     let stderr = validate_error(&ConfigDir::new("apis: [apis/*.yml]\n", &[("1.yaml", a)]));
     assert!(stderr.contains("apis[0]"), "{stderr}");
-    assert!(
-        stderr.contains("matches no API definition files"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("matches no API definition files"), "{stderr}");
 }
 
 #[test]
 fn serve_refuses_a_bad_configuration_with_the_same_error() {
     let config = ConfigDir::single("id: a\nlisten_path: a/\nupstream: http://127.0.0.1:9\n");
-    let log = Gateway::try_start(config)
-        .err()
-        .expect("serve must not start");
+    let log = Gateway::try_start(config).err().expect("serve must not start");
     assert!(log.contains("apis/api.yaml:2:"), "{log}");
     assert!(log.contains("must start with '/'"), "{log}");
 }
@@ -197,15 +156,11 @@ async fn a_bad_reload_keeps_the_old_configuration_and_a_good_one_swaps_in() {
     let (_, _, seen) = get_json(&gw.url("/r/")).await;
     assert_eq!(seen["upstream"], "one");
 
-    gw.config
-        .write_api("api.yaml", &endpoint_api("missing.wasm", "f"));
+    gw.config.write_api("api.yaml", &endpoint_api("missing.wasm", "f"));
     gw.reload();
     gw.wait_for_log("reload failed; the previous configuration keeps serving");
     let (status, _, seen) = get_json(&gw.url("/r/")).await;
-    assert_eq!(
-        (status, &seen["upstream"]),
-        (200, &serde_json::json!("one"))
-    );
+    assert_eq!((status, &seen["upstream"]), (200, &serde_json::json!("one")));
 
     gw.config.write_api("api.yaml", &api(&two));
     gw.reload();

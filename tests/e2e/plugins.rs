@@ -4,19 +4,10 @@
 use serde_json::{Value, json};
 use std::path::Path;
 
-use crate::support::{
-    ConfigDir, Gateway, client, closed_port, get_json, plugin, upstream, upstreams,
-};
+use crate::support::{ConfigDir, Gateway, client, closed_port, get_json, plugin, upstream, upstreams};
 
 /// An API with one endpoint running `function` of `wasm`, with `config`.
-fn api_with_plugin(
-    upstream: &str,
-    method: &str,
-    path: &str,
-    wasm: &Path,
-    function: &str,
-    config: &str,
-) -> String {
+fn api_with_plugin(upstream: &str, method: &str, path: &str, wasm: &Path, function: &str, config: &str) -> String {
     format!(
         "id: test\nname: Test API\nlisten_path: /t/\nstrip_listen_path: true\nupstream: {upstream}\nconfig: {{ tier: gold }}\nendpoints:\n  - method: {method}\n    path: {path}\n    plugin:\n      path: {}\n      function: {function}\n      config: {config}\n",
         wasm.display()
@@ -42,29 +33,15 @@ async fn hello_answers_from_the_plugin_without_the_upstream() {
     assert_eq!(body["message"], "Bonjour, ada!");
     assert_eq!(body["query"], "lang=fr");
     assert_eq!(body["api"], "test");
-    assert_eq!(
-        body["request_id"].as_str(),
-        headers["x-request-id"].to_str().ok()
-    );
+    assert_eq!(body["request_id"].as_str(), headers["x-request-id"].to_str().ok());
 }
 
 #[tokio::test]
 async fn method_mismatch_falls_through_to_the_upstream() {
     let echo = upstream(upstreams::echo("up")).await;
-    let text = api_with_plugin(
-        &echo,
-        "GET",
-        "/hello/{name}",
-        &plugin("hello"),
-        "hello",
-        "{}",
-    );
+    let text = api_with_plugin(&echo, "GET", "/hello/{name}", &plugin("hello"), "hello", "{}");
     let gw = Gateway::start(ConfigDir::single(&text));
-    let response = client()
-        .delete(gw.url("/t/hello/ada"))
-        .send()
-        .await
-        .expect("request");
+    let response = client().delete(gw.url("/t/hello/ada")).send().await.expect("request");
     let seen: Value = response.json().await.expect("json");
     assert_eq!(seen["upstream"], "up");
     assert_eq!(seen["method"], "DELETE");
@@ -91,10 +68,7 @@ async fn policy_rejects_without_the_header_and_adds_headers_with_it() {
 
     let (status, _, body) = get_json(&gw.url("/t/42")).await;
     assert_eq!(status, 403);
-    assert_eq!(
-        body,
-        json!({ "error": "missing required header x-api-client" })
-    );
+    assert_eq!(body, json!({ "error": "missing required header x-api-client" }));
 
     let response = client()
         .post(gw.url("/t/42"))
@@ -116,9 +90,8 @@ async fn router_picks_the_upstream_by_header_or_path_parameter() {
     let eu = upstream(upstreams::echo("eu")).await;
     let us = upstream(upstreams::echo("us")).await;
     let default = upstream(upstreams::echo("default")).await;
-    let config = format!(
-        "{{ header: x-region, param: region, rest_param: rest, upstreams: {{ eu: '{eu}', us: '{us}' }} }}"
-    );
+    let config =
+        format!("{{ header: x-region, param: region, rest_param: rest, upstreams: {{ eu: '{eu}', us: '{us}' }} }}");
     let text = api_with_plugin(
         &default,
         "GET",
@@ -176,10 +149,7 @@ async fn plugin_sees_request_params_session_api_and_config() {
     assert_eq!(request["path"], "/t/users/a%20b/notes/9");
     assert_eq!(request["upstream_path"], "/users/a%20b/notes/9");
     assert_eq!(request["query"], "q=1&q=2");
-    assert_eq!(
-        request["body"], "note body",
-        "inspect is registered with request(body)"
-    );
+    assert_eq!(request["body"], "note body", "inspect is registered with request(body)");
     assert_eq!(request["params"], json!([["id", "a b"], ["note", "9"]]));
     let multi: Vec<&Value> = request["headers"]
         .as_array()
@@ -192,12 +162,7 @@ async fn plugin_sees_request_params_session_api_and_config() {
         vec![&json!(["x-multi", "one"]), &json!(["x-multi", "two"])],
         "repeated headers kept in order"
     );
-    assert!(
-        request["client_addr"]
-            .as_str()
-            .expect("addr")
-            .starts_with("127.0.0.1:")
-    );
+    assert!(request["client_addr"].as_str().expect("addr").starts_with("127.0.0.1:"));
     assert!(!request["request_id"].as_str().expect("id").is_empty());
     assert_eq!(
         seen["session"],
@@ -208,10 +173,7 @@ async fn plugin_sees_request_params_session_api_and_config() {
     assert_eq!(seen["api"]["listen_path"], "/t/");
     assert_eq!(seen["api"]["upstream"], echo);
     assert_eq!(seen["api"]["config"], json!({ "tier": "gold" }));
-    assert_eq!(
-        seen["config"],
-        json!({ "answer": 42, "nested": { "list": [1, 2] } })
-    );
+    assert_eq!(seen["config"], json!({ "answer": 42, "nested": { "list": [1, 2] } }));
 }
 
 #[tokio::test]
@@ -221,14 +183,7 @@ async fn continue_applies_method_path_query_header_body_and_upstream_changes() {
     let config = format!(
         "{{ method: PUT, path: /rewritten, query: 'a=1', set_headers: [[x-added, yes], [x-replaced, new]], remove_headers: [x-removed], body: replaced, upstream: '{other}/base' }}"
     );
-    let text = api_with_plugin(
-        &original,
-        "POST",
-        "/go",
-        &plugin("probe"),
-        "rewrite",
-        &config,
-    );
+    let text = api_with_plugin(&original, "POST", "/go", &plugin("probe"), "rewrite", &config);
     let gw = Gateway::start(ConfigDir::single(&text));
     let response = client()
         .post(gw.url("/t/go?old=1"))

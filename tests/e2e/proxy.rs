@@ -5,14 +5,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{
-    ConfigDir, Gateway, assert_gateway_error, client, closed_port, get_json, upstream, upstreams,
-};
+use crate::support::{ConfigDir, Gateway, assert_gateway_error, client, closed_port, get_json, upstream, upstreams};
 
 fn api(id: &str, listen_path: &str, upstream: &str, strip: bool) -> String {
-    format!(
-        "id: {id}\nlisten_path: {listen_path}\nstrip_listen_path: {strip}\nupstream: {upstream}\n"
-    )
+    format!("id: {id}\nlisten_path: {listen_path}\nstrip_listen_path: {strip}\nupstream: {upstream}\n")
 }
 
 #[tokio::test]
@@ -32,10 +28,7 @@ async fn forwards_method_path_query_headers_and_body() {
         .await
         .expect("request");
     assert_eq!(response.status(), 200);
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let request_id = response.headers()["x-request-id"].to_str().expect("ascii").to_owned();
     let seen: Value = response.json().await.expect("json");
 
     assert_eq!(seen["upstream"], "orders");
@@ -49,16 +42,10 @@ async fn forwards_method_path_query_headers_and_body() {
         headers.get("x-hop").is_none(),
         "header named by Connection removed: {headers}"
     );
-    assert!(
-        headers.get("keep-alive").is_none(),
-        "hop-by-hop removed: {headers}"
-    );
+    assert!(headers.get("keep-alive").is_none(), "hop-by-hop removed: {headers}");
     assert_eq!(headers["x-forwarded-for"][0], "10.1.2.3, 127.0.0.1");
     assert_eq!(headers["x-forwarded-proto"][0], "http");
-    assert_eq!(
-        headers["x-forwarded-host"][0],
-        gw.url.trim_start_matches("http://")
-    );
+    assert_eq!(headers["x-forwarded-host"][0], gw.url.trim_start_matches("http://"));
     assert_eq!(headers["x-request-id"][0], request_id.as_str());
     assert_eq!(
         headers["host"][0],
@@ -74,10 +61,7 @@ async fn keeps_listen_path_unless_stripped_and_appends_upstream_base_path() {
         "apis: [apis/*.yaml]\n",
         &[
             ("kept.yaml", &api("kept", "/kept/", &echo, false)),
-            (
-                "based.yaml",
-                &api("based", "/based", &format!("{echo}/v2/"), true),
-            ),
+            ("based.yaml", &api("based", "/based", &format!("{echo}/v2/"), true)),
         ],
     );
     let gw = Gateway::start(config);
@@ -86,10 +70,7 @@ async fn keeps_listen_path_unless_stripped_and_appends_upstream_base_path() {
     let (_, _, seen) = get_json(&gw.url("/based/a")).await;
     assert_eq!(seen["path"], "/v2/a");
     let (_, _, seen) = get_json(&gw.url("/based")).await;
-    assert_eq!(
-        seen["path"], "/v2/",
-        "the bare listen path maps to the upstream root"
-    );
+    assert_eq!(seen["path"], "/v2/", "the bare listen path maps to the upstream root");
     let (status, _, body) = get_json(&gw.url("/basedx")).await;
     assert_gateway_error(status, &body, 404, "no API matches this path");
 }
@@ -143,10 +124,7 @@ async fn unreachable_upstream_is_502_without_details() {
 #[tokio::test]
 async fn slow_upstream_is_504_after_the_configured_timeout() {
     let slow = upstream(upstreams::slow(Duration::from_secs(5))).await;
-    let text = format!(
-        "{}upstream_timeout_ms: 300\n",
-        api("slow", "/slow/", &slow, true)
-    );
+    let text = format!("{}upstream_timeout_ms: 300\n", api("slow", "/slow/", &slow, true));
     let gw = Gateway::start(ConfigDir::single(&text));
     let started = std::time::Instant::now();
     let (status, _, body) = get_json(&gw.url("/slow/x")).await;

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{
-    ConfigDir, Gateway, assert_gateway_error, client, get_json, plugin, upstream, upstreams,
-};
+use crate::support::{ConfigDir, Gateway, assert_gateway_error, client, get_json, plugin, upstream, upstreams};
 
 /// Limits for these tests: small, so attacks end quickly.
 const GATEWAY: &str = "apis: [apis/]\nplugin_limits: { cpu_ms: 200, timeout_ms: 1500, memory_mb: 32, max_outbound_calls: 5, max_body_bytes: 1048576 }\n";
@@ -76,14 +74,7 @@ async fn arena(gateway_yaml: &str) -> Arena {
 /// Runs `attack` three times concurrently while 20 normal requests go to
 /// another endpoint; checks every attack answer and every normal one, the
 /// log, and that the attacked endpoint serves benign input afterwards.
-async fn contain(
-    arena: &Arena,
-    attack: &str,
-    query: &str,
-    status: u16,
-    message: &str,
-    logged: &str,
-) {
+async fn contain(arena: &Arena, attack: &str, query: &str, status: u16, message: &str, logged: &str) {
     let url = arena.gw.url(&format!("/a/{attack}?{query}"));
     let attacks: Vec<_> = (0..3)
         .map(|_| {
@@ -102,31 +93,20 @@ async fn contain(
             .expect("the attack request finished")
             .expect("join");
         assert_gateway_error(got, &body, status, message);
-        assert!(
-            !body.to_string().contains("root:"),
-            "nothing leaked: {body}"
-        );
+        assert!(!body.to_string().contains("root:"), "nothing leaked: {body}");
     }
     let log = arena.gw.wait_for_log(logged);
-    let line = log
-        .lines()
-        .find(|l| l.contains(logged))
-        .expect("line with the reason");
+    let line = log.lines().find(|l| l.contains(logged)).expect("line with the reason");
     let failure = log
         .lines()
-        .find(|l| {
-            l.contains("plugin invocation failed") && l.contains(&format!("hostile.wasm#{attack}"))
-        })
-        .unwrap_or_else(|| {
-            panic!("no failure line naming hostile.wasm#{attack}; reason line: {line}\nlog:\n{log}")
-        });
+        .find(|l| l.contains("plugin invocation failed") && l.contains(&format!("hostile.wasm#{attack}")))
+        .unwrap_or_else(|| panic!("no failure line naming hostile.wasm#{attack}; reason line: {line}\nlog:\n{log}"));
     assert!(
         failure.contains("api=\"arena\"") || failure.contains("api=arena"),
         "{failure}"
     );
     assert!(
-        failure.contains(&format!("endpoint=\"/{attack}\""))
-            || failure.contains(&format!("endpoint=/{attack}")),
+        failure.contains(&format!("endpoint=\"/{attack}\"")) || failure.contains(&format!("endpoint=/{attack}")),
         "{failure}"
     );
     assert!(failure.contains("hostile.wasm"), "{failure}");
@@ -206,15 +186,7 @@ async fn oversized_response_body_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_status_is_refused() {
     let a = arena(GATEWAY).await;
-    contain(
-        &a,
-        "bad-status",
-        "",
-        500,
-        "plugin failed",
-        "invalid status 99",
-    )
-    .await;
+    contain(&a, "bad-status", "", 500, "plugin failed", "invalid status 99").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,29 +206,13 @@ async fn header_injection_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_filesystem() {
     let a = arena(GATEWAY).await;
-    contain(
-        &a,
-        "read-file",
-        "",
-        500,
-        "plugin failed",
-        "reading /etc/passwd failed",
-    )
-    .await;
+    contain(&a, "read-file", "", 500, "plugin failed", "reading /etc/passwd failed").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_environment_or_arguments() {
     let a = arena(GATEWAY).await;
-    contain(
-        &a,
-        "read-env",
-        "",
-        500,
-        "plugin failed",
-        "environment is empty",
-    )
-    .await;
+    contain(&a, "read-env", "", 500, "plugin failed", "environment is empty").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -360,11 +316,7 @@ async fn waiting_on_outbound_calls_is_not_charged_as_cpu() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_plugin_can_answer_a_fixed_fallback() {
     let a = arena(GATEWAY).await;
-    let response = client()
-        .get(a.gw.url("/a/fallback"))
-        .send()
-        .await
-        .expect("request");
+    let response = client().get(a.gw.url("/a/fallback")).send().await.expect("request");
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
     assert_eq!(response.text().await.expect("body"), "try later");
@@ -373,13 +325,8 @@ async fn a_failing_plugin_can_answer_a_fixed_fallback() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_instance_pool_answers_503_at_once() {
-    let a = arena(&GATEWAY.replace(
-        "max_outbound_calls: 5",
-        "max_outbound_calls: 5, pool_size: 1",
-    ))
-    .await;
-    let busy_url =
-        a.gw.url(&format!("/a/outbound-slow?url={}/slow", a.slow_url));
+    let a = arena(&GATEWAY.replace("max_outbound_calls: 5", "max_outbound_calls: 5, pool_size: 1")).await;
+    let busy_url = a.gw.url(&format!("/a/outbound-slow?url={}/slow", a.slow_url));
     let busy = tokio::spawn(async move { get_json(&busy_url).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
 
@@ -442,8 +389,5 @@ async fn soak_mixed_traffic_without_restart_or_memory_growth() {
         "RSS grew by {growth_mib} MiB ({before} KiB -> {after} KiB)"
     );
     let (status, _, body) = get_json(&a.gw.url("/a/good/end")).await;
-    assert_eq!(
-        (status, &body["message"]),
-        (200, &Value::from("Hello, end!"))
-    );
+    assert_eq!((status, &body["message"]), (200, &Value::from("Hello, end!")));
 }

@@ -16,7 +16,9 @@ commands:
   demo      build everything, start the example upstreams and the gateway on demo/gateway.yaml
   test      build the plugins and run the whole test suite
   lint      cargo fmt --check and clippy -D warnings, host and guest workspaces
-  plugins   build the example and test plugins (wasm32-wasip2, release)";
+  plugins   build the example and test plugins (wasm32-wasip2, release)
+  bench     release build, then ../shared/bench/peers.sh with portcullis beside nginx, nginx+Lua,
+            nginx+njs, HAProxy and Caddy (settings via peers.sh's environment, e.g. REPEAT=1)";
 
 fn main() -> ExitCode {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         Some("test") => test(&root, &args[1..]),
         Some("lint") => lint(&root),
         Some("plugins") => plugins(&root).map(|_| ()),
+        Some("bench") => bench(&root),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -50,9 +53,7 @@ fn cargo() -> Command {
 /// Runs `command`, echoing it, and fails if it fails.
 fn run(command: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {command:?}");
-    let status = command
-        .status()
-        .with_context(|| format!("cannot run {command:?}"))?;
+    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed ({status})");
     }
@@ -61,9 +62,7 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
 
 /// Installs the `wasm32-wasip2` target if rustup does not have it yet.
 fn ensure_wasm_target() -> anyhow::Result<()> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output();
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
     match installed {
         Ok(out)
             if String::from_utf8_lossy(&out.stdout)
@@ -73,9 +72,7 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
             Ok(())
         }
         Ok(_) => run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"])),
-        Err(e) => bail!(
-            "rustup not found ({e}); install the target another way: it must provide wasm32-wasip2"
-        ),
+        Err(e) => bail!("rustup not found ({e}); install the target another way: it must provide wasm32-wasip2"),
     }
 }
 
@@ -84,9 +81,7 @@ fn plugins(root: &Path) -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
     let manifest = root.join("example-plugins/Cargo.toml");
     let mut build = cargo();
-    build
-        .args(["build", "--release", "--manifest-path"])
-        .arg(&manifest);
+    build.args(["build", "--release", "--manifest-path"]).arg(&manifest);
     // The guest workspace's own .cargo/config.toml sets the target and the
     // 64 KiB stack; host-side flags must not leak into it.
     for var in [
@@ -104,10 +99,7 @@ fn plugins(root: &Path) -> anyhow::Result<PathBuf> {
 
 fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     plugins(root)?;
-    run(cargo()
-        .current_dir(root)
-        .args(["test", "--workspace"])
-        .args(extra))?;
+    run(cargo().current_dir(root).args(["test", "--workspace"]).args(extra))?;
     // The SDK's own unit tests and doc examples compile on the host.
     run(cargo().current_dir(root.join("plugin-sdk")).args(["test"]))?;
     eprintln!("all tests passed");
@@ -117,27 +109,63 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
 fn lint(root: &Path) -> anyhow::Result<()> {
     ensure_wasm_target()?;
     run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
-    run(cargo().current_dir(root).args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    run(cargo()
+        .current_dir(root)
+        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     for guest in ["plugin-sdk", "example-plugins"] {
+        run(cargo().current_dir(root.join(guest)).args(["fmt", "--all", "--check"]))?;
         run(cargo()
             .current_dir(root.join(guest))
-            .args(["fmt", "--all", "--check"]))?;
-        run(cargo().current_dir(root.join(guest)).args([
-            "clippy",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+            .args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     }
     Ok(())
+}
+
+/// Runs the peer benchmark with the gateway on bench/gateway.yaml, one
+/// worker, pinned like the peers (peers.sh does the pinning).
+fn bench(root: &Path) -> anyhow::Result<()> {
+    let built = plugins(root)?;
+    let dest = root.join("bench/plugins");
+    std::fs::create_dir_all(&dest)?;
+    for name in ["bench", "aggregate"] {
+        let file = format!("{name}.wasm");
+        std::fs::copy(built.join(&file), dest.join(&file))
+            .with_context(|| format!("copying {file} into bench/plugins"))?;
+    }
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "--release", "-p", "portcullis"]))?;
+    eprintln!("\n== in-process micro-benchmarks ==");
+    run(cargo()
+        .current_dir(root)
+        .args(["bench", "-p", "portcullis", "--bench", "hot_path"])
+        .env_remove("RUST_BACKTRACE"))?;
+    eprintln!("\n== peers.sh: the gateway beside nginx, nginx+Lua, njs, HAProxy, Caddy ==");
+    let peers = root.join("../shared/bench/peers.sh");
+    if !peers.is_file() {
+        bail!(
+            "{} not found: the peer benchmark lives in the shared directory beside the repository",
+            peers.display()
+        );
+    }
+    let binary = root.join("target/release/portcullis");
+    let config = root.join("bench/gateway.yaml");
+    // RUST_BACKTRACE makes every wasmtime Store drop slower; benchmarks run without it.
+    let gateway_cmd = format!(
+        "exec env -u RUST_BACKTRACE {} serve --config {} --workers ${{BENCH_WORKERS:-1}}",
+        binary.display(),
+        config.display()
+    );
+    let urls = "S1=http://127.0.0.1:19000/s1 S2=http://127.0.0.1:19000/s2 \
+                S3=http://127.0.0.1:19000/s3 S4=http://127.0.0.1:19000/s4";
+    run(Command::new("bash")
+        .arg(&peers)
+        .env("GATEWAY_CMD", gateway_cmd)
+        .env("GATEWAY_URLS", urls)
+        .env("GATEWAY_NAME", "portcullis")
+        .env("GATEWAY_KIND", "wasm")
+        .env("PORT_BASE", "18080")
+        .env_remove("RUST_BACKTRACE"))
 }
 
 /// Kills the child when dropped, so the upstreams never outlive the demo.
@@ -161,13 +189,9 @@ fn demo(root: &Path) -> anyhow::Result<()> {
     }
     // The dev profile optimises dependencies (wasmtime, cranelift), so this
     // build is quick to make and shares its artifacts with `cargo xtask test`.
-    run(cargo().current_dir(root).args([
-        "build",
-        "-p",
-        "portcullis",
-        "-p",
-        "portcullis-upstreams",
-    ]))?;
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "-p", "portcullis", "-p", "portcullis-upstreams"]))?;
     let bin = root.join("target/debug");
 
     let _upstreams = KillOnDrop(

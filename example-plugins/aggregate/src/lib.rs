@@ -45,11 +45,9 @@ fn default_deadline_ms() -> u64 {
 
 /// `url` with every `{name}` replaced by the path parameter of that name.
 fn fill(url: &str, req: &Request) -> String {
-    req.params
-        .iter()
-        .fold(url.to_owned(), |url, (name, value)| {
-            url.replace(&format!("{{{name}}}"), value)
-        })
+    req.params.iter().fold(url.to_owned(), |url, (name, value)| {
+        url.replace(&format!("{{{name}}}"), value)
+    })
 }
 
 fn merge(req: &Request, ctx: &Context) -> Result<Outcome> {
@@ -66,9 +64,7 @@ fn merge(req: &Request, ctx: &Context) -> Result<Outcome> {
     let results = batch.send();
     let mut merged = Merged::new(config.services.keys().map(String::as_str).zip(results));
     for (name, value) in &req.params {
-        merged
-            .document
-            .insert(name.clone(), Value::String(value.clone()));
+        merged.document.insert(name.clone(), Value::String(value.clone()));
     }
     Ok(merged.into_response()?.into())
 }

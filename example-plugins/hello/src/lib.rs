@@ -36,9 +36,7 @@ fn hello(req: &Request, ctx: &Context) -> Result<Outcome> {
         "api": ctx.api.id,
         "request_id": req.request_id,
     });
-    Ok(Response::json(200, &body)?
-        .header("x-served-by", "hello.wasm")
-        .into())
+    Ok(Response::json(200, &body)?.header("x-served-by", "hello.wasm").into())
 }
 
 plugin! {

@@ -40,9 +40,7 @@ fn by_region(req: &Request, ctx: &Context) -> Result<Outcome> {
     let from_header = config.header.as_deref().and_then(|h| req.header(h));
     let from_param = config.param.as_deref().and_then(|p| req.param(p));
     let Some(choice) = from_header.or(from_param) else {
-        return Ok(
-            Response::json(400, &json!({ "error": "no routing key in the request" }))?.into(),
-        );
+        return Ok(Response::json(400, &json!({ "error": "no routing key in the request" }))?.into());
     };
     let Some(upstream) = config.upstreams.get(&choice.to_ascii_lowercase()) else {
         let known: Vec<&String> = config.upstreams.keys().collect();

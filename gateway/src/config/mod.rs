@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use schema::OnError;
-use schema::{ApiFile, CacheSetting, FallbackFile, GatewayFile, LimitsFile, PluginFile};
+use schema::{ApiFile, AuthFile, CacheSetting, FallbackFile, GatewayFile, LimitsFile, PluginFile};
+
+pub use crate::store::StoreConfig;
 
 use crate::outbound::{AllowRule, OutboundPolicy};
 use crate::proxy::Upstream;
@@ -45,6 +47,9 @@ pub struct Config {
     pub limits: Limits,
     /// Outbound plugin calls in flight at once, gateway-wide.
     pub max_outbound_in_flight: usize,
+    pub session_store: StoreConfig,
+    /// The admin API, if enabled.
+    pub admin: Option<AdminConfig>,
     /// Directory for compiled plugins; `None` disables the cache.
     pub plugin_cache: Option<PathBuf>,
     pub apis: Vec<ApiConfig>,
@@ -86,15 +91,49 @@ impl Limits {
         Limits {
             cpu: over.cpu_ms.map_or(self.cpu, Duration::from_millis),
             timeout: over.timeout_ms.map_or(self.timeout, Duration::from_millis),
-            memory_bytes: over
-                .memory_mb
-                .map_or(self.memory_bytes, |mb| (mb as usize) << 20),
+            memory_bytes: over.memory_mb.map_or(self.memory_bytes, |mb| (mb as usize) << 20),
             max_outbound_calls: over.max_outbound_calls.unwrap_or(self.max_outbound_calls),
             max_body_bytes: over.max_body_bytes.unwrap_or(self.max_body_bytes),
             max_header_bytes: over.max_header_bytes.unwrap_or(self.max_header_bytes),
             pool_size: over.pool_size.unwrap_or(self.pool_size),
         }
     }
+}
+
+/// The admin API listener and its secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an API authenticates callers.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    Keyless,
+    ApiKey {
+        header: http::HeaderName,
+        query: Option<String>,
+    },
+    /// The `plugins.auth` plugin.
+    Plugin(PluginRef),
+}
+
+/// The API-level hooks, in the order they run.
+#[derive(Debug, Clone, Default)]
+pub struct HooksConfig {
+    pub pre: Vec<PluginRef>,
+    pub post_auth: Vec<PluginRef>,
+    pub post: Vec<PluginRef>,
+    pub response: Vec<PluginRef>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +147,8 @@ pub struct ApiConfig {
     pub upstream: Upstream,
     pub upstream_timeout: Duration,
     pub outbound: OutboundPolicy,
+    pub auth: AuthConfig,
+    pub hooks: HooksConfig,
     /// The API's `config`, as JSON text.
     pub config_json: String,
     pub endpoints: Vec<EndpointConfig>,
@@ -166,8 +207,7 @@ fn fallback(file: &Path, field: &str, fallback: FallbackFile) -> Result<Fallback
 
 /// Loads and checks `file` and every API definition it names.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let file =
-        std::path::absolute(file).map_err(|e| ConfigError::new(file, None, e.to_string()))?;
+    let file = std::path::absolute(file).map_err(|e| ConfigError::new(file, None, e.to_string()))?;
     let gateway: GatewayFile = parse_yaml(&file)?;
     let base = file.parent().unwrap_or(Path::new("/"));
 
@@ -182,8 +222,7 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
     let mut apis: Vec<ApiConfig> = Vec::new();
     for (i, pattern) in gateway.apis.iter().enumerate() {
         let field = || Some(format!("apis[{i}]"));
-        let files =
-            expand_api_pattern(base, pattern).map_err(|m| ConfigError::new(&file, field(), m))?;
+        let files = expand_api_pattern(base, pattern).map_err(|m| ConfigError::new(&file, field(), m))?;
         for api_file in files {
             if apis.iter().any(|a| a.file == api_file) {
                 continue;
@@ -216,14 +255,66 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    let session_store = match &gateway.session_store {
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => StoreConfig::Redis(url.clone()),
+        Some(path) => StoreConfig::Embedded(base.join(path)),
+        None => StoreConfig::Embedded(default_data_dir().join("sessions.redb")),
+    };
+    let admin = match (&gateway.admin_listen, &gateway.admin_secret) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                &file,
+                Some("admin_secret".into()),
+                "set admin_listen too, or remove admin_secret",
+            ));
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                &file,
+                Some("admin_secret".into()),
+                "the admin API needs a secret (admin_secret: a string, or env:VARIABLE)",
+            ));
+        }
+        (Some(listen), Some(secret)) => Some(AdminConfig {
+            listen: listen.clone(),
+            secret: resolve_secret(&file, secret)?,
+        }),
+    };
+
     Ok(Config {
         file,
+        session_store,
+        admin,
         listen: gateway.listen,
         limits: defaults,
         max_outbound_in_flight: gateway.max_outbound_in_flight.max(1),
         plugin_cache,
         apis,
     })
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("portcullis")
+}
+
+/// `env:NAME` reads the secret from the environment; anything else is the
+/// secret itself. Short secrets are refused.
+fn resolve_secret(file: &Path, secret: &str) -> Result<String, ConfigError> {
+    let field = || Some("admin_secret".to_owned());
+    let value = match secret.strip_prefix("env:") {
+        Some(name) => std::env::var(name)
+            .map_err(|_| ConfigError::new(file, field(), format!("environment variable {name} is not set")))?,
+        None => secret.to_owned(),
+    };
+    if value.len() < 16 {
+        return Err(ConfigError::new(file, field(), "must be at least 16 characters"));
+    }
+    Ok(value)
 }
 
 fn default_cache_dir() -> Option<PathBuf> {
@@ -234,13 +325,7 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 fn check_limits(file: &Path, field: &str, limits: &Limits) -> Result<(), ConfigError> {
-    let bad = |name: &str, why: &str| {
-        Err(ConfigError::new(
-            file,
-            Some(format!("{field}.{name}")),
-            why.to_owned(),
-        ))
-    };
+    let bad = |name: &str, why: &str| Err(ConfigError::new(file, Some(format!("{field}.{name}")), why.to_owned()));
     if limits.cpu.is_zero() {
         return bad("cpu_ms", "must be at least 1");
     }
@@ -292,8 +377,7 @@ fn expand_api_pattern(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String
 }
 
 fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| ConfigError::new(file, None, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::new(file, None, format!("cannot read: {e}")))?;
     let deserializer = serde_yaml::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -304,10 +388,7 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigEr
         let suffix = location
             .map(|(l, c)| format!(" at line {l} column {c}"))
             .unwrap_or_default();
-        let mut message = message
-            .strip_suffix(suffix.as_str())
-            .unwrap_or(&message)
-            .to_owned();
+        let mut message = message.strip_suffix(suffix.as_str()).unwrap_or(&message).to_owned();
         // serde_yaml sometimes starts with the field path; we print our own.
         if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
             message = rest.to_owned();
@@ -321,28 +402,15 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigEr
     })
 }
 
-fn yaml_to_json(
-    file: &Path,
-    field: &str,
-    value: Option<serde_yaml::Value>,
-) -> Result<String, ConfigError> {
+fn yaml_to_json(file: &Path, field: &str, value: Option<serde_yaml::Value>) -> Result<String, ConfigError> {
     match value {
         None | Some(serde_yaml::Value::Null) => Ok("{}".into()),
-        Some(v) => serde_json::to_string(&v).map_err(|e| {
-            ConfigError::new(
-                file,
-                Some(field.into()),
-                format!("cannot be expressed as JSON: {e}"),
-            )
-        }),
+        Some(v) => serde_json::to_string(&v)
+            .map_err(|e| ConfigError::new(file, Some(field.into()), format!("cannot be expressed as JSON: {e}"))),
     }
 }
 
-fn load_api(
-    file: &Path,
-    gateway: &GatewayFile,
-    defaults: &Limits,
-) -> Result<ApiConfig, ConfigError> {
+fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<ApiConfig, ConfigError> {
     let api: ApiFile = parse_yaml(file)?;
     let base = file.parent().unwrap_or(Path::new("/"));
 
@@ -352,24 +420,68 @@ fn load_api(
         let methods = endpoint.method.map(|m| {
             m.into_vec()
                 .into_iter()
-                .map(|m| {
-                    http::Method::from_bytes(m.0.as_bytes()).expect("validated as upper-case ASCII")
-                })
+                .map(|m| http::Method::from_bytes(m.0.as_bytes()).expect("validated as upper-case ASCII"))
                 .collect()
         });
-        let plugin = resolve_plugin(
-            file,
-            base,
-            &format!("{field}.plugin"),
-            endpoint.plugin,
-            defaults,
-        )?;
+        let plugin = resolve_plugin(file, base, &format!("{field}.plugin"), endpoint.plugin, defaults)?;
         endpoints.push(EndpointConfig {
             methods,
             path: endpoint.path.0,
             plugin,
         });
     }
+
+    let resolve_list = |hook: &str, plugins: Vec<PluginFile>| -> Result<Vec<PluginRef>, ConfigError> {
+        plugins
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| resolve_plugin(file, base, &format!("plugins.{hook}[{i}]"), p, defaults))
+            .collect()
+    };
+    let hooks_file = api.plugins;
+    let auth = match (api.auth, hooks_file.auth) {
+        (AuthFile::Plugin, Some(plugin)) if plugin.on_error == OnError::Continue => {
+            return Err(ConfigError::new(
+                file,
+                Some("plugins.auth.on_error".into()),
+                "an auth plugin cannot fail open (`continue` would let unauthenticated callers in); use `fail`, optionally with a fallback",
+            ));
+        }
+        (AuthFile::Plugin, Some(plugin)) => {
+            AuthConfig::Plugin(resolve_plugin(file, base, "plugins.auth", plugin, defaults)?)
+        }
+        (AuthFile::Plugin, None) => {
+            return Err(ConfigError::new(
+                file,
+                Some("auth".into()),
+                "auth type `plugin` needs a plugin under plugins.auth",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::new(
+                file,
+                Some("plugins.auth".into()),
+                "an auth plugin runs only with `auth: { type: plugin }`",
+            ));
+        }
+        (AuthFile::Keyless, None) => AuthConfig::Keyless,
+        (AuthFile::ApiKey { header, query }, None) => AuthConfig::ApiKey {
+            header: http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    file,
+                    Some("auth.header".into()),
+                    format!("invalid header name {header:?}"),
+                )
+            })?,
+            query,
+        },
+    };
+    let hooks = HooksConfig {
+        pre: resolve_list("pre", hooks_file.pre)?,
+        post_auth: resolve_list("post_auth", hooks_file.post_auth)?,
+        post: resolve_list("post", hooks_file.post)?,
+        response: resolve_list("response", hooks_file.response)?,
+    };
 
     let mut listen_path = api.listen_path.0;
     if !listen_path.ends_with('/') {
@@ -382,10 +494,7 @@ fn load_api(
         listen_path,
         strip_listen_path: api.strip_listen_path,
         upstream: Upstream::parse(&api.upstream.0).expect("validated while parsing"),
-        upstream_timeout: Duration::from_millis(
-            api.upstream_timeout_ms
-                .unwrap_or(gateway.upstream_timeout_ms),
-        ),
+        upstream_timeout: Duration::from_millis(api.upstream_timeout_ms.unwrap_or(gateway.upstream_timeout_ms)),
         outbound: OutboundPolicy {
             allow: api
                 .outbound
@@ -397,6 +506,8 @@ fn load_api(
         },
         config_json: yaml_to_json(file, "config", api.config)?,
         endpoints,
+        auth,
+        hooks,
     })
 }
 

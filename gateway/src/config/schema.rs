@@ -30,6 +30,18 @@ pub struct GatewayFile {
     /// user's cache directory. `false` disables the cache.
     #[serde(default)]
     pub plugin_cache: Option<CacheSetting>,
+    /// Keys, sessions and counters: a file path for the embedded store
+    /// (relative to this file), or a `redis://` URL. Default: the embedded
+    /// store in the user's data directory.
+    #[serde(default)]
+    pub session_store: Option<String>,
+    /// Address of the admin API listener; absent = no admin API.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
+    /// The secret admin requests must send in `X-Admin-Secret`; `env:NAME`
+    /// reads it from an environment variable.
+    #[serde(default)]
+    pub admin_secret: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,11 +92,56 @@ pub struct ApiFile {
     pub upstream_timeout_ms: Option<u64>,
     #[serde(default)]
     pub outbound: OutboundFile,
+    /// How callers authenticate.
+    #[serde(default)]
+    pub auth: AuthFile,
+    /// API-level plugin hooks.
+    #[serde(default)]
+    pub plugins: HooksFile,
     /// The API's own config, handed to every plugin as `api.config`.
     #[serde(default)]
     pub config: Option<serde_yaml::Value>,
     #[serde(default)]
     pub endpoints: Vec<EndpointFile>,
+}
+
+/// `auth:` of an API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthFile {
+    /// No authentication: every caller gets the anonymous session.
+    #[default]
+    Keyless,
+    /// A key issued by the admin API, in a header (`Authorization: Bearer
+    /// <key>` works) or a query parameter.
+    ApiKey {
+        #[serde(default = "default_auth_header")]
+        header: String,
+        #[serde(default)]
+        query: Option<String>,
+    },
+    /// The `plugins.auth` plugin authenticates.
+    Plugin,
+}
+
+fn default_auth_header() -> String {
+    "authorization".into()
+}
+
+/// `plugins:` of an API: the hooks around the per-endpoint plugin.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksFile {
+    #[serde(default)]
+    pub pre: Vec<PluginFile>,
+    #[serde(default)]
+    pub auth: Option<PluginFile>,
+    #[serde(default)]
+    pub post_auth: Vec<PluginFile>,
+    #[serde(default)]
+    pub post: Vec<PluginFile>,
+    #[serde(default)]
+    pub response: Vec<PluginFile>,
 }
 
 #[derive(Debug, Deserialize)]

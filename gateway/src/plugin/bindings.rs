@@ -11,11 +11,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use self::portcullis::plugin::http::{
-    BatchOptions, HttpError, OutboundRequest, OutboundResponse,
-};
+pub use self::portcullis::plugin::http::{BatchOptions, HttpError, OutboundRequest, OutboundResponse};
 pub use self::portcullis::plugin::log::Level;
-pub use self::portcullis::plugin::types::{
-    Api, Outcome, Request, RequestChanges, Response, Session,
-};
+pub use self::portcullis::plugin::types::{Api, AuthOutcome, Outcome, Request, RequestChanges, Response, Session};
 pub use self::portcullis::plugin::types::{FunctionInfo, HookKind};

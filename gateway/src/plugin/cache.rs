@@ -61,20 +61,13 @@ fn store(path: &Path, component: &Component) -> anyhow::Result<()> {
 }
 
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let name = format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let name = format!(".tmp-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let path = dir.join(name);
     let file = std::fs::File::create_new(&path)?;
     Ok((path, file))
 }
 
-#[expect(
-    unsafe_code,
-    reason = "deserializing compiled code; see the SAFETY note"
-)]
+#[expect(unsafe_code, reason = "deserializing compiled code; see the SAFETY note")]
 fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: the file lives in the gateway's own cache directory, was written
     // by `store` above from `Component::serialize` and is named by the hash of

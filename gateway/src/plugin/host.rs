@@ -148,11 +148,7 @@ impl log::Host for State {
             message.truncate(cut);
             message.push_str("...");
         }
-        let (plugin, api, request_id) = (
-            &*self.call.plugin,
-            &*self.call.api_id,
-            &*self.call.request_id,
-        );
+        let (plugin, api, request_id) = (&*self.call.plugin, &*self.call.api_id, &*self.call.request_id);
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, api, request_id, "{message}"),
             Level::Debug => tracing::debug!(target: "plugin", plugin, api, request_id, "{message}"),
@@ -196,9 +192,7 @@ impl State {
                 url: request.url,
                 headers: request.headers,
                 body: request.body,
-                timeout: request
-                    .timeout_ms
-                    .map(|ms| Duration::from_millis(ms.into())),
+                timeout: request.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
             };
             client.send(&policy, request, max_body, &propagate).await.map(to_wit_response).map_err(|e| {
                 if matches!(e, OutboundError::NotAllowed(_)) {
@@ -248,11 +242,8 @@ impl http::Host for State {
         let waiting = Instant::now();
         let deadline = options
             .deadline_ms
-            .map_or(self.call.outbound.timeout, |ms| {
-                Duration::from_millis(ms.into())
-            });
-        let mut results: Vec<Option<Result<OutboundResponse, HttpError>>> =
-            (0..requests.len()).map(|_| None).collect();
+            .map_or(self.call.outbound.timeout, |ms| Duration::from_millis(ms.into()));
+        let mut results: Vec<Option<Result<OutboundResponse, HttpError>>> = (0..requests.len()).map(|_| None).collect();
         let mut calls = tokio::task::JoinSet::new();
         for (i, request) in requests.into_iter().enumerate() {
             match self.take_call() {
@@ -268,10 +259,7 @@ impl http::Host for State {
         let unfinished = loop {
             match tokio::time::timeout_at(deadline, calls.join_next()).await {
                 Ok(Some(Ok((i, result)))) => {
-                    if result
-                        .as_ref()
-                        .is_ok_and(|r| (200..300).contains(&r.status))
-                    {
+                    if result.as_ref().is_ok_and(|r| (200..300).contains(&r.status)) {
                         successes += 1;
                     }
                     results[i] = Some(result);

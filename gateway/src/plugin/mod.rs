@@ -23,14 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
-    UpdateDeadline,
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
 };
 
-pub use bindings::{Api, HookKind, Outcome, Request, RequestChanges, Response, Session};
+pub use bindings::{Api, AuthOutcome, HookKind, Outcome, Request, RequestChanges, Response, Session};
 use bindings::{FunctionInfo, PluginPre};
 use host::{CallInfo, State};
 
@@ -65,10 +64,7 @@ pub enum LoadErrorKind {
     #[error("failed while listing its functions: {0}")]
     Describe(String),
     #[error("no function `{function}`; the component exports: {}", list(.available))]
-    UnknownFunction {
-        function: String,
-        available: Vec<String>,
-    },
+    UnknownFunction { function: String, available: Vec<String> },
     #[error("function `{function}` is {} function, but this hook needs {} function", article(*.actual), article(*.expected))]
     WrongKind {
         function: String,
@@ -159,11 +155,7 @@ impl std::fmt::Debug for PluginRuntime {
 impl PluginRuntime {
     /// Creates the engine sized by the gateway-wide `limits` and starts the
     /// epoch ticker. `cache_dir` holds compiled components across restarts.
-    pub fn new(
-        limits: &Limits,
-        cache_dir: Option<PathBuf>,
-        client: OutboundClient,
-    ) -> anyhow::Result<Self> {
+    pub fn new(limits: &Limits, cache_dir: Option<PathBuf>, client: OutboundClient) -> anyhow::Result<Self> {
         let pool_size = limits.pool_size;
         let mut pool = PoolingAllocationConfig::default();
         // A wasip2 Rust component instantiates three core modules.
@@ -181,19 +173,16 @@ impl PluginRuntime {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config)
-            .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
 
         let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("epoch-ticker".into())
-            .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })?;
+        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -214,22 +203,14 @@ impl PluginRuntime {
 
     /// Loads the plugin a reference names, for a hook of kind `expected`.
     /// Components are compiled once per content hash and shared.
-    pub async fn load(
-        self: &Arc<Self>,
-        reference: &PluginRef,
-        expected: HookKind,
-    ) -> Result<Plugin, LoadError> {
+    pub async fn load(self: &Arc<Self>, reference: &PluginRef, expected: HookKind) -> Result<Plugin, LoadError> {
         let err = |kind| LoadError {
             origin: reference.origin.clone(),
             path: reference.path.clone(),
             kind,
         };
         let component = self.component(&reference.path).await.map_err(err)?;
-        let Some(info) = component
-            .functions
-            .iter()
-            .find(|f| f.name == reference.function)
-        else {
+        let Some(info) = component.functions.iter().find(|f| f.name == reference.function) else {
             return Err(err(LoadErrorKind::UnknownFunction {
                 function: reference.function.clone(),
                 available: component.functions.iter().map(|f| f.name.clone()).collect(),
@@ -242,11 +223,7 @@ impl PluginRuntime {
                 expected,
             }));
         }
-        let file = reference
-            .path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy();
+        let file = reference.path.file_name().unwrap_or_default().to_string_lossy();
         Ok(Plugin {
             runtime: Arc::clone(self),
             wants_body: info.wants_body,
@@ -261,10 +238,7 @@ impl PluginRuntime {
         })
     }
 
-    async fn component(
-        self: &Arc<Self>,
-        path: &Path,
-    ) -> Result<Arc<LoadedComponent>, LoadErrorKind> {
+    async fn component(self: &Arc<Self>, path: &Path) -> Result<Arc<LoadedComponent>, LoadErrorKind> {
         let bytes = tokio::fs::read(path).await.map_err(LoadErrorKind::Read)?;
         let hash = cache::content_hash(&bytes);
         if let Some(loaded) = self.lock_components().get(&hash) {
@@ -286,12 +260,8 @@ impl PluginRuntime {
         Ok(loaded)
     }
 
-    fn lock_components(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<LoadedComponent>>> {
-        self.components
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock_components(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<LoadedComponent>>> {
+        self.components.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn pre_instantiate(&self, component: &Component) -> Result<PluginPre<State>, LoadErrorKind> {
@@ -323,18 +293,12 @@ impl PluginRuntime {
         let mut store = self.store(call, &limits);
         let describe = async {
             let instance = pre.instantiate_async(&mut store).await?;
-            instance
-                .portcullis_plugin_guest()
-                .call_functions(&mut store)
-                .await
+            instance.portcullis_plugin_guest().call_functions(&mut store).await
         };
         match tokio::time::timeout(limits.timeout, describe).await {
             Ok(Ok(functions)) => Ok(functions),
             Ok(Err(e)) => Err(LoadErrorKind::Describe(format!("{e:#}"))),
-            Err(_) => Err(LoadErrorKind::Describe(format!(
-                "timed out after {:?}",
-                limits.timeout
-            ))),
+            Err(_) => Err(LoadErrorKind::Describe(format!("timed out after {:?}", limits.timeout))),
         }
     }
 
@@ -358,6 +322,23 @@ impl PluginRuntime {
             }
         });
         store
+    }
+}
+
+impl Session {
+    /// The session of a caller on a keyless API: no key, no limits.
+    pub fn anonymous() -> Self {
+        Session {
+            key_id: String::new(),
+            rate: 0,
+            per: 0,
+            quota_max: -1,
+            quota_remaining: -1,
+            quota_renewal_seconds: 0,
+            metadata: Vec::new(),
+            tags: Vec::new(),
+            expires: None,
+        }
     }
 }
 
@@ -426,14 +407,9 @@ impl Plugin {
         &self.path
     }
 
-    /// Runs a `request` function in a fresh instance.
-    pub async fn on_request(
-        &self,
-        ctx: &CallContext,
-        request: &Request,
-        session: &Session,
-    ) -> Result<Outcome, PluginError> {
-        let _slot = self
+    /// A free instance slot and a fresh store for one invocation.
+    fn prepare(&self, ctx: &CallContext) -> Result<(SemaphorePermit<'_>, Store<State>), PluginError> {
+        let slot = self
             .runtime
             .slots
             .try_acquire()
@@ -448,30 +424,102 @@ impl Plugin {
             max_outbound_calls: self.limits.max_outbound_calls,
             max_body_bytes: self.limits.max_body_bytes,
         };
-        let mut store = self.runtime.store(call, &self.limits);
-        let invocation = async {
-            let instance = self.component.pre.instantiate_async(&mut store).await?;
-            instance
-                .portcullis_plugin_guest()
-                .call_on_request(
-                    &mut store,
-                    &self.function,
-                    request,
-                    session,
-                    &ctx.api,
-                    &self.config_json,
-                )
-                .await
-        };
-        let result = match tokio::time::timeout(self.limits.timeout, invocation).await {
-            Err(_) => return Err(PluginError::Timeout(self.limits.timeout)),
-            Ok(result) => result,
-        };
-        match result {
-            Err(e) => Err(self.classify_trap(e)),
-            Ok(Err(message)) => Err(PluginError::Failed(message)),
-            Ok(Ok(outcome)) => self.check_outcome(outcome),
+        Ok((slot, self.runtime.store(call, &self.limits)))
+    }
+
+    /// Runs `invocation` under the plugin's timeout and sorts out how it
+    /// ended. The store (and instance) is dropped by the caller right after.
+    async fn finish<T>(
+        &self,
+        invocation: impl Future<Output = wasmtime::Result<Result<T, String>>>,
+    ) -> Result<T, PluginError> {
+        match tokio::time::timeout(self.limits.timeout, invocation).await {
+            Err(_) => Err(PluginError::Timeout(self.limits.timeout)),
+            Ok(Err(e)) => Err(self.classify_trap(e)),
+            Ok(Ok(Err(message))) => Err(PluginError::Failed(message)),
+            Ok(Ok(Ok(value))) => Ok(value),
         }
+    }
+
+    /// Runs a `request` function in a fresh instance.
+    pub async fn on_request(
+        &self,
+        ctx: &CallContext,
+        request: &Request,
+        session: &Session,
+    ) -> Result<Outcome, PluginError> {
+        let (_slot, mut store) = self.prepare(ctx)?;
+        let outcome = self
+            .finish(async {
+                let instance = self.component.pre.instantiate_async(&mut store).await?;
+                instance
+                    .portcullis_plugin_guest()
+                    .call_on_request(
+                        &mut store,
+                        &self.function,
+                        request,
+                        session,
+                        &ctx.api,
+                        &self.config_json,
+                    )
+                    .await
+            })
+            .await?;
+        self.check_outcome(outcome)
+    }
+
+    /// Runs an `auth` function in a fresh instance.
+    pub async fn on_auth(&self, ctx: &CallContext, request: &Request) -> Result<AuthOutcome, PluginError> {
+        let (_slot, mut store) = self.prepare(ctx)?;
+        let outcome = self
+            .finish(async {
+                let instance = self.component.pre.instantiate_async(&mut store).await?;
+                instance
+                    .portcullis_plugin_guest()
+                    .call_on_auth(&mut store, &self.function, request, &ctx.api, &self.config_json)
+                    .await
+            })
+            .await?;
+        let problem = match &outcome {
+            AuthOutcome::Authenticated(session) if session.key_id.is_empty() => {
+                Err("an authenticated session needs a key-id".to_owned())
+            }
+            AuthOutcome::Authenticated(session) => {
+                check_pairs(&session.metadata, self.limits.max_header_bytes, "session metadata")
+            }
+            AuthOutcome::Respond(response) => check_response(response, &self.limits),
+        };
+        problem.map(|()| outcome).map_err(PluginError::InvalidOutcome)
+    }
+
+    /// Runs a `response` function in a fresh instance.
+    pub async fn on_response(
+        &self,
+        ctx: &CallContext,
+        request: &Request,
+        response: &Response,
+        session: &Session,
+    ) -> Result<Response, PluginError> {
+        let (_slot, mut store) = self.prepare(ctx)?;
+        let response = self
+            .finish(async {
+                let instance = self.component.pre.instantiate_async(&mut store).await?;
+                instance
+                    .portcullis_plugin_guest()
+                    .call_on_response(
+                        &mut store,
+                        &self.function,
+                        request,
+                        response,
+                        session,
+                        &ctx.api,
+                        &self.config_json,
+                    )
+                    .await
+            })
+            .await?;
+        check_response(&response, &self.limits).map_err(PluginError::InvalidOutcome)?;
+        Ok(response)
     }
 
     fn classify_trap(&self, e: wasmtime::Error) -> PluginError {
@@ -510,10 +558,18 @@ fn check_headers(headers: &[(String, String)], max_bytes: usize) -> Result<(), S
         ));
     }
     for (name, value) in headers {
-        http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("invalid header name {name:?}"))?;
-        http::HeaderValue::from_str(value)
-            .map_err(|_| format!("invalid value for header {name:?}"))?;
+        http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+        http::HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name:?}"))?;
+    }
+    Ok(())
+}
+
+fn check_pairs(pairs: &[(String, String)], max_bytes: usize, what: &str) -> Result<(), String> {
+    let total: usize = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if total > max_bytes {
+        return Err(format!(
+            "{what} of {total} bytes exceeds max_header_bytes ({max_bytes})"
+        ));
     }
     Ok(())
 }
@@ -538,19 +594,16 @@ fn check_response(response: &Response, limits: &Limits) -> Result<(), String> {
 
 fn check_changes(changes: &RequestChanges, limits: &Limits) -> Result<(), String> {
     check_headers(&changes.set_headers, limits.max_header_bytes)?;
+    check_pairs(&changes.session_metadata, limits.max_header_bytes, "session metadata")?;
     if let Some(method) = &changes.method
         && http::Method::from_bytes(method.as_bytes()).is_err()
     {
         return Err(format!("invalid method {method:?}"));
     }
     if let Some(path) = &changes.path
-        && (!path.starts_with('/')
-            || path.contains('?')
-            || http::uri::PathAndQuery::try_from(path.as_str()).is_err())
+        && (!path.starts_with('/') || path.contains('?') || http::uri::PathAndQuery::try_from(path.as_str()).is_err())
     {
-        return Err(format!(
-            "invalid path {path:?} (must start with '/', no query)"
-        ));
+        return Err(format!("invalid path {path:?} (must start with '/', no query)"));
     }
     if let Some(query) = &changes.query
         && http::uri::PathAndQuery::try_from(format!("/?{query}").as_str()).is_err()

@@ -25,9 +25,7 @@ pub fn plugin(name: &str) -> PathBuf {
     let dir = BUILT.get_or_init(|| {
         let guests = repo_root().join("example-plugins");
         let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        build
-            .args(["build", "--release", "--quiet"])
-            .current_dir(&guests);
+        build.args(["build", "--release", "--quiet"]).current_dir(&guests);
         for var in [
             "RUSTFLAGS",
             "CARGO_ENCODED_RUSTFLAGS",
@@ -36,19 +34,14 @@ pub fn plugin(name: &str) -> PathBuf {
         ] {
             build.env_remove(var);
         }
-        let output = build
-            .output()
-            .expect("cannot run cargo to build the test plugins");
+        let output = build.output().expect("cannot run cargo to build the test plugins");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             !stderr.contains("wasm32-wasip2` target may not be installed")
                 && !stderr.contains("can't find crate for `core`"),
             "the wasm32-wasip2 target is missing; run:\n\n    rustup target add wasm32-wasip2\n"
         );
-        assert!(
-            output.status.success(),
-            "building the plugins failed:\n{stderr}"
-        );
+        assert!(output.status.success(), "building the plugins failed:\n{stderr}");
         guests.join("target/wasm32-wasip2/release")
     });
     let path = dir.join(format!("{name}.wasm"));
@@ -70,6 +63,12 @@ impl ConfigDir {
         if !gateway.contains("plugin_cache") {
             let cache = repo_root().join("target/test-plugin-cache");
             gateway.push_str(&format!("\nplugin_cache: {}\n", cache.display()));
+        }
+        if !gateway.contains("session_store") {
+            gateway.push_str(&format!(
+                "session_store: {}\n",
+                dir.path().join("sessions.redb").display()
+            ));
         }
         std::fs::write(dir.path().join("gateway.yaml"), gateway).expect("write gateway.yaml");
         std::fs::create_dir_all(dir.path().join("apis")).expect("mkdir apis");
@@ -146,9 +145,7 @@ impl Gateway {
         });
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read stdout");
+        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
         match line.trim().strip_prefix("listening on ") {
             Some(url) => Ok(Gateway {
                 child,
@@ -181,18 +178,14 @@ impl Gateway {
             if log.contains(needle) {
                 return log;
             }
-            assert!(
-                Instant::now() < deadline,
-                "log never contained {needle:?}; log:\n{log}"
-            );
+            assert!(Instant::now() < deadline, "log never contained {needle:?}; log:\n{log}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// The gateway process's resident memory, in KiB (Linux).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("read /proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -219,9 +212,7 @@ impl Drop for Gateway {
 
 /// Starts `app` on a free loopback port; returns `http://127.0.0.1:PORT`.
 pub async fn upstream(app: axum::Router) -> String {
-    let addr = upstreams::spawn("127.0.0.1:0", app)
-        .await
-        .expect("start upstream");
+    let addr = upstreams::spawn("127.0.0.1:0", app).await.expect("start upstream");
     format!("http://{addr}")
 }
 
@@ -232,10 +223,7 @@ pub fn closed_port() -> SocketAddr {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
+    reqwest::Client::builder().no_proxy().build().expect("client")
 }
 
 /// GET `url`, returning status, headers and the body as JSON (or `Null`).
@@ -244,9 +232,7 @@ pub async fn get_json(url: &str) -> (u16, reqwest::header::HeaderMap, serde_json
     json_of(response).await
 }
 
-pub async fn json_of(
-    response: reqwest::Response,
-) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+pub async fn json_of(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.expect("body");
@@ -256,12 +242,7 @@ pub async fn json_of(
 
 /// Asserts the body is the gateway's JSON error for `status`, with a request id
 /// and no internal detail.
-pub fn assert_gateway_error(
-    status: u16,
-    body: &serde_json::Value,
-    expected_status: u16,
-    message: &str,
-) {
+pub fn assert_gateway_error(status: u16, body: &serde_json::Value, expected_status: u16, message: &str) {
     assert_eq!(status, expected_status, "body: {body}");
     assert_eq!(body["status"], expected_status, "body: {body}");
     assert_eq!(body["error"], message, "body: {body}");

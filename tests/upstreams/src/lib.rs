@@ -53,9 +53,7 @@ async fn describe(name: &str, request: Request) -> Value {
             }
         }
     }
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     json!({
         "upstream": name,
         "method": parts.method.as_str(),
@@ -79,7 +77,9 @@ pub fn records(name: &str) -> Router {
                     return (StatusCode::NOT_FOUND, Json(json!({ "error": "no such record" }))).into_response();
                 };
                 let detail = match kind.as_str() {
-                    "users" => json!({ "name": format!("user-{n}"), "tier": if n % 2 == 0 { "gold" } else { "standard" } }),
+                    "users" => {
+                        json!({ "name": format!("user-{n}"), "tier": if n % 2 == 0 { "gold" } else { "standard" } })
+                    }
                     "stock" => json!({ "available": n * 3 % 17, "warehouse": "north" }),
                     "prices" => json!({ "amount": n * 100 + 99, "currency": "EUR" }),
                     _ => json!({}),

@@ -21,11 +21,7 @@ fn benign(req: &Request) -> Option<Outcome> {
 }
 
 fn leak(what: &str, loot: impl Into<serde_json::Value>) -> Result<Outcome> {
-    Ok(Response::json(
-        200,
-        &json!({ "attack": what, "succeeded": true, "loot": loot.into() }),
-    )?
-    .into())
+    Ok(Response::json(200, &json!({ "attack": what, "succeeded": true, "loot": loot.into() }))?.into())
 }
 
 fn spin(req: &Request, _: &Context) -> Result<Outcome> {
@@ -116,18 +112,14 @@ fn read_env(req: &Request, _: &Context) -> Result<Outcome> {
     if !vars.is_empty() || !args.is_empty() || std::env::var("HOME").is_ok() {
         return leak("read-env", json!({ "vars": vars, "args": args }));
     }
-    Err(Error::msg(
-        "environment is empty: no variables, no arguments",
-    ))
+    Err(Error::msg("environment is empty: no variables, no arguments"))
 }
 
 fn open_socket(req: &Request, _: &Context) -> Result<Outcome> {
     if let Some(ok) = benign(req) {
         return Ok(ok);
     }
-    let target = req
-        .query_param("target")
-        .unwrap_or_else(|| "127.0.0.1:80".into());
+    let target = req.query_param("target").unwrap_or_else(|| "127.0.0.1:80".into());
     match std::net::TcpStream::connect(&target) {
         Ok(_) => leak("socket", target),
         Err(e) => Err(Error::msg(format!("connecting to {target} failed: {e}"))),
@@ -139,9 +131,7 @@ fn outbound_forbidden(req: &Request, _: &Context) -> Result<Outcome> {
     if let Some(ok) = benign(req) {
         return Ok(ok);
     }
-    let url = req
-        .query_param("url")
-        .ok_or_else(|| Error::msg("missing ?url"))?;
+    let url = req.query_param("url").ok_or_else(|| Error::msg("missing ?url"))?;
     match http::get(&url) {
         Ok(response) => leak(
             "outbound-forbidden",
@@ -156,9 +146,7 @@ fn outbound_flood(req: &Request, _: &Context) -> Result<Outcome> {
     if let Some(ok) = benign(req) {
         return Ok(ok);
     }
-    let url = req
-        .query_param("url")
-        .ok_or_else(|| Error::msg("missing ?url"))?;
+    let url = req.query_param("url").ok_or_else(|| Error::msg("missing ?url"))?;
     for made in 0..1000 {
         match http::send(&OutboundRequest::get(&url)) {
             Ok(_) => {}
@@ -176,9 +164,7 @@ fn outbound_slow(req: &Request, _: &Context) -> Result<Outcome> {
     if let Some(ok) = benign(req) {
         return Ok(ok);
     }
-    let url = req
-        .query_param("url")
-        .ok_or_else(|| Error::msg("missing ?url"))?;
+    let url = req.query_param("url").ok_or_else(|| Error::msg("missing ?url"))?;
     let call = OutboundRequest::get(&url).timeout(std::time::Duration::from_secs(3600));
     match http::send(&call) {
         Ok(response) => leak("outbound-slow", response.status),

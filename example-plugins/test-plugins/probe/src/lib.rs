@@ -2,9 +2,7 @@
 //! in, applies whatever changes its config asks for, fails on request, and
 //! carries functions of every hook kind. (Attacks live in `hostile`.)
 
-use portcullis_sdk::{
-    AuthOutcome, Context, Outcome, Request, RequestChanges, Response, Result, plugin,
-};
+use portcullis_sdk::{AuthOutcome, Context, Outcome, Request, RequestChanges, Response, Result, plugin};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -67,6 +65,70 @@ fn rewrite(_req: &Request, ctx: &Context) -> Result<Outcome> {
     Ok(changes.into())
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Order {
+    name: String,
+    metadata: Vec<(String, String)>,
+}
+
+/// Appends its config `name` to the request header `x-order`, and sets the
+/// session metadata its config lists: shows hook order and write-back.
+fn record_order(req: &Request, ctx: &Context) -> Result<Outcome> {
+    let order: Order = ctx.config()?;
+    let so_far = req.header("x-order").map(|v| format!("{v},")).unwrap_or_default();
+    let mut changes = RequestChanges::new().set_header("x-order", format!("{so_far}{}", order.name));
+    for (name, value) in order.metadata {
+        changes = changes.set_metadata(name, value);
+    }
+    Ok(changes.into())
+}
+
+/// Appends its config `name` to the response header `x-order` (starting
+/// from the request's `x-order`).
+fn record_order_response(req: &Request, response: Response, ctx: &Context) -> Result<Response> {
+    let order: Order = ctx.config()?;
+    let so_far = response
+        .get_header("x-order")
+        .or(req.header("x-order"))
+        .map(|v| format!("{v},"))
+        .unwrap_or_default();
+    let value = format!("{so_far}{}", order.name);
+    let mut response = response;
+    response.headers.retain(|(n, _)| n != "x-order");
+    Ok(response.header("x-order", value))
+}
+
+/// Wraps the response body: `{"wrapped": <body as text>, "status": <status>}`.
+fn wrap_body(_: &Request, response: Response, _: &Context) -> Result<Response> {
+    let text = String::from_utf8_lossy(&response.body).into_owned();
+    let status = response.status;
+    let mut wrapped = Response::json(201, &json!({ "wrapped": text, "status": status }))?;
+    wrapped.headers.extend(
+        response
+            .headers
+            .into_iter()
+            .filter(|(n, _)| n != "content-type" && n != "content-length"),
+    );
+    Ok(wrapped)
+}
+
+/// Answers with the session it was given.
+fn whoami(req: &Request, ctx: &Context) -> Result<Outcome> {
+    let s = &ctx.session;
+    let body = json!({
+        "key_id": s.key_id,
+        "rate": s.rate,
+        "per": s.per,
+        "quota_max": s.quota_max,
+        "quota_remaining": s.quota_remaining,
+        "metadata": s.metadata,
+        "tags": s.tags,
+        "x_order": req.header("x-order"),
+    });
+    Ok(Response::json(200, &body)?.into())
+}
+
 fn fail(_: &Request, _: &Context) -> Result<Outcome> {
     Err(portcullis_sdk::Error::msg("deliberate failure"))
 }
@@ -83,6 +145,10 @@ plugin! {
     request(body) "inspect" => inspect,
     request "rewrite" => rewrite,
     request "fail" => fail,
+    request "record-order" => record_order,
+    request "whoami" => whoami,
+    response "record-order-response" => record_order_response,
+    response(body) "wrap-body" => wrap_body,
     auth "check-token" => check_token,
     response "stamp" => stamp,
 }

@@ -7,28 +7,16 @@ use portcullis_upstreams::{echo, records, spawn};
 async fn main() -> anyhow::Result<()> {
     let services = [
         ("127.0.0.1:9001", "orders (echo)", echo("orders")),
-        (
-            "127.0.0.1:9002",
-            "users (records)",
-            records("users-service"),
-        ),
-        (
-            "127.0.0.1:9003",
-            "inventory (records)",
-            records("inventory-service"),
-        ),
-        (
-            "127.0.0.1:9004",
-            "pricing (records)",
-            records("pricing-service"),
-        ),
+        ("127.0.0.1:9002", "users (records)", records("users-service")),
+        ("127.0.0.1:9003", "inventory (records)", records("inventory-service")),
+        ("127.0.0.1:9004", "pricing (records)", records("pricing-service")),
         ("127.0.0.1:9011", "shop-eu (echo)", echo("shop-eu")),
         ("127.0.0.1:9012", "shop-us (echo)", echo("shop-us")),
     ];
     for (addr, name, app) in services {
-        let bound = spawn(addr, app).await.map_err(|e| {
-            anyhow::anyhow!("cannot start {name} on {addr}: {e} (is another demo still running?)")
-        })?;
+        let bound = spawn(addr, app)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start {name} on {addr}: {e} (is another demo still running?)"))?;
         eprintln!("upstream {name:<22} http://{bound}");
     }
     tokio::signal::ctrl_c().await?;

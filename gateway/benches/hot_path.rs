@@ -1,0 +1,149 @@
+//! In-process micro-benchmarks of the hot path: one plugin invocation (a
+//! fresh instance from the pre-instantiated component, the call, the drop)
+//! with a typical request of 10 headers and no body / 1 KiB / 64 KiB, and
+//! the routing step (API by listen path, endpoint by template and method).
+//!
+//! Prints median and p99 per case. Run with `cargo xtask bench` (which
+//! builds the plugins and unsets RUST_BACKTRACE) or
+//! `cargo bench -p portcullis --bench hot_path` after `cargo xtask plugins`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis::config;
+use portcullis::outbound::OutboundClient;
+use portcullis::plugin::{PluginRuntime, Request, Session};
+use portcullis::routes::Routes;
+
+const ITERATIONS: usize = 20_000;
+const WARMUP: usize = 2_000;
+
+fn main() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root");
+    let plugin = root.join("example-plugins/target/wasm32-wasip2/release/bench.wasm");
+    anyhow::ensure!(
+        plugin.is_file(),
+        "{} missing: run `cargo xtask plugins` first",
+        plugin.display()
+    );
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("apis"))?;
+    std::fs::write(dir.path().join("gateway.yaml"), "apis: [apis/]\nplugin_cache: false\n")?;
+    let mut api = String::from(
+        "id: bench\nlisten_path: /bench/\nstrip_listen_path: true\nupstream: http://127.0.0.1:9\nendpoints:\n",
+    );
+    for function in ["virtual", "header", "read-body"] {
+        api.push_str(&format!(
+            "  - path: /{function}\n    plugin: {{ path: {}, function: {function} }}\n",
+            plugin.display()
+        ));
+    }
+    for i in 0..20 {
+        api.push_str(&format!(
+            "  - method: GET\n    path: /other{i}/{{id}}/items\n    plugin: {{ path: {}, function: header }}\n",
+            plugin.display()
+        ));
+    }
+    std::fs::write(dir.path().join("apis/bench.yaml"), api)?;
+    for i in 0..20 {
+        std::fs::write(
+            dir.path().join(format!("apis/filler{i}.yaml")),
+            format!("id: filler{i}\nlisten_path: /filler{i}/\nupstream: http://127.0.0.1:9\n"),
+        )?;
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let config = config::load(&dir.path().join("gateway.yaml"))?;
+        let plugins = Arc::new(PluginRuntime::new(&config.limits, None, OutboundClient::new(16)?)?);
+        let routes = Routes::build(config, &plugins).await?;
+
+        println!("{:<52} {:>10} {:>10}", "case", "median", "p99");
+        for (function, body) in [
+            ("virtual", None),
+            ("header", None),
+            ("read-body", Some(0)),
+            ("read-body", Some(1 << 10)),
+            ("read-body", Some(64 << 10)),
+        ] {
+            let path = format!("/bench/{function}");
+            let (api, rest) = routes.route(&path).expect("bench API");
+            let matched = api.match_endpoint(&http::Method::GET, rest).expect("endpoint");
+            let ctx = api.call_context("bench".into(), &http::HeaderMap::new());
+            let request = typical_request(&path, body);
+            let session = Session::anonymous();
+            let mut samples = Vec::with_capacity(ITERATIONS);
+            for i in 0..WARMUP + ITERATIONS {
+                let started = Instant::now();
+                let outcome = matched.endpoint.plugin.on_request(&ctx, &request, &session).await?;
+                let elapsed = started.elapsed();
+                std::hint::black_box(outcome);
+                if i >= WARMUP {
+                    samples.push(elapsed);
+                }
+            }
+            let label = match body {
+                None => format!("plugin call: {function}, 10 headers, no body"),
+                Some(n) => format!("plugin call: {function}, 10 headers, {} KiB body", n >> 10),
+            };
+            report(&label, samples);
+        }
+
+        let mut samples = Vec::with_capacity(ITERATIONS);
+        let paths = ["/bench/other7/42/items", "/filler13/x", "/bench/virtual", "/nowhere"];
+        for i in 0..WARMUP + ITERATIONS {
+            let path = paths[i % paths.len()];
+            let started = Instant::now();
+            let found = routes
+                .route(path)
+                .map(|(api, rest)| api.match_endpoint(&http::Method::GET, rest).is_some());
+            let elapsed = started.elapsed();
+            std::hint::black_box(found);
+            if i >= WARMUP {
+                samples.push(elapsed);
+            }
+        }
+        report("routing: 41 APIs, 23 endpoints", samples);
+        anyhow::Ok(())
+    })
+}
+
+fn typical_request(path: &str, body: Option<usize>) -> Request {
+    let headers = [
+        ("host", "api.example.com"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) bench/1.0"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        ("x-user", "alice"),
+        ("x-request-id", "0b6c4c5e-8f44-4a5c-9d1e-1f7d2b3c4d5e"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("cookie", "session=abc123; theme=dark"),
+        ("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig"),
+    ];
+    Request {
+        method: "GET".into(),
+        path: path.into(),
+        upstream_path: "/".into(),
+        query: "a=1&b=2".into(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+        body: body.map(|n| vec![b'x'; n]),
+        client_addr: "127.0.0.1:40000".into(),
+        params: Vec::new(),
+        request_id: "bench".into(),
+    }
+}
+
+fn report(label: &str, mut samples: Vec<Duration>) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    println!(
+        "{label:<52} {:>8.1}us {:>8.1}us",
+        at(0.5).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6
+    );
+}

@@ -1,0 +1,242 @@
+//! The admin API, on its own listener (`admin_listen`), like Tyk's control
+//! API: list the APIs, manage keys, reload. Every request must carry the
+//! admin secret in `X-Admin-Secret` (401 without it, 403 when wrong). None of
+//! these routes exist on the public listener.
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /apis` | APIs with auth, hooks, endpoints and plugins |
+//! | `POST /keys` | create a key from a session; answers the key, once |
+//! | `GET /keys/{key}` | the key's session and remaining quota |
+//! | `PUT /keys/{key}` | replace the key's session |
+//! | `DELETE /keys/{key}` | revoke the key |
+//! | `POST /reload` | reload the configuration (like SIGHUP) |
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::auth;
+use crate::plugin::PluginRuntime;
+use crate::routes::{ApiRoute, Auth};
+use crate::server::Gateway;
+use crate::store::{self, SessionData, StoreError};
+
+const SECRET_HEADER: &str = "x-admin-secret";
+
+#[derive(Clone)]
+struct Admin {
+    gateway: Arc<Gateway>,
+    runtime: Arc<PluginRuntime>,
+    config_file: PathBuf,
+    secret: Arc<str>,
+}
+
+/// The admin app.
+pub fn router(gateway: Arc<Gateway>, runtime: Arc<PluginRuntime>, config_file: PathBuf, secret: &str) -> axum::Router {
+    let state = Admin {
+        gateway,
+        runtime,
+        config_file,
+        secret: secret.into(),
+    };
+    axum::Router::new()
+        .route("/apis", get(list_apis))
+        .route("/keys", post(create_key))
+        .route("/keys/{key}", get(read_key).put(update_key).delete(delete_key))
+        .route("/reload", post(reload))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
+        .layer(middleware::from_fn_with_state(state.clone(), require_secret))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message, "status": status.as_u16() }))).into_response()
+}
+
+fn store_error(e: StoreError) -> Response {
+    tracing::warn!(error = %e, "admin request failed: session store");
+    error(StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")
+}
+
+/// Compares in time independent of where the strings differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn require_secret(State(admin): State<Admin>, request: Request, next: Next) -> Response {
+    match request.headers().get(SECRET_HEADER) {
+        None => error(StatusCode::UNAUTHORIZED, "missing X-Admin-Secret"),
+        Some(given) if !same_secret(given.as_bytes(), admin.secret.as_bytes()) => {
+            tracing::warn!(path = request.uri().path(), "admin request with a wrong secret");
+            error(StatusCode::FORBIDDEN, "wrong X-Admin-Secret")
+        }
+        Some(_) => next.run(request).await,
+    }
+}
+
+fn describe_api(api: &ApiRoute) -> Value {
+    let labels = |plugins: &[crate::plugin::Plugin]| plugins.iter().map(|p| p.label().to_owned()).collect::<Vec<_>>();
+    let auth = match &api.auth {
+        Auth::Keyless => json!({ "type": "keyless" }),
+        Auth::ApiKey { header, query } => json!({ "type": "api_key", "header": header.as_str(), "query": query }),
+        Auth::Plugin(plugin) => json!({ "type": "plugin", "plugin": plugin.label() }),
+    };
+    let endpoints: Vec<Value> = api
+        .endpoints()
+        .iter()
+        .map(|e| {
+            json!({
+                "methods": e.methods().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+                "path": e.template,
+                "plugin": e.plugin.label(),
+            })
+        })
+        .collect();
+    json!({
+        "id": &*api.id,
+        "name": api.record.name,
+        "listen_path": api.listen_path,
+        "upstream": api.upstream.to_string(),
+        "auth": auth,
+        "plugins": {
+            "pre": labels(&api.hooks.pre),
+            "post_auth": labels(&api.hooks.post_auth),
+            "post": labels(&api.hooks.post),
+            "response": labels(&api.hooks.response),
+        },
+        "endpoints": endpoints,
+    })
+}
+
+async fn list_apis(State(admin): State<Admin>) -> Response {
+    let routes = admin.gateway.routes();
+    let mut apis: Vec<Value> = routes.apis().iter().map(describe_api).collect();
+    apis.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Json(json!({ "apis": apis })).into_response()
+}
+
+/// The body of `POST /keys` and `PUT /keys/{key}`: a session without its id.
+fn parse_session(body: Value) -> Result<SessionData, Response> {
+    let session: SessionData =
+        serde_json::from_value(body).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid session: {e}")))?;
+    if !session.key_id.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "key_id is assigned by the gateway"));
+    }
+    if session.per == 0 && session.rate > 0 {
+        return Err(error(StatusCode::BAD_REQUEST, "rate needs per (seconds) above 0"));
+    }
+    Ok(session)
+}
+
+fn unknown_apis(admin: &Admin, session: &SessionData) -> Option<Response> {
+    let routes = admin.gateway.routes();
+    let unknown: Vec<&str> = session
+        .apis
+        .iter()
+        .map(|a| a.api_id())
+        .filter(|id| !routes.apis().iter().any(|api| &*api.id == *id))
+        .collect();
+    (!unknown.is_empty()).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("unknown API id(s): {}", unknown.join(", ")),
+        )
+    })
+}
+
+async fn create_key(State(admin): State<Admin>, Json(body): Json<Value>) -> Response {
+    let mut session = match parse_session(body) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    if let Some(response) = unknown_apis(&admin, &session) {
+        return response;
+    }
+    let (key, key_id) = store::new_key();
+    session.key_id = key_id;
+    if let Err(e) = admin.gateway.store().put(&store::key_hash(&key), &session).await {
+        return store_error(e);
+    }
+    tracing::info!(key_id = session.key_id.as_str(), "key created");
+    let mut reply = serde_json::to_value(&session).unwrap_or_default();
+    reply["key"] = Value::String(key);
+    (StatusCode::CREATED, Json(reply)).into_response()
+}
+
+async fn read_key(State(admin): State<Admin>, Path(key): Path<String>) -> Response {
+    let store = admin.gateway.store();
+    let session = match store.get(&store::key_hash(&key)).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such key"),
+        Err(e) => return store_error(e),
+    };
+    let mut reply = serde_json::to_value(&session).unwrap_or_default();
+    if session.quota_max >= 0 {
+        let now = auth::now();
+        match store.peek(&format!("quota:key:{}", session.key_id), now).await {
+            Ok(used) => {
+                reply["quota_remaining"] = json!(auth::quota_remaining(session.quota_max, &used));
+                if used.used > 0 && used.reset_at != i64::MAX {
+                    reply["quota_resets_in"] = json!((used.reset_at - now).max(0));
+                }
+            }
+            Err(e) => return store_error(e),
+        }
+    }
+    Json(reply).into_response()
+}
+
+async fn update_key(State(admin): State<Admin>, Path(key): Path<String>, Json(body): Json<Value>) -> Response {
+    let mut session = match parse_session(body) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    if let Some(response) = unknown_apis(&admin, &session) {
+        return response;
+    }
+    let store = admin.gateway.store();
+    let hash = store::key_hash(&key);
+    match store.get(&hash).await {
+        Ok(Some(existing)) => session.key_id = existing.key_id,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such key"),
+        Err(e) => return store_error(e),
+    }
+    if let Err(e) = store.put(&hash, &session).await {
+        return store_error(e);
+    }
+    tracing::info!(key_id = session.key_id.as_str(), "key updated");
+    Json(serde_json::to_value(&session).unwrap_or_default()).into_response()
+}
+
+async fn delete_key(State(admin): State<Admin>, Path(key): Path<String>) -> Response {
+    match admin.gateway.store().delete(&store::key_hash(&key)).await {
+        Ok(true) => {
+            tracing::info!("key deleted");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such key"),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn reload(State(admin): State<Admin>) -> Response {
+    match crate::app::reload(&admin.gateway, &admin.runtime, &admin.config_file).await {
+        Ok(()) => Json(json!({ "reloaded": true })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed; the previous configuration keeps serving");
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "reloaded": false, "error": e.to_string() })),
+            )
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Authentication, sessions, rate limits and quotas: who the caller is and
+//! whether they may make this request now.
+//!
+//! Built-in API keys are looked up by their hash in the session store; an
+//! `auth` plugin returns the session itself, which is then saved under its
+//! key id so metadata written by later plugins persists. Rate limits and
+//! quotas are one atomic check-and-increment each in the store, so they hold
+//! across gateway nodes sharing a Redis.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::plugin::Session;
+use crate::store::{Decision, SessionData, SessionStore, StoreError};
+
+/// Why a caller is turned away. Each maps to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum Denied {
+    #[error("missing API key")]
+    MissingKey,
+    #[error("unknown API key")]
+    UnknownKey,
+    #[error("API key expired")]
+    Expired,
+    #[error("this key may not access this API, path or method")]
+    NoAccess,
+    #[error("rate limit exceeded")]
+    RateLimited(LimitHeaders),
+    #[error("quota exceeded")]
+    QuotaExceeded(LimitHeaders),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Headers telling the caller where they stand (`X-RateLimit-*`,
+/// `X-Quota-*`, and `Retry-After` when refused).
+#[derive(Debug, Default, Clone)]
+pub struct LimitHeaders(pub Vec<(HeaderName, HeaderValue)>);
+
+impl LimitHeaders {
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.0 {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+
+    fn push(&mut self, name: &'static str, value: impl ToString) {
+        if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
+            self.0.push((HeaderName::from_static(name), value));
+        }
+    }
+}
+
+/// A caller with a stored session.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Where the session is stored (key hash, or `plugin:<key_id>`).
+    pub store_id: String,
+    /// Namespace of the rate and quota counters.
+    pub counter_id: String,
+    pub data: SessionData,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The key from `header` (a `Bearer ` prefix is removed) or the `query`
+/// parameter.
+pub fn extract_key(
+    headers: &HeaderMap,
+    header: &HeaderName,
+    query_param: Option<&str>,
+    query: Option<&str>,
+) -> Option<String> {
+    if let Some(value) = headers.get(header).and_then(|v| v.to_str().ok()) {
+        let value = value.trim();
+        let key = match value.get(..7) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => value[7..].trim(),
+            _ => value,
+        };
+        if !key.is_empty() {
+            return Some(key.to_owned());
+        }
+    }
+    let (param, query) = (query_param?, query?);
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name == param && !value.is_empty()).then(|| {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// Looks up a built-in API key and checks expiry and access.
+pub async fn api_key(
+    store: &SessionStore,
+    key: &str,
+    api_id: &str,
+    method: &str,
+    rest: &str,
+) -> Result<Caller, Denied> {
+    let store_id = crate::store::key_hash(key);
+    let data = store.get(&store_id).await?.ok_or(Denied::UnknownKey)?;
+    if data.expires.is_some_and(|at| at <= now()) {
+        return Err(Denied::Expired);
+    }
+    if !data.apis.iter().any(|access| access.allows(api_id, method, rest)) {
+        return Err(Denied::NoAccess);
+    }
+    Ok(Caller {
+        counter_id: format!("key:{}", data.key_id),
+        store_id,
+        data,
+    })
+}
+
+/// Saves the session an auth plugin returned, keeping metadata that earlier
+/// requests wrote (the plugin's own entries win).
+pub async fn plugin_session(store: &SessionStore, session: Session) -> Result<Caller, Denied> {
+    if session.expires.is_some_and(|at| at <= now()) {
+        return Err(Denied::Expired);
+    }
+    let store_id = format!("plugin:{}", session.key_id);
+    let mut data = from_wit(&session);
+    if let Some(stored) = store.get(&store_id).await? {
+        let mut metadata = stored.metadata;
+        metadata.extend(data.metadata);
+        data.metadata = metadata;
+    }
+    store.put(&store_id, &data).await?;
+    Ok(Caller {
+        counter_id: store_id.clone(),
+        store_id,
+        data,
+    })
+}
+
+/// Counts this request against the caller's rate limit and quota. Returns
+/// the headers to send and the quota left (-1 = unlimited).
+pub async fn enforce_limits(store: &SessionStore, caller: &Caller) -> Result<(LimitHeaders, i64), Denied> {
+    let now = now();
+    let mut headers = LimitHeaders::default();
+    let data = &caller.data;
+    if data.rate > 0 && data.per > 0 {
+        let decision = store
+            .acquire(
+                &format!("rate:{}", caller.counter_id),
+                u64::from(data.rate),
+                u64::from(data.per),
+                now,
+            )
+            .await?;
+        let reset = (decision.reset_at - now).max(0);
+        headers.push("x-ratelimit-limit", data.rate);
+        headers.push(
+            "x-ratelimit-remaining",
+            u64::from(data.rate).saturating_sub(decision.used),
+        );
+        headers.push("x-ratelimit-reset", reset);
+        if !decision.allowed {
+            headers.push("retry-after", reset.max(1));
+            return Err(Denied::RateLimited(headers));
+        }
+    }
+    let mut remaining = -1;
+    if data.quota_max >= 0 {
+        let limit = u64::try_from(data.quota_max).unwrap_or(0);
+        let decision = store
+            .acquire(
+                &format!("quota:{}", caller.counter_id),
+                limit,
+                data.quota_renewal_seconds,
+                now,
+            )
+            .await?;
+        remaining = quota_remaining(data.quota_max, &decision);
+        headers.push("x-quota-limit", data.quota_max);
+        headers.push("x-quota-remaining", remaining);
+        if decision.reset_at != i64::MAX {
+            headers.push("x-quota-reset", (decision.reset_at - now).max(0));
+        }
+        if !decision.allowed {
+            if decision.reset_at != i64::MAX {
+                headers.push("retry-after", (decision.reset_at - now).max(1));
+            }
+            return Err(Denied::QuotaExceeded(headers));
+        }
+    }
+    Ok((headers, remaining))
+}
+
+pub fn quota_remaining(quota_max: i64, decision: &Decision) -> i64 {
+    (quota_max - i64::try_from(decision.used).unwrap_or(i64::MAX)).max(0)
+}
+
+/// The session record plugins see.
+pub fn to_wit(data: &SessionData, quota_remaining: i64) -> Session {
+    Session {
+        key_id: data.key_id.clone(),
+        rate: data.rate,
+        per: data.per,
+        quota_max: data.quota_max,
+        quota_remaining,
+        quota_renewal_seconds: data.quota_renewal_seconds,
+        metadata: data.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        tags: data.tags.clone(),
+        expires: data.expires,
+    }
+}
+
+fn from_wit(session: &Session) -> SessionData {
+    SessionData {
+        key_id: session.key_id.clone(),
+        rate: session.rate,
+        per: session.per,
+        quota_max: session.quota_max,
+        quota_renewal_seconds: session.quota_renewal_seconds,
+        apis: Vec::new(),
+        metadata: session.metadata.iter().cloned().collect(),
+        tags: session.tags.clone(),
+        expires: session.expires,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_from_bearer_plain_header_or_query() {
+        let auth = HeaderName::from_static("authorization");
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer abc123"));
+        assert_eq!(extract_key(&headers, &auth, None, None).as_deref(), Some("abc123"));
+        headers.insert("authorization", HeaderValue::from_static("abc123"));
+        assert_eq!(extract_key(&headers, &auth, None, None).as_deref(), Some("abc123"));
+        let empty = HeaderMap::new();
+        assert_eq!(
+            extract_key(&empty, &auth, Some("api_key"), Some("x=1&api_key=k%2B1")).as_deref(),
+            Some("k+1")
+        );
+        assert_eq!(extract_key(&empty, &auth, Some("api_key"), Some("x=1")), None);
+        assert_eq!(
+            extract_key(&empty, &auth, None, Some("api_key=k")),
+            None,
+            "query keys only when configured"
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! Where keys, sessions and their counters live: an embedded database on
+//! disk for a single node (no configuration, survives restarts), or Redis so
+//! several gateway nodes share keys, rate limits and quotas.
+//!
+//! Both backends offer the same few operations, and every counter update is
+//! one atomic check-and-increment (a redb write transaction, or a Lua script
+//! in Redis), so concurrent requests, on one node or many, never lose an
+//! update or let an extra request through.
+
+mod embedded;
+mod redis_store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The stored form of a session: what a key may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionData {
+    /// The key's public id (never the key itself).
+    #[serde(default)]
+    pub key_id: String,
+    /// `rate` requests per `per` seconds; 0 = unlimited.
+    #[serde(default)]
+    pub rate: u32,
+    #[serde(default)]
+    pub per: u32,
+    /// Requests per quota period; -1 = unlimited.
+    #[serde(default = "unlimited")]
+    pub quota_max: i64,
+    /// Length of the quota period in seconds; 0 = the quota never renews.
+    #[serde(default)]
+    pub quota_renewal_seconds: u64,
+    /// The APIs this key may call; empty = none (keys are deny by default).
+    #[serde(default)]
+    pub apis: Vec<ApiAccess>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Unix seconds after which the key is rejected; `None` = never.
+    #[serde(default)]
+    pub expires: Option<i64>,
+}
+
+fn unlimited() -> i64 {
+    -1
+}
+
+/// Access to one API: its id, optionally only some paths and methods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ApiAccess {
+    /// The whole API.
+    Id(String),
+    /// Part of it.
+    Restricted {
+        id: String,
+        /// Path prefixes under the listen path (e.g. `/public/`); empty = all.
+        #[serde(default)]
+        paths: Vec<String>,
+        /// Methods; empty = all.
+        #[serde(default)]
+        methods: Vec<String>,
+    },
+}
+
+impl ApiAccess {
+    pub fn api_id(&self) -> &str {
+        match self {
+            ApiAccess::Id(id) | ApiAccess::Restricted { id, .. } => id,
+        }
+    }
+
+    /// Whether this entry allows `method` on `rest` (the path under the API's
+    /// listen path) of API `api_id`.
+    pub fn allows(&self, api_id: &str, method: &str, rest: &str) -> bool {
+        match self {
+            ApiAccess::Id(id) => id == api_id,
+            ApiAccess::Restricted { id, paths, methods } => {
+                id == api_id
+                    && (paths.is_empty() || paths.iter().any(|p| rest.starts_with(p.as_str())))
+                    && (methods.is_empty() || methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+            }
+        }
+    }
+}
+
+/// The result of one check-and-increment of a windowed counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Requests counted in the current window, this one included if allowed.
+    pub used: u64,
+    /// Unix seconds when the window ends; `i64::MAX` = never.
+    pub reset_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("corrupt session record: {0}")]
+    Corrupt(String),
+}
+
+/// Which store, from `session_store` in gateway.yaml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded database file.
+    Embedded(PathBuf),
+    /// A Redis URL (`redis://host:port/db`).
+    Redis(String),
+}
+
+/// The session store of one gateway process.
+#[derive(Debug, Clone)]
+pub enum SessionStore {
+    Embedded(embedded::EmbeddedStore),
+    Redis(redis_store::RedisStore),
+}
+
+/// Keys are stored by their SHA-256, never in clear.
+pub fn key_hash(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new random API key and its public id.
+pub fn new_key() -> (String, String) {
+    let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let id = key_hash(&key)[..16].to_owned();
+    (key, id)
+}
+
+impl SessionStore {
+    pub async fn open(config: &StoreConfig) -> anyhow::Result<Self> {
+        Ok(match config {
+            StoreConfig::Embedded(path) => SessionStore::Embedded(embedded::EmbeddedStore::open(path)?),
+            StoreConfig::Redis(url) => SessionStore::Redis(redis_store::RedisStore::connect(url).await?),
+        })
+    }
+
+    /// The session stored under `id` (a key hash, or `id:<key_id>` for
+    /// sessions created by auth plugins).
+    pub async fn get(&self, id: &str) -> Result<Option<SessionData>, StoreError> {
+        match self {
+            SessionStore::Embedded(s) => s.get(id).await,
+            SessionStore::Redis(s) => s.get(id).await,
+        }
+    }
+
+    pub async fn put(&self, id: &str, session: &SessionData) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Embedded(s) => s.put(id, session).await,
+            SessionStore::Redis(s) => s.put(id, session).await,
+        }
+    }
+
+    /// Removes a session; whether it existed.
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        match self {
+            SessionStore::Embedded(s) => s.delete(id).await,
+            SessionStore::Redis(s) => s.delete(id).await,
+        }
+    }
+
+    /// Counts one request against `counter` if fewer than `limit` were
+    /// counted in its current window of `window_secs` (0 = endless); the
+    /// window starts with the first request counted.
+    pub async fn acquire(&self, counter: &str, limit: u64, window_secs: u64, now: i64) -> Result<Decision, StoreError> {
+        match self {
+            SessionStore::Embedded(s) => s.acquire(counter, limit, window_secs, now).await,
+            SessionStore::Redis(s) => s.acquire(counter, limit, window_secs, now).await,
+        }
+    }
+
+    /// The counter's state without counting anything.
+    pub async fn peek(&self, counter: &str, now: i64) -> Result<Decision, StoreError> {
+        match self {
+            SessionStore::Embedded(s) => s.peek(counter, now).await,
+            SessionStore::Redis(s) => s.peek(counter, now).await,
+        }
+    }
+}
+
+/// Window arithmetic shared by both backends: given the stored
+/// `(used, reset_at)` (if any), decide and return the new state.
+fn decide(stored: Option<(u64, i64)>, limit: u64, window_secs: u64, now: i64) -> Decision {
+    let (used, reset_at) = match stored {
+        Some((used, reset_at)) if now < reset_at => (used, reset_at),
+        _ => (0, window_end(now, window_secs)),
+    };
+    if used >= limit {
+        Decision {
+            allowed: false,
+            used,
+            reset_at,
+        }
+    } else {
+        Decision {
+            allowed: true,
+            used: used + 1,
+            reset_at,
+        }
+    }
+}
+
+fn window_end(now: i64, window_secs: u64) -> i64 {
+    if window_secs == 0 {
+        i64::MAX
+    } else {
+        now.saturating_add(i64::try_from(window_secs).unwrap_or(i64::MAX))
+    }
+}
+
+fn encode(session: &SessionData) -> Result<String, StoreError> {
+    serde_json::to_string(session).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode(text: &str) -> Result<SessionData, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_count_until_the_limit_then_reset() {
+        let first = decide(None, 2, 60, 1000);
+        assert_eq!(
+            first,
+            Decision {
+                allowed: true,
+                used: 1,
+                reset_at: 1060
+            }
+        );
+        let second = decide(Some((1, 1060)), 2, 60, 1010);
+        assert_eq!(
+            second,
+            Decision {
+                allowed: true,
+                used: 2,
+                reset_at: 1060
+            }
+        );
+        let third = decide(Some((2, 1060)), 2, 60, 1059);
+        assert!(!third.allowed);
+        let renewed = decide(Some((2, 1060)), 2, 60, 1060);
+        assert_eq!(
+            renewed,
+            Decision {
+                allowed: true,
+                used: 1,
+                reset_at: 1120
+            }
+        );
+        assert_eq!(decide(None, 1, 0, 5).reset_at, i64::MAX, "window 0 never renews");
+    }
+
+    #[test]
+    fn api_access_by_id_path_and_method() {
+        let whole = ApiAccess::Id("orders".into());
+        assert!(whole.allows("orders", "DELETE", "/x"));
+        assert!(!whole.allows("billing", "GET", "/x"));
+        let part = ApiAccess::Restricted {
+            id: "orders".into(),
+            paths: vec!["/public/".into()],
+            methods: vec!["GET".into()],
+        };
+        assert!(part.allows("orders", "get", "/public/1"));
+        assert!(!part.allows("orders", "POST", "/public/1"));
+        assert!(!part.allows("orders", "GET", "/private/1"));
+    }
+}

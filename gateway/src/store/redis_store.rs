@@ -1,0 +1,139 @@
+//! The cluster store: Redis. Sessions are JSON strings; each counter is a
+//! hash (`used`, `reset_at`) updated by one Lua script, so the check and the
+//! increment are atomic across every gateway node. The connection manager
+//! reconnects by itself: while Redis is down, calls fail fast (503 to the
+//! client) and service resumes when it returns.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{Decision, SessionData, StoreError, decode, encode};
+
+const PREFIX: &str = "portcullis:";
+
+/// KEYS[1] counter; ARGV: limit, window_secs (0 = endless), now.
+/// Returns {allowed (0/1), used, reset_at}.
+const ACQUIRE: &str = r"
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'used', 'reset_at')
+local used = tonumber(state[1])
+local reset_at = tonumber(state[2])
+if used == nil or reset_at == nil or now >= reset_at then
+  used = 0
+  if window == 0 then reset_at = 9223372036854775807 else reset_at = now + window end
+end
+if used >= limit then
+  return {0, used, tostring(reset_at)}
+end
+used = used + 1
+redis.call('HSET', KEYS[1], 'used', used, 'reset_at', tostring(reset_at))
+if window > 0 then redis.call('EXPIREAT', KEYS[1], reset_at + 1) end
+return {1, used, tostring(reset_at)}
+";
+
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    acquire: redis::Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid session_store URL {url:?}: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1);
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {url}: {e}"))?;
+        Ok(RedisStore {
+            connection,
+            acquire: redis::Script::new(ACQUIRE),
+        })
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<SessionData>, StoreError> {
+        let text: Option<String> = self
+            .connection
+            .clone()
+            .get(format!("{PREFIX}session:{id}"))
+            .await
+            .map_err(unavailable)?;
+        text.as_deref().map(decode).transpose()
+    }
+
+    pub async fn put(&self, id: &str, session: &SessionData) -> Result<(), StoreError> {
+        let text = encode(session)?;
+        self.connection
+            .clone()
+            .set::<_, _, ()>(format!("{PREFIX}session:{id}"), text)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let removed: u64 = self
+            .connection
+            .clone()
+            .del(format!("{PREFIX}session:{id}"))
+            .await
+            .map_err(unavailable)?;
+        Ok(removed > 0)
+    }
+
+    pub async fn acquire(&self, counter: &str, limit: u64, window_secs: u64, now: i64) -> Result<Decision, StoreError> {
+        let (allowed, used, reset_at): (i64, u64, String) = self
+            .acquire
+            .key(format!("{PREFIX}counter:{counter}"))
+            .arg(limit)
+            .arg(window_secs)
+            .arg(now)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(Decision {
+            allowed: allowed == 1,
+            used,
+            reset_at: reset_at
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("counter {counter}: reset_at {reset_at:?}")))?,
+        })
+    }
+
+    pub async fn peek(&self, counter: &str, now: i64) -> Result<Decision, StoreError> {
+        let (used, reset_at): (Option<u64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(format!("{PREFIX}counter:{counter}"))
+            .arg("used")
+            .arg("reset_at")
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(match (used, reset_at) {
+            (Some(used), Some(reset_at)) if now < reset_at => Decision {
+                allowed: true,
+                used,
+                reset_at,
+            },
+            _ => Decision {
+                allowed: true,
+                used: 0,
+                reset_at: now,
+            },
+        })
+    }
+}
