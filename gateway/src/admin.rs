@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -124,14 +125,14 @@ async fn list_apis(State(admin): State<Admin>) -> Response {
 }
 
 /// The body of `POST /keys` and `PUT /keys/{key}`: a session without its id.
-fn parse_session(body: Value) -> Result<SessionData, Response> {
-    let session: SessionData =
-        serde_json::from_value(body).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid session: {e}")))?;
+/// Parsed as JSON whatever the content type says (`curl -d` sends a form type).
+fn parse_session(body: &[u8]) -> Result<SessionData, String> {
+    let session: SessionData = serde_json::from_slice(body).map_err(|e| format!("invalid session: {e}"))?;
     if !session.key_id.is_empty() {
-        return Err(error(StatusCode::BAD_REQUEST, "key_id is assigned by the gateway"));
+        return Err("key_id is assigned by the gateway".into());
     }
     if session.per == 0 && session.rate > 0 {
-        return Err(error(StatusCode::BAD_REQUEST, "rate needs per (seconds) above 0"));
+        return Err("rate needs per (seconds) above 0".into());
     }
     Ok(session)
 }
@@ -152,10 +153,10 @@ fn unknown_apis(admin: &Admin, session: &SessionData) -> Option<Response> {
     })
 }
 
-async fn create_key(State(admin): State<Admin>, Json(body): Json<Value>) -> Response {
-    let mut session = match parse_session(body) {
+async fn create_key(State(admin): State<Admin>, body: Bytes) -> Response {
+    let mut session = match parse_session(&body) {
         Ok(session) => session,
-        Err(response) => return response,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
     if let Some(response) = unknown_apis(&admin, &session) {
         return response;
@@ -184,7 +185,7 @@ async fn read_key(State(admin): State<Admin>, Path(key): Path<String>) -> Respon
         match store.peek(&format!("quota:key:{}", session.key_id), now).await {
             Ok(used) => {
                 reply["quota_remaining"] = json!(auth::quota_remaining(session.quota_max, &used));
-                if used.used > 0 && used.reset_at != i64::MAX {
+                if used.used > 0 && used.reset_at < store::NEVER {
                     reply["quota_resets_in"] = json!((used.reset_at - now).max(0));
                 }
             }
@@ -194,10 +195,10 @@ async fn read_key(State(admin): State<Admin>, Path(key): Path<String>) -> Respon
     Json(reply).into_response()
 }
 
-async fn update_key(State(admin): State<Admin>, Path(key): Path<String>, Json(body): Json<Value>) -> Response {
-    let mut session = match parse_session(body) {
+async fn update_key(State(admin): State<Admin>, Path(key): Path<String>, body: Bytes) -> Response {
+    let mut session = match parse_session(&body) {
         Ok(session) => session,
-        Err(response) => return response,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
     if let Some(response) = unknown_apis(&admin, &session) {
         return response;

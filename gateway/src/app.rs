@@ -109,6 +109,7 @@ pub async fn serve(config_file: PathBuf, listen_override: Option<String>) -> any
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    gateway.store().flush();
     tracing::info!("stopped");
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::plugin::Session;
-use crate::store::{Decision, SessionData, SessionStore, StoreError};
+use crate::store::{self, Decision, SessionData, SessionStore, StoreError};
 
 /// Why a caller is turned away. Each maps to one status.
 #[derive(Debug, thiserror::Error)]
@@ -182,11 +182,11 @@ pub async fn enforce_limits(store: &SessionStore, caller: &Caller) -> Result<(Li
         remaining = quota_remaining(data.quota_max, &decision);
         headers.push("x-quota-limit", data.quota_max);
         headers.push("x-quota-remaining", remaining);
-        if decision.reset_at != i64::MAX {
+        if decision.reset_at < store::NEVER {
             headers.push("x-quota-reset", (decision.reset_at - now).max(0));
         }
         if !decision.allowed {
-            if decision.reset_at != i64::MAX {
+            if decision.reset_at < store::NEVER {
                 headers.push("retry-after", (decision.reset_at - now).max(1));
             }
             return Err(Denied::QuotaExceeded(headers));

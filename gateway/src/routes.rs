@@ -54,7 +54,7 @@ pub enum Auth {
         header: http::HeaderName,
         query: Option<String>,
     },
-    Plugin(Plugin),
+    Plugin(Box<Plugin>),
 }
 
 /// The API-level hooks, loaded, in the order they run.
@@ -162,7 +162,7 @@ impl ApiRoute {
                 header: header.clone(),
                 query: query.clone(),
             },
-            AuthConfig::Plugin(reference) => Auth::Plugin(runtime.load(reference, HookKind::Auth).await?),
+            AuthConfig::Plugin(reference) => Auth::Plugin(Box::new(runtime.load(reference, HookKind::Auth).await?)),
         };
         let hooks = Hooks {
             pre: load_all(runtime, &api.hooks.pre, HookKind::Request).await?,

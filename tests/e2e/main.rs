@@ -2,7 +2,10 @@
 //! and real upstream HTTP servers on loopback, all on OS-chosen ports.
 
 mod aggregation;
+mod chain;
+mod cluster;
 mod config_errors;
+mod keys;
 mod plugins;
 mod proxy;
 mod sandbox;

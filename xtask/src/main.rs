@@ -97,7 +97,48 @@ fn plugins(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(root.join("example-plugins/target/wasm32-wasip2/release"))
 }
 
+/// Whether `program` runs.
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Installs Debian's redis-server if it is missing: the cluster tests run
+/// real Redis servers.
+fn ensure_redis() -> anyhow::Result<()> {
+    if have("redis-server") {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let apt = |args: &[&str]| {
+        let mut command = if root {
+            Command::new("apt-get")
+        } else {
+            Command::new("sudo")
+        };
+        if !root {
+            command.arg("apt-get");
+        }
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut command)
+    };
+    apt(&["update", "-q"])?;
+    apt(&["install", "-y", "-q", "redis-server"])
+        .context("the tests need redis-server; install it with your package manager")?;
+    // Debian starts the service on install; the tests run their own servers.
+    let _ = Command::new("service").args(["redis-server", "stop"]).status();
+    Ok(())
+}
+
 fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    ensure_redis()?;
     plugins(root)?;
     run(cargo().current_dir(root).args(["test", "--workspace"]).args(extra))?;
     // The SDK's own unit tests and doc examples compile on the host.
@@ -182,7 +223,7 @@ fn demo(root: &Path) -> anyhow::Result<()> {
     let built = plugins(root)?;
     let dest = root.join("demo/plugins");
     std::fs::create_dir_all(&dest)?;
-    for name in ["hello", "policy", "router", "aggregate"] {
+    for name in ["hello", "policy", "router", "aggregate", "auth"] {
         let file = format!("{name}.wasm");
         std::fs::copy(built.join(&file), dest.join(&file))
             .with_context(|| format!("copying {file} into demo/plugins"))?;
@@ -240,6 +281,10 @@ Portcullis is running on {base} with demo/gateway.yaml. Try:
   # dynamic routing: the region picks the upstream
   curl -s {base}/shop/us/items/7
   curl -s -H 'x-region: eu' {base}/shop/us/items/7
+
+  # custom auth plugin and a rate limit (3 per 10 s): 401, then 200 x3, then 429
+  curl -si {base}/secure/hello/you
+  curl -si -H 'authorization: Bearer demo-token' {base}/secure/hello/you
 
 Press Ctrl-C to stop."
     );

@@ -124,7 +124,7 @@ pub enum AuthConfig {
         query: Option<String>,
     },
     /// The `plugins.auth` plugin.
-    Plugin(PluginRef),
+    Plugin(Box<PluginRef>),
 }
 
 /// The API-level hooks, in the order they run.
@@ -448,7 +448,7 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
             ));
         }
         (AuthFile::Plugin, Some(plugin)) => {
-            AuthConfig::Plugin(resolve_plugin(file, base, "plugins.auth", plugin, defaults)?)
+            AuthConfig::Plugin(Box::new(resolve_plugin(file, base, "plugins.auth", plugin, defaults)?))
         }
         (AuthFile::Plugin, None) => {
             return Err(ConfigError::new(

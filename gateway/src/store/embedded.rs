@@ -59,6 +59,18 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { db })
     }
 
+    /// A durable (empty) commit: every earlier commit reaches the disk.
+    pub fn flush(&self) {
+        if let Err(e) = self
+            .db
+            .begin_write()
+            .map_err(unavailable)
+            .and_then(|t| t.commit().map_err(unavailable))
+        {
+            tracing::warn!(error = %e, "cannot flush the session store");
+        }
+    }
+
     /// Runs a blocking database operation off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,

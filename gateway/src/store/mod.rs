@@ -89,13 +89,17 @@ impl ApiAccess {
     }
 }
 
+/// The end of a window that never ends (quota without renewal): far in the
+/// future, and exact as a double, which Redis's Lua numbers are.
+pub const NEVER: i64 = 1 << 53;
+
 /// The result of one check-and-increment of a windowed counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
     /// Requests counted in the current window, this one included if allowed.
     pub used: u64,
-    /// Unix seconds when the window ends; `i64::MAX` = never.
+    /// Unix seconds when the window ends; [`NEVER`] for a window that never ends.
     pub reset_at: i64,
 }
 
@@ -144,6 +148,14 @@ impl SessionStore {
             StoreConfig::Embedded(path) => SessionStore::Embedded(embedded::EmbeddedStore::open(path)?),
             StoreConfig::Redis(url) => SessionStore::Redis(redis_store::RedisStore::connect(url).await?),
         })
+    }
+
+    /// Makes every counter update durable (the embedded store commits them
+    /// lazily); called at shutdown.
+    pub fn flush(&self) {
+        if let SessionStore::Embedded(s) = self {
+            s.flush();
+        }
     }
 
     /// The session stored under `id` (a key hash, or `id:<key_id>` for
@@ -213,7 +225,7 @@ fn decide(stored: Option<(u64, i64)>, limit: u64, window_secs: u64, now: i64) ->
 
 fn window_end(now: i64, window_secs: u64) -> i64 {
     if window_secs == 0 {
-        i64::MAX
+        NEVER
     } else {
         now.saturating_add(i64::try_from(window_secs).unwrap_or(i64::MAX))
     }
@@ -262,7 +274,7 @@ mod tests {
                 reset_at: 1120
             }
         );
-        assert_eq!(decide(None, 1, 0, 5).reset_at, i64::MAX, "window 0 never renews");
+        assert_eq!(decide(None, 1, 0, 5).reset_at, NEVER, "window 0 never renews");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{Decision, SessionData, StoreError, decode, encode};
 
 const PREFIX: &str = "portcullis:";
 
-/// KEYS[1] counter; ARGV: limit, window_secs (0 = endless), now.
+/// KEYS[1] counter; ARGV: limit, window_secs (0 = endless), now, NEVER.
 /// Returns {allowed (0/1), used, reset_at}.
 const ACQUIRE: &str = r"
 local limit = tonumber(ARGV[1])
@@ -24,15 +24,15 @@ local used = tonumber(state[1])
 local reset_at = tonumber(state[2])
 if used == nil or reset_at == nil or now >= reset_at then
   used = 0
-  if window == 0 then reset_at = 9223372036854775807 else reset_at = now + window end
+  if window == 0 then reset_at = tonumber(ARGV[4]) else reset_at = now + window end
 end
 if used >= limit then
-  return {0, used, tostring(reset_at)}
+  return {0, used, string.format('%d', reset_at)}
 end
 used = used + 1
-redis.call('HSET', KEYS[1], 'used', used, 'reset_at', tostring(reset_at))
+redis.call('HSET', KEYS[1], 'used', used, 'reset_at', string.format('%d', reset_at))
 if window > 0 then redis.call('EXPIREAT', KEYS[1], reset_at + 1) end
-return {1, used, tostring(reset_at)}
+return {1, used, string.format('%d', reset_at)}
 ";
 
 #[derive(Clone)]
@@ -103,6 +103,7 @@ impl RedisStore {
             .arg(limit)
             .arg(window_secs)
             .arg(now)
+            .arg(super::NEVER)
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(unavailable)?;

@@ -107,6 +107,8 @@ pub fn validate(config: &ConfigDir) -> Output {
 pub struct Gateway {
     child: Child,
     pub url: String,
+    /// The admin API, when the config enables it.
+    pub admin_url: Option<String>,
     log: Arc<Mutex<String>>,
     pub config: ConfigDir,
 }
@@ -144,15 +146,29 @@ impl Gateway {
             }
         });
         let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        stdout.read_line(&mut line).expect("read stdout");
+        let has_admin = std::fs::read_to_string(config.gateway_file()).is_ok_and(|t| t.contains("admin_listen"));
         match line.trim().strip_prefix("listening on ") {
-            Some(url) => Ok(Gateway {
-                child,
-                url: url.to_owned(),
-                log,
-                config,
-            }),
+            Some(url) => {
+                let admin_url = has_admin.then(|| {
+                    let mut admin = String::new();
+                    stdout.read_line(&mut admin).expect("read stdout");
+                    admin
+                        .trim()
+                        .strip_prefix("admin listening on ")
+                        .expect("admin line")
+                        .to_owned()
+                });
+                Ok(Gateway {
+                    child,
+                    url: url.to_owned(),
+                    admin_url,
+                    log,
+                    config,
+                })
+            }
             None => {
                 let _ = child.wait();
                 std::thread::sleep(Duration::from_millis(100));
@@ -163,6 +179,11 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_url.as_deref().expect("admin API enabled"))
     }
 
     /// The gateway's log so far.
@@ -181,6 +202,18 @@ impl Gateway {
             assert!(Instant::now() < deadline, "log never contained {needle:?}; log:\n{log}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Stops the gateway and starts it again on the same configuration
+    /// (new ports).
+    pub fn restart(mut self) -> Gateway {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let config = ConfigDir {
+            dir: tempfile::TempDir::new().expect("placeholder"),
+        };
+        let config = std::mem::replace(&mut self.config, config);
+        Gateway::start(config)
     }
 
     /// The gateway process's resident memory, in KiB (Linux).
@@ -250,4 +283,26 @@ pub fn assert_gateway_error(status: u16, body: &serde_json::Value, expected_stat
         body["request_id"].as_str().is_some_and(|id| !id.is_empty()),
         "body: {body}"
     );
+}
+
+/// POSTs JSON to `url` with the admin secret.
+pub async fn admin_post(url: &str, secret: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let response = client()
+        .post(url)
+        .header("x-admin-secret", secret)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin request");
+    let (status, _, json) = json_of(response).await;
+    (status, json)
+}
+
+/// GET with headers.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let mut request = client().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    json_of(request.send().await.expect("request")).await
 }
