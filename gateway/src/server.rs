@@ -77,7 +77,7 @@ async fn handle(
 ) -> Response {
     let request_id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() && id.len() <= 128 => id.into(),
-        _ => uuid::Uuid::new_v4().to_string().into(),
+        _ => new_request_id().into(),
     };
     let span = tracing::info_span!(
         "request",
@@ -118,6 +118,17 @@ async fn handle(
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// A unique request id without a system call per request: a random prefix
+/// chosen at start-up and a counter, formatted as a UUID.
+fn new_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    uuid::Uuid::from_u64_pair(prefix, COUNTER.fetch_add(1, Ordering::Relaxed)).to_string()
 }
 
 /// The request as it moves through the chain.
@@ -292,7 +303,12 @@ async fn to_upstream(
     ex: &mut Exchange,
     request_id: &str,
 ) -> Result<Response, RequestError> {
-    let mut parts = ex.parts.clone();
+    // Response hooks still need the request; otherwise it can move out.
+    let mut parts = if api.hooks.response.is_empty() {
+        std::mem::replace(&mut ex.parts, http::Request::new(()).into_parts().0)
+    } else {
+        ex.parts.clone()
+    };
     proxy::forwarded_request_headers(&mut parts.headers, ex.client);
     if let Ok(value) = HeaderValue::from_str(request_id) {
         parts.headers.insert(REQUEST_ID, value);
