@@ -52,7 +52,25 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let workers = match &cli.command {
+        Command::Serve { workers, .. } => *workers,
+        Command::Validate { .. } => None,
+    };
+    let mut builder = match workers {
+        Some(0) => {
+            eprintln!("error: --workers must be at least 1");
+            return ExitCode::FAILURE;
+        }
+        // One worker: a single-threaded event loop, no cross-thread wake-ups.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
