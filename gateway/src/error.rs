@@ -92,3 +92,13 @@ pub fn json_error(status: StatusCode, message: &str, request_id: &str) -> Respon
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
+
+/// The innermost cause of an error chain, for log lines that should say
+/// "connection refused" rather than "error trying to connect".
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

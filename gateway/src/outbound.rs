@@ -13,6 +13,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokio::sync::Semaphore;
 
+use crate::error::root_cause;
+
 /// One allowlist entry: `host`, `host:port`, `*.suffix` or `*.suffix:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowRule {
@@ -231,14 +233,6 @@ fn classify(e: reqwest::Error) -> OutboundError {
     } else {
         OutboundError::Other(root_cause(&e))
     }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 #[cfg(test)]

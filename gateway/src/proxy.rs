@@ -12,6 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::error::root_cause;
+
 /// An upstream base URL: `http://host:port` with an optional base path that
 /// every forwarded path is appended to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,14 +177,6 @@ impl ProxyClient {
             }
         }
     }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Decision, SessionData, StoreError, decide, decode, encode};
+use super::{Decision, SessionData, StoreError, current, decide, decode, encode};
 
 const SESSIONS: TableDefinition<&str, &str> = TableDefinition::new("sessions");
 /// counter name -> (used, reset_at)
@@ -150,20 +150,8 @@ impl EmbeddedStore {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let table = txn.open_table(COUNTERS).map_err(unavailable)?;
-            Ok(
-                match table.get(counter.as_str()).map_err(unavailable)?.map(|v| v.value()) {
-                    Some((used, reset_at)) if now < reset_at => Decision {
-                        allowed: true,
-                        used,
-                        reset_at,
-                    },
-                    _ => Decision {
-                        allowed: true,
-                        used: 0,
-                        reset_at: now,
-                    },
-                },
-            )
+            let stored = table.get(counter.as_str()).map_err(unavailable)?.map(|v| v.value());
+            Ok(current(stored, now))
         })
         .await
     }

@@ -223,6 +223,23 @@ fn decide(stored: Option<(u64, i64)>, limit: u64, window_secs: u64, now: i64) ->
     }
 }
 
+/// The counter's state at `now` without counting: an ended window reads as
+/// empty.
+fn current(stored: Option<(u64, i64)>, now: i64) -> Decision {
+    match stored {
+        Some((used, reset_at)) if now < reset_at => Decision {
+            allowed: true,
+            used,
+            reset_at,
+        },
+        _ => Decision {
+            allowed: true,
+            used: 0,
+            reset_at: now,
+        },
+    }
+}
+
 fn window_end(now: i64, window_secs: u64) -> i64 {
     if window_secs == 0 {
         NEVER

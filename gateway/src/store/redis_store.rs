@@ -124,17 +124,6 @@ impl RedisStore {
             .query_async(&mut self.connection.clone())
             .await
             .map_err(unavailable)?;
-        Ok(match (used, reset_at) {
-            (Some(used), Some(reset_at)) if now < reset_at => Decision {
-                allowed: true,
-                used,
-                reset_at,
-            },
-            _ => Decision {
-                allowed: true,
-                used: 0,
-                reset_at: now,
-            },
-        })
+        Ok(super::current(used.zip(reset_at), now))
     }
 }
