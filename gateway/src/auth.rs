@@ -120,20 +120,25 @@ pub async fn api_key(
     })
 }
 
-/// Saves the session an auth plugin returned, keeping metadata that earlier
-/// requests wrote (the plugin's own entries win).
+/// Saves the session an auth plugin returned (when it differs from the
+/// stored one), keeping metadata that earlier requests wrote (the plugin's
+/// own entries win).
 pub async fn plugin_session(store: &SessionStore, session: Session) -> Result<Caller, Denied> {
     if session.expires.is_some_and(|at| at <= now()) {
         return Err(Denied::Expired);
     }
     let store_id = format!("plugin:{}", session.key_id);
     let mut data = from_wit(&session);
-    if let Some(stored) = store.get(&store_id).await? {
-        let mut metadata = stored.metadata;
+    let stored = store.get(&store_id).await?;
+    if let Some(stored) = &stored {
+        let mut metadata = stored.metadata.clone();
         metadata.extend(data.metadata);
         data.metadata = metadata;
     }
-    store.put(&store_id, &data).await?;
+    // Most requests return the same session: write only what changed.
+    if stored.as_ref() != Some(&data) {
+        store.put(&store_id, &data).await?;
+    }
     Ok(Caller {
         counter_id: store_id.clone(),
         store_id,
