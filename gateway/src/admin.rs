@@ -180,6 +180,7 @@ async fn read_key(State(admin): State<Admin>, Path(key): Path<String>) -> Respon
         Err(e) => return store_error(e),
     };
     let mut reply = serde_json::to_value(&session).unwrap_or_default();
+    reply["quota_remaining"] = json!(-1);
     if session.quota_max >= 0 {
         let now = auth::now();
         match store.peek(&format!("quota:key:{}", session.key_id), now).await {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::config::{self, Config};
+use crate::config::{self, AuthConfig, Config, StoreConfig};
 use crate::outbound::OutboundClient;
 use crate::plugin::PluginRuntime;
 use crate::routes::{BuildError, Routes};
@@ -61,7 +61,16 @@ pub async fn serve(config_file: PathBuf, listen_override: Option<String>) -> any
     let config = config::load(&config_file)?;
     let runtime = runtime_for(&config)?;
     let listen = listen_override.unwrap_or_else(|| config.listen.clone());
-    let store = SessionStore::open(&config.session_store).await?;
+    let store = SessionStore::new(config.session_store.clone());
+    let needs_store = config.admin.is_some() || config.apis.iter().any(|api| !matches!(api.auth, AuthConfig::Keyless));
+    if needs_store {
+        match (&config.session_store, store.open().await) {
+            (_, Ok(())) => {}
+            // Redis may come up after the gateway: keyed requests get 503 until it does.
+            (StoreConfig::Redis(url), Err(e)) => tracing::warn!(%url, error = %e, "session store not reachable yet"),
+            (StoreConfig::Embedded(_), Err(e)) => return Err(anyhow::anyhow!("{e}")),
+        }
+    }
     let admin = config.admin.clone();
     let routes = Routes::build(config, &runtime).await?;
     tracing::info!(

@@ -168,3 +168,27 @@ async fn a_bad_reload_keeps_the_old_configuration_and_a_good_one_swaps_in() {
     let (_, _, seen) = get_json(&gw.url("/r/")).await;
     assert_eq!(seen["upstream"], "two");
 }
+
+#[tokio::test]
+async fn the_embedded_store_is_opened_only_when_needed_and_a_locked_one_is_a_clear_error() {
+    let shared = tempfile::tempdir().expect("tempdir");
+    let store = shared.path().join("sessions.redb");
+    let echo = upstream(upstreams::echo("up")).await;
+    let keyless = format!("id: a\nlisten_path: /a/\nupstream: {echo}\n");
+    let keyed = format!("id: a\nlisten_path: /a/\nupstream: {echo}\nauth: {{ type: api_key }}\n");
+    let gateway_yaml = format!("apis: [apis/]\nsession_store: {}\n", store.display());
+
+    // Keyless gateways never open the store: two can share one setting.
+    let one = Gateway::start(ConfigDir::new(&gateway_yaml, &[("a.yaml", &keyless)]));
+    let two = Gateway::start(ConfigDir::new(&gateway_yaml, &[("a.yaml", &keyless)]));
+    assert_eq!(get_json(&one.url("/a/")).await.0, 200);
+    assert_eq!(get_json(&two.url("/a/")).await.0, 200);
+
+    // A keyed gateway opens it at start-up; a second one cannot.
+    let _owner = Gateway::start(ConfigDir::new(&gateway_yaml, &[("a.yaml", &keyed)]));
+    let log = Gateway::try_start(ConfigDir::new(&gateway_yaml, &[("a.yaml", &keyed)]))
+        .err()
+        .expect("the second keyed gateway must not start");
+    assert!(log.contains("session store unavailable"), "{log}");
+    assert!(log.contains(&store.display().to_string()), "names the file: {log}");
+}

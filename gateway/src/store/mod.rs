@@ -12,6 +12,9 @@ mod redis_store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -120,9 +123,17 @@ pub enum StoreConfig {
     Redis(String),
 }
 
-/// The session store of one gateway process.
+/// The session store of one gateway process. It is opened on first use, so
+/// a gateway whose APIs are all keyless never touches it (and two such
+/// gateways on one machine do not compete for the embedded file).
 #[derive(Debug, Clone)]
-pub enum SessionStore {
+pub struct SessionStore {
+    config: StoreConfig,
+    backend: Arc<OnceCell<Backend>>,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
     Embedded(embedded::EmbeddedStore),
     Redis(redis_store::RedisStore),
 }
@@ -143,42 +154,67 @@ pub fn new_key() -> (String, String) {
 }
 
 impl SessionStore {
-    pub async fn open(config: &StoreConfig) -> anyhow::Result<Self> {
-        Ok(match config {
-            StoreConfig::Embedded(path) => SessionStore::Embedded(embedded::EmbeddedStore::open(path)?),
-            StoreConfig::Redis(url) => SessionStore::Redis(redis_store::RedisStore::connect(url).await?),
-        })
+    /// A store for `config`, not opened yet.
+    pub fn new(config: StoreConfig) -> Self {
+        SessionStore {
+            config,
+            backend: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// Opens the store now: at start-up when something needs it, so a
+    /// misconfigured store is a start-up error rather than a 503 later.
+    pub async fn open(&self) -> Result<(), StoreError> {
+        self.backend().await.map(|_| ())
+    }
+
+    async fn backend(&self) -> Result<&Backend, StoreError> {
+        self.backend
+            .get_or_try_init(|| async {
+                let backend = match &self.config {
+                    StoreConfig::Embedded(path) => Backend::Embedded(
+                        embedded::EmbeddedStore::open(path).map_err(|e| StoreError::Unavailable(format!("{e:#}")))?,
+                    ),
+                    StoreConfig::Redis(url) => Backend::Redis(
+                        redis_store::RedisStore::connect(url)
+                            .await
+                            .map_err(|e| StoreError::Unavailable(format!("{e:#}")))?,
+                    ),
+                };
+                Ok(backend)
+            })
+            .await
     }
 
     /// Makes every counter update durable (the embedded store commits them
     /// lazily); called at shutdown.
     pub fn flush(&self) {
-        if let SessionStore::Embedded(s) = self {
+        if let Some(Backend::Embedded(s)) = self.backend.get() {
             s.flush();
         }
     }
 
-    /// The session stored under `id` (a key hash, or `id:<key_id>` for
+    /// The session stored under `id` (a key hash, or `plugin:<key_id>` for
     /// sessions created by auth plugins).
     pub async fn get(&self, id: &str) -> Result<Option<SessionData>, StoreError> {
-        match self {
-            SessionStore::Embedded(s) => s.get(id).await,
-            SessionStore::Redis(s) => s.get(id).await,
+        match self.backend().await? {
+            Backend::Embedded(s) => s.get(id).await,
+            Backend::Redis(s) => s.get(id).await,
         }
     }
 
     pub async fn put(&self, id: &str, session: &SessionData) -> Result<(), StoreError> {
-        match self {
-            SessionStore::Embedded(s) => s.put(id, session).await,
-            SessionStore::Redis(s) => s.put(id, session).await,
+        match self.backend().await? {
+            Backend::Embedded(s) => s.put(id, session).await,
+            Backend::Redis(s) => s.put(id, session).await,
         }
     }
 
     /// Removes a session; whether it existed.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        match self {
-            SessionStore::Embedded(s) => s.delete(id).await,
-            SessionStore::Redis(s) => s.delete(id).await,
+        match self.backend().await? {
+            Backend::Embedded(s) => s.delete(id).await,
+            Backend::Redis(s) => s.delete(id).await,
         }
     }
 
@@ -186,17 +222,17 @@ impl SessionStore {
     /// counted in its current window of `window_secs` (0 = endless); the
     /// window starts with the first request counted.
     pub async fn acquire(&self, counter: &str, limit: u64, window_secs: u64, now: i64) -> Result<Decision, StoreError> {
-        match self {
-            SessionStore::Embedded(s) => s.acquire(counter, limit, window_secs, now).await,
-            SessionStore::Redis(s) => s.acquire(counter, limit, window_secs, now).await,
+        match self.backend().await? {
+            Backend::Embedded(s) => s.acquire(counter, limit, window_secs, now).await,
+            Backend::Redis(s) => s.acquire(counter, limit, window_secs, now).await,
         }
     }
 
     /// The counter's state without counting anything.
     pub async fn peek(&self, counter: &str, now: i64) -> Result<Decision, StoreError> {
-        match self {
-            SessionStore::Embedded(s) => s.peek(counter, now).await,
-            SessionStore::Redis(s) => s.peek(counter, now).await,
+        match self.backend().await? {
+            Backend::Embedded(s) => s.peek(counter, now).await,
+            Backend::Redis(s) => s.peek(counter, now).await,
         }
     }
 }
