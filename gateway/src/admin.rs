@@ -183,7 +183,8 @@ async fn read_key(State(admin): State<Admin>, Path(key): Path<String>) -> Respon
     reply["quota_remaining"] = json!(-1);
     if session.quota_max >= 0 {
         let now = auth::now();
-        match store.peek(&format!("quota:key:{}", session.key_id), now).await {
+        let counter = auth::quota_counter(&auth::key_counter_id(&session.key_id));
+        match store.peek(&counter, now).await {
             Ok(used) => {
                 reply["quota_remaining"] = json!(auth::quota_remaining(session.quota_max, &used));
                 if used.used > 0 && used.reset_at < store::NEVER {

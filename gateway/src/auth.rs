@@ -62,6 +62,26 @@ pub struct Caller {
     pub data: SessionData,
 }
 
+/// The counter namespace of a built-in API key.
+pub fn key_counter_id(key_id: &str) -> String {
+    format!("key:{key_id}")
+}
+
+/// The store name of the quota counter of `counter_id`.
+pub fn quota_counter(counter_id: &str) -> String {
+    format!("quota:{counter_id}")
+}
+
+/// The quota left for a key whose counter is `counter_id` (-1 = unlimited),
+/// without counting anything.
+pub async fn peek_quota(store: &SessionStore, data: &SessionData, counter_id: &str) -> Result<i64, StoreError> {
+    if data.quota_max < 0 {
+        return Ok(-1);
+    }
+    let used = store.peek(&quota_counter(counter_id), now()).await?;
+    Ok(quota_remaining(data.quota_max, &used))
+}
+
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -114,7 +134,7 @@ pub async fn api_key(
         return Err(Denied::NoAccess);
     }
     Ok(Caller {
-        counter_id: format!("key:{}", data.key_id),
+        counter_id: key_counter_id(&data.key_id),
         store_id,
         data,
     })
@@ -178,7 +198,7 @@ pub async fn enforce_limits(store: &SessionStore, caller: &Caller) -> Result<(Li
         let limit = u64::try_from(data.quota_max).unwrap_or(0);
         let decision = store
             .acquire(
-                &format!("quota:{}", caller.counter_id),
+                &quota_counter(&caller.counter_id),
                 limit,
                 data.quota_renewal_seconds,
                 now,

@@ -248,15 +248,14 @@ async fn request_phase(
     };
     if let Some(caller) = caller {
         tracing::Span::current().record("key_id", caller.data.key_id.as_str());
-        let remaining = match caller.data.quota_max {
-            max if max >= 0 => {
-                let used = store
-                    .peek(&format!("quota:{}", caller.counter_id), auth::now())
-                    .await
-                    .map_err(Denied::from)?;
-                auth::quota_remaining(max, &used)
-            }
-            _ => -1,
+        // The quota is counted below, after post_auth; those hooks see what
+        // is left before this request (read only if there are any).
+        let remaining = if api.hooks.post_auth.is_empty() {
+            -1
+        } else {
+            auth::peek_quota(store, &caller.data, &caller.counter_id)
+                .await
+                .map_err(Denied::from)?
         };
         ex.session = auth::to_wit(&caller.data, remaining);
         ex.caller = Some(caller);
@@ -318,12 +317,9 @@ async fn to_upstream(
         .uri(&ex.upstream_path, parts.uri.query())
         .map_err(|e| RequestError::Internal(e.to_string()))?;
     parts.version = http::Version::HTTP_11;
-    let body = match std::mem::replace(&mut ex.body, BodyState::Buffered(Bytes::new())) {
-        BodyState::Streaming(body) => body,
-        BodyState::Buffered(bytes) => {
-            ex.body = BodyState::Buffered(bytes.clone());
-            Body::from(bytes)
-        }
+    let body = match &mut ex.body {
+        BodyState::Streaming(body) => std::mem::take(body),
+        BodyState::Buffered(bytes) => Body::from(bytes.clone()),
     };
     Ok(gateway
         .proxy

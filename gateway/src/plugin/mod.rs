@@ -551,12 +551,7 @@ impl Plugin {
 }
 
 fn check_headers(headers: &[(String, String)], max_bytes: usize) -> Result<(), String> {
-    let total: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-    if total > max_bytes {
-        return Err(format!(
-            "headers of {total} bytes exceed max_header_bytes ({max_bytes})"
-        ));
-    }
+    check_pairs(headers, max_bytes, "headers")?;
     for (name, value) in headers {
         http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
         http::HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name:?}"))?;
