@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let config = config::load(&dir.path().join("gateway.yaml"))?;
-        let plugins = Arc::new(PluginRuntime::new(&config.limits, None, OutboundClient::new(16)?)?);
+        let plugins = Arc::new(PluginRuntime::new(&config.limits, None, OutboundClient::new(16))?);
         let routes = Routes::build(config, &plugins).await?;
 
         println!("{:<52} {:>10} {:>10}", "case", "median", "p99");

@@ -1,6 +1,5 @@
 //! Start-up, reload and shutdown: what the `serve` and `validate` commands do.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,7 +25,7 @@ fn runtime_for(config: &Config) -> anyhow::Result<Arc<PluginRuntime>> {
     Ok(Arc::new(PluginRuntime::new(
         &config.limits,
         config.plugin_cache.clone(),
-        OutboundClient::new(config.max_outbound_in_flight)?,
+        OutboundClient::new(config.max_outbound_in_flight),
     )?))
 }
 
@@ -114,10 +113,7 @@ pub async fn serve(config_file: PathBuf, listen_override: Option<String>) -> any
         println!("admin listening on http://{admin_addr}");
         tracing::info!(addr = %admin_addr, "admin API listening");
     }
-    let app = Arc::clone(&gateway).router();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    Arc::clone(&gateway).serve(listener, shutdown_signal()).await;
     gateway.store().flush();
     tracing::info!("stopped");
     Ok(())

@@ -10,7 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::uri::{Scheme, Uri};
+use http::{HeaderName, HeaderValue, Method};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body as _;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 
 use crate::error::root_cause;
@@ -73,15 +79,19 @@ pub struct OutboundPolicy {
 }
 
 impl OutboundPolicy {
-    /// Whether `url`'s host and port are on the list.
-    pub fn allows(&self, url: &reqwest::Url) -> bool {
-        let Some(host) = url.host_str() else {
+    /// Whether `uri`'s host and port are on the list.
+    pub fn allows(&self, uri: &Uri) -> bool {
+        let Some(host) = uri.host() else {
             return false;
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        let port = url.port_or_known_default().unwrap_or(0);
-        self.allow.iter().any(|rule| rule.allows(&host, port))
+        self.allow.iter().any(|rule| rule.allows(&host, port_of(uri)))
     }
+}
+
+fn port_of(uri: &Uri) -> u16 {
+    uri.port_u16()
+        .unwrap_or(if uri.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 })
 }
 
 /// An outbound request, already in host types.
@@ -119,26 +129,30 @@ pub enum OutboundError {
 
 /// The gateway's shared outbound client: keep-alive connections pooled across
 /// all plugin invocations, and a gateway-wide cap on calls in flight.
+///
+/// hyper-util's client rather than a higher-level one: plugins send fully
+/// formed requests, and redirects are never followed, so there is nothing for
+/// a richer client to add but cost on every call.
 #[derive(Debug, Clone)]
 pub struct OutboundClient {
-    client: reqwest::Client,
+    client: Client<HttpConnector, Full<Bytes>>,
     in_flight: Arc<Semaphore>,
 }
 
 impl OutboundClient {
     /// A client allowing at most `max_in_flight` calls at once across the
     /// gateway; further calls wait (within their own timeout) for a slot.
-    pub fn new(max_in_flight: usize) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+    pub fn new(max_in_flight: usize) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(OutboundClient {
+            .build(connector);
+        OutboundClient {
             client,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
-        })
+        }
     }
 
     /// Sends `request` if `policy` allows its host; reads at most
@@ -150,24 +164,29 @@ impl OutboundClient {
         max_body_bytes: usize,
         extra_headers: &[(String, String)],
     ) -> Result<OutboundResponse, OutboundError> {
-        let url = reqwest::Url::parse(&request.url)
-            .map_err(|e| OutboundError::Invalid(format!("URL {:?}: {e}", request.url)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(OutboundError::Invalid(format!(
-                "URL {:?}: only http and https are supported",
-                request.url
-            )));
+        let invalid_url = |why: &dyn std::fmt::Display| OutboundError::Invalid(format!("URL {:?}: {why}", request.url));
+        let uri: Uri = request.url.parse().map_err(|e| invalid_url(&e))?;
+        match uri.scheme() {
+            Some(scheme) if *scheme == Scheme::HTTP => {}
+            Some(scheme) if *scheme == Scheme::HTTPS => {
+                return Err(invalid_url(&"https is not supported yet; call services over http://"));
+            }
+            _ => return Err(invalid_url(&"expected an absolute http:// URL")),
         }
-        if !policy.allows(&url) {
-            let host = url.host_str().unwrap_or_default();
-            return Err(OutboundError::NotAllowed(match url.port() {
+        if !policy.allows(&uri) {
+            let host = uri.host().unwrap_or_default();
+            return Err(OutboundError::NotAllowed(match uri.port() {
                 Some(port) => format!("{host}:{port}"),
                 None => host.to_owned(),
             }));
         }
         let method = Method::from_bytes(request.method.as_bytes())
             .map_err(|_| OutboundError::Invalid(format!("method {:?}", request.method)))?;
-        let mut headers = HeaderMap::with_capacity(request.headers.len() + extra_headers.len());
+        let mut outgoing = http::Request::new(Full::new(Bytes::from(request.body)));
+        *outgoing.method_mut() = method;
+        *outgoing.uri_mut() = uri;
+        let headers = outgoing.headers_mut();
+        headers.reserve(request.headers.len() + extra_headers.len());
         let pairs = request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
         let extra = extra_headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
         for (name, value) in pairs.chain(extra) {
@@ -184,20 +203,24 @@ impl OutboundClient {
                 .acquire()
                 .await
                 .map_err(|e| OutboundError::Other(e.to_string()))?;
-            let mut response = self
-                .client
-                .request(method, url)
-                .headers(headers)
-                .body(request.body)
-                .send()
-                .await
-                .map_err(classify)?;
-            if response.content_length().is_some_and(|len| len > max_body_bytes as u64) {
+            let response = self.client.request(outgoing).await.map_err(|e| {
+                if e.is_connect() {
+                    OutboundError::Connect(root_cause(&e))
+                } else {
+                    OutboundError::Other(root_cause(&e))
+                }
+            })?;
+            let (parts, body) = response.into_parts();
+            if body.size_hint().lower() > max_body_bytes as u64 {
                 return Err(OutboundError::TooLarge(max_body_bytes));
             }
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
+            let body = match Limited::new(body, max_body_bytes).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<LengthLimitError>() => return Err(OutboundError::TooLarge(max_body_bytes)),
+                Err(e) => return Err(OutboundError::Other(root_cause(&*e))),
+            };
+            let headers = parts
+                .headers
                 .iter()
                 .map(|(n, v)| {
                     (
@@ -206,32 +229,15 @@ impl OutboundClient {
                     )
                 })
                 .collect();
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(classify)? {
-                if body.len() + chunk.len() > max_body_bytes {
-                    return Err(OutboundError::TooLarge(max_body_bytes));
-                }
-                body.extend_from_slice(&chunk);
-            }
             Ok(OutboundResponse {
-                status,
+                status: parts.status.as_u16(),
                 headers,
-                body: body.into(),
+                body,
             })
         };
         tokio::time::timeout(timeout, call)
             .await
             .map_err(|_| OutboundError::Timeout)?
-    }
-}
-
-fn classify(e: reqwest::Error) -> OutboundError {
-    if e.is_timeout() {
-        OutboundError::Timeout
-    } else if e.is_connect() {
-        OutboundError::Connect(root_cause(&e))
-    } else {
-        OutboundError::Other(root_cause(&e))
     }
 }
 
@@ -250,7 +256,7 @@ mod tests {
     }
 
     fn allows(p: &OutboundPolicy, url: &str) -> bool {
-        p.allows(&reqwest::Url::parse(url).expect("valid url"))
+        p.allows(&url.parse().expect("valid url"))
     }
 
     #[test]

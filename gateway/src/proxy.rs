@@ -2,7 +2,6 @@
 //! (hop-by-hop removal, `X-Forwarded-*`) and the pooled keep-alive client.
 //! Bodies stream through in both directions; nothing here buffers.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -93,14 +92,19 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including any that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     headers.remove("proxy-connection");
@@ -108,17 +112,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Prepares request headers for the upstream: hop-by-hop removed, `Host`
 /// left to the client (it becomes the upstream's authority), and
-/// `X-Forwarded-For/-Proto/-Host` added.
-pub fn forwarded_request_headers(headers: &mut HeaderMap, client: SocketAddr) {
+/// `X-Forwarded-For/-Proto/-Host` added. `client_ip` is the peer's address.
+pub fn forwarded_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     strip_hop_by_hop(headers);
     let host = headers.remove(header::HOST);
     let xff = HeaderName::from_static("x-forwarded-for");
-    let client_ip = client.ip().to_string();
-    let forwarded_for = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client_ip}"),
-        None => client_ip,
+    let forwarded_for = match headers
+        .get(&xff)
+        .map(|prior| [prior.as_bytes(), b", ", client_ip.as_bytes()].concat())
+    {
+        Some(list) => HeaderValue::from_bytes(&list).ok(),
+        None => Some(client_ip.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         headers.insert(xff, value);
     }
     headers.insert(

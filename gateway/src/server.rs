@@ -11,17 +11,24 @@
 //! `ArcSwap`: a reload swaps in a complete new table, and requests in flight
 //! finish on the one (and the plugin versions) they started with.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::auth::{self, Caller, Denied, LimitHeaders};
@@ -31,6 +38,8 @@ use crate::plugin::{self, AuthOutcome, CallContext, Outcome, Plugin, PluginError
 use crate::proxy::{self, ProxyClient, Upstream};
 use crate::routes::{ApiRoute, Auth, Routes};
 use crate::store::SessionStore;
+
+type Request = http::Request<Body>;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -64,22 +73,83 @@ impl Gateway {
         &self.store
     }
 
-    /// The axum app for the public listener.
-    pub fn router(self: Arc<Self>) -> axum::Router {
-        axum::Router::new().fallback(handle).with_state(self)
+    /// Serves HTTP/1.1 and HTTP/2 connections from `listener` until
+    /// `shutdown` completes, then waits for the requests in flight.
+    ///
+    /// A bare hyper service rather than a web framework's router: the
+    /// routing table is ours, and every layer on this path costs CPU on
+    /// every request.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Without a timer hyper cannot enforce its header read timeout, and a
+        // client trickling a request head would hold a connection forever.
+        builder.http1().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors, say: back off rather than spin.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // Responses leave in one write; do not hold the last segment back.
+            let _ = stream.set_nodelay(true);
+            let gateway = Arc::clone(&self);
+            let peer = Arc::new(Peer::new(client));
+            let service = service_fn(move |request: http::Request<Incoming>| {
+                let gateway = Arc::clone(&gateway);
+                let peer = Arc::clone(&peer);
+                async move { Ok::<_, Infallible>(handle(&gateway, peer, request.map(Body::new)).await) }
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection.into_owned());
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(%client, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
     }
 }
 
-async fn handle(
-    State(gateway): State<Arc<Gateway>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
+/// The client end of a connection, formatted once for all its requests.
+#[derive(Debug)]
+struct Peer {
+    /// `ip:port`, what plugins see as `client-addr`.
+    addr: String,
+    /// The IP alone, for `X-Forwarded-For`.
+    ip: HeaderValue,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_string();
+        Peer {
+            addr: addr.to_string(),
+            ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
+}
+
+async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Response {
     let request_id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() && id.len() <= 128 => id.into(),
-        _ => new_request_id().into(),
+        _ => new_request_id(),
     };
-    let span = tracing::info_span!(
+    // At debug level every line of the request carries this context. At
+    // info it is not built at all (formatting its fields on every request
+    // costs more than routing it); the warnings below name the request
+    // themselves.
+    let span = tracing::debug_span!(
         "request",
         method = %request.method(),
         path = request.uri().path(),
@@ -88,8 +158,10 @@ async fn handle(
         endpoint = tracing::field::Empty,
         key_id = tracing::field::Empty,
     );
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
     let routes = gateway.routes.load_full();
-    let result = serve(&gateway, &routes, client, &request_id, request)
+    let result = serve(gateway, &routes, client, &request_id, request)
         .instrument(span.clone())
         .await;
     let mut response = match result {
@@ -97,10 +169,11 @@ async fn handle(
         Err(error) => {
             let status = error.status();
             span.in_scope(|| {
+                let request_id = &*request_id;
                 if status.is_server_error() {
-                    tracing::warn!(status = status.as_u16(), error = %error, "request failed");
+                    tracing::warn!(%method, path, request_id, status = status.as_u16(), error = %error, "request failed");
                 } else {
-                    tracing::debug!(status = status.as_u16(), error = %error, "request rejected");
+                    tracing::debug!(%method, path, request_id, status = status.as_u16(), error = %error, "request rejected");
                 }
             });
             let limit_headers = match &error {
@@ -122,13 +195,14 @@ async fn handle(
 
 /// A unique request id without a system call per request: a random prefix
 /// chosen at start-up and a counter, formatted as a UUID.
-fn new_request_id() -> String {
+fn new_request_id() -> Arc<str> {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    uuid::Uuid::from_u64_pair(prefix, COUNTER.fetch_add(1, Ordering::Relaxed)).to_string()
+    let id = uuid::Uuid::from_u64_pair(prefix, COUNTER.fetch_add(1, Ordering::Relaxed));
+    Arc::from(&*id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()))
 }
 
 /// The request as it moves through the chain.
@@ -139,7 +213,7 @@ struct Exchange {
     upstream: Upstream,
     upstream_path: String,
     params: Vec<(String, String)>,
-    client: SocketAddr,
+    client: Arc<Peer>,
     ctx: CallContext,
     /// What plugins see: anonymous until authenticated.
     session: Session,
@@ -165,7 +239,7 @@ enum Phase {
 async fn serve(
     gateway: &Gateway,
     routes: &Routes,
-    client: SocketAddr,
+    client: Arc<Peer>,
     request_id: &Arc<str>,
     request: Request,
 ) -> Result<Response, RequestError> {
@@ -242,7 +316,7 @@ async fn request_phase(
             match plugin.on_auth(&ex.ctx, &request).await {
                 Ok(AuthOutcome::Authenticated(session)) => Some(auth::plugin_session(store, session).await?),
                 Ok(AuthOutcome::Respond(response)) => return Ok(Phase::Respond(plugin_response(response)?)),
-                Err(error) => return Ok(Phase::Respond(plugin_failed(plugin, error)?)),
+                Err(error) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?)),
             }
         }
     };
@@ -292,7 +366,12 @@ async fn save_metadata(gateway: &Gateway, ex: &mut Exchange) {
         return;
     };
     if let Err(e) = gateway.store.put(&caller.store_id, &caller.data).await {
-        tracing::warn!(error = %e, "cannot save session metadata");
+        tracing::warn!(
+            request_id = &*ex.ctx.request_id,
+            key_id = caller.data.key_id.as_str(),
+            error = %e,
+            "cannot save session metadata"
+        );
     }
 }
 
@@ -308,7 +387,7 @@ async fn to_upstream(
     } else {
         ex.parts.clone()
     };
-    proxy::forwarded_request_headers(&mut parts.headers, ex.client);
+    proxy::forwarded_request_headers(&mut parts.headers, &ex.client.ip);
     if let Ok(value) = HeaderValue::from_str(request_id) {
         parts.headers.insert(REQUEST_ID, value);
     }
@@ -343,7 +422,7 @@ impl Exchange {
             query: self.parts.uri.query().unwrap_or_default().to_owned(),
             headers: header_pairs(&self.parts.headers),
             body: body.map(|b| b.to_vec()),
-            client_addr: self.client.to_string(),
+            client_addr: self.client.addr.clone(),
             params: self.params.clone(),
             request_id: self.ctx.request_id.to_string(),
         })
@@ -370,10 +449,10 @@ impl Exchange {
                 Ok(None)
             }
             Err(error) if plugin.on_error() == OnError::Continue => {
-                log_failure(plugin, &error);
+                log_failure(&self.ctx, plugin, &error);
                 Ok(None)
             }
-            Err(error) => plugin_failed(plugin, error).map(Some),
+            Err(error) => plugin_failed(&self.ctx, plugin, error).map(Some),
         }
     }
 
@@ -463,10 +542,10 @@ impl Exchange {
                 Ok(rebuilt)
             }
             Err(error) if plugin.on_error() == OnError::Continue => {
-                log_failure(plugin, &error);
+                log_failure(&self.ctx, plugin, &error);
                 Ok(Response::from_parts(parts, body.unwrap_or_else(|| Body::from(bytes))))
             }
-            Err(error) => plugin_failed(plugin, error),
+            Err(error) => plugin_failed(&self.ctx, plugin, error),
         }
     }
 }
@@ -483,8 +562,10 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-fn log_failure(plugin: &Plugin, error: &PluginError) {
+fn log_failure(ctx: &CallContext, plugin: &Plugin, error: &PluginError) {
     tracing::warn!(
+        request_id = &*ctx.request_id,
+        api = &*ctx.api_id,
         plugin = plugin.label(),
         path = %plugin.path().display(),
         error = %error,
@@ -495,8 +576,8 @@ fn log_failure(plugin: &Plugin, error: &PluginError) {
 
 /// A failed plugin (with `on_error: fail`): its fallback response, or the
 /// gateway's error.
-fn plugin_failed(plugin: &Plugin, error: PluginError) -> Result<Response, RequestError> {
-    log_failure(plugin, &error);
+fn plugin_failed(ctx: &CallContext, plugin: &Plugin, error: PluginError) -> Result<Response, RequestError> {
+    log_failure(ctx, plugin, &error);
     match plugin.fallback() {
         Some(fallback) => {
             let mut response = Response::new(Body::from(fallback.body.clone()));

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use tokio::sync::{Semaphore, SemaphorePermit};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, HasSelf, Lift, Linker, Lower};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
 };
@@ -127,7 +127,37 @@ struct CpuBudgetExceeded;
 /// A compiled component, pre-instantiated, with the functions it exports.
 struct LoadedComponent {
     pre: PluginPre<State>,
+    exports: HookExports,
     functions: Vec<FunctionInfo>,
+}
+
+/// Where the hook entry points are among the component's exports, looked
+/// up once at load.
+struct HookExports {
+    on_request: ComponentExportIndex,
+    on_auth: ComponentExportIndex,
+    on_response: ComponentExportIndex,
+}
+
+impl HookExports {
+    const GUEST: &str = "portcullis:plugin/guest@0.1.0";
+
+    fn find(component: &Component) -> Result<Self, LoadErrorKind> {
+        let missing = |name: &str| LoadErrorKind::Incompatible(format!("no export {name}"));
+        let guest = component
+            .get_export_index(None, Self::GUEST)
+            .ok_or_else(|| missing(Self::GUEST))?;
+        let function = |name: &str| {
+            component
+                .get_export_index(Some(&guest), name)
+                .ok_or_else(|| missing(&format!("{}#{name}", Self::GUEST)))
+        };
+        Ok(HookExports {
+            on_request: function("on-request")?,
+            on_auth: function("on-auth")?,
+            on_response: function("on-response")?,
+        })
+    }
 }
 
 /// Engine, linker and compiled components; one per process.
@@ -254,8 +284,13 @@ impl PluginRuntime {
         .map_err(|e| LoadErrorKind::Compile(e.to_string()))?
         .map_err(|e| LoadErrorKind::Compile(format!("{e:#}")))?;
         let pre = self.pre_instantiate(&component)?;
+        let exports = HookExports::find(&component)?;
         let functions = self.describe(&pre).await?;
-        let loaded = Arc::new(LoadedComponent { pre, functions });
+        let loaded = Arc::new(LoadedComponent {
+            pre,
+            exports,
+            functions,
+        });
         self.lock_components().insert(hash, Arc::clone(&loaded));
         Ok(loaded)
     }
@@ -449,21 +484,15 @@ impl Plugin {
         session: &Session,
     ) -> Result<Outcome, PluginError> {
         let (_slot, mut store) = self.prepare(ctx)?;
+        let params = (
+            self.function.as_str(),
+            request,
+            session,
+            &*ctx.api,
+            self.config_json.as_str(),
+        );
         let outcome = self
-            .finish(async {
-                let instance = self.component.pre.instantiate_async(&mut store).await?;
-                instance
-                    .portcullis_plugin_guest()
-                    .call_on_request(
-                        &mut store,
-                        &self.function,
-                        request,
-                        session,
-                        &ctx.api,
-                        &self.config_json,
-                    )
-                    .await
-            })
+            .finish(self.call(&mut store, &self.component.exports.on_request, params))
             .await?;
         self.check_outcome(outcome)
     }
@@ -471,14 +500,9 @@ impl Plugin {
     /// Runs an `auth` function in a fresh instance.
     pub async fn on_auth(&self, ctx: &CallContext, request: &Request) -> Result<AuthOutcome, PluginError> {
         let (_slot, mut store) = self.prepare(ctx)?;
-        let outcome = self
-            .finish(async {
-                let instance = self.component.pre.instantiate_async(&mut store).await?;
-                instance
-                    .portcullis_plugin_guest()
-                    .call_on_auth(&mut store, &self.function, request, &ctx.api, &self.config_json)
-                    .await
-            })
+        let params = (self.function.as_str(), request, &*ctx.api, self.config_json.as_str());
+        let outcome: AuthOutcome = self
+            .finish(self.call(&mut store, &self.component.exports.on_auth, params))
             .await?;
         let problem = match &outcome {
             AuthOutcome::Authenticated(session) if session.key_id.is_empty() => {
@@ -501,25 +525,38 @@ impl Plugin {
         session: &Session,
     ) -> Result<Response, PluginError> {
         let (_slot, mut store) = self.prepare(ctx)?;
-        let response = self
-            .finish(async {
-                let instance = self.component.pre.instantiate_async(&mut store).await?;
-                instance
-                    .portcullis_plugin_guest()
-                    .call_on_response(
-                        &mut store,
-                        &self.function,
-                        request,
-                        response,
-                        session,
-                        &ctx.api,
-                        &self.config_json,
-                    )
-                    .await
-            })
+        let params = (
+            self.function.as_str(),
+            request,
+            response,
+            session,
+            &*ctx.api,
+            self.config_json.as_str(),
+        );
+        let response: Response = self
+            .finish(self.call(&mut store, &self.component.exports.on_response, params))
             .await?;
         check_response(&response, &self.limits).map_err(PluginError::InvalidOutcome)?;
         Ok(response)
+    }
+
+    /// Instantiates the component in `store` and calls one of its hook
+    /// exports. Only the export called is looked up and type-checked (the
+    /// generated bindings would check all of them on every instantiation).
+    async fn call<P, T>(
+        &self,
+        store: &mut Store<State>,
+        export: &ComponentExportIndex,
+        params: P,
+    ) -> wasmtime::Result<Result<T, String>>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        T: Lift + Send + Sync + 'static,
+    {
+        let instance = self.component.pre.instance_pre().instantiate_async(&mut *store).await?;
+        let func = instance.get_typed_func::<P, (Result<T, String>,)>(&mut *store, export)?;
+        let (result,) = func.call_async(&mut *store, params).await?;
+        Ok(result)
     }
 
     fn classify_trap(&self, e: wasmtime::Error) -> PluginError {
