@@ -17,8 +17,8 @@ lint:
 plugins:
     cargo xtask plugins
 
-# Release build, then the peer benchmark (nginx, nginx+Lua, njs, HAProxy,
-# Caddy and portcullis in one run). Settings via peers.sh's environment,
-# e.g. `REPEAT=1 just bench`.
+# Optimised (`dist` profile) build, the in-process micro-benchmarks, then the
+# peer benchmark (nginx, nginx+Lua, njs, HAProxy, Caddy and portcullis in one
+# run). Settings via peers.sh's environment, e.g. `REPEAT=1 just bench`.
 bench:
     cargo xtask bench

@@ -158,8 +158,9 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
         endpoint = tracing::field::Empty,
         key_id = tracing::field::Empty,
     );
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // Kept for the log line should the request fail (both clones share
+    // their bytes with the request).
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let routes = gateway.routes.load_full();
     let result = serve(gateway, &routes, client, &request_id, request)
         .instrument(span.clone())
@@ -169,7 +170,7 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
         Err(error) => {
             let status = error.status();
             span.in_scope(|| {
-                let request_id = &*request_id;
+                let (path, request_id) = (uri.path(), &*request_id);
                 if status.is_server_error() {
                     tracing::warn!(%method, path, request_id, status = status.as_u16(), error = %error, "request failed");
                 } else {

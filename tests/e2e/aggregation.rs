@@ -183,6 +183,29 @@ async fn hosts_off_the_allowlist_are_refused_without_a_connection() {
 }
 
 #[tokio::test]
+async fn https_urls_are_refused_with_a_reason_not_a_failed_connection() {
+    let users = upstream(upstreams::records("users-service")).await;
+    let text = aggregate_api(
+        &[
+            ("user", format!("{users}/users/{{id}}")),
+            ("secure", format!("https://{}/users/{{id}}", host(&users))),
+        ],
+        &[host(&users)],
+        "",
+    );
+    let gw = Gateway::start(ConfigDir::single(&text));
+    let (status, headers, body) = get_json(&gw.url("/agg/summary/4")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-partial"], "true");
+    assert_eq!(body["user"]["id"], 4);
+    let reason = body["errors"]["secure"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("invalid request:") && reason.contains("https is not supported yet"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
 async fn the_call_cap_applies_to_batches() {
     let (counter, hits) = upstreams::counter();
     let counter = upstream(counter).await;

@@ -162,8 +162,9 @@ fn lint(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the peer benchmark with the gateway on bench/gateway.yaml, one
-/// worker, pinned like the peers (peers.sh does the pinning).
+/// Runs the micro-benchmarks, then the peer benchmark with the gateway on
+/// bench/gateway.yaml: once with one worker, pinned like the peers (peers.sh
+/// does the pinning), once more alone in its default configuration.
 fn bench(root: &Path) -> anyhow::Result<()> {
     let built = plugins(root)?;
     let dest = root.join("bench/plugins");
@@ -173,13 +174,14 @@ fn bench(root: &Path) -> anyhow::Result<()> {
         std::fs::copy(built.join(&file), dest.join(&file))
             .with_context(|| format!("copying {file} into bench/plugins"))?;
     }
+    // The `dist` profile: release with fat LTO, what a production build uses.
     run(cargo()
         .current_dir(root)
-        .args(["build", "--release", "-p", "portcullis"]))?;
+        .args(["build", "--profile", "dist", "-p", "portcullis"]))?;
     eprintln!("\n== in-process micro-benchmarks ==");
     run(cargo()
         .current_dir(root)
-        .args(["bench", "-p", "portcullis", "--bench", "hot_path"])
+        .args(["bench", "--profile", "dist", "-p", "portcullis", "--bench", "hot_path"])
         .env_remove("RUST_BACKTRACE"))?;
     eprintln!("\n== peers.sh: the gateway beside nginx, nginx+Lua, njs, HAProxy, Caddy ==");
     let peers = root.join("../shared/bench/peers.sh");
@@ -189,24 +191,36 @@ fn bench(root: &Path) -> anyhow::Result<()> {
             peers.display()
         );
     }
-    let binary = root.join("target/release/portcullis");
+    let binary = root.join("target/dist/portcullis");
     let config = root.join("bench/gateway.yaml");
-    // RUST_BACKTRACE makes every wasmtime Store drop slower; benchmarks run without it.
-    let gateway_cmd = format!(
-        "exec env -u RUST_BACKTRACE {} serve --config {} --workers ${{BENCH_WORKERS:-1}}",
-        binary.display(),
-        config.display()
-    );
     let urls = "S1=http://127.0.0.1:19000/s1 S2=http://127.0.0.1:19000/s2 \
                 S3=http://127.0.0.1:19000/s3 S4=http://127.0.0.1:19000/s4";
-    run(Command::new("bash")
-        .arg(&peers)
-        .env("GATEWAY_CMD", gateway_cmd)
-        .env("GATEWAY_URLS", urls)
-        .env("GATEWAY_NAME", "portcullis")
-        .env("GATEWAY_KIND", "wasm")
-        .env("PORT_BASE", "18080")
-        .env_remove("RUST_BACKTRACE"))
+    // RUST_BACKTRACE makes every wasmtime Store drop slower; benchmarks run without it.
+    let peers_run = |name: &str, workers: &str, others: Option<&str>| {
+        let gateway_cmd = format!(
+            "exec env -u RUST_BACKTRACE {} serve --config {}{workers}",
+            binary.display(),
+            config.display()
+        );
+        let mut command = Command::new("bash");
+        command
+            .arg(&peers)
+            .env("GATEWAY_CMD", gateway_cmd)
+            .env("GATEWAY_URLS", urls)
+            .env("GATEWAY_NAME", name)
+            .env("GATEWAY_KIND", "wasm")
+            .env("PORT_BASE", "18080")
+            .env_remove("RUST_BACKTRACE");
+        if let Some(others) = others {
+            command.env("PEERS", others);
+        }
+        run(&mut command)
+    };
+    // Like the peers: one worker, pinned to the server CPU.
+    peers_run("portcullis", " --workers ${BENCH_WORKERS:-1}", None)?;
+    eprintln!("\n== peers.sh: the default configuration (one worker thread per CPU), same pinning ==");
+    // (PEERS must be non-empty to override the default list: a space.)
+    peers_run("portcullis-mt", "", Some(" "))
 }
 
 /// Kills the child when dropped, so the upstreams never outlive the demo.

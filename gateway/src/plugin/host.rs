@@ -43,11 +43,15 @@ pub struct CallInfo {
     pub max_body_bytes: usize,
 }
 
-/// Accounts guest execution time separately from outbound waits.
+/// Accounts guest execution time separately from the time an invocation
+/// spends not running: outbound waits, and waits for the executor after the
+/// guest yielded.
 #[derive(Debug)]
 pub struct GuestClock {
     started: Instant,
     host_wait: Duration,
+    /// Set when the guest last yielded to the executor, until it runs again.
+    yielded_at: Option<Instant>,
     pub budget: Duration,
 }
 
@@ -56,6 +60,7 @@ impl GuestClock {
         GuestClock {
             started: Instant::now(),
             host_wait: Duration::ZERO,
+            yielded_at: None,
             budget,
         }
     }
@@ -64,6 +69,35 @@ impl GuestClock {
     pub fn guest_time(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.host_wait)
     }
+
+    /// Called at each epoch tick while the guest runs: whether it may go on,
+    /// and if so whether it should first yield to the executor.
+    ///
+    /// A guest yields at a tick and is charged nothing until it runs again;
+    /// the first tick check after it resumes comes at once (the epoch moved
+    /// on while it waited), so the time since the yield is the wait, not
+    /// guest time. That check lets it run one more tick before the next
+    /// yield: on a busy worker it would otherwise yield again right away on
+    /// every resumption, making no progress while its waits added up.
+    pub fn tick(&mut self) -> Tick {
+        if let Some(yielded) = self.yielded_at.take() {
+            self.host_wait += yielded.elapsed();
+            return Tick::Continue;
+        }
+        if self.guest_time() > self.budget {
+            return Tick::OverBudget;
+        }
+        self.yielded_at = Some(Instant::now());
+        Tick::Yield
+    }
+}
+
+/// What the epoch callback should do; see [`GuestClock::tick`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Tick {
+    Continue,
+    Yield,
+    OverBudget,
 }
 
 pub struct State {
@@ -289,5 +323,33 @@ impl http::Host for State {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(unfinished.clone())))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_queued_after_a_yield_is_not_charged_and_the_guest_runs_a_tick_before_yielding_again() {
+        let mut clock = GuestClock::new(Duration::from_millis(50));
+        assert_eq!(clock.tick(), Tick::Yield);
+        // Queued behind other requests for longer than the whole budget.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(clock.tick(), Tick::Continue);
+        assert!(
+            clock.guest_time() < Duration::from_millis(50),
+            "charged {:?}",
+            clock.guest_time()
+        );
+        assert_eq!(clock.tick(), Tick::Yield);
+    }
+
+    #[test]
+    fn running_past_the_budget_is_over_budget() {
+        let mut clock = GuestClock::new(Duration::from_millis(5));
+        // Running guest code (no yield in between).
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(clock.tick(), Tick::OverBudget);
     }
 }

@@ -31,7 +31,7 @@ use wasmtime::{
 
 pub use bindings::{Api, AuthOutcome, HookKind, Outcome, Request, RequestChanges, Response, Session};
 use bindings::{FunctionInfo, PluginPre};
-use host::{CallInfo, State};
+use host::{CallInfo, State, Tick};
 
 use crate::config::{Fallback, Limits, OnError, PluginRef};
 use crate::outbound::{OutboundClient, OutboundPolicy};
@@ -345,16 +345,13 @@ impl PluginRuntime {
         let mut store = Store::new(&self.engine, State::new(call, store_limits, limits.cpu));
         store.limiter(|state| &mut state.limits);
         // A new store's deadline is 0 and instantiation runs guest code: arm
-        // it first. Each tick we check the guest's own running time (outbound
-        // waits excluded) and yield to the executor so other requests run.
+        // it first. Each tick we check the guest's own running time (waits
+        // excluded) and yield to the executor so other requests run.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            let clock = &ctx.data().clock;
-            if clock.guest_time() > clock.budget {
-                Err(wasmtime::Error::new(CpuBudgetExceeded))
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
+        store.epoch_deadline_callback(|mut ctx| match ctx.data_mut().clock.tick() {
+            Tick::Continue => Ok(UpdateDeadline::Continue(1)),
+            Tick::Yield => Ok(UpdateDeadline::Yield(1)),
+            Tick::OverBudget => Err(wasmtime::Error::new(CpuBudgetExceeded)),
         });
         store
     }
