@@ -10,7 +10,8 @@
 //! most invocations make none, and building one (it seeds three random
 //! number generators) would be a measurable part of every call.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -50,8 +51,11 @@ pub struct CallInfo {
 pub struct GuestClock {
     started: Instant,
     host_wait: Duration,
-    /// Set when the guest last yielded to the executor, until it runs again.
+    /// When the guest last yielded to the executor, until the next tick.
     yielded_at: Option<Instant>,
+    /// When it was resumed after that yield; written by the yield future.
+    /// Created at the first yield (most invocations never yield).
+    resumed_at: Option<Arc<Mutex<Option<Instant>>>>,
     pub budget: Duration,
 }
 
@@ -61,6 +65,7 @@ impl GuestClock {
             started: Instant::now(),
             host_wait: Duration::ZERO,
             yielded_at: None,
+            resumed_at: None,
             budget,
         }
     }
@@ -71,32 +76,45 @@ impl GuestClock {
     }
 
     /// Called at each epoch tick while the guest runs: whether it may go on,
-    /// and if so whether it should first yield to the executor.
+    /// and if so whether it should first yield to the executor (then await
+    /// the returned future, which notes when the guest runs again).
     ///
-    /// A guest yields at a tick and is charged nothing until it runs again;
-    /// the first tick check after it resumes comes at once (the epoch moved
-    /// on while it waited), so the time since the yield is the wait, not
-    /// guest time. That check lets it run one more tick before the next
-    /// yield: on a busy worker it would otherwise yield again right away on
-    /// every resumption, making no progress while its waits added up.
+    /// The time from a yield to the resumption is a wait and is not charged.
+    /// The first tick after a resumption never yields: on a busy worker the
+    /// epoch moves on while the guest waits, so that tick comes at once, and
+    /// yielding again there would leave the guest no time to make progress.
     pub fn tick(&mut self) -> Tick {
         if let Some(yielded) = self.yielded_at.take() {
-            self.host_wait += yielded.elapsed();
-            return Tick::Continue;
+            let resumed = self.resumed_at.as_ref().and_then(|r| lock(r).take());
+            // Without a resumption time (cannot happen), charge it all.
+            self.host_wait += resumed.map_or(Duration::ZERO, |r| r.saturating_duration_since(yielded));
+            return if self.guest_time() > self.budget {
+                Tick::OverBudget
+            } else {
+                Tick::Continue
+            };
         }
         if self.guest_time() > self.budget {
             return Tick::OverBudget;
         }
         self.yielded_at = Some(Instant::now());
-        Tick::Yield
+        let resumed_at = Arc::clone(self.resumed_at.get_or_insert_default());
+        Tick::Yield(Box::pin(async move {
+            tokio::task::yield_now().await;
+            *lock(&resumed_at) = Some(Instant::now());
+        }))
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// What the epoch callback should do; see [`GuestClock::tick`].
-#[derive(Debug, PartialEq, Eq)]
 pub enum Tick {
     Continue,
-    Yield,
+    /// Yield to the executor by awaiting this.
+    Yield(Pin<Box<dyn Future<Output = ()> + Send>>),
     OverBudget,
 }
 
@@ -330,19 +348,38 @@ impl http::Host for State {
 mod tests {
     use super::*;
 
-    #[test]
-    fn time_queued_after_a_yield_is_not_charged_and_the_guest_runs_a_tick_before_yielding_again() {
+    fn is_yield(tick: &Tick) -> bool {
+        matches!(tick, Tick::Yield(_))
+    }
+
+    #[tokio::test]
+    async fn time_queued_after_a_yield_is_not_charged_and_the_guest_runs_a_tick_before_yielding_again() {
         let mut clock = GuestClock::new(Duration::from_millis(50));
-        assert_eq!(clock.tick(), Tick::Yield);
+        let Tick::Yield(resume) = clock.tick() else {
+            panic!("expected a yield at the first tick");
+        };
         // Queued behind other requests for longer than the whole budget.
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(clock.tick(), Tick::Continue);
+        resume.await;
+        assert!(matches!(clock.tick(), Tick::Continue));
         assert!(
             clock.guest_time() < Duration::from_millis(50),
             "charged {:?}",
             clock.guest_time()
         );
-        assert_eq!(clock.tick(), Tick::Yield);
+        assert!(is_yield(&clock.tick()));
+    }
+
+    #[tokio::test]
+    async fn time_run_after_a_quick_resumption_is_charged() {
+        let mut clock = GuestClock::new(Duration::from_millis(50));
+        let Tick::Yield(resume) = clock.tick() else {
+            panic!("expected a yield at the first tick");
+        };
+        resume.await;
+        // Running guest code until the next tick, past the whole budget.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(matches!(clock.tick(), Tick::OverBudget));
     }
 
     #[test]
@@ -350,6 +387,6 @@ mod tests {
         let mut clock = GuestClock::new(Duration::from_millis(5));
         // Running guest code (no yield in between).
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(clock.tick(), Tick::OverBudget);
+        assert!(matches!(clock.tick(), Tick::OverBudget));
     }
 }

@@ -350,7 +350,7 @@ impl PluginRuntime {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| match ctx.data_mut().clock.tick() {
             Tick::Continue => Ok(UpdateDeadline::Continue(1)),
-            Tick::Yield => Ok(UpdateDeadline::Yield(1)),
+            Tick::Yield(resume) => Ok(UpdateDeadline::YieldCustom(1, resume)),
             Tick::OverBudget => Err(wasmtime::Error::new(CpuBudgetExceeded)),
         });
         store
