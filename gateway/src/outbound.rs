@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Scheme, Uri};
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 
 use crate::error::root_cause;
@@ -94,6 +93,24 @@ fn port_of(uri: &Uri) -> u16 {
         .unwrap_or(if uri.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 })
 }
 
+/// What every outbound call carries from the client's request besides its
+/// id: the W3C trace context. Taken from the request's headers without
+/// copying (a header value shares the request's bytes).
+#[derive(Debug, Clone, Default)]
+pub struct TraceContext {
+    traceparent: Option<HeaderValue>,
+    tracestate: Option<HeaderValue>,
+}
+
+impl TraceContext {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        TraceContext {
+            traceparent: headers.get("traceparent").cloned(),
+            tracestate: headers.get("tracestate").cloned(),
+        }
+    }
+}
+
 /// An outbound request, already in host types.
 #[derive(Debug)]
 pub struct OutboundRequest {
@@ -143,14 +160,8 @@ impl OutboundClient {
     /// A client allowing at most `max_in_flight` calls at once across the
     /// gateway; further calls wait (within their own timeout) for a slot.
     pub fn new(max_in_flight: usize) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         OutboundClient {
-            client,
+            client: crate::proxy::pooled_client(Duration::from_secs(60)),
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
         }
     }
@@ -162,7 +173,8 @@ impl OutboundClient {
         policy: &OutboundPolicy,
         request: OutboundRequest,
         max_body_bytes: usize,
-        extra_headers: &[(String, String)],
+        request_id: &str,
+        trace: &TraceContext,
     ) -> Result<OutboundResponse, OutboundError> {
         let invalid_url = |why: &dyn std::fmt::Display| OutboundError::Invalid(format!("URL {:?}: {why}", request.url));
         let uri: Uri = request.url.parse().map_err(|e| invalid_url(&e))?;
@@ -186,15 +198,21 @@ impl OutboundClient {
         *outgoing.method_mut() = method;
         *outgoing.uri_mut() = uri;
         let headers = outgoing.headers_mut();
-        headers.reserve(request.headers.len() + extra_headers.len());
-        let pairs = request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-        let extra = extra_headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-        for (name, value) in pairs.chain(extra) {
+        headers.reserve(request.headers.len() + 3);
+        for (name, value) in &request.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| OutboundError::Invalid(format!("header name {name:?}")))?;
             let value =
                 HeaderValue::from_str(value).map_err(|_| OutboundError::Invalid(format!("value of header {name}")))?;
             headers.append(name, value);
+        }
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            headers.append(HeaderName::from_static("x-request-id"), id);
+        }
+        for (name, value) in [("traceparent", &trace.traceparent), ("tracestate", &trace.tracestate)] {
+            if let Some(value) = value {
+                headers.append(HeaderName::from_static(name), value.clone());
+            }
         }
         let timeout = request.timeout.unwrap_or(policy.timeout);
         let call = async {

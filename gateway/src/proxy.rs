@@ -154,14 +154,25 @@ pub struct ProxyClient {
 
 impl Default for ProxyClient {
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
-        ProxyClient { client }
+        ProxyClient {
+            client: pooled_client(Duration::from_secs(90)),
+        }
     }
+}
+
+/// A keep-alive HTTP/1.1 client: TCP_NODELAY, 5 s connect timeout, idle
+/// connections kept for `idle`. Used for upstreams and plugin calls alike.
+pub fn pooled_client<B>(idle: Duration) -> Client<HttpConnector, B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(idle)
+        .build(connector)
 }
 
 impl ProxyClient {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::Method;
 
 use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef};
-use crate::outbound::OutboundPolicy;
+use crate::outbound::{OutboundPolicy, TraceContext};
 use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
 use crate::proxy::Upstream;
 
@@ -229,18 +229,12 @@ impl ApiRoute {
     /// The context plugin calls under this API need. Outbound calls carry
     /// the request id and the client's W3C trace context headers.
     pub fn call_context(&self, request_id: Arc<str>, headers: &http::HeaderMap) -> CallContext {
-        let mut propagate = vec![("x-request-id".to_owned(), request_id.to_string())];
-        for name in ["traceparent", "tracestate"] {
-            if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
-                propagate.push((name.to_owned(), value.to_owned()));
-            }
-        }
         CallContext {
             api: Arc::clone(&self.record),
             api_id: Arc::clone(&self.id),
             outbound: Arc::clone(&self.outbound),
             request_id,
-            propagate: propagate.into(),
+            trace: TraceContext::from_headers(headers),
         }
     }
 }

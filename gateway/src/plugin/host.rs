@@ -23,7 +23,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 
 use super::bindings::portcullis::plugin::{http, log, types};
 use super::bindings::{BatchOptions, HttpError, Level, OutboundRequest, OutboundResponse};
-use crate::outbound::{self, OutboundClient, OutboundError, OutboundPolicy};
+use crate::outbound::{self, OutboundClient, OutboundError, OutboundPolicy, TraceContext};
 
 /// Longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;
@@ -35,9 +35,8 @@ pub struct CallInfo {
     pub plugin: Arc<str>,
     pub api_id: Arc<str>,
     pub request_id: Arc<str>,
-    /// Headers every outbound call carries: `x-request-id` and the client's
-    /// trace context (`traceparent`, `tracestate`).
-    pub propagate: Arc<[(String, String)]>,
+    /// The client's trace context; outbound calls carry it and the request id.
+    pub trace: TraceContext,
     pub outbound: Arc<OutboundPolicy>,
     pub client: OutboundClient,
     pub max_outbound_calls: u32,
@@ -244,7 +243,8 @@ impl State {
     ) -> impl Future<Output = Result<OutboundResponse, HttpError>> + Send + 'static {
         let client = self.call.client.clone();
         let policy = Arc::clone(&self.call.outbound);
-        let propagate = Arc::clone(&self.call.propagate);
+        let request_id = Arc::clone(&self.call.request_id);
+        let trace = self.call.trace.clone();
         let plugin = Arc::clone(&self.call.plugin);
         let max_body = self.call.max_body_bytes;
         async move {
@@ -256,7 +256,7 @@ impl State {
                 body: request.body,
                 timeout: request.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
             };
-            client.send(&policy, request, max_body, &propagate).await.map(to_wit_response).map_err(|e| {
+            client.send(&policy, request, max_body, &request_id, &trace).await.map(to_wit_response).map_err(|e| {
                 if matches!(e, OutboundError::NotAllowed(_)) {
                     tracing::warn!(plugin = &*plugin, %url, "outbound call refused: host not on the API's allowlist");
                 } else {

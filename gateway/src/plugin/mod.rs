@@ -34,7 +34,7 @@ use bindings::{FunctionInfo, PluginPre};
 use host::{CallInfo, State, Tick};
 
 use crate::config::{Fallback, Limits, OnError, PluginRef};
-use crate::outbound::{OutboundClient, OutboundPolicy};
+use crate::outbound::{OutboundClient, OutboundPolicy, TraceContext};
 
 /// How often the epoch advances; the granularity of CPU budgets.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -312,7 +312,7 @@ impl PluginRuntime {
             plugin: "(loading)".into(),
             api_id: "".into(),
             request_id: "".into(),
-            propagate: Arc::new([]),
+            trace: TraceContext::default(),
             outbound: Arc::new(OutboundPolicy::default()),
             client: self.client.clone(),
             max_outbound_calls: 0,
@@ -382,8 +382,8 @@ pub struct CallContext {
     pub api_id: Arc<str>,
     pub outbound: Arc<OutboundPolicy>,
     pub request_id: Arc<str>,
-    /// Headers outbound calls carry (request id, trace context).
-    pub propagate: Arc<[(String, String)]>,
+    /// The client's trace context, carried by outbound calls.
+    pub trace: TraceContext,
 }
 
 /// A loaded plugin reference: component + function + config + limits.
@@ -450,7 +450,7 @@ impl Plugin {
             plugin: Arc::clone(&self.label),
             api_id: Arc::clone(&ctx.api_id),
             request_id: Arc::clone(&ctx.request_id),
-            propagate: Arc::clone(&ctx.propagate),
+            trace: ctx.trace.clone(),
             outbound: Arc::clone(&ctx.outbound),
             client: self.runtime.client.clone(),
             max_outbound_calls: self.limits.max_outbound_calls,
