@@ -22,3 +22,8 @@ plugins:
 # run). Settings via peers.sh's environment, e.g. `REPEAT=1 just bench`.
 bench:
     cargo xtask bench
+
+# The container image portcullis:VERSION (podman or docker): the dist binary
+# and an example configuration, FROM scratch.
+image:
+    cargo xtask image

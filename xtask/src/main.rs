@@ -1,5 +1,5 @@
 //! The project's everyday commands, in Rust so a fresh machine needs nothing
-//! but rustup's toolchain: `cargo xtask demo | test | lint | plugins`.
+//! but rustup's toolchain: `cargo xtask demo | test | lint | plugins | bench | image`.
 //!
 //! Each command installs what it needs first (the `wasm32-wasip2` target)
 //! and says what it runs.
@@ -18,7 +18,9 @@ commands:
   lint      cargo fmt --check and clippy -D warnings, host and guest workspaces
   plugins   build the example and test plugins (wasm32-wasip2, release)
   bench     release build, then ../shared/bench/peers.sh with portcullis beside nginx, nginx+Lua,
-            nginx+njs, HAProxy and Caddy (settings via peers.sh's environment, e.g. REPEAT=1)";
+            nginx+njs, HAProxy and Caddy (settings via peers.sh's environment, e.g. REPEAT=1)
+  image     build the container image portcullis:VERSION with podman (or docker): the dist binary,
+            its shared libraries and an example configuration, FROM scratch";
 
 fn main() -> ExitCode {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Some("lint") => lint(&root),
         Some("plugins") => plugins(&root).map(|_| ()),
         Some("bench") => bench(&root),
+        Some("image") => image(&root),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -221,6 +224,85 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     eprintln!("\n== peers.sh: the default configuration (one worker thread per CPU), same pinning ==");
     // (PEERS must be non-empty to override the default list: a space.)
     peers_run("portcullis-mt", "", Some(" "))
+}
+
+/// Stages `target/image/` (the binary, the shared libraries it links, the
+/// example configuration) and builds `image/Containerfile` on it.
+fn image(root: &Path) -> anyhow::Result<()> {
+    let engine = ["podman", "docker"]
+        .into_iter()
+        .find(|engine| have(engine))
+        .context("building the image needs podman or docker")?;
+    let built = plugins(root)?;
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "--profile", "dist", "-p", "portcullis"]))?;
+    let binary = root.join("target/dist/portcullis");
+
+    let context = root.join("target/image");
+    if context.exists() {
+        std::fs::remove_dir_all(&context)?;
+    }
+    let rootfs = context.join("rootfs");
+    let etc = rootfs.join("etc/portcullis");
+    for dir in [
+        context.join("cache"),
+        context.join("data"),
+        etc.join("apis"),
+        etc.join("plugins"),
+    ] {
+        std::fs::create_dir_all(dir)?;
+    }
+    let copy = |from: &Path, to: &Path| -> anyhow::Result<()> {
+        std::fs::create_dir_all(to.parent().context("a file has a parent")?)?;
+        std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        Ok(())
+    };
+    copy(&root.join("image/Containerfile"), &context.join("Containerfile"))?;
+    copy(&binary, &rootfs.join("usr/local/bin/portcullis"))?;
+    for library in shared_libraries(&binary)? {
+        copy(&library, &rootfs.join(library.strip_prefix("/")?))?;
+    }
+    copy(&root.join("image/gateway.yaml"), &etc.join("gateway.yaml"))?;
+    copy(&root.join("image/apis/hello.yaml"), &etc.join("apis/hello.yaml"))?;
+    copy(&built.join("hello.wasm"), &etc.join("plugins/hello.wasm"))?;
+
+    let version = env!("CARGO_PKG_VERSION");
+    run(Command::new(engine)
+        .arg("build")
+        .args(["-t", &format!("portcullis:{version}"), "-t", "portcullis:latest"])
+        .arg(&context))?;
+    eprintln!(
+        "built portcullis:{version}; run it with\n  \
+         {engine} run --rm -p 8080:8080 portcullis:{version}\n  \
+         curl http://127.0.0.1:8080/hello/you"
+    );
+    Ok(())
+}
+
+/// The shared libraries `binary` loads, by absolute path, as `ldd` lists
+/// them (the dynamic loader included, the kernel's vDSO left out).
+fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("running ldd to list the binary's shared libraries")?;
+    if !out.status.success() {
+        bail!(
+            "ldd {} failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or
+            // `/lib64/ld-linux-x86-64.so.2 (0x...)`.
+            let path = line.split("=>").last()?.split_whitespace().next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
 }
 
 /// Kills the child when dropped, so the upstreams never outlive the demo.
