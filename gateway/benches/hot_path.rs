@@ -1,7 +1,8 @@
 //! In-process micro-benchmarks of the hot path: one plugin invocation (a
 //! fresh instance from the pre-instantiated component, the call, the drop)
-//! with a typical request of 10 headers and no body / 1 KiB / 64 KiB, and
-//! the routing step (API by listen path, endpoint by template and method).
+//! with a typical request of 10 headers and no body / 1 KiB / 64 KiB, the
+//! same call on an opt-in reused instance (`reuse: 1000`), and the routing
+//! step (API by listen path, endpoint by template and method).
 //!
 //! Prints median and p99 per case. Run with `cargo xtask bench` (which
 //! builds the plugins and unsets RUST_BACKTRACE) or
@@ -39,6 +40,10 @@ fn main() -> anyhow::Result<()> {
             plugin.display()
         ));
     }
+    api.push_str(&format!(
+        "  - path: /header-reused\n    plugin: {{ path: {}, function: header, reuse: 1000 }}\n",
+        plugin.display()
+    ));
     for i in 0..20 {
         api.push_str(&format!(
             "  - method: GET\n    path: /other{i}/{{id}}/items\n    plugin: {{ path: {}, function: header }}\n",
@@ -60,14 +65,15 @@ fn main() -> anyhow::Result<()> {
         let routes = Routes::build(config, &plugins).await?;
 
         println!("{:<52} {:>10} {:>10}", "case", "median", "p99");
-        for (function, body) in [
+        for (endpoint, body) in [
             ("virtual", None),
             ("header", None),
             ("read-body", Some(0)),
             ("read-body", Some(1 << 10)),
             ("read-body", Some(64 << 10)),
+            ("header-reused", None),
         ] {
-            let path = format!("/bench/{function}");
+            let path = format!("/bench/{endpoint}");
             let (api, rest) = routes.route(&path).expect("bench API");
             let matched = api.match_endpoint(&http::Method::GET, rest).expect("endpoint");
             let ctx = api.call_context("bench".into(), &http::HeaderMap::new());
@@ -83,9 +89,10 @@ fn main() -> anyhow::Result<()> {
                     samples.push(elapsed);
                 }
             }
-            let label = match body {
-                None => format!("plugin call: {function}, 10 headers, no body"),
-                Some(n) => format!("plugin call: {function}, 10 headers, {} KiB body", n >> 10),
+            let label = match (endpoint, body) {
+                ("header-reused", _) => "plugin call: header, reused instance (reuse: 1000)".to_owned(),
+                (_, None) => format!("plugin call: {endpoint}, 10 headers, no body"),
+                (_, Some(n)) => format!("plugin call: {endpoint}, 10 headers, {} KiB body", n >> 10),
             };
             report(&label, samples);
         }

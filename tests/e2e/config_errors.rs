@@ -192,3 +192,13 @@ async fn the_embedded_store_is_opened_only_when_needed_and_a_locked_one_is_a_cle
     assert!(log.contains("session store unavailable"), "{log}");
     assert!(log.contains(&store.display().to_string()), "names the file: {log}");
 }
+
+#[test]
+fn reuse_of_zero_calls_is_refused_with_its_line() {
+    let hello = plugin("hello");
+    let text = endpoint_api(&hello.display().to_string(), "hello") + "      reuse: 0\n";
+    let stderr = validate_error(&ConfigDir::single(&text));
+    assert!(stderr.contains("apis/api.yaml:10:"), "line of the field: {stderr}");
+    assert!(stderr.contains("endpoints[0].plugin.reuse"), "field path: {stderr}");
+    assert!(stderr.contains("expected a nonzero u32"), "{stderr}");
+}

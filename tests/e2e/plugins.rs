@@ -203,3 +203,55 @@ async fn continue_applies_method_path_query_header_body_and_upstream_changes() {
     assert_eq!(seen["headers"]["x-replaced"], json!(["new"]));
     assert!(seen["headers"].get("x-removed").is_none());
 }
+
+/// Two endpoints on the probe's `count` function (calls served by the
+/// instance that answers): one with the default fresh instance per call, one
+/// reusing an instance for up to three calls.
+fn counting_api() -> String {
+    let probe = plugin("probe");
+    format!(
+        "id: count\nlisten_path: /c/\nstrip_listen_path: true\nupstream: http://127.0.0.1:9\nendpoints:\n  - method: GET\n    path: /fresh\n    plugin:\n      path: {probe}\n      function: count\n  - method: GET\n    path: /reused\n    plugin:\n      path: {probe}\n      function: count\n      reuse: 3\n",
+        probe = probe.display()
+    )
+}
+
+async fn calls_seen(gw: &Gateway, path: &str, crash: bool) -> (u16, Value) {
+    let mut request = client().get(gw.url(path));
+    if crash {
+        request = request.header("x-crash", "1");
+    }
+    let response = request.send().await.expect("request");
+    let (status, _, body) = crate::support::json_of(response).await;
+    (status, body["calls"].clone())
+}
+
+#[tokio::test]
+async fn every_call_gets_a_fresh_instance_unless_the_reference_opts_in_to_reuse() {
+    let gw = Gateway::start(ConfigDir::single(&counting_api()));
+    for _ in 0..3 {
+        assert_eq!(
+            calls_seen(&gw, "/c/fresh", false).await,
+            (200, json!(1)),
+            "fresh by default"
+        );
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(calls_seen(&gw, "/c/reused", false).await.1);
+    }
+    assert_eq!(seen, [1, 2, 3, 1, 2], "one instance serves three calls, then a new one");
+}
+
+#[tokio::test]
+async fn a_reused_instance_that_fails_is_replaced() {
+    let gw = Gateway::start(ConfigDir::single(&counting_api()));
+    assert_eq!(calls_seen(&gw, "/c/reused", false).await, (200, json!(1)));
+    let (status, _) = calls_seen(&gw, "/c/reused", true).await;
+    assert_eq!(status, 500, "the panic fails its own request");
+    assert!(gw.log().contains("crash requested on call 2"), "{}", gw.log());
+    assert_eq!(
+        calls_seen(&gw, "/c/reused", false).await,
+        (200, json!(1)),
+        "the trapped instance is dropped; the next call starts afresh"
+    );
+}

@@ -167,7 +167,8 @@ fn lint(root: &Path) -> anyhow::Result<()> {
 
 /// Runs the micro-benchmarks, then the peer benchmark with the gateway on
 /// bench/gateway.yaml: once with one worker, pinned like the peers (peers.sh
-/// does the pinning), once more alone in its default configuration.
+/// does the pinning), once more alone in its default configuration, and once
+/// with one worker on the plugins with instance reuse.
 fn bench(root: &Path) -> anyhow::Result<()> {
     let built = plugins(root)?;
     let dest = root.join("bench/plugins");
@@ -198,8 +199,10 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     let config = root.join("bench/gateway.yaml");
     let urls = "S1=http://127.0.0.1:19000/s1 S2=http://127.0.0.1:19000/s2 \
                 S3=http://127.0.0.1:19000/s3 S4=http://127.0.0.1:19000/s4";
+    // The same scenarios with `reuse: 1000` on the plugins (bench/apis/r*.yaml).
+    let reuse_urls = "S2=http://127.0.0.1:19000/r2 S3=http://127.0.0.1:19000/r3 S4=http://127.0.0.1:19000/r4";
     // RUST_BACKTRACE makes every wasmtime Store drop slower; benchmarks run without it.
-    let peers_run = |name: &str, workers: &str, others: Option<&str>| {
+    let peers_run = |name: &str, urls: &str, workers: &str, others: Option<&str>| {
         let gateway_cmd = format!(
             "exec env -u RUST_BACKTRACE {} serve --config {}{workers}",
             binary.display(),
@@ -220,10 +223,13 @@ fn bench(root: &Path) -> anyhow::Result<()> {
         run(&mut command)
     };
     // Like the peers: one worker, pinned to the server CPU.
-    peers_run("portcullis", " --workers ${BENCH_WORKERS:-1}", None)?;
-    eprintln!("\n== peers.sh: the default configuration (one worker thread per CPU), same pinning ==");
+    let one_worker = " --workers ${BENCH_WORKERS:-1}";
+    peers_run("portcullis", urls, one_worker, None)?;
     // (PEERS must be non-empty to override the default list: a space.)
-    peers_run("portcullis-mt", "", Some(" "))
+    eprintln!("\n== peers.sh: the default configuration (one worker thread per CPU), same pinning ==");
+    peers_run("portcullis-mt", urls, "", Some(" "))?;
+    eprintln!("\n== peers.sh: one worker, plugins with the opt-in instance reuse (reuse: 1000) ==");
+    peers_run("portcullis-reuse", reuse_urls, one_worker, Some(" "))
 }
 
 /// Stages `target/image/` (the binary, the shared libraries it links, the

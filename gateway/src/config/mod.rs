@@ -174,6 +174,9 @@ pub struct PluginRef {
     pub on_error: OnError,
     /// The response to give instead of the gateway's error when it fails.
     pub fallback: Option<Fallback>,
+    /// How many calls one instance serves: 1 (the default) is a fresh
+    /// instance per call.
+    pub reuse: u32,
     /// Where it was declared, for errors: `apis/orders.yaml: endpoints[0].plugin`.
     pub origin: String,
 }
@@ -567,6 +570,7 @@ fn resolve_plugin(
         config_json: yaml_to_json(file, &format!("{field}.config"), plugin.config)?,
         limits,
         on_error: plugin.on_error,
+        reuse: plugin.reuse.map_or(1, std::num::NonZeroU32::get),
         origin: format!("{}: {field}", file.display()),
     })
 }

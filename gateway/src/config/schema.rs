@@ -209,6 +209,10 @@ pub struct PluginFile {
     /// With `on_error: fail`, answer this instead of the gateway's JSON error.
     #[serde(default)]
     pub fallback: Option<FallbackFile>,
+    /// Opt-in: one instance serves up to this many calls instead of one.
+    /// Faster, but calls share the guest's memory (see docs/security.md).
+    #[serde(default)]
+    pub reuse: Option<std::num::NonZeroU32>,
 }
 
 /// A fixed response for a failing plugin.

@@ -105,7 +105,8 @@ impl GuestClock {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `mutex`, ignoring poisoning (the data is valid whatever panicked).
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -137,6 +138,15 @@ impl State {
             clock: GuestClock::new(cpu_budget),
             outbound_calls: 0,
         }
+    }
+
+    /// Readies a reused instance's state for its next call: a new caller,
+    /// a full CPU budget and call allowance. The WASI context and resource
+    /// table stay: the guest may hold handles from earlier calls.
+    pub fn begin(&mut self, call: CallInfo, cpu_budget: Duration) {
+        self.call = call;
+        self.clock = GuestClock::new(cpu_budget);
+        self.outbound_calls = 0;
     }
 }
 

@@ -8,7 +8,9 @@
 //!   pre-instantiated component plus the function, config and limits; loading
 //!   checks that the function exists and serves the right hook.
 //! - A `Store` and instance per invocation, dropped afterwards whatever
-//!   happened, so a trap or a leak never reaches the next request.
+//!   happened, so a trap or a leak never reaches the next request. A plugin
+//!   reference may opt in to `reuse: N`: then an instance that returned
+//!   normally serves up to N calls, and is dropped after any failure.
 //!
 //! Everything else in the gateway sees [`Plugin`], [`Outcome`] and
 //! [`PluginError`].
@@ -23,21 +25,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
-use tokio::sync::{Semaphore, SemaphorePermit};
-use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, HasSelf, Lift, Linker, Lower};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::{
+    Component, ComponentExportIndex, ComponentNamedList, HasSelf, Instance, Lift, Linker, Lower,
+};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
 };
 
 pub use bindings::{Api, AuthOutcome, HookKind, Outcome, Request, RequestChanges, Response, Session};
 use bindings::{FunctionInfo, PluginPre};
-use host::{CallInfo, State, Tick};
+use host::{CallInfo, State, Tick, lock};
 
 use crate::config::{Fallback, Limits, OnError, PluginRef};
 use crate::outbound::{OutboundClient, OutboundPolicy, TraceContext};
 
 /// How often the epoch advances; the granularity of CPU budgets.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Most idle instances a `reuse` plugin keeps; each holds a pool slot.
+const MAX_IDLE_PER_PLUGIN: usize = 32;
 
 /// A plugin could not be loaded. Names the YAML reference, the file and what
 /// is wrong, and how to fix it where that is known.
@@ -265,6 +272,10 @@ impl PluginRuntime {
             on_error: reference.on_error,
             fallback: reference.fallback.clone(),
             path: reference.path.clone(),
+            reuse: (reference.reuse > 1).then(|| Reuse {
+                max_calls: reference.reuse,
+                idle: Mutex::new(Vec::new()),
+            }),
         })
     }
 
@@ -296,7 +307,7 @@ impl PluginRuntime {
     }
 
     fn lock_components(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<LoadedComponent>>> {
-        self.components.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.components)
     }
 
     fn pre_instantiate(&self, component: &Component) -> Result<PluginPre<State>, LoadErrorKind> {
@@ -400,6 +411,40 @@ pub struct Plugin {
     on_error: OnError,
     fallback: Option<Fallback>,
     path: PathBuf,
+    /// Instances kept between calls, when the reference opted in.
+    reuse: Option<Reuse>,
+}
+
+/// A store with its instance slot and, once instantiated, the instance.
+struct Lease {
+    store: Store<State>,
+    instance: Option<Instance>,
+    /// Calls this instance has served.
+    calls: u32,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// The idle instances of a plugin with `reuse: max_calls`.
+struct Reuse {
+    max_calls: u32,
+    idle: Mutex<Vec<Lease>>,
+}
+
+impl Reuse {
+    fn take(&self) -> Option<Lease> {
+        lock(&self.idle).pop()
+    }
+
+    /// Keeps `lease` for a later call unless it has served its calls or
+    /// enough instances are idle already.
+    fn put(&self, lease: Lease) {
+        if lease.calls < self.max_calls {
+            let mut idle = lock(&self.idle);
+            if idle.len() < MAX_IDLE_PER_PLUGIN {
+                idle.push(lease);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -439,13 +484,9 @@ impl Plugin {
         &self.path
     }
 
-    /// A free instance slot and a fresh store for one invocation.
-    fn prepare(&self, ctx: &CallContext) -> Result<(SemaphorePermit<'_>, Store<State>), PluginError> {
-        let slot = self
-            .runtime
-            .slots
-            .try_acquire()
-            .map_err(|_| PluginError::PoolExhausted(self.runtime.pool_size))?;
+    /// The store for one invocation: an idle instance of this plugin when it
+    /// reuses them, otherwise a free slot and a fresh store.
+    fn lease(&self, ctx: &CallContext) -> Result<Lease, PluginError> {
         let call = CallInfo {
             plugin: Arc::clone(&self.label),
             api_id: Arc::clone(&ctx.api_id),
@@ -456,31 +497,51 @@ impl Plugin {
             max_outbound_calls: self.limits.max_outbound_calls,
             max_body_bytes: self.limits.max_body_bytes,
         };
-        Ok((slot, self.runtime.store(call, &self.limits)))
-    }
-
-    /// Runs `invocation` under the plugin's timeout and sorts out how it
-    /// ended. The store (and instance) is dropped by the caller right after.
-    async fn finish<T>(
-        &self,
-        invocation: impl Future<Output = wasmtime::Result<Result<T, String>>>,
-    ) -> Result<T, PluginError> {
-        match tokio::time::timeout(self.limits.timeout, invocation).await {
-            Err(_) => Err(PluginError::Timeout(self.limits.timeout)),
-            Ok(Err(e)) => Err(self.classify_trap(e)),
-            Ok(Ok(Err(message))) => Err(PluginError::Failed(message)),
-            Ok(Ok(Ok(value))) => Ok(value),
+        if let Some(mut lease) = self.reuse.as_ref().and_then(Reuse::take) {
+            lease.store.data_mut().begin(call, self.limits.cpu);
+            lease.store.set_epoch_deadline(1);
+            return Ok(lease);
         }
+        let slot = Arc::clone(&self.runtime.slots)
+            .try_acquire_owned()
+            .map_err(|_| PluginError::PoolExhausted(self.runtime.pool_size))?;
+        Ok(Lease {
+            store: self.runtime.store(call, &self.limits),
+            instance: None,
+            calls: 0,
+            _slot: slot,
+        })
     }
 
-    /// Runs a `request` function in a fresh instance.
+    /// Calls one hook export in a leased instance under the plugin's timeout
+    /// and sorts out how it ended. The instance is dropped afterwards, or
+    /// kept for the next call if the plugin reuses instances and this one
+    /// returned normally (a trap, a timeout or a budget overrun drops it).
+    async fn invoke<P, T>(&self, ctx: &CallContext, export: &ComponentExportIndex, params: P) -> Result<T, PluginError>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        T: Lift + Send + Sync + 'static,
+    {
+        let mut lease = self.lease(ctx)?;
+        let result = match tokio::time::timeout(self.limits.timeout, self.call(&mut lease, export, params)).await {
+            Err(_) => return Err(PluginError::Timeout(self.limits.timeout)),
+            Ok(Err(e)) => return Err(self.classify_trap(e)),
+            Ok(Ok(result)) => result,
+        };
+        if let Some(reuse) = &self.reuse {
+            lease.calls += 1;
+            reuse.put(lease);
+        }
+        result.map_err(PluginError::Failed)
+    }
+
+    /// Runs a `request` function.
     pub async fn on_request(
         &self,
         ctx: &CallContext,
         request: &Request,
         session: &Session,
     ) -> Result<Outcome, PluginError> {
-        let (_slot, mut store) = self.prepare(ctx)?;
         let params = (
             self.function.as_str(),
             request,
@@ -488,19 +549,14 @@ impl Plugin {
             &*ctx.api,
             self.config_json.as_str(),
         );
-        let outcome = self
-            .finish(self.call(&mut store, &self.component.exports.on_request, params))
-            .await?;
+        let outcome = self.invoke(ctx, &self.component.exports.on_request, params).await?;
         self.check_outcome(outcome)
     }
 
-    /// Runs an `auth` function in a fresh instance.
+    /// Runs an `auth` function.
     pub async fn on_auth(&self, ctx: &CallContext, request: &Request) -> Result<AuthOutcome, PluginError> {
-        let (_slot, mut store) = self.prepare(ctx)?;
         let params = (self.function.as_str(), request, &*ctx.api, self.config_json.as_str());
-        let outcome: AuthOutcome = self
-            .finish(self.call(&mut store, &self.component.exports.on_auth, params))
-            .await?;
+        let outcome: AuthOutcome = self.invoke(ctx, &self.component.exports.on_auth, params).await?;
         let problem = match &outcome {
             AuthOutcome::Authenticated(session) if session.key_id.is_empty() => {
                 Err("an authenticated session needs a key-id".to_owned())
@@ -513,7 +569,7 @@ impl Plugin {
         problem.map(|()| outcome).map_err(PluginError::InvalidOutcome)
     }
 
-    /// Runs a `response` function in a fresh instance.
+    /// Runs a `response` function.
     pub async fn on_response(
         &self,
         ctx: &CallContext,
@@ -521,7 +577,6 @@ impl Plugin {
         response: &Response,
         session: &Session,
     ) -> Result<Response, PluginError> {
-        let (_slot, mut store) = self.prepare(ctx)?;
         let params = (
             self.function.as_str(),
             request,
@@ -530,19 +585,18 @@ impl Plugin {
             &*ctx.api,
             self.config_json.as_str(),
         );
-        let response: Response = self
-            .finish(self.call(&mut store, &self.component.exports.on_response, params))
-            .await?;
+        let response: Response = self.invoke(ctx, &self.component.exports.on_response, params).await?;
         check_response(&response, &self.limits).map_err(PluginError::InvalidOutcome)?;
         Ok(response)
     }
 
-    /// Instantiates the component in `store` and calls one of its hook
-    /// exports. Only the export called is looked up and type-checked (the
-    /// generated bindings would check all of them on every instantiation).
+    /// Instantiates the component in the lease's store unless it holds an
+    /// instance already, and calls one of its hook exports. Only the export
+    /// called is looked up and type-checked (the generated bindings would
+    /// check all of them on every instantiation).
     async fn call<P, T>(
         &self,
-        store: &mut Store<State>,
+        lease: &mut Lease,
         export: &ComponentExportIndex,
         params: P,
     ) -> wasmtime::Result<Result<T, String>>
@@ -550,7 +604,14 @@ impl Plugin {
         P: ComponentNamedList + Lower + Send + Sync,
         T: Lift + Send + Sync + 'static,
     {
-        let instance = self.component.pre.instance_pre().instantiate_async(&mut *store).await?;
+        let store = &mut lease.store;
+        let instance = match lease.instance {
+            Some(instance) => instance,
+            None => {
+                let instance = self.component.pre.instance_pre().instantiate_async(&mut *store).await?;
+                *lease.instance.insert(instance)
+            }
+        };
         let func = instance.get_typed_func::<P, (Result<T, String>,)>(&mut *store, export)?;
         let (result,) = func.call_async(&mut *store, params).await?;
         Ok(result)

@@ -133,6 +133,19 @@ fn fail(_: &Request, _: &Context) -> Result<Outcome> {
     Err(portcullis_sdk::Error::msg("deliberate failure"))
 }
 
+/// Answers with how many calls this instance has served, so tests can tell
+/// a fresh instance (always 1) from a reused one; panics (a trap) when the
+/// request has `x-crash`, to show a failed instance is not reused.
+fn count(req: &Request, _: &Context) -> Result<Outcome> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+    if req.header("x-crash").is_some() {
+        panic!("crash requested on call {calls}");
+    }
+    Ok(Response::json(200, &json!({ "calls": calls }))?.into())
+}
+
 fn check_token(_: &Request, ctx: &Context) -> Result<AuthOutcome> {
     Ok(AuthOutcome::Authenticated(ctx.session.clone()))
 }
@@ -147,6 +160,7 @@ plugin! {
     request "fail" => fail,
     request "record-order" => record_order,
     request "whoami" => whoami,
+    request "count" => count,
     response "record-order-response" => record_order_response,
     response(body) "wrap-body" => wrap_body,
     auth "check-token" => check_token,
