@@ -321,6 +321,33 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Process ids of the demo's children, for the signal handler.
+static DEMO_CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Starts `command` as a demo child: killed when the returned guard drops,
+/// and stopped (SIGTERM) if the demo itself gets SIGINT, SIGTERM or SIGHUP.
+fn spawn_demo_child(command: &mut Command, what: &str) -> anyhow::Result<KillOnDrop> {
+    let child = command.spawn().with_context(|| format!("starting {what}"))?;
+    DEMO_CHILDREN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(child.id());
+    Ok(KillOnDrop(child))
+}
+
+/// On SIGINT (Ctrl-C), SIGTERM or SIGHUP: stop the children, then exit.
+/// Without this a `kill` of the demo would leave them holding its ports.
+fn stop_demo_children_on_signal() -> anyhow::Result<()> {
+    ctrlc::set_handler(|| {
+        let pids = DEMO_CHILDREN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for pid in pids.iter() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        std::process::exit(130);
+    })
+    .context("installing the demo's signal handler")
+}
+
 fn demo(root: &Path) -> anyhow::Result<()> {
     let built = plugins(root)?;
     let dest = root.join("demo/plugins");
@@ -337,21 +364,17 @@ fn demo(root: &Path) -> anyhow::Result<()> {
         .args(["build", "-p", "portcullis", "-p", "portcullis-upstreams"]))?;
     let bin = root.join("target/debug");
 
-    let _upstreams = KillOnDrop(
-        Command::new(bin.join("demo-upstreams"))
-            .spawn()
-            .context("starting demo-upstreams")?,
-    );
+    stop_demo_children_on_signal()?;
+    let _upstreams = spawn_demo_child(&mut Command::new(bin.join("demo-upstreams")), "demo-upstreams")?;
     let config = root.join("demo/gateway.yaml");
-    let mut gateway = KillOnDrop(
+    let mut gateway = spawn_demo_child(
         Command::new(bin.join("portcullis"))
             .arg("serve")
             .arg("--config")
             .arg(&config)
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting portcullis")?,
-    );
+            .stdout(Stdio::piped()),
+        "portcullis",
+    )?;
     let stdout = gateway.0.stdout.take().context("gateway stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let base = loop {
