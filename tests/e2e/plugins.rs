@@ -248,10 +248,41 @@ async fn a_reused_instance_that_fails_is_replaced() {
     assert_eq!(calls_seen(&gw, "/c/reused", false).await, (200, json!(1)));
     let (status, _) = calls_seen(&gw, "/c/reused", true).await;
     assert_eq!(status, 500, "the panic fails its own request");
-    assert!(gw.log().contains("crash requested on call 2"), "{}", gw.log());
+    gw.wait_for_log("crash requested on call 2");
     assert_eq!(
         calls_seen(&gw, "/c/reused", false).await,
         (200, json!(1)),
         "the trapped instance is dropped; the next call starts afresh"
     );
+}
+
+#[tokio::test]
+async fn what_a_plugin_prints_is_logged_as_its_lines() {
+    let text = format!(
+        "id: print\nlisten_path: /p/\nupstream: http://127.0.0.1:9\nendpoints:\n  - path: /{{*rest}}\n    plugin:\n      path: {}\n      function: print\n",
+        plugin("probe").display()
+    );
+    let gw = Gateway::start(ConfigDir::single(&text));
+    let response = client().get(gw.url("/p/one")).send().await.expect("request");
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-request-id"].to_str().expect("id").to_owned();
+    let log = gw.wait_for_log("to stderr");
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}:\n{log}"))
+            .to_owned()
+    };
+    let stdout = line("to stdout from /p/one");
+    assert!(
+        stdout.contains("INFO") && stdout.contains("probe.wasm#print") && stdout.contains(&id),
+        "{stdout}"
+    );
+    let stderr = line("to stderr");
+    assert!(stderr.contains("WARN") && stderr.contains(&id), "{stderr}");
+
+    let response = client().get(gw.url("/p/two?flood")).send().await.expect("request");
+    assert_eq!(response.status(), 200, "printing too much does not fail the plugin");
+    // 22 bytes of "to stdout from /p/two\n", then 20,001: 16 KiB are kept.
+    gw.wait_for_log("(3639 more bytes of stdout dropped: the limit is 16384 per call)");
 }

@@ -3,8 +3,10 @@
 //!
 //! WASI is linked only because Rust's std imports it. Its context is empty:
 //! no preopened directories, environment variables, arguments, stdin,
-//! stdout/stderr (writes are discarded), sockets or name lookups; such calls
-//! return errors the guest can handle. Random numbers work (`HashMap` needs
+//! sockets or name lookups; such calls return errors the guest can handle.
+//! What the guest writes to stdout and stderr (`println!`, `eprintln!`) is
+//! kept, up to [`MAX_GUEST_OUTPUT`] bytes per call, and logged as the
+//! plugin's lines when the call ends. Random numbers work (`HashMap` needs
 //! them) and clocks work at a coarse 1 ms resolution, to blunt timing attacks
 //! on the host process. The context is built on the guest's first WASI call:
 //! most invocations make none, and building one (it seeds three random
@@ -27,6 +29,9 @@ use crate::outbound::{self, OutboundClient, OutboundError, OutboundPolicy, Trace
 
 /// Longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;
+
+/// Most bytes of stdout (and as many of stderr) kept from one call.
+pub const MAX_GUEST_OUTPUT: usize = 16 << 10;
 
 /// Who is running, for log lines and outbound calls.
 #[derive(Debug, Clone)]
@@ -121,6 +126,8 @@ pub enum Tick {
 pub struct State {
     /// Built on first use; see the module documentation.
     wasi: Option<WasiCtx>,
+    /// The guest's stdout and stderr, created with the WASI context.
+    output: Option<[GuestOutput; 2]>,
     table: ResourceTable,
     pub limits: StoreLimits,
     pub call: CallInfo,
@@ -132,6 +139,7 @@ impl State {
     pub fn new(call: CallInfo, limits: StoreLimits, cpu_budget: Duration) -> Self {
         State {
             wasi: None,
+            output: None,
             table: ResourceTable::new(),
             limits,
             call,
@@ -148,11 +156,110 @@ impl State {
         self.clock = GuestClock::new(cpu_budget);
         self.outbound_calls = 0;
     }
+
+    /// Logs what the guest wrote to stdout (as `info` lines) and stderr (as
+    /// `warn` lines) during this call, attributed like its log calls.
+    pub fn flush_output(&mut self) {
+        let Some(outputs) = &self.output else { return };
+        let taken = outputs.each_ref().map(GuestOutput::take);
+        for ((bytes, dropped), (level, name)) in taken
+            .into_iter()
+            .zip([(Level::Info, "stdout"), (Level::Warn, "stderr")])
+        {
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                log::Host::log(self, level, line.to_owned());
+            }
+            if dropped > 0 {
+                let note =
+                    format!("({dropped} more bytes of {name} dropped: the limit is {MAX_GUEST_OUTPUT} per call)");
+                log::Host::log(self, level, note);
+            }
+        }
+    }
 }
 
-/// The WASI context every guest gets: nothing to reach, coarse clocks.
-fn empty_wasi_ctx() -> WasiCtx {
+/// One of a guest's output streams: a buffer of at most [`MAX_GUEST_OUTPUT`]
+/// bytes, drained after each call. Writes beyond it are counted and
+/// dropped, never refused, so printing too much cannot fail a plugin.
+#[derive(Debug, Clone, Default)]
+struct GuestOutput(Arc<Mutex<(Vec<u8>, usize)>>);
+
+impl GuestOutput {
+    fn push(&self, data: &[u8]) {
+        let (kept, dropped) = &mut *lock(&self.0);
+        let room = MAX_GUEST_OUTPUT.saturating_sub(kept.len()).min(data.len());
+        kept.extend_from_slice(&data[..room]);
+        *dropped += data.len() - room;
+    }
+
+    /// What was written since the last call, and how many bytes were dropped.
+    fn take(&self) -> (Vec<u8>, usize) {
+        std::mem::take(&mut *lock(&self.0))
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl wasmtime_wasi::p2::OutputStream for GuestOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(MAX_GUEST_OUTPUT)
+    }
+}
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for GuestOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The WASI context every guest gets: nothing to reach, coarse clocks,
+/// stdout and stderr into `output`.
+fn empty_wasi_ctx(output: &[GuestOutput; 2]) -> WasiCtx {
+    let [stdout, stderr] = output.clone();
     WasiCtx::builder()
+        .stdout(stdout)
+        .stderr(stderr)
         .wall_clock(CoarseWallClock)
         .monotonic_clock(CoarseMonotonicClock)
         .allow_tcp(false)
@@ -199,8 +306,9 @@ impl HostMonotonicClock for CoarseMonotonicClock {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let output = self.output.get_or_insert_default();
         WasiCtxView {
-            ctx: self.wasi.get_or_insert_with(empty_wasi_ctx),
+            ctx: self.wasi.get_or_insert_with(|| empty_wasi_ctx(output)),
             table: &mut self.table,
         }
     }

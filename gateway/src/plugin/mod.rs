@@ -523,7 +523,9 @@ impl Plugin {
         T: Lift + Send + Sync + 'static,
     {
         let mut lease = self.lease(ctx)?;
-        let result = match tokio::time::timeout(self.limits.timeout, self.call(&mut lease, export, params)).await {
+        let outcome = tokio::time::timeout(self.limits.timeout, self.call(&mut lease, export, params)).await;
+        lease.store.data_mut().flush_output();
+        let result = match outcome {
             Err(_) => return Err(PluginError::Timeout(self.limits.timeout)),
             Ok(Err(e)) => return Err(self.classify_trap(e)),
             Ok(Ok(result)) => result,

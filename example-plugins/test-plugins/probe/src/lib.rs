@@ -146,6 +146,16 @@ fn count(req: &Request, _: &Context) -> Result<Outcome> {
     Ok(Response::json(200, &json!({ "calls": calls }))?.into())
 }
 
+/// Writes to stdout and stderr (a flood of it with `?flood`), then answers.
+fn print(req: &Request, _: &Context) -> Result<Outcome> {
+    println!("to stdout from {}", req.path);
+    eprintln!("to stderr");
+    if req.query == "flood" {
+        println!("{}", "x".repeat(20_000));
+    }
+    Ok(Response::text(200, "printed").into())
+}
+
 fn check_token(_: &Request, ctx: &Context) -> Result<AuthOutcome> {
     Ok(AuthOutcome::Authenticated(ctx.session.clone()))
 }
@@ -161,6 +171,7 @@ plugin! {
     request "record-order" => record_order,
     request "whoami" => whoami,
     request "count" => count,
+    request "print" => print,
     response "record-order-response" => record_order_response,
     response(body) "wrap-body" => wrap_body,
     auth "check-token" => check_token,
