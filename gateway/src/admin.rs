@@ -1,10 +1,13 @@
 //! The admin API, on its own listener (`admin_listen`), like Tyk's control
 //! API: list the APIs, manage keys, reload. Every request must carry the
-//! admin secret in `X-Admin-Secret` (401 without it, 403 when wrong). None of
-//! these routes exist on the public listener.
+//! admin secret in `X-Admin-Secret` (401 without it, 403 when wrong), except
+//! the two read-only routes for probes and scrapers, `GET /health` and
+//! `GET /metrics`. None of these routes exist on the public listener.
 //!
 //! | route | does |
 //! |---|---|
+//! | `GET /health` | `{"status":"ok"}` while the gateway serves (no secret) |
+//! | `GET /metrics` | Prometheus metrics, text format (no secret) |
 //! | `GET /apis` | APIs with auth, hooks, endpoints and plugins |
 //! | `POST /keys` | create a key from a session; answers the key, once |
 //! | `GET /keys/{key}` | the key's session and remaining quota |
@@ -55,7 +58,26 @@ pub fn router(gateway: Arc<Gateway>, runtime: Arc<PluginRuntime>, config_file: P
         .route("/reload", post(reload))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
         .layer(middleware::from_fn_with_state(state.clone(), require_secret))
+        // Added after the layer: probes and scrapers send no secret.
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn health(State(admin): State<Admin>) -> Response {
+    Json(json!({ "status": "ok", "apis": admin.gateway.routes().apis().len() })).into_response()
+}
+
+async fn metrics(State(admin): State<Admin>) -> Response {
+    let text = crate::metrics::encode(admin.runtime.instances_in_use());
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

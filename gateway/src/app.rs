@@ -121,6 +121,12 @@ pub async fn serve(config_file: PathBuf, listen_override: Option<String>) -> any
 
 /// Re-reads the configuration and plugins; swaps them in only if all load.
 pub async fn reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file: &Path) -> Result<(), BuildError> {
+    let result = try_reload(gateway, runtime, config_file).await;
+    crate::metrics::reloaded(result.is_ok());
+    result
+}
+
+async fn try_reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file: &Path) -> Result<(), BuildError> {
     let config = config::load(config_file)?;
     let current = gateway.routes();
     if config.limits.pool_size != current.config.limits.pool_size

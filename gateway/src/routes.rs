@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::Method;
 
 use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef};
+use crate::metrics::ApiMetrics;
 use crate::outbound::{OutboundPolicy, TraceContext};
 use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
 use crate::proxy::Upstream;
@@ -42,6 +43,7 @@ pub struct ApiRoute {
     pub record: Arc<Api>,
     pub auth: Auth,
     pub hooks: Hooks,
+    pub metrics: ApiMetrics,
     endpoints: matchit::Router<Vec<usize>>,
     endpoint_list: Vec<Endpoint>,
 }
@@ -170,10 +172,12 @@ impl ApiRoute {
             post: load_all(runtime, &api.hooks.post, HookKind::Request).await?,
             response: load_all(runtime, &api.hooks.response, HookKind::Response).await?,
         };
+        let id: Arc<str> = api.id.as_str().into();
         Ok(ApiRoute {
             auth,
             hooks,
-            id: api.id.as_str().into(),
+            metrics: ApiMetrics::new(&id),
+            id,
             listen_path: api.listen_path.clone(),
             strip_listen_path: api.strip_listen_path,
             upstream: api.upstream.clone(),

@@ -14,7 +14,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -34,6 +34,7 @@ use tracing::Instrument;
 use crate::auth::{self, Caller, Denied, LimitHeaders};
 use crate::config::OnError;
 use crate::error::RequestError;
+use crate::metrics::ApiMetrics;
 use crate::plugin::{self, AuthOutcome, CallContext, Outcome, Plugin, PluginError, RequestChanges, Session};
 use crate::proxy::{self, ProxyClient, Upstream};
 use crate::routes::{ApiRoute, Auth, Routes};
@@ -141,6 +142,7 @@ impl Peer {
 }
 
 async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Response {
+    let started = Instant::now();
     let request_id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() && id.len() <= 128 => id.into(),
         _ => new_request_id(),
@@ -162,7 +164,7 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
     // their bytes with the request).
     let (method, uri) = (request.method().clone(), request.uri().clone());
     let routes = gateway.routes.load_full();
-    let result = serve(gateway, &routes, client, &request_id, request)
+    let (api, result) = serve(gateway, &routes, client, &request_id, request)
         .instrument(span.clone())
         .await;
     let mut response = match result {
@@ -191,6 +193,8 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
+    let metrics = api.map_or(ApiMetrics::unrouted(), |api| &api.metrics);
+    metrics.observe(response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -237,16 +241,34 @@ enum Phase {
     Respond(Response),
 }
 
-async fn serve(
+/// Routes the request to its API and serves it there; says which API it was.
+async fn serve<'r>(
     gateway: &Gateway,
-    routes: &Routes,
+    routes: &'r Routes,
     client: Arc<Peer>,
     request_id: &Arc<str>,
     request: Request,
-) -> Result<Response, RequestError> {
+) -> (Option<&'r ApiRoute>, Result<Response, RequestError>) {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
-    let (api, rest) = routes.route(&path).ok_or(RequestError::NoRoute)?;
+    match routes.route(&path) {
+        Some((api, rest)) => {
+            let served = serve_api(gateway, api, rest, client, request_id, parts, body).await;
+            (Some(api), served)
+        }
+        None => (None, Err(RequestError::NoRoute)),
+    }
+}
+
+async fn serve_api(
+    gateway: &Gateway,
+    api: &ApiRoute,
+    rest: &str,
+    client: Arc<Peer>,
+    request_id: &Arc<str>,
+    parts: http::request::Parts,
+    body: Body,
+) -> Result<Response, RequestError> {
     let span = tracing::Span::current();
     span.record("api", &*api.id);
     let matched = api.match_endpoint(&parts.method, rest);
@@ -259,7 +281,7 @@ async fn serve(
         upstream_path: if api.strip_listen_path {
             rest.to_owned()
         } else {
-            path.clone()
+            parts.uri.path().to_owned()
         },
         params: matched.as_ref().map(|m| m.params.clone()).unwrap_or_default(),
         parts,
@@ -564,6 +586,7 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 fn log_failure(ctx: &CallContext, plugin: &Plugin, error: &PluginError) {
+    plugin.metrics().failed(error.reason());
     tracing::warn!(
         request_id = &*ctx.request_id,
         api = &*ctx.api_id,

@@ -6,6 +6,7 @@ mod chain;
 mod cluster;
 mod config_errors;
 mod keys;
+mod metrics;
 mod plugins;
 mod proxy;
 mod sandbox;

@@ -22,7 +22,7 @@ mod host;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -38,6 +38,7 @@ use bindings::{FunctionInfo, PluginPre};
 use host::{CallInfo, State, Tick, lock};
 
 use crate::config::{Fallback, Limits, OnError, PluginRef};
+use crate::metrics::PluginMetrics;
 use crate::outbound::{OutboundClient, OutboundPolicy, TraceContext};
 
 /// How often the epoch advances; the granularity of CPU budgets.
@@ -116,6 +117,19 @@ pub enum PluginError {
 }
 
 impl PluginError {
+    /// A short name of the kind of failure, for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PluginError::PoolExhausted(_) => "pool_exhausted",
+            PluginError::Timeout(_) => "timeout",
+            PluginError::CpuBudget(_) => "cpu_budget",
+            PluginError::Memory(_) => "memory",
+            PluginError::Trap(_) => "trap",
+            PluginError::Failed(_) => "error_returned",
+            PluginError::InvalidOutcome(_) => "invalid_outcome",
+        }
+    }
+
     /// The status the client gets when the plugin fails closed.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -238,6 +252,13 @@ impl PluginRuntime {
         })
     }
 
+    /// Plugin instance slots in use, of `pool_size` (idle reused instances
+    /// hold theirs).
+    pub fn instances_in_use(&self) -> u32 {
+        let free = u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX);
+        self.pool_size.saturating_sub(free)
+    }
+
     /// Loads the plugin a reference names, for a hook of kind `expected`.
     /// Components are compiled once per content hash and shared.
     pub async fn load(self: &Arc<Self>, reference: &PluginRef, expected: HookKind) -> Result<Plugin, LoadError> {
@@ -261,11 +282,13 @@ impl PluginRuntime {
             }));
         }
         let file = reference.path.file_name().unwrap_or_default().to_string_lossy();
+        let label: Arc<str> = format!("{file}#{}", reference.function).into();
         Ok(Plugin {
             runtime: Arc::clone(self),
             wants_body: info.wants_body,
             component,
-            label: format!("{file}#{}", reference.function).into(),
+            metrics: PluginMetrics::new(&label),
+            label,
             function: reference.function.clone(),
             config_json: reference.config_json.clone(),
             limits: reference.limits.clone(),
@@ -413,6 +436,7 @@ pub struct Plugin {
     path: PathBuf,
     /// Instances kept between calls, when the reference opted in.
     reuse: Option<Reuse>,
+    metrics: PluginMetrics,
 }
 
 /// A store with its instance slot and, once instantiated, the instance.
@@ -484,6 +508,10 @@ impl Plugin {
         &self.path
     }
 
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.metrics
+    }
+
     /// The store for one invocation: an idle instance of this plugin when it
     /// reuses them, otherwise a free slot and a fresh store.
     fn lease(&self, ctx: &CallContext) -> Result<Lease, PluginError> {
@@ -522,8 +550,10 @@ impl Plugin {
         P: ComponentNamedList + Lower + Send + Sync,
         T: Lift + Send + Sync + 'static,
     {
+        let started = Instant::now();
         let mut lease = self.lease(ctx)?;
         let outcome = tokio::time::timeout(self.limits.timeout, self.call(&mut lease, export, params)).await;
+        self.metrics.observe(started.elapsed());
         lease.store.data_mut().flush_output();
         let result = match outcome {
             Err(_) => return Err(PluginError::Timeout(self.limits.timeout)),

@@ -1,0 +1,219 @@
+//! Prometheus metrics, served in the text format on the admin listener's
+//! `/metrics`.
+//!
+//! One registry per process. The handles a request touches are resolved
+//! when a configuration loads ([`ApiMetrics`] per API, [`PluginMetrics`] per
+//! plugin reference), so the hot path costs an `Instant`, one family lookup
+//! for the status code and a few atomic or uncontended mutex operations.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// The API's id; empty for requests that match no API.
+    api: Arc<str>,
+    code: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabel {
+    api: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    /// `file.wasm#function`.
+    plugin: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginFailureLabels {
+    plugin: Arc<str>,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<ApiLabel>,
+    plugin_calls: Family<PluginLabel, Counter>,
+    plugin_failures: Family<PluginFailureLabels, Counter>,
+    plugin_duration: HistogramFamily<PluginLabel>,
+    reloads: Family<ResultLabel, Counter>,
+    instances_in_use: Gauge,
+}
+
+/// 100 us to about 13 s.
+fn request_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// 10 us to about 1.3 s.
+fn plugin_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.00001, 2.0, 18))
+}
+
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration: HistogramFamily<ApiLabel> = Family::new_with_constructor(request_histogram);
+        let plugin_calls = Family::<PluginLabel, Counter>::default();
+        let plugin_failures = Family::<PluginFailureLabels, Counter>::default();
+        let plugin_duration: HistogramFamily<PluginLabel> = Family::new_with_constructor(plugin_histogram);
+        let reloads = Family::<ResultLabel, Counter>::default();
+        let instances_in_use = Gauge::default();
+
+        let mut registry = Registry::with_prefix("portcullis");
+        let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
+        registry.register("build", "The gateway's version", build);
+        registry.register(
+            "http_requests",
+            "Requests answered on the public listener, by API and status code",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its response head, by API",
+            request_duration.clone(),
+        );
+        registry.register(
+            "plugin_calls",
+            "Plugin invocations, by plugin (file.wasm#function)",
+            plugin_calls.clone(),
+        );
+        registry.register(
+            "plugin_failures",
+            "Plugin invocations that failed, by plugin and reason",
+            plugin_failures.clone(),
+        );
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Wall time of one plugin invocation (instantiation, call, outbound waits), by plugin",
+            plugin_duration.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP or POST /reload), by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "plugin_instances_in_use",
+            "Plugin instance slots in use (of plugin_limits.pool_size), idle reused instances included",
+            instances_in_use.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            plugin_calls,
+            plugin_failures,
+            plugin_duration,
+            reloads,
+            instances_in_use,
+        }
+    })
+}
+
+/// The metrics of one API, resolved when its configuration loads.
+#[derive(Debug, Clone)]
+pub struct ApiMetrics {
+    api: Arc<str>,
+    duration: Histogram,
+}
+
+impl ApiMetrics {
+    pub fn new(api: &Arc<str>) -> Self {
+        let label = ApiLabel { api: Arc::clone(api) };
+        ApiMetrics {
+            api: Arc::clone(api),
+            duration: metrics().request_duration.get_or_create_owned(&label),
+        }
+    }
+
+    /// For requests that match no API.
+    pub fn unrouted() -> &'static Self {
+        static UNROUTED: OnceLock<ApiMetrics> = OnceLock::new();
+        UNROUTED.get_or_init(|| ApiMetrics::new(&Arc::from("")))
+    }
+
+    /// One request answered with `code` after `elapsed`.
+    pub fn observe(&self, code: u16, elapsed: Duration) {
+        let labels = RequestLabels {
+            api: Arc::clone(&self.api),
+            code,
+        };
+        metrics().requests.get_or_create(&labels).inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The metrics of one plugin reference, resolved when it loads.
+#[derive(Debug, Clone)]
+pub struct PluginMetrics {
+    plugin: Arc<str>,
+    calls: Counter,
+    duration: Histogram,
+}
+
+impl PluginMetrics {
+    pub fn new(plugin: &Arc<str>) -> Self {
+        let label = PluginLabel {
+            plugin: Arc::clone(plugin),
+        };
+        let m = metrics();
+        PluginMetrics {
+            plugin: Arc::clone(plugin),
+            calls: m.plugin_calls.get_or_create_owned(&label),
+            duration: m.plugin_duration.get_or_create_owned(&label),
+        }
+    }
+
+    /// One invocation that took `elapsed`, whatever its outcome.
+    pub fn observe(&self, elapsed: Duration) {
+        self.calls.inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// One failed invocation; `reason` is a short snake_case word.
+    pub fn failed(&self, reason: &'static str) {
+        let labels = PluginFailureLabels {
+            plugin: Arc::clone(&self.plugin),
+            reason,
+        };
+        metrics().plugin_failures.get_or_create(&labels).inc();
+    }
+}
+
+/// One configuration reload, successful or not.
+pub fn reloaded(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics().reloads.get_or_create(&ResultLabel { result }).inc();
+}
+
+/// Everything, in the Prometheus text format; `instances_in_use` is read
+/// at scrape time.
+pub fn encode(instances_in_use: u32) -> String {
+    let m = metrics();
+    m.instances_in_use.set(i64::from(instances_in_use));
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &m.registry);
+    text
+}

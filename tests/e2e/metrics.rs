@@ -1,0 +1,91 @@
+//! The admin listener's probes: `GET /health` and Prometheus `GET /metrics`,
+//! both without the admin secret, with counters that follow the traffic and
+//! survive reloads.
+
+use serde_json::{Value, json};
+
+use crate::support::{ConfigDir, Gateway, admin_post, client, closed_port, get_json, plugin};
+
+const SECRET: &str = "admin-secret-for-tests";
+
+fn api() -> String {
+    format!(
+        "id: m\nlisten_path: /m/\nstrip_listen_path: true\nupstream: http://{dead}\nendpoints:\n  - method: GET\n    path: /hello/{{name}}\n    plugin: {{ path: {hello}, function: hello }}\n  - method: GET\n    path: /fail\n    plugin: {{ path: {probe}, function: fail }}\n",
+        dead = closed_port(),
+        hello = plugin("hello").display(),
+        probe = plugin("probe").display(),
+    )
+}
+
+async fn scrape(gw: &Gateway) -> String {
+    let response = client().get(gw.admin("/metrics")).send().await.expect("scrape");
+    assert_eq!(response.status(), 200, "no secret needed");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    response.text().await.expect("metrics text")
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().expect("a number"))
+}
+
+#[tokio::test]
+async fn metrics_count_requests_plugin_calls_failures_and_reloads() {
+    let gateway_yaml = format!("apis: [apis/]\nadmin_listen: 127.0.0.1:0\nadmin_secret: {SECRET}\n");
+    let gw = Gateway::start(ConfigDir::new(&gateway_yaml, &[("m.yaml", &api())]));
+    for _ in 0..2 {
+        assert_eq!(get_json(&gw.url("/m/hello/ada")).await.0, 200);
+    }
+    assert_eq!(get_json(&gw.url("/m/fail")).await.0, 500);
+    assert_eq!(get_json(&gw.url("/nowhere")).await.0, 404);
+
+    let (status, body) = admin_post(&gw.admin("/reload"), SECRET, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    // Counters carry on across a reload: the new configuration reports into
+    // the same series.
+    assert_eq!(get_json(&gw.url("/m/hello/bob")).await.0, 200);
+    gw.config.write_api("broken.yaml", "id: [not a string\n");
+    let (status, body) = admin_post(&gw.admin("/reload"), SECRET, json!({})).await;
+    assert_eq!(status, 422, "{body}");
+
+    let text = scrape(&gw).await;
+    for (series, expected) in [
+        (r#"portcullis_http_requests_total{api="m",code="200"}"#, 3.0),
+        (r#"portcullis_http_requests_total{api="m",code="500"}"#, 1.0),
+        (r#"portcullis_http_requests_total{api="",code="404"}"#, 1.0),
+        (r#"portcullis_http_request_duration_seconds_count{api="m"}"#, 4.0),
+        (r#"portcullis_plugin_calls_total{plugin="hello.wasm#hello"}"#, 3.0),
+        (r#"portcullis_plugin_calls_total{plugin="probe.wasm#fail"}"#, 1.0),
+        (
+            r#"portcullis_plugin_failures_total{plugin="probe.wasm#fail",reason="error_returned"}"#,
+            1.0,
+        ),
+        (r#"portcullis_config_reloads_total{result="ok"}"#, 1.0),
+        (r#"portcullis_config_reloads_total{result="error"}"#, 1.0),
+        ("portcullis_plugin_instances_in_use", 0.0),
+        (r#"portcullis_build_info{version="0.1.0"}"#, 1.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(expected), "{series} in:\n{text}");
+    }
+    assert!(
+        !text.contains(r#"plugin="hello.wasm#hello",reason"#),
+        "no failures for the healthy plugin:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn health_answers_without_the_secret_and_the_rest_still_needs_it() {
+    let gateway_yaml = format!("apis: [apis/]\nadmin_listen: 127.0.0.1:0\nadmin_secret: {SECRET}\n");
+    let gw = Gateway::start(ConfigDir::new(&gateway_yaml, &[("m.yaml", &api())]));
+    let response = client().get(gw.admin("/health")).send().await.expect("health");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body, json!({ "status": "ok", "apis": 1 }));
+    let response = client().get(gw.admin("/apis")).send().await.expect("apis");
+    assert_eq!(response.status(), 401);
+}
