@@ -266,7 +266,7 @@ async fn serve_api(
     rest: &str,
     client: Arc<Peer>,
     request_id: &Arc<str>,
-    parts: http::request::Parts,
+    parts: Parts,
     body: Body,
 ) -> Result<Response, RequestError> {
     let span = tracing::Span::current();
