@@ -586,7 +586,6 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 fn log_failure(ctx: &CallContext, plugin: &Plugin, error: &PluginError) {
-    plugin.metrics().failed(error.reason());
     tracing::warn!(
         request_id = &*ctx.request_id,
         api = &*ctx.api_id,

@@ -31,7 +31,7 @@ use crate::outbound::{self, OutboundClient, OutboundError, OutboundPolicy, Trace
 const MAX_LOG_LINE: usize = 4096;
 
 /// Most bytes of stdout (and as many of stderr) kept from one call.
-pub const MAX_GUEST_OUTPUT: usize = 16 << 10;
+const MAX_GUEST_OUTPUT: usize = 16 << 10;
 
 /// Who is running, for log lines and outbound calls.
 #[derive(Debug, Clone)]

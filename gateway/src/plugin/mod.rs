@@ -118,7 +118,7 @@ pub enum PluginError {
 
 impl PluginError {
     /// A short name of the kind of failure, for metrics.
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             PluginError::PoolExhausted(_) => "pool_exhausted",
             PluginError::Timeout(_) => "timeout",
@@ -508,10 +508,6 @@ impl Plugin {
         &self.path
     }
 
-    pub fn metrics(&self) -> &PluginMetrics {
-        &self.metrics
-    }
-
     /// The store for one invocation: an idle instance of this plugin when it
     /// reuses them, otherwise a free slot and a fresh store.
     fn lease(&self, ctx: &CallContext) -> Result<Lease, PluginError> {
@@ -541,11 +537,39 @@ impl Plugin {
         })
     }
 
+    /// Calls one hook export and checks what it returned with `check`, so an
+    /// outcome the gateway cannot apply fails here (with the plugin named)
+    /// rather than somewhere in the HTTP stack. Every failure of the plugin,
+    /// whatever its kind, is counted here.
+    async fn invoke<P, T>(
+        &self,
+        ctx: &CallContext,
+        export: &ComponentExportIndex,
+        params: P,
+        check: impl FnOnce(&T) -> Result<(), String>,
+    ) -> Result<T, PluginError>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        T: Lift + Send + Sync + 'static,
+    {
+        let result = self
+            .run(ctx, export, params)
+            .await
+            .and_then(|value| match check(&value) {
+                Ok(()) => Ok(value),
+                Err(why) => Err(PluginError::InvalidOutcome(why)),
+            });
+        if let Err(error) = &result {
+            self.metrics.failed(error.reason());
+        }
+        result
+    }
+
     /// Calls one hook export in a leased instance under the plugin's timeout
     /// and sorts out how it ended. The instance is dropped afterwards, or
     /// kept for the next call if the plugin reuses instances and this one
     /// returned normally (a trap, a timeout or a budget overrun drops it).
-    async fn invoke<P, T>(&self, ctx: &CallContext, export: &ComponentExportIndex, params: P) -> Result<T, PluginError>
+    async fn run<P, T>(&self, ctx: &CallContext, export: &ComponentExportIndex, params: P) -> Result<T, PluginError>
     where
         P: ComponentNamedList + Lower + Send + Sync,
         T: Lift + Send + Sync + 'static,
@@ -581,15 +605,18 @@ impl Plugin {
             &*ctx.api,
             self.config_json.as_str(),
         );
-        let outcome = self.invoke(ctx, &self.component.exports.on_request, params).await?;
-        self.check_outcome(outcome)
+        let check = |outcome: &Outcome| match outcome {
+            Outcome::Respond(response) => check_response(response, &self.limits),
+            Outcome::Continue(changes) => check_changes(changes, &self.limits),
+        };
+        self.invoke(ctx, &self.component.exports.on_request, params, check)
+            .await
     }
 
     /// Runs an `auth` function.
     pub async fn on_auth(&self, ctx: &CallContext, request: &Request) -> Result<AuthOutcome, PluginError> {
         let params = (self.function.as_str(), request, &*ctx.api, self.config_json.as_str());
-        let outcome: AuthOutcome = self.invoke(ctx, &self.component.exports.on_auth, params).await?;
-        let problem = match &outcome {
+        let check = |outcome: &AuthOutcome| match outcome {
             AuthOutcome::Authenticated(session) if session.key_id.is_empty() => {
                 Err("an authenticated session needs a key-id".to_owned())
             }
@@ -598,7 +625,7 @@ impl Plugin {
             }
             AuthOutcome::Respond(response) => check_response(response, &self.limits),
         };
-        problem.map(|()| outcome).map_err(PluginError::InvalidOutcome)
+        self.invoke(ctx, &self.component.exports.on_auth, params, check).await
     }
 
     /// Runs a `response` function.
@@ -617,9 +644,9 @@ impl Plugin {
             &*ctx.api,
             self.config_json.as_str(),
         );
-        let response: Response = self.invoke(ctx, &self.component.exports.on_response, params).await?;
-        check_response(&response, &self.limits).map_err(PluginError::InvalidOutcome)?;
-        Ok(response)
+        let check = |response: &Response| check_response(response, &self.limits);
+        self.invoke(ctx, &self.component.exports.on_response, params, check)
+            .await
     }
 
     /// Instantiates the component in the lease's store unless it holds an
@@ -660,19 +687,6 @@ impl Plugin {
         match e.downcast_ref::<wasmtime::Trap>() {
             Some(trap) => PluginError::Trap(format!("{trap}: {text}")),
             None => PluginError::Trap(text),
-        }
-    }
-
-    /// Rejects outcomes the gateway cannot apply, so they fail here (with the
-    /// plugin named) rather than somewhere in the HTTP stack.
-    fn check_outcome(&self, outcome: Outcome) -> Result<Outcome, PluginError> {
-        let problem = match &outcome {
-            Outcome::Respond(response) => check_response(response, &self.limits),
-            Outcome::Continue(changes) => check_changes(changes, &self.limits),
-        };
-        match problem {
-            Ok(()) => Ok(outcome),
-            Err(why) => Err(PluginError::InvalidOutcome(why)),
         }
     }
 }
