@@ -18,6 +18,7 @@
 mod bindings;
 mod cache;
 mod host;
+mod ticker;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ use wasmtime::{
 pub use bindings::{Api, AuthOutcome, HookKind, Outcome, Request, RequestChanges, Response, Session};
 use bindings::{FunctionInfo, PluginPre};
 use host::{CallInfo, State, Tick, lock};
+use ticker::Ticker;
 
 use crate::config::{Fallback, Limits, OnError, PluginRef};
 use crate::metrics::PluginMetrics;
@@ -192,6 +194,7 @@ pub struct PluginRuntime {
     /// Largest memory any instance may have (the pool's slot size).
     max_memory_bytes: usize,
     client: OutboundClient,
+    ticker: Ticker,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -226,14 +229,7 @@ impl PluginRuntime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
 
-        let ticker = engine.weak();
-        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
-            while let Some(engine) = ticker.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
+        let ticker = Ticker::start(&engine, EPOCH_TICK)?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -249,6 +245,7 @@ impl PluginRuntime {
             pool_size,
             max_memory_bytes: limits.memory_bytes,
             client,
+            ticker,
         })
     }
 
@@ -360,6 +357,7 @@ impl PluginRuntime {
             .await
             .map_err(|e| LoadErrorKind::Describe(e.to_string()))?;
         let mut store = self.store(call, &limits);
+        let _running = self.ticker.running();
         let describe = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.portcullis_plugin_guest().call_functions(&mut store).await
@@ -576,7 +574,9 @@ impl Plugin {
     {
         let started = Instant::now();
         let mut lease = self.lease(ctx)?;
+        let running = self.runtime.ticker.running();
         let outcome = tokio::time::timeout(self.limits.timeout, self.call(&mut lease, export, params)).await;
+        drop(running);
         self.metrics.observe(started.elapsed());
         lease.store.data_mut().flush_output();
         let result = match outcome {
