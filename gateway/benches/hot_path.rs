@@ -7,6 +7,8 @@
 //! Prints median and p99 per case. Run with `cargo xtask bench` (which
 //! builds the plugins and unsets RUST_BACKTRACE) or
 //! `cargo bench -p portcullis --bench hot_path` after `cargo xtask plugins`.
+//! Words after `--` select the cases whose label contains one of them
+//! (`-- header routing`), e.g. to profile one case.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +23,9 @@ const ITERATIONS: usize = 20_000;
 const WARMUP: usize = 2_000;
 
 fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; other words select cases.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let selected = |label: &str| filters.is_empty() || filters.iter().any(|f| label.contains(f.as_str()));
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root");
     let plugin = root.join("example-plugins/target/wasm32-wasip2/release/bench.wasm");
     anyhow::ensure!(
@@ -73,6 +78,14 @@ fn main() -> anyhow::Result<()> {
             ("read-body", Some(64 << 10)),
             ("header-reused", None),
         ] {
+            let label = match (endpoint, body) {
+                ("header-reused", _) => "plugin call: header, reused instance (reuse: 1000)".to_owned(),
+                (_, None) => format!("plugin call: {endpoint}, 10 headers, no body"),
+                (_, Some(n)) => format!("plugin call: {endpoint}, 10 headers, {} KiB body", n >> 10),
+            };
+            if !selected(&label) {
+                continue;
+            }
             let path = format!("/bench/{endpoint}");
             let (api, rest) = routes.route(&path).expect("bench API");
             let matched = api.match_endpoint(&http::Method::GET, rest).expect("endpoint");
@@ -89,14 +102,13 @@ fn main() -> anyhow::Result<()> {
                     samples.push(elapsed);
                 }
             }
-            let label = match (endpoint, body) {
-                ("header-reused", _) => "plugin call: header, reused instance (reuse: 1000)".to_owned(),
-                (_, None) => format!("plugin call: {endpoint}, 10 headers, no body"),
-                (_, Some(n)) => format!("plugin call: {endpoint}, 10 headers, {} KiB body", n >> 10),
-            };
             report(&label, samples);
         }
 
+        let label = "routing: 41 APIs, 23 endpoints";
+        if !selected(label) {
+            return anyhow::Ok(());
+        }
         let mut samples = Vec::with_capacity(ITERATIONS);
         let paths = ["/bench/other7/42/items", "/filler13/x", "/bench/virtual", "/nowhere"];
         for i in 0..WARMUP + ITERATIONS {
@@ -111,7 +123,7 @@ fn main() -> anyhow::Result<()> {
                 samples.push(elapsed);
             }
         }
-        report("routing: 41 APIs, 23 endpoints", samples);
+        report(label, samples);
         anyhow::Ok(())
     })
 }
