@@ -17,8 +17,8 @@ commands:
   test      build the plugins and run the whole test suite
   lint      cargo fmt --check and clippy -D warnings, host and guest workspaces
   plugins   build the example and test plugins (wasm32-wasip2, release)
-  bench     release build, then ../shared/bench/peers.sh with portcullis beside nginx, nginx+Lua,
-            nginx+njs, HAProxy and Caddy (settings via peers.sh's environment, e.g. REPEAT=1)
+  bench     release build, then ../shared/bench/peers.sh (or $PEERS_SH) with portcullis beside nginx,
+            nginx+Lua, nginx+njs, HAProxy and Caddy (settings via peers.sh's environment, e.g. REPEAT=1)
   image     build the container image portcullis:VERSION with podman (or docker): the dist binary,
             its shared libraries and an example configuration, FROM scratch";
 
@@ -170,6 +170,17 @@ fn lint(root: &Path) -> anyhow::Result<()> {
 /// does the pinning), once more alone in its default configuration, and once
 /// with one worker on the plugins with instance reuse.
 fn bench(root: &Path) -> anyhow::Result<()> {
+    // Checked first: the builds before it take minutes.
+    let peers = std::env::var_os("PEERS_SH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/bench/peers.sh"));
+    if !peers.is_file() {
+        bail!(
+            "{} not found: the peer benchmark lives in the shared directory beside the repository \
+             (or set PEERS_SH to its path)",
+            peers.display()
+        );
+    }
     let built = plugins(root)?;
     let dest = root.join("bench/plugins");
     std::fs::create_dir_all(&dest)?;
@@ -188,13 +199,6 @@ fn bench(root: &Path) -> anyhow::Result<()> {
         .args(["bench", "--profile", "dist", "-p", "portcullis", "--bench", "hot_path"])
         .env_remove("RUST_BACKTRACE"))?;
     eprintln!("\n== peers.sh: the gateway beside nginx, nginx+Lua, njs, HAProxy, Caddy ==");
-    let peers = root.join("../shared/bench/peers.sh");
-    if !peers.is_file() {
-        bail!(
-            "{} not found: the peer benchmark lives in the shared directory beside the repository",
-            peers.display()
-        );
-    }
     let binary = root.join("target/dist/portcullis");
     let config = root.join("bench/gateway.yaml");
     let urls = "S1=http://127.0.0.1:19000/s1 S2=http://127.0.0.1:19000/s2 \
