@@ -6,7 +6,7 @@
 //!
 //! | route | does |
 //! |---|---|
-//! | `GET /health` | `{"status":"ok"}` while the gateway serves (no secret) |
+//! | `GET /health` | `{"status":"ok","apis":N}` while the gateway serves (no secret) |
 //! | `GET /metrics` | Prometheus metrics, text format (no secret) |
 //! | `GET /apis` | APIs with auth, hooks, endpoints and plugins |
 //! | `POST /keys` | create a key from a session; answers the key, once |
