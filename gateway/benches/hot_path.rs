@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis::config;
-use portcullis::outbound::OutboundClient;
+use portcullis::outbound::{OutboundClient, RequestId};
 use portcullis::plugin::{PluginRuntime, Request, Session};
 use portcullis::routes::Routes;
 
@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
             let path = format!("/bench/{endpoint}");
             let (api, rest) = routes.route(&path).expect("bench API");
             let matched = api.match_endpoint(&http::Method::GET, rest).expect("endpoint");
-            let ctx = api.call_context("bench".into(), &http::HeaderMap::new());
+            let ctx = api.call_context(RequestId::none(), &http::HeaderMap::new());
             let request = typical_request(&path, body);
             let session = Session::anonymous();
             let mut samples = Vec::with_capacity(ITERATIONS);

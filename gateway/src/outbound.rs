@@ -111,6 +111,67 @@ impl TraceContext {
     }
 }
 
+/// The gateway's id for one request, held both as text (log lines,
+/// plugins, error bodies) and as a header value (the response to the client,
+/// the upstream request, every outbound call), so no use converts it.
+#[derive(Debug, Clone)]
+pub struct RequestId {
+    text: Arc<str>,
+    header: HeaderValue,
+}
+
+impl RequestId {
+    /// The header that carries it, both ways.
+    pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+    /// The client's `x-request-id` when usable (1 to 128 visible ASCII
+    /// characters; the value is shared, not copied), otherwise a new id.
+    pub fn for_request(headers: &HeaderMap) -> Self {
+        let given = headers.get(&Self::HEADER).filter(|v| !v.is_empty() && v.len() <= 128);
+        match given.and_then(|v| Some((v.to_str().ok()?, v))) {
+            Some((text, header)) => RequestId {
+                text: text.into(),
+                header: header.clone(),
+            },
+            None => Self::generate(),
+        }
+    }
+
+    /// A unique id without a system call: a random prefix chosen at
+    /// start-up and a counter, formatted as a UUID.
+    fn generate() -> Self {
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+        let id = uuid::Uuid::from_u64_pair(prefix, COUNTER.fetch_add(1, Ordering::Relaxed));
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let text = &*id.hyphenated().encode_lower(&mut buffer);
+        RequestId {
+            text: text.into(),
+            header: HeaderValue::from_str(text).expect("a UUID is a valid header value"),
+        }
+    }
+
+    /// No request: the id of plugin calls made outside one (while loading
+    /// a plugin, or in a benchmark).
+    pub fn none() -> Self {
+        RequestId {
+            text: "".into(),
+            header: HeaderValue::from_static(""),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+}
+
 /// An outbound request, already in host types.
 #[derive(Debug)]
 pub struct OutboundRequest {
@@ -173,7 +234,7 @@ impl OutboundClient {
         policy: &OutboundPolicy,
         request: OutboundRequest,
         max_body_bytes: usize,
-        request_id: &str,
+        request_id: &RequestId,
         trace: &TraceContext,
     ) -> Result<OutboundResponse, OutboundError> {
         let invalid_url = |why: &dyn std::fmt::Display| OutboundError::Invalid(format!("URL {:?}: {why}", request.url));
@@ -206,9 +267,7 @@ impl OutboundClient {
                 HeaderValue::from_str(value).map_err(|_| OutboundError::Invalid(format!("value of header {name}")))?;
             headers.append(name, value);
         }
-        if let Ok(id) = HeaderValue::from_str(request_id) {
-            headers.append(HeaderName::from_static("x-request-id"), id);
-        }
+        headers.append(RequestId::HEADER, request_id.header().clone());
         for (name, value) in [("traceparent", &trace.traceparent), ("tracestate", &trace.tracestate)] {
             if let Some(value) = value {
                 headers.append(HeaderName::from_static(name), value.clone());
@@ -262,6 +321,34 @@ impl OutboundClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids() {
+        let with = |value: &[u8]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RequestId::HEADER, HeaderValue::from_bytes(value).expect("valid value"));
+            RequestId::for_request(&headers)
+        };
+        let given = with(b"req-123");
+        assert_eq!(
+            (given.as_str(), given.header().as_bytes()),
+            ("req-123", &b"req-123"[..])
+        );
+
+        let long = [b'a'; 129];
+        let made: Vec<RequestId> = vec![
+            RequestId::for_request(&HeaderMap::new()),
+            with(b""),
+            with(&long),
+            with("caf\u{e9}".as_bytes()),
+        ];
+        for id in &made {
+            assert!(uuid::Uuid::parse_str(id.as_str()).is_ok(), "{id:?}");
+            assert_eq!(id.header().as_bytes(), id.as_str().as_bytes());
+        }
+        assert_ne!(made[0].as_str(), made[1].as_str());
+        assert_eq!(with(&long[..128]).as_str().len(), 128);
+    }
 
     fn policy(entries: &[&str]) -> OutboundPolicy {
         OutboundPolicy {

@@ -10,7 +10,7 @@ use http::Method;
 
 use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef};
 use crate::metrics::ApiMetrics;
-use crate::outbound::{OutboundPolicy, TraceContext};
+use crate::outbound::{OutboundPolicy, RequestId, TraceContext};
 use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
 use crate::proxy::Upstream;
 
@@ -232,7 +232,7 @@ impl ApiRoute {
 
     /// The context plugin calls under this API need. Outbound calls carry
     /// the request id and the client's W3C trace context headers.
-    pub fn call_context(&self, request_id: Arc<str>, headers: &http::HeaderMap) -> CallContext {
+    pub fn call_context(&self, request_id: RequestId, headers: &http::HeaderMap) -> CallContext {
         CallContext {
             api: Arc::clone(&self.record),
             api_id: Arc::clone(&self.id),

@@ -35,14 +35,13 @@ use crate::auth::{self, Caller, Denied, LimitHeaders};
 use crate::config::OnError;
 use crate::error::RequestError;
 use crate::metrics::ApiMetrics;
+use crate::outbound::RequestId;
 use crate::plugin::{self, AuthOutcome, CallContext, Outcome, Plugin, PluginError, RequestChanges, Session};
 use crate::proxy::{self, ProxyClient, Upstream};
 use crate::routes::{ApiRoute, Auth, Routes};
 use crate::store::SessionStore;
 
 type Request = http::Request<Body>;
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Shared state of the public listener.
 #[derive(Debug)]
@@ -143,10 +142,7 @@ impl Peer {
 
 async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Response {
     let started = Instant::now();
-    let request_id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() && id.len() <= 128 => id.into(),
-        _ => new_request_id(),
-    };
+    let request_id = RequestId::for_request(request.headers());
     // At debug level every line of the request carries this context. At
     // info it is not built at all (formatting its fields on every request
     // costs more than routing it); the warnings below name the request
@@ -155,7 +151,7 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
         "request",
         method = %request.method(),
         path = request.uri().path(),
-        request_id = &*request_id,
+        request_id = request_id.as_str(),
         api = tracing::field::Empty,
         endpoint = tracing::field::Empty,
         key_id = tracing::field::Empty,
@@ -172,7 +168,7 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
         Err(error) => {
             let status = error.status();
             span.in_scope(|| {
-                let (path, request_id) = (uri.path(), &*request_id);
+                let (path, request_id) = (uri.path(), request_id.as_str());
                 if status.is_server_error() {
                     tracing::warn!(%method, path, request_id, status = status.as_u16(), error = %error, "request failed");
                 } else {
@@ -183,31 +179,19 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
                 RequestError::Denied(Denied::RateLimited(h) | Denied::QuotaExceeded(h)) => Some(h.clone()),
                 _ => None,
             };
-            let mut response = error.into_response(&request_id);
+            let mut response = error.into_response(request_id.as_str());
             if let Some(headers) = limit_headers {
                 headers.apply(response.headers_mut());
             }
             response
         }
     };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
+    response
+        .headers_mut()
+        .insert(RequestId::HEADER, request_id.header().clone());
     let metrics = api.map_or(ApiMetrics::unrouted(), |api| &api.metrics);
     metrics.observe(response.status().as_u16(), started.elapsed());
     response
-}
-
-/// A unique request id without a system call per request: a random prefix
-/// chosen at start-up and a counter, formatted as a UUID.
-fn new_request_id() -> Arc<str> {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    let id = uuid::Uuid::from_u64_pair(prefix, COUNTER.fetch_add(1, Ordering::Relaxed));
-    Arc::from(&*id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()))
 }
 
 /// The request as it moves through the chain.
@@ -246,7 +230,7 @@ async fn serve<'r>(
     gateway: &Gateway,
     routes: &'r Routes,
     client: Arc<Peer>,
-    request_id: &Arc<str>,
+    request_id: &RequestId,
     request: Request,
 ) -> (Option<&'r ApiRoute>, Result<Response, RequestError>) {
     let (parts, body) = request.into_parts();
@@ -265,7 +249,7 @@ async fn serve_api(
     api: &ApiRoute,
     rest: &str,
     client: Arc<Peer>,
-    request_id: &Arc<str>,
+    request_id: &RequestId,
     parts: Parts,
     body: Body,
 ) -> Result<Response, RequestError> {
@@ -276,7 +260,7 @@ async fn serve_api(
         span.record("endpoint", m.endpoint.template.as_str());
     }
     let mut ex = Exchange {
-        ctx: api.call_context(Arc::clone(request_id), &parts.headers),
+        ctx: api.call_context(request_id.clone(), &parts.headers),
         upstream: api.upstream.clone(),
         upstream_path: if api.strip_listen_path {
             rest.to_owned()
@@ -390,7 +374,7 @@ async fn save_metadata(gateway: &Gateway, ex: &mut Exchange) {
     };
     if let Err(e) = gateway.store.put(&caller.store_id, &caller.data).await {
         tracing::warn!(
-            request_id = &*ex.ctx.request_id,
+            request_id = ex.ctx.request_id.as_str(),
             key_id = caller.data.key_id.as_str(),
             error = %e,
             "cannot save session metadata"
@@ -402,7 +386,7 @@ async fn to_upstream(
     gateway: &Gateway,
     api: &ApiRoute,
     ex: &mut Exchange,
-    request_id: &str,
+    request_id: &RequestId,
 ) -> Result<Response, RequestError> {
     // Response hooks still need the request; otherwise it can move out.
     let mut parts = if api.hooks.response.is_empty() {
@@ -411,9 +395,7 @@ async fn to_upstream(
         ex.parts.clone()
     };
     proxy::forwarded_request_headers(&mut parts.headers, &ex.client.ip);
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        parts.headers.insert(REQUEST_ID, value);
-    }
+    parts.headers.insert(RequestId::HEADER, request_id.header().clone());
     parts.uri = ex
         .upstream
         .uri(&ex.upstream_path, parts.uri.query())
@@ -447,7 +429,7 @@ impl Exchange {
             body: body.map(|b| b.to_vec()),
             client_addr: self.client.addr.clone(),
             params: self.params.clone(),
-            request_id: self.ctx.request_id.to_string(),
+            request_id: self.ctx.request_id.as_str().to_owned(),
         })
     }
 
@@ -587,7 +569,7 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 
 fn log_failure(ctx: &CallContext, plugin: &Plugin, error: &PluginError) {
     tracing::warn!(
-        request_id = &*ctx.request_id,
+        request_id = ctx.request_id.as_str(),
         api = &*ctx.api_id,
         plugin = plugin.label(),
         path = %plugin.path().display(),

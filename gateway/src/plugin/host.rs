@@ -25,7 +25,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 
 use super::bindings::portcullis::plugin::{http, log, types};
 use super::bindings::{BatchOptions, HttpError, Level, OutboundRequest, OutboundResponse};
-use crate::outbound::{self, OutboundClient, OutboundError, OutboundPolicy, TraceContext};
+use crate::outbound::{self, OutboundClient, OutboundError, OutboundPolicy, RequestId, TraceContext};
 
 /// Longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;
@@ -39,7 +39,7 @@ pub struct CallInfo {
     /// `file.wasm#function`.
     pub plugin: Arc<str>,
     pub api_id: Arc<str>,
-    pub request_id: Arc<str>,
+    pub request_id: RequestId,
     /// The client's trace context; outbound calls carry it and the request id.
     pub trace: TraceContext,
     pub outbound: Arc<OutboundPolicy>,
@@ -327,7 +327,7 @@ impl log::Host for State {
             message.truncate(cut);
             message.push_str("...");
         }
-        let (plugin, api, request_id) = (&*self.call.plugin, &*self.call.api_id, &*self.call.request_id);
+        let (plugin, api, request_id) = (&*self.call.plugin, &*self.call.api_id, self.call.request_id.as_str());
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, api, request_id, "{message}"),
             Level::Debug => tracing::debug!(target: "plugin", plugin, api, request_id, "{message}"),
@@ -361,7 +361,7 @@ impl State {
     ) -> impl Future<Output = Result<OutboundResponse, HttpError>> + Send + 'static {
         let client = self.call.client.clone();
         let policy = Arc::clone(&self.call.outbound);
-        let request_id = Arc::clone(&self.call.request_id);
+        let request_id = self.call.request_id.clone();
         let trace = self.call.trace.clone();
         let plugin = Arc::clone(&self.call.plugin);
         let max_body = self.call.max_body_bytes;

@@ -41,7 +41,7 @@ use ticker::Ticker;
 
 use crate::config::{Fallback, Limits, OnError, PluginRef};
 use crate::metrics::PluginMetrics;
-use crate::outbound::{OutboundClient, OutboundPolicy, TraceContext};
+use crate::outbound::{OutboundClient, OutboundPolicy, RequestId, TraceContext};
 
 /// How often the epoch advances; the granularity of CPU budgets.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -412,7 +412,7 @@ impl PluginRuntime {
         let call = CallInfo {
             plugin: "(loading)".into(),
             api_id: "".into(),
-            request_id: "".into(),
+            request_id: RequestId::none(),
             trace: TraceContext::default(),
             outbound: Arc::new(OutboundPolicy::default()),
             client: self.client.clone(),
@@ -493,7 +493,7 @@ pub struct CallContext {
     pub api: Arc<Api>,
     pub api_id: Arc<str>,
     pub outbound: Arc<OutboundPolicy>,
-    pub request_id: Arc<str>,
+    pub request_id: RequestId,
     /// The client's trace context, carried by outbound calls.
     pub trace: TraceContext,
 }
@@ -592,7 +592,7 @@ impl Plugin {
         let call = CallInfo {
             plugin: Arc::clone(&self.label),
             api_id: Arc::clone(&ctx.api_id),
-            request_id: Arc::clone(&ctx.request_id),
+            request_id: ctx.request_id.clone(),
             trace: ctx.trace.clone(),
             outbound: Arc::clone(&ctx.outbound),
             client: self.runtime.client.clone(),
