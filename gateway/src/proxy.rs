@@ -92,9 +92,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including any that `Connection` names.
 ///
-/// One pass over the fields finds them, so a message without any (or with
-/// only `Connection: keep-alive`) costs no hash lookups: this runs twice per
-/// proxied request.
+/// One pass over the fields finds them, so a message without any costs no
+/// hash lookups (one with `Connection: keep-alive`, two): this runs twice
+/// per proxied request.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut doomed: Vec<HeaderName> = Vec::new();
     for (name, value) in headers.iter() {
