@@ -127,14 +127,15 @@ impl RequestId {
     /// The client's `x-request-id` when usable (1 to 128 visible ASCII
     /// characters; the value is shared, not copied), otherwise a new id.
     pub fn for_request(headers: &HeaderMap) -> Self {
-        let given = headers.get(&Self::HEADER).filter(|v| !v.is_empty() && v.len() <= 128);
-        match given.and_then(|v| Some((v.to_str().ok()?, v))) {
-            Some((text, header)) => RequestId {
+        if let Some(header) = headers.get(&Self::HEADER).filter(|v| !v.is_empty() && v.len() <= 128)
+            && let Ok(text) = header.to_str()
+        {
+            return RequestId {
                 text: text.into(),
                 header: header.clone(),
-            },
-            None => Self::generate(),
+            };
         }
+        Self::generate()
     }
 
     /// A unique id without a system call: a random prefix chosen at

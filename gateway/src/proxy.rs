@@ -78,8 +78,9 @@ impl std::fmt::Display for Upstream {
     }
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// and the non-standard `Proxy-Connection` some clients still send.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -88,6 +89,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
 ];
 
 /// Removes hop-by-hop headers, including any that `Connection` names.
@@ -102,7 +104,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             let named = value.to_str().unwrap_or_default().split(',');
             doomed.extend(named.filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()));
         }
-        if HOP_BY_HOP.contains(name) || name.as_str() == "proxy-connection" {
+        if HOP_BY_HOP.contains(name) {
             doomed.push(name.clone());
         }
     }

@@ -288,7 +288,7 @@ async fn serve_api(
     save_metadata(gateway, &mut ex).await;
     let mut response = match phase? {
         Phase::Respond(response) => response,
-        Phase::Upstream => to_upstream(gateway, api, &mut ex, request_id).await?,
+        Phase::Upstream => to_upstream(gateway, api, &mut ex).await?,
     };
     for plugin in &api.hooks.response {
         response = ex.response_hook(plugin, response).await?;
@@ -382,12 +382,7 @@ async fn save_metadata(gateway: &Gateway, ex: &mut Exchange) {
     }
 }
 
-async fn to_upstream(
-    gateway: &Gateway,
-    api: &ApiRoute,
-    ex: &mut Exchange,
-    request_id: &RequestId,
-) -> Result<Response, RequestError> {
+async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Result<Response, RequestError> {
     // Response hooks still need the request; otherwise it can move out.
     let mut parts = if api.hooks.response.is_empty() {
         std::mem::replace(&mut ex.parts, http::Request::new(()).into_parts().0)
@@ -395,7 +390,9 @@ async fn to_upstream(
         ex.parts.clone()
     };
     proxy::forwarded_request_headers(&mut parts.headers, &ex.client.ip);
-    parts.headers.insert(RequestId::HEADER, request_id.header().clone());
+    parts
+        .headers
+        .insert(RequestId::HEADER, ex.ctx.request_id.header().clone());
     parts.uri = ex
         .upstream
         .uri(&ex.upstream_path, parts.uri.query())
