@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -36,7 +36,10 @@ use crate::config::OnError;
 use crate::error::RequestError;
 use crate::metrics::ApiMetrics;
 use crate::outbound::RequestId;
-use crate::plugin::{self, AuthOutcome, CallContext, Outcome, Plugin, PluginError, RequestChanges, Session};
+use crate::plugin::{
+    self, AuthOutcome, CallContext, HeaderText, Outcome, Plugin, PluginError, RequestChanges, RequestRecord,
+    ResponseRecord, Session,
+};
 use crate::proxy::{self, ProxyClient, Upstream};
 use crate::routes::{ApiRoute, Auth, Routes};
 use crate::store::SessionStore;
@@ -319,7 +322,9 @@ async fn request_phase(
             Some(auth::api_key(store, &key, &api.id, ex.parts.method.as_str(), rest).await?)
         }
         Auth::Plugin(plugin) => {
-            let request = ex.plugin_request(plugin).await?;
+            ex.buffer_body_for(plugin).await?;
+            let headers = HeaderText::new(&ex.parts.headers);
+            let request = ex.plugin_request(plugin, &headers);
             match plugin.on_auth(&ex.ctx, &request).await {
                 Ok(AuthOutcome::Authenticated(session)) => Some(auth::plugin_session(store, session).await?),
                 Ok(AuthOutcome::Respond(response)) => return Ok(Phase::Respond(plugin_response(response)?)),
@@ -409,25 +414,32 @@ async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Re
 }
 
 impl Exchange {
-    /// Buffers the body if `plugin` reads it, and returns the record the
-    /// plugin sees.
-    async fn plugin_request(&mut self, plugin: &Plugin) -> Result<plugin::Request, RequestError> {
-        let body = if plugin.wants_body() {
-            Some(self.buffered_body(plugin.limits().max_body_bytes).await?)
-        } else {
-            None
+    /// Buffers the body if `plugin` reads it (before [`Self::plugin_request`]).
+    async fn buffer_body_for(&mut self, plugin: &Plugin) -> Result<(), RequestError> {
+        if plugin.wants_body() {
+            self.buffered_body(plugin.limits().max_body_bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// The record `plugin` sees, borrowed from the exchange; the body is
+    /// there if the plugin reads it and [`Self::buffer_body_for`] ran.
+    fn plugin_request<'a>(&'a self, plugin: &Plugin, headers: &'a HeaderText<'a>) -> RequestRecord<'a> {
+        let body = match &self.body {
+            BodyState::Buffered(bytes) if plugin.wants_body() => Some(&bytes[..]),
+            _ => None,
         };
-        Ok(plugin::Request {
-            method: self.parts.method.as_str().to_owned(),
-            path: self.parts.uri.path().to_owned(),
-            upstream_path: self.upstream_path.clone(),
-            query: self.parts.uri.query().unwrap_or_default().to_owned(),
-            headers: header_pairs(&self.parts.headers),
-            body: body.map(|b| b.to_vec()),
-            client_addr: self.client.addr.clone(),
-            params: self.params.clone(),
-            request_id: self.ctx.request_id.as_str().to_owned(),
-        })
+        RequestRecord {
+            method: self.parts.method.as_str(),
+            path: self.parts.uri.path(),
+            upstream_path: &self.upstream_path,
+            query: self.parts.uri.query().unwrap_or_default(),
+            headers: headers.fields(),
+            body,
+            client_addr: &self.client.addr,
+            params: &self.params,
+            request_id: self.ctx.request_id.as_str(),
+        }
     }
 
     async fn buffered_body(&mut self, limit: usize) -> Result<Bytes, RequestError> {
@@ -443,7 +455,9 @@ impl Exchange {
     /// Runs one `request` plugin; `Some` if it answered (or failed into a
     /// fallback response).
     async fn request_hook(&mut self, plugin: &Plugin) -> Result<Option<Response>, RequestError> {
-        let request = self.plugin_request(plugin).await?;
+        self.buffer_body_for(plugin).await?;
+        let headers = HeaderText::new(&self.parts.headers);
+        let request = self.plugin_request(plugin, &headers);
         match plugin.on_request(&self.ctx, &request, &self.session).await {
             Ok(Outcome::Respond(response)) => Ok(Some(plugin_response(response)?)),
             Ok(Outcome::Continue(changes)) => {
@@ -522,11 +536,14 @@ impl Exchange {
         } else {
             (Bytes::new(), Some(body))
         };
-        let request = self.plugin_request(plugin).await?;
-        let record = plugin::Response {
+        self.buffer_body_for(plugin).await?;
+        let headers = HeaderText::new(&self.parts.headers);
+        let request = self.plugin_request(plugin, &headers);
+        let response_headers = HeaderText::new(&parts.headers);
+        let record = ResponseRecord {
             status: parts.status.as_u16(),
-            headers: header_pairs(&parts.headers),
-            body: bytes.to_vec(),
+            headers: response_headers.fields(),
+            body: &bytes,
         };
         match plugin.on_response(&self.ctx, &request, &record, &self.session).await {
             Ok(changed) => {
@@ -550,18 +567,6 @@ impl Exchange {
             Err(error) => plugin_failed(&self.ctx, plugin, error),
         }
     }
-}
-
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
 }
 
 fn log_failure(ctx: &CallContext, plugin: &Plugin, error: &PluginError) {

@@ -1,6 +1,7 @@
 //! Per-endpoint plugins: the four examples, the contract as a plugin sees
 //! it, changes applied on `continue`, and failures contained to one request.
 
+use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -138,6 +139,10 @@ async fn plugin_sees_request_params_session_api_and_config() {
         .post(gw.url("/t/users/a%20b/notes/9?q=1&q=2"))
         .header("x-multi", "one")
         .header("x-multi", "two")
+        .header(
+            "x-latin",
+            HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is a valid value"),
+        )
         .body("note body")
         .send()
         .await
@@ -161,6 +166,14 @@ async fn plugin_sees_request_params_session_api_and_config() {
         multi,
         vec![&json!(["x-multi", "one"]), &json!(["x-multi", "two"])],
         "repeated headers kept in order"
+    );
+    assert!(
+        request["headers"]
+            .as_array()
+            .expect("headers")
+            .contains(&json!(["x-latin", "caf\u{fffd}"])),
+        "a value that is not UTF-8 arrives lossily converted: {}",
+        request["headers"]
     );
     assert!(request["client_addr"].as_str().expect("addr").starts_with("127.0.0.1:"));
     assert!(!request["request_id"].as_str().expect("id").is_empty());

@@ -13,5 +13,5 @@ wasmtime::component::bindgen!({
 
 pub use self::portcullis::plugin::http::{BatchOptions, HttpError, OutboundRequest, OutboundResponse};
 pub use self::portcullis::plugin::log::Level;
-pub use self::portcullis::plugin::types::{Api, AuthOutcome, Outcome, Request, RequestChanges, Response, Session};
+pub use self::portcullis::plugin::types::{Api, AuthOutcome, Outcome, RequestChanges, Response, Session};
 pub use self::portcullis::plugin::types::{FunctionInfo, HookKind};

@@ -18,6 +18,7 @@
 mod bindings;
 mod cache;
 mod host;
+mod records;
 mod ticker;
 
 use std::collections::HashMap;
@@ -34,9 +35,10 @@ use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
 };
 
-pub use bindings::{Api, AuthOutcome, HookKind, Outcome, Request, RequestChanges, Response, Session};
+pub use bindings::{Api, AuthOutcome, HookKind, Outcome, RequestChanges, Response, Session};
 use bindings::{FunctionInfo, PluginPre};
 use host::{CallInfo, State, Tick, lock};
+pub use records::{HeaderText, RequestRecord, ResponseRecord};
 use ticker::Ticker;
 
 use crate::config::{Fallback, Limits, OnError, PluginRef};
@@ -169,19 +171,26 @@ type HookResult<T> = (Result<T, String>,);
 
 struct OnRequest;
 impl HookSignature for OnRequest {
-    type Params<'a> = (&'a str, &'a Request, &'a Session, &'a Api, &'a str);
+    type Params<'a> = (&'a str, &'a RequestRecord<'a>, &'a Session, &'a Api, &'a str);
     type Value = Outcome;
 }
 
 struct OnAuth;
 impl HookSignature for OnAuth {
-    type Params<'a> = (&'a str, &'a Request, &'a Api, &'a str);
+    type Params<'a> = (&'a str, &'a RequestRecord<'a>, &'a Api, &'a str);
     type Value = AuthOutcome;
 }
 
 struct OnResponse;
 impl HookSignature for OnResponse {
-    type Params<'a> = (&'a str, &'a Request, &'a Response, &'a Session, &'a Api, &'a str);
+    type Params<'a> = (
+        &'a str,
+        &'a RequestRecord<'a>,
+        &'a ResponseRecord<'a>,
+        &'a Session,
+        &'a Api,
+        &'a str,
+    );
     type Value = Response;
 }
 
@@ -669,7 +678,7 @@ impl Plugin {
     pub async fn on_request(
         &self,
         ctx: &CallContext,
-        request: &Request,
+        request: &RequestRecord<'_>,
         session: &Session,
     ) -> Result<Outcome, PluginError> {
         let params = (
@@ -688,7 +697,7 @@ impl Plugin {
     }
 
     /// Runs an `auth` function.
-    pub async fn on_auth(&self, ctx: &CallContext, request: &Request) -> Result<AuthOutcome, PluginError> {
+    pub async fn on_auth(&self, ctx: &CallContext, request: &RequestRecord<'_>) -> Result<AuthOutcome, PluginError> {
         let params = (self.function.as_str(), request, &*ctx.api, self.config_json.as_str());
         let check = |outcome: &AuthOutcome| match outcome {
             AuthOutcome::Authenticated(session) if session.key_id.is_empty() => {
@@ -706,8 +715,8 @@ impl Plugin {
     pub async fn on_response(
         &self,
         ctx: &CallContext,
-        request: &Request,
-        response: &Response,
+        request: &RequestRecord<'_>,
+        response: &ResponseRecord<'_>,
         session: &Session,
     ) -> Result<Response, PluginError> {
         let params = (
