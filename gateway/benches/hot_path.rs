@@ -1,8 +1,9 @@
 //! In-process micro-benchmarks of the hot path: one plugin invocation (a
 //! fresh instance from the pre-instantiated component, the call, the drop)
 //! with a typical request of 10 headers and no body / 1 KiB / 64 KiB, the
-//! same call on an opt-in reused instance (`reuse: 1000`), and the routing
-//! step (API by listen path, endpoint by template and method).
+//! same call on an opt-in reused instance (`reuse: 1000`), a function that
+//! does nothing (the floor of any call), and the routing step (API by
+//! listen path, endpoint by template and method).
 //!
 //! Prints median and p99 per case. Run with `cargo xtask bench` (which
 //! builds the plugins and unsets RUST_BACKTRACE) or
@@ -39,7 +40,7 @@ fn main() -> anyhow::Result<()> {
     let mut api = String::from(
         "id: bench\nlisten_path: /bench/\nstrip_listen_path: true\nupstream: http://127.0.0.1:9\nendpoints:\n",
     );
-    for function in ["virtual", "header", "read-body"] {
+    for function in ["noop", "virtual", "header", "read-body"] {
         api.push_str(&format!(
             "  - path: /{function}\n    plugin: {{ path: {}, function: {function} }}\n",
             plugin.display()
@@ -71,6 +72,7 @@ fn main() -> anyhow::Result<()> {
 
         println!("{:<52} {:>10} {:>10}", "case", "median", "p99");
         for (endpoint, body) in [
+            ("noop", None),
             ("virtual", None),
             ("header", None),
             ("read-body", Some(0)),

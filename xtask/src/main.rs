@@ -167,8 +167,9 @@ fn lint(root: &Path) -> anyhow::Result<()> {
 
 /// Runs the micro-benchmarks, then the peer benchmark with the gateway on
 /// bench/gateway.yaml: once with one worker, pinned like the peers (peers.sh
-/// does the pinning), once more alone in its default configuration, and once
-/// with one worker on the plugins with instance reuse.
+/// does the pinning), once more alone in its default configuration, once
+/// with one worker on the plugins with instance reuse, and S1 once more
+/// through a plugin that does nothing.
 fn bench(root: &Path) -> anyhow::Result<()> {
     // Checked first: the builds before it take minutes.
     let peers = std::env::var_os("PEERS_SH")
@@ -245,7 +246,11 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     eprintln!("\n== peers.sh: the default configuration (one worker thread per CPU), same pinning ==");
     peers_run("portcullis-mt", urls, "", Some(" "))?;
     eprintln!("\n== peers.sh: one worker, plugins with the opt-in instance reuse (reuse: 1000) ==");
-    peers_run("portcullis-reuse", reuse_urls, one_worker, Some(" "))
+    peers_run("portcullis-reuse", reuse_urls, one_worker, Some(" "))?;
+    // S1 through a plugin that does nothing (bench/apis/f1.yaml): against S1
+    // above, what a fresh instance costs on the proxy path.
+    eprintln!("\n== peers.sh: one worker, S1 with a no-op plugin (the floor of a fresh instance) ==");
+    peers_run("portcullis-noop", "S1=http://127.0.0.1:19000/f1", one_worker, Some(" "))
 }
 
 /// Stages `target/image/` (the binary, the shared libraries it links, the

@@ -1,6 +1,7 @@
 //! The plugins of the benchmark scenarios of `../shared/bench/peers.sh`
 //! (not an example), and of the in-process micro-benchmarks
-//! (`gateway/benches`). S4 (aggregate) uses the `aggregate` example plugin.
+//! (`gateway/benches`). S4 (aggregate) uses the `aggregate` example plugin;
+//! `noop` measures the floor, what any plugin call costs.
 
 use portcullis_sdk::{Context, Outcome, Request, RequestChanges, Response, Result, plugin};
 use serde_json::json;
@@ -19,6 +20,12 @@ fn virtual_endpoint(req: &Request, _: &Context) -> Result<Outcome> {
     Ok(Response::json(200, &body)?.into())
 }
 
+/// The floor: continues unchanged without reading anything, so all it
+/// costs is the fresh instance and the records crossing into it.
+fn noop(_: &Request, _: &Context) -> Result<Outcome> {
+    Ok(Outcome::proceed())
+}
+
 /// Micro-benchmark: receives the body and continues unchanged.
 fn read_body(req: &Request, _: &Context) -> Result<Outcome> {
     std::hint::black_box(req.body.as_ref().map(Vec::len));
@@ -26,6 +33,7 @@ fn read_body(req: &Request, _: &Context) -> Result<Outcome> {
 }
 
 plugin! {
+    request "noop" => noop,
     request "header" => header,
     request "virtual" => virtual_endpoint,
     request(body) "read-body" => read_body,
