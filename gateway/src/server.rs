@@ -324,7 +324,7 @@ async fn request_phase(
         Auth::Plugin(plugin) => {
             ex.buffer_body_for(plugin).await?;
             let headers = HeaderText::new(&ex.parts.headers);
-            let request = ex.plugin_request(plugin, &headers);
+            let request = ex.plugin_request(plugin.wants_body(), &headers);
             match plugin.on_auth(&ex.ctx, &request).await {
                 Ok(AuthOutcome::Authenticated(session)) => Some(auth::plugin_session(store, session).await?),
                 Ok(AuthOutcome::Respond(response)) => return Ok(Phase::Respond(plugin_response(response)?)),
@@ -422,11 +422,11 @@ impl Exchange {
         Ok(())
     }
 
-    /// The record `plugin` sees, borrowed from the exchange; the body is
-    /// there if the plugin reads it and [`Self::buffer_body_for`] ran.
-    fn plugin_request<'a>(&'a self, plugin: &Plugin, headers: &'a HeaderText<'a>) -> RequestRecord<'a> {
+    /// The request record a plugin sees, borrowed from the exchange. With
+    /// `with_body` it carries the body [`Self::buffer_body_for`] buffered.
+    fn plugin_request<'a>(&'a self, with_body: bool, headers: &'a HeaderText<'a>) -> RequestRecord<'a> {
         let body = match &self.body {
-            BodyState::Buffered(bytes) if plugin.wants_body() => Some(&bytes[..]),
+            BodyState::Buffered(bytes) if with_body => Some(&bytes[..]),
             _ => None,
         };
         RequestRecord {
@@ -457,7 +457,7 @@ impl Exchange {
     async fn request_hook(&mut self, plugin: &Plugin) -> Result<Option<Response>, RequestError> {
         self.buffer_body_for(plugin).await?;
         let headers = HeaderText::new(&self.parts.headers);
-        let request = self.plugin_request(plugin, &headers);
+        let request = self.plugin_request(plugin.wants_body(), &headers);
         match plugin.on_request(&self.ctx, &request, &self.session).await {
             Ok(Outcome::Respond(response)) => Ok(Some(plugin_response(response)?)),
             Ok(Outcome::Continue(changes)) => {
@@ -536,9 +536,10 @@ impl Exchange {
         } else {
             (Bytes::new(), Some(body))
         };
-        self.buffer_body_for(plugin).await?;
+        // `(body)` on a response function means the response's body; the
+        // request's has gone to the upstream, so its record carries none.
         let headers = HeaderText::new(&self.parts.headers);
-        let request = self.plugin_request(plugin, &headers);
+        let request = self.plugin_request(false, &headers);
         let response_headers = HeaderText::new(&parts.headers);
         let record = ResponseRecord {
             status: parts.status.as_u16(),

@@ -10,9 +10,11 @@
 /// | `auth` | `fn(&Request, &Context) -> Result<AuthOutcome>` | the `auth` hook |
 /// | `response` | `fn(&Request, Response, &Context) -> Result<Response>` | the `response` hook |
 ///
-/// Write `request(body)` (or `auth(body)`, `response(body)`) when the
-/// function reads the body; otherwise the gateway does not buffer it and
-/// `request.body` is `None`.
+/// Write `request(body)` (or `auth(body)`) when the function reads the
+/// request body; otherwise the gateway does not buffer it and
+/// `request.body` is `None`. `response(body)` asks for the response's body
+/// (otherwise it streams past and `response.body` is empty); a response
+/// function's `request.body` is always `None`.
 ///
 /// Use the macro once per plugin crate. A function whose signature does not
 /// match its kind is a compile error pointing at its name here.

@@ -128,6 +128,20 @@ async fn response_hooks_stream_unless_they_read_the_body() {
     assert_eq!(wrapped["status"], 200);
     let inner: Value = serde_json::from_str(wrapped["wrapped"].as_str().expect("text")).expect("upstream JSON");
     assert_eq!(inner["path"], "/thing");
+
+    // `(body)` on a response function is the response's body: the request's
+    // went to the upstream, and its record carries none.
+    let response = client()
+        .post(gw.url("/w/thing"))
+        .body("sent upstream")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 201);
+    let wrapped: Value = response.json().await.expect("json");
+    assert_eq!(wrapped["request_body"], false, "{wrapped}");
+    let inner: Value = serde_json::from_str(wrapped["wrapped"].as_str().expect("text")).expect("upstream JSON");
+    assert_eq!(inner["method"], "POST", "{inner}");
 }
 
 #[test]

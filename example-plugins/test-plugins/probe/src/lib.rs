@@ -99,11 +99,13 @@ fn record_order_response(req: &Request, response: Response, ctx: &Context) -> Re
     Ok(response.header("x-order", value))
 }
 
-/// Wraps the response body: `{"wrapped": <body as text>, "status": <status>}`.
-fn wrap_body(_: &Request, response: Response, _: &Context) -> Result<Response> {
+/// Wraps the response body: `{"wrapped": <body as text>, "status": <status>,
+/// "request_body": <whether the request record carried a body>}`.
+fn wrap_body(req: &Request, response: Response, _: &Context) -> Result<Response> {
     let text = String::from_utf8_lossy(&response.body).into_owned();
     let status = response.status;
-    let mut wrapped = Response::json(201, &json!({ "wrapped": text, "status": status }))?;
+    let body = json!({ "wrapped": text, "status": status, "request_body": req.body.is_some() });
+    let mut wrapped = Response::json(201, &body)?;
     wrapped.headers.extend(
         response
             .headers
