@@ -140,30 +140,45 @@ pub async fn api_key(
     })
 }
 
-/// Saves the session an auth plugin returned (when it differs from the
-/// stored one), keeping metadata that earlier requests wrote (the plugin's
-/// own entries win).
-pub async fn plugin_session(store: &SessionStore, session: Session) -> Result<Caller, Denied> {
+/// The session an auth plugin returned, merged with the stored one: metadata
+/// that earlier requests wrote is kept (the plugin's own entries win).
+/// Nothing is saved yet: the caller checks the merged size first.
+pub async fn merge_plugin_session(store: &SessionStore, session: Session) -> Result<MergedSession, Denied> {
     if session.expires.is_some_and(|at| at <= now()) {
         return Err(Denied::Expired);
     }
     let store_id = format!("plugin:{}", session.key_id);
-    let mut data = from_wit(&session);
+    let mut data = from_wit(session);
     let stored = store.get(&store_id).await?;
     if let Some(stored) = &stored {
         let mut metadata = stored.metadata.clone();
-        metadata.extend(data.metadata);
+        metadata.append(&mut data.metadata);
         data.metadata = metadata;
     }
-    // Most requests return the same session: write only what changed.
-    if stored.as_ref() != Some(&data) {
-        store.put(&store_id, &data).await?;
-    }
-    Ok(Caller {
-        counter_id: store_id.clone(),
-        store_id,
-        data,
+    Ok(MergedSession {
+        unchanged: stored.as_ref() == Some(&data),
+        caller: Caller {
+            counter_id: store_id.clone(),
+            store_id,
+            data,
+        },
     })
+}
+
+/// A plugin's session merged with the stored one, not yet saved.
+#[derive(Debug)]
+pub struct MergedSession {
+    pub caller: Caller,
+    /// Whether it equals what is stored (most requests: nothing to write).
+    unchanged: bool,
+}
+
+/// Saves a merged plugin session if it changed.
+pub async fn save_plugin_session(store: &SessionStore, merged: MergedSession) -> Result<Caller, Denied> {
+    if !merged.unchanged {
+        store.put(&merged.caller.store_id, &merged.caller.data).await?;
+    }
+    Ok(merged.caller)
 }
 
 /// Counts this request against the caller's rate limit and quota. Returns
@@ -239,16 +254,16 @@ pub fn to_wit(data: &SessionData, quota_remaining: i64) -> Session {
     }
 }
 
-fn from_wit(session: &Session) -> SessionData {
+fn from_wit(session: Session) -> SessionData {
     SessionData {
-        key_id: session.key_id.clone(),
+        key_id: session.key_id,
         rate: session.rate,
         per: session.per,
         quota_max: session.quota_max,
         quota_renewal_seconds: session.quota_renewal_seconds,
         apis: Vec::new(),
-        metadata: session.metadata.iter().cloned().collect(),
-        tags: session.tags.clone(),
+        metadata: session.metadata.into_iter().collect(),
+        tags: session.tags,
         expires: session.expires,
     }
 }

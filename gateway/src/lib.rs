@@ -12,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod framing;
 pub mod metrics;
 pub mod outbound;
 pub mod plugin;

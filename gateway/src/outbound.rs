@@ -18,6 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::Semaphore;
 
+use crate::config::Limits;
 use crate::error::root_cause;
 
 /// One allowlist entry: `host`, `host:port`, `*.suffix` or `*.suffix:port`.
@@ -60,7 +61,8 @@ impl AllowRule {
         Ok(AllowRule { host, port })
     }
 
-    fn allows(&self, host: &str, port: u16) -> bool {
+    /// Whether the rule matches `host` (lower-case, no brackets) and `port`.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
         let host_ok = match &self.host {
             HostPattern::Exact(h) => h == host,
             HostPattern::Suffix(s) => host.ends_with(s.as_str()),
@@ -228,16 +230,19 @@ impl OutboundClient {
         }
     }
 
-    /// Sends `request` if `policy` allows its host; reads at most
-    /// `max_body_bytes` of the response.
+    /// Sends `request` if `policy` allows its host and it is within the
+    /// plugin's `limits` (headers, body); reads at most `max_body_bytes` of
+    /// the response. Framing and connection headers the plugin set are
+    /// dropped (see [`crate::framing`]).
     pub async fn send(
         &self,
         policy: &OutboundPolicy,
         request: OutboundRequest,
-        max_body_bytes: usize,
+        limits: &Limits,
         request_id: &RequestId,
         trace: &TraceContext,
     ) -> Result<OutboundResponse, OutboundError> {
+        let max_body_bytes = limits.max_body_bytes;
         let invalid_url = |why: &dyn std::fmt::Display| OutboundError::Invalid(format!("URL {:?}: {why}", request.url));
         let uri: Uri = request.url.parse().map_err(|e| invalid_url(&e))?;
         match uri.scheme() {
@@ -256,24 +261,34 @@ impl OutboundClient {
         }
         let method = Method::from_bytes(request.method.as_bytes())
             .map_err(|_| OutboundError::Invalid(format!("method {:?}", request.method)))?;
+        if request.body.len() > max_body_bytes {
+            return Err(OutboundError::Invalid(format!(
+                "body of {} bytes exceeds max_body_bytes ({max_body_bytes})",
+                request.body.len()
+            )));
+        }
+        let header_bytes: usize = request.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        if request.headers.len() > limits.max_headers || header_bytes > limits.max_header_bytes {
+            return Err(OutboundError::Invalid(format!(
+                "{} headers of {header_bytes} bytes exceed max_headers ({}) or max_header_bytes ({})",
+                request.headers.len(),
+                limits.max_headers,
+                limits.max_header_bytes
+            )));
+        }
+        let (mut headers, _dropped) =
+            crate::framing::plugin_headers(&request.headers).map_err(OutboundError::Invalid)?;
         let mut outgoing = http::Request::new(Full::new(Bytes::from(request.body)));
         *outgoing.method_mut() = method;
         *outgoing.uri_mut() = uri;
-        let headers = outgoing.headers_mut();
-        headers.reserve(request.headers.len() + 3);
-        for (name, value) in &request.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| OutboundError::Invalid(format!("header name {name:?}")))?;
-            let value =
-                HeaderValue::from_str(value).map_err(|_| OutboundError::Invalid(format!("value of header {name}")))?;
-            headers.append(name, value);
-        }
+        headers.reserve(3);
         headers.append(RequestId::HEADER, request_id.header().clone());
         for (name, value) in [("traceparent", &trace.traceparent), ("tracestate", &trace.tracestate)] {
             if let Some(value) = value {
                 headers.append(HeaderName::from_static(name), value.clone());
             }
         }
+        *outgoing.headers_mut() = headers;
         let timeout = request.timeout.unwrap_or(policy.timeout);
         let call = async {
             let _slot = self

@@ -12,6 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::root_cause;
+use crate::outbound::AllowRule;
 
 /// An upstream base URL: `http://host:port` with an optional base path that
 /// every forwarded path is appended to.
@@ -69,6 +70,46 @@ impl Upstream {
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
+    }
+}
+
+impl Upstream {
+    /// Whether `self` is on the same host and port as `other` (base paths
+    /// may differ).
+    fn same_origin(&self, other: &Upstream) -> bool {
+        self.authority.host().eq_ignore_ascii_case(other.authority.host()) && self.port() == other.port()
+    }
+
+    fn port(&self) -> u16 {
+        self.authority.port_u16().unwrap_or(80)
+    }
+}
+
+/// Where dynamic routing (a plugin's `continue` with an `upstream`) may send
+/// an API's requests: deny by default. Allowed are the API's own upstream
+/// host and port (with any base path), and the hosts on the API's
+/// `routing.allow` list (the syntax of `outbound.allow`).
+#[derive(Debug, Clone)]
+pub struct RoutingPolicy {
+    pub upstream: Upstream,
+    pub allow: Vec<AllowRule>,
+}
+
+impl RoutingPolicy {
+    /// Parses and checks a plugin's upstream override.
+    pub fn target(&self, url: &str) -> Result<Upstream, String> {
+        let target = Upstream::parse(url)?;
+        let host = target.authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = host.to_ascii_lowercase();
+        if target.same_origin(&self.upstream) || self.allow.iter().any(|rule| rule.allows(&host, target.port())) {
+            Ok(target)
+        } else {
+            Err(format!(
+                "upstream override to {}:{} refused: not the API's upstream and not on its routing.allow list",
+                target.authority.host(),
+                target.port()
+            ))
+        }
     }
 }
 
@@ -220,6 +261,37 @@ mod tests {
             "https://x",
         ] {
             assert!(Upstream::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn routing_allows_the_apis_upstream_host_and_the_allowlist_only() {
+        let policy = RoutingPolicy {
+            upstream: Upstream::parse("http://10.0.0.1:8080/v1").expect("valid"),
+            allow: vec![
+                AllowRule::parse("127.0.0.1:9012").expect("valid"),
+                AllowRule::parse("*.internal").expect("valid"),
+            ],
+        };
+        for ok in [
+            "http://10.0.0.1:8080",
+            "http://10.0.0.1:8080/v2",
+            "http://127.0.0.1:9012/x",
+            "http://eu.internal",
+            "http://EU.Internal:81",
+        ] {
+            assert!(policy.target(ok).is_ok(), "{ok} should be allowed");
+        }
+        for refused in [
+            "http://10.0.0.1:8081",
+            "http://10.0.0.1",
+            "http://127.0.0.1:9013",
+            "http://169.254.169.254/latest/meta-data",
+            "http://internal",
+            "http://[::1]:8080",
+        ] {
+            let err = policy.target(refused).expect_err(refused);
+            assert!(err.contains("routing.allow"), "{err}");
         }
     }
 

@@ -12,7 +12,7 @@ use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef};
 use crate::metrics::ApiMetrics;
 use crate::outbound::{OutboundPolicy, RequestId, TraceContext};
 use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
-use crate::proxy::Upstream;
+use crate::proxy::{RoutingPolicy, Upstream};
 
 /// Why a configuration could not be turned into a routing table.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,7 @@ pub struct ApiRoute {
     pub upstream: Upstream,
     pub upstream_timeout: Duration,
     pub outbound: Arc<OutboundPolicy>,
+    pub routing: Arc<RoutingPolicy>,
     /// The record plugins receive.
     pub record: Arc<Api>,
     pub auth: Auth,
@@ -183,6 +184,7 @@ impl ApiRoute {
             upstream: api.upstream.clone(),
             upstream_timeout: api.upstream_timeout,
             outbound: Arc::new(api.outbound.clone()),
+            routing: Arc::new(api.routing.clone()),
             record: Arc::new(Api {
                 id: api.id.clone(),
                 name: api.name.clone(),
@@ -237,6 +239,7 @@ impl ApiRoute {
             api: Arc::clone(&self.record),
             api_id: Arc::clone(&self.id),
             outbound: Arc::clone(&self.outbound),
+            routing: Arc::clone(&self.routing),
             request_id,
             trace: TraceContext::from_headers(headers),
         }

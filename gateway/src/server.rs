@@ -11,6 +11,7 @@
 //! `ArcSwap`: a reload swaps in a complete new table, and requests in flight
 //! finish on the one (and the plugin versions) they started with.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,8 +33,9 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::auth::{self, Caller, Denied, LimitHeaders};
-use crate::config::OnError;
+use crate::config::{Limits, OnError};
 use crate::error::RequestError;
+use crate::framing;
 use crate::metrics::ApiMetrics;
 use crate::outbound::RequestId;
 use crate::plugin::{
@@ -326,8 +328,22 @@ async fn request_phase(
             let headers = HeaderText::new(&ex.parts.headers);
             let request = ex.plugin_request(plugin.wants_body(), &headers);
             match plugin.on_auth(&ex.ctx, &request).await {
-                Ok(AuthOutcome::Authenticated(session)) => Some(auth::plugin_session(store, session).await?),
-                Ok(AuthOutcome::Respond(response)) => return Ok(Phase::Respond(plugin_response(response)?)),
+                Ok(AuthOutcome::Authenticated(session)) => {
+                    let merged = auth::merge_plugin_session(store, session).await?;
+                    let data = &merged.caller.data;
+                    let size = plugin::check_session_size(
+                        &data.key_id,
+                        data.tags.iter().map(String::as_str),
+                        data.metadata.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                        plugin.limits(),
+                    );
+                    if let Err(why) = size {
+                        let error = plugin.invalid(&format!("with its stored metadata, {why}"));
+                        return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?));
+                    }
+                    Some(auth::save_plugin_session(store, merged).await?)
+                }
+                Ok(AuthOutcome::Respond(response)) => return Ok(Phase::Respond(plugin_response(plugin, response)?)),
                 Err(error) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?)),
             }
         }
@@ -389,31 +405,36 @@ async fn save_metadata(gateway: &Gateway, ex: &mut Exchange) {
 
 async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Result<Response, RequestError> {
     // Response hooks still need the request; otherwise it can move out.
-    let mut parts = if api.hooks.response.is_empty() {
-        std::mem::replace(&mut ex.parts, http::Request::new(()).into_parts().0)
-    } else {
-        ex.parts.clone()
-    };
-    proxy::forwarded_request_headers(&mut parts.headers, &ex.client.ip);
-    parts
-        .headers
-        .insert(RequestId::HEADER, ex.ctx.request_id.header().clone());
-    parts.uri = ex
-        .upstream
-        .uri(&ex.upstream_path, parts.uri.query())
-        .map_err(|e| RequestError::Internal(e.to_string()))?;
-    parts.version = http::Version::HTTP_11;
-    let body = match &mut ex.body {
-        BodyState::Streaming(body) => std::mem::take(body),
-        BodyState::Buffered(bytes) => Body::from(bytes.clone()),
-    };
-    Ok(gateway
-        .proxy
-        .send(http::Request::from_parts(parts, body), api.upstream_timeout)
-        .await?)
+    let request = ex.upstream_request(!api.hooks.response.is_empty())?;
+    Ok(gateway.proxy.send(request, api.upstream_timeout).await?)
 }
 
 impl Exchange {
+    /// The request to send upstream, as the chain left it, with the
+    /// forwarding headers. `keep` leaves the exchange's copy of the request
+    /// head for the response hooks; otherwise it moves out.
+    fn upstream_request(&mut self, keep: bool) -> Result<http::Request<Body>, RequestError> {
+        let mut parts = if keep {
+            self.parts.clone()
+        } else {
+            std::mem::replace(&mut self.parts, http::Request::new(()).into_parts().0)
+        };
+        proxy::forwarded_request_headers(&mut parts.headers, &self.client.ip);
+        parts
+            .headers
+            .insert(RequestId::HEADER, self.ctx.request_id.header().clone());
+        parts.uri = self
+            .upstream
+            .uri(&self.upstream_path, parts.uri.query())
+            .map_err(|e| RequestError::Internal(e.to_string()))?;
+        parts.version = http::Version::HTTP_11;
+        let body = match &mut self.body {
+            BodyState::Streaming(body) => std::mem::take(body),
+            BodyState::Buffered(bytes) => Body::from(bytes.clone()),
+        };
+        Ok(http::Request::from_parts(parts, body))
+    }
+
     /// Buffers the body if `plugin` reads it (before [`Self::plugin_request`]).
     async fn buffer_body_for(&mut self, plugin: &Plugin) -> Result<(), RequestError> {
         if plugin.wants_body() {
@@ -458,12 +479,25 @@ impl Exchange {
         self.buffer_body_for(plugin).await?;
         let headers = HeaderText::new(&self.parts.headers);
         let request = self.plugin_request(plugin.wants_body(), &headers);
-        match plugin.on_request(&self.ctx, &request, &self.session).await {
-            Ok(Outcome::Respond(response)) => Ok(Some(plugin_response(response)?)),
-            Ok(Outcome::Continue(changes)) => {
-                self.apply(changes)?;
-                Ok(None)
-            }
+        let result = match plugin.on_request(&self.ctx, &request, &self.session).await {
+            Ok(Outcome::Continue(changes)) => match self.apply(plugin.limits(), changes) {
+                Ok(dropped) => {
+                    if !dropped.is_empty() {
+                        tracing::debug!(
+                            plugin = plugin.label(),
+                            ?dropped,
+                            "headers only the gateway sets were dropped"
+                        );
+                    }
+                    Ok(())
+                }
+                Err(why) => Err(plugin.invalid(&why)),
+            },
+            Ok(Outcome::Respond(response)) => return Ok(Some(plugin_response(plugin, response)?)),
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(()) => Ok(None),
             Err(error) if plugin.on_error() == OnError::Continue => {
                 log_failure(&self.ctx, plugin, &error);
                 Ok(None)
@@ -472,15 +506,26 @@ impl Exchange {
         }
     }
 
-    /// Applies a `continue` outcome (already checked by the runtime).
-    fn apply(&mut self, changes: RequestChanges) -> Result<(), RequestError> {
-        let internal = |e: &dyn std::fmt::Display| RequestError::Internal(e.to_string());
+    /// Applies a `continue` outcome, checked by the runtime. What can only
+    /// be checked here (the session metadata merged with the session's own)
+    /// is checked before anything changes: a refused outcome leaves the
+    /// request as it was.
+    /// Returns the header names it dropped (see [`framing`]).
+    fn apply(&mut self, limits: &Limits, changes: RequestChanges) -> Result<Vec<HeaderName>, String> {
+        let metadata = if changes.session_metadata.is_empty() {
+            None
+        } else {
+            Some(self.merged_metadata(limits, changes.session_metadata)?)
+        };
+        let upstream = changes
+            .upstream
+            .as_deref()
+            .map(|u| self.ctx.routing.target(u))
+            .transpose()?;
+        let (set_headers, dropped) = framing::plugin_headers(&changes.set_headers)?;
         let parts = &mut self.parts;
         if let Some(method) = changes.method {
-            parts.method = method.parse().map_err(|e| internal(&e))?;
-        }
-        if let Some(path) = changes.path {
-            self.upstream_path = path;
+            parts.method = method.parse().map_err(|e| format!("{e}"))?;
         }
         if let Some(query) = changes.query {
             let path = parts.uri.path();
@@ -489,36 +534,65 @@ impl Exchange {
             } else {
                 format!("{path}?{query}")
             };
-            parts.uri = uri.parse().map_err(|e| internal(&e))?;
+            parts.uri = uri.parse().map_err(|e| format!("{e}"))?;
+        }
+        if let Some(path) = changes.path {
+            self.upstream_path = path;
         }
         for name in &changes.remove_headers {
             parts.headers.remove(name.as_str());
         }
-        for (name, value) in &changes.set_headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| internal(&e))?;
-            parts
-                .headers
-                .insert(name, HeaderValue::from_str(value).map_err(|e| internal(&e))?);
+        // Each name set replaces every value the request had for it.
+        let mut last = None;
+        for (name, value) in set_headers {
+            match name {
+                Some(name) => {
+                    parts.headers.insert(&name, value);
+                    last = Some(name);
+                }
+                None => {
+                    if let Some(name) = &last {
+                        parts.headers.append(name, value);
+                    }
+                }
+            }
         }
-        if let Some(upstream) = changes.upstream {
-            self.upstream = Upstream::parse(&upstream).map_err(|e| internal(&e))?;
+        if let Some(upstream) = upstream {
+            self.upstream = upstream;
         }
         if let Some(body) = changes.body {
             parts.headers.remove(header::CONTENT_LENGTH);
             parts.headers.remove(header::TRANSFER_ENCODING);
             self.body = BodyState::Buffered(body.into());
         }
-        for (name, value) in changes.session_metadata {
-            match self.session.metadata.iter_mut().find(|(n, _)| *n == name) {
-                Some(entry) => entry.1 = value.clone(),
-                None => self.session.metadata.push((name.clone(), value.clone())),
-            }
+        if let Some(metadata) = metadata {
+            self.session.metadata = metadata.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
             if let Some(caller) = &mut self.caller {
-                caller.data.metadata.insert(name, value);
+                caller.data.metadata = metadata;
             }
             self.metadata_dirty = true;
         }
-        Ok(())
+        Ok(dropped)
+    }
+
+    /// The session's metadata with `changes` set (a sorted map: linear in
+    /// the entries, however many the plugin returns), if the session stays
+    /// within the plugin's limits.
+    fn merged_metadata(
+        &self,
+        limits: &Limits,
+        changes: Vec<(String, String)>,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut merged: BTreeMap<String, String> = self.session.metadata.iter().cloned().collect();
+        merged.extend(changes);
+        plugin::check_session_size(
+            &self.session.key_id,
+            self.session.tags.iter().map(String::as_str),
+            merged.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            limits,
+        )
+        .map_err(|why| format!("with the session's own metadata, {why}"))?;
+        Ok(merged)
     }
 
     /// Runs one `response` plugin over `response`. The body is buffered only
@@ -548,18 +622,9 @@ impl Exchange {
         };
         match plugin.on_response(&self.ctx, &request, &record, &self.session).await {
             Ok(changed) => {
-                let streaming = body.is_some();
-                let mut rebuilt = plugin_response(plugin::Response {
-                    body: if streaming { Vec::new() } else { changed.body },
-                    ..changed
-                })?;
-                if let Some(body) = body {
-                    *rebuilt.body_mut() = body;
-                } else {
-                    rebuilt.headers_mut().remove(header::CONTENT_LENGTH);
-                    rebuilt.headers_mut().remove(header::TRANSFER_ENCODING);
-                }
-                Ok(rebuilt)
+                // A body the plugin did not read streams on unchanged.
+                let body = body.unwrap_or_else(|| Body::from(changed.body));
+                framed(plugin, framing::plugin_response(changed.status, &changed.headers, body))
             }
             Err(error) if plugin.on_error() == OnError::Continue => {
                 log_failure(&self.ctx, plugin, &error);
@@ -588,7 +653,12 @@ fn plugin_failed(ctx: &CallContext, plugin: &Plugin, error: PluginError) -> Resu
     log_failure(ctx, plugin, &error);
     match plugin.fallback() {
         Some(fallback) => {
-            let mut response = Response::new(Body::from(fallback.body.clone()));
+            let body = if framing::has_no_body(fallback.status) {
+                Body::empty()
+            } else {
+                Body::from(fallback.body.clone())
+            };
+            let mut response = Response::new(body);
             *response.status_mut() = fallback.status;
             *response.headers_mut() = fallback.headers.clone();
             Ok(response)
@@ -609,14 +679,28 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
     }
 }
 
-/// A plugin's response record as an HTTP response. The runtime checked it,
-/// so conversions here do not fail in practice.
-fn plugin_response(response: plugin::Response) -> Result<Response, RequestError> {
-    let mut builder = http::Response::builder().status(response.status);
-    for (name, value) in &response.headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    builder
-        .body(Body::from(response.body))
-        .map_err(|e| RequestError::Internal(e.to_string()))
+/// A plugin's response record as an HTTP response, framed by the gateway.
+/// The runtime checked it, so the conversion does not fail in practice.
+fn plugin_response(plugin: &Plugin, response: plugin::Response) -> Result<Response, RequestError> {
+    let body = Body::from(response.body);
+    framed(
+        plugin,
+        framing::plugin_response(response.status, &response.headers, body),
+    )
 }
+
+fn framed(plugin: &Plugin, built: Result<(Response, Vec<HeaderName>), String>) -> Result<Response, RequestError> {
+    let (response, dropped) = built.map_err(RequestError::Internal)?;
+    if !dropped.is_empty() {
+        tracing::debug!(
+            plugin = plugin.label(),
+            ?dropped,
+            "headers only the gateway sets were dropped"
+        );
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+#[path = "server_props.rs"]
+mod props;

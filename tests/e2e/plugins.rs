@@ -15,6 +15,15 @@ fn api_with_plugin(upstream: &str, method: &str, path: &str, wasm: &Path, functi
     )
 }
 
+/// A `routing.allow` list naming `upstreams`, followed by `endpoints:`.
+fn allow_routing(upstreams: &[&str]) -> String {
+    let hosts: Vec<String> = upstreams
+        .iter()
+        .map(|u| format!("'{}'", u.trim_start_matches("http://")))
+        .collect();
+    format!("routing: {{ allow: [{}] }}\nendpoints:", hosts.join(", "))
+}
+
 #[tokio::test]
 async fn hello_answers_from_the_plugin_without_the_upstream() {
     let dead = format!("http://{}", closed_port());
@@ -100,7 +109,8 @@ async fn router_picks_the_upstream_by_header_or_path_parameter() {
         &plugin("router"),
         "by-region",
         &config,
-    );
+    )
+    .replace("endpoints:", &allow_routing(&[&eu, &us]));
     let gw = Gateway::start(ConfigDir::single(&text));
 
     let (_, _, seen) = get_json(&gw.url("/t/us/items/7?x=1")).await;
@@ -196,7 +206,8 @@ async fn continue_applies_method_path_query_header_body_and_upstream_changes() {
     let config = format!(
         "{{ method: PUT, path: /rewritten, query: 'a=1', set_headers: [[x-added, yes], [x-replaced, new]], remove_headers: [x-removed], body: replaced, upstream: '{other}/base' }}"
     );
-    let text = api_with_plugin(&original, "POST", "/go", &plugin("probe"), "rewrite", &config);
+    let text = api_with_plugin(&original, "POST", "/go", &plugin("probe"), "rewrite", &config)
+        .replace("endpoints:", &allow_routing(&[&other]));
     let gw = Gateway::start(ConfigDir::single(&text));
     let response = client()
         .post(gw.url("/t/go?old=1"))

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use schema::OnError;
-use schema::{ApiFile, AuthFile, CacheSetting, FallbackFile, GatewayFile, LimitsFile, PluginFile};
+use schema::{AllowEntry, ApiFile, AuthFile, CacheSetting, FallbackFile, GatewayFile, LimitsFile, PluginFile};
 
 pub use crate::store::StoreConfig;
 
 use crate::outbound::{AllowRule, OutboundPolicy};
-use crate::proxy::Upstream;
+use crate::proxy::{RoutingPolicy, Upstream};
 
 /// A configuration error: which file, where, and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,19 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest total size (names + values) of the headers a plugin returns.
     pub max_header_bytes: usize,
+    /// Most header fields in one list a plugin returns (headers to set, to
+    /// remove, of a response, of an outbound request).
+    pub max_headers: usize,
+    /// Largest session a plugin may leave behind: key id, tags and metadata
+    /// names and values, in bytes, counting what is already stored.
+    pub max_session_bytes: usize,
+    /// Most metadata entries plus tags in such a session.
+    pub max_session_entries: usize,
+    /// Most log lines (log calls, stdout and stderr lines, gateway warnings
+    /// the plugin causes) one invocation may produce; the rest are counted.
+    pub max_log_lines: u32,
+    /// Most bytes of such lines per invocation.
+    pub max_log_bytes: usize,
     /// Instances alive at once, gateway-wide (only in `plugin_limits`).
     pub pool_size: u32,
 }
@@ -81,6 +94,11 @@ impl Default for Limits {
             max_outbound_calls: 16,
             max_body_bytes: 1 << 20,
             max_header_bytes: 64 << 10,
+            max_headers: 100,
+            max_session_bytes: 16 << 10,
+            max_session_entries: 64,
+            max_log_lines: 100,
+            max_log_bytes: 32 << 10,
             pool_size: 1_000,
         }
     }
@@ -95,6 +113,11 @@ impl Limits {
             max_outbound_calls: over.max_outbound_calls.unwrap_or(self.max_outbound_calls),
             max_body_bytes: over.max_body_bytes.unwrap_or(self.max_body_bytes),
             max_header_bytes: over.max_header_bytes.unwrap_or(self.max_header_bytes),
+            max_headers: over.max_headers.unwrap_or(self.max_headers),
+            max_session_bytes: over.max_session_bytes.unwrap_or(self.max_session_bytes),
+            max_session_entries: over.max_session_entries.unwrap_or(self.max_session_entries),
+            max_log_lines: over.max_log_lines.unwrap_or(self.max_log_lines),
+            max_log_bytes: over.max_log_bytes.unwrap_or(self.max_log_bytes),
             pool_size: over.pool_size.unwrap_or(self.pool_size),
         }
     }
@@ -147,6 +170,8 @@ pub struct ApiConfig {
     pub upstream: Upstream,
     pub upstream_timeout: Duration,
     pub outbound: OutboundPolicy,
+    /// Where plugins may route this API's requests.
+    pub routing: RoutingPolicy,
     pub auth: AuthConfig,
     pub hooks: HooksConfig,
     /// The API's `config`, as JSON text.
@@ -191,12 +216,17 @@ pub struct Fallback {
 
 fn fallback(file: &Path, field: &str, fallback: FallbackFile) -> Result<Fallback, ConfigError> {
     let bad = |sub: &str, why: String| ConfigError::new(file, Some(format!("{field}.{sub}")), why);
-    let status = http::StatusCode::from_u16(fallback.status)
-        .map_err(|_| bad("status", format!("invalid HTTP status {}", fallback.status)))?;
+    let status = crate::framing::final_status(fallback.status).map_err(|why| bad("status", why))?;
     let mut headers = http::HeaderMap::new();
     for (name, value) in &fallback.headers {
         let name = http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| bad("headers", format!("invalid header name {name:?}")))?;
+        if crate::framing::is_gateway_owned(&name) {
+            return Err(bad(
+                &format!("headers.{name}"),
+                "the gateway computes framing and connection headers; remove it".to_owned(),
+            ));
+        }
         let value = http::HeaderValue::from_str(value)
             .map_err(|_| bad("headers", format!("invalid value for header {name}")))?;
         headers.append(name, value);
@@ -327,6 +357,10 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("portcullis"))
 }
 
+/// Highest `max_headers`: an HTTP header map holds at most 32768 fields, and
+/// the gateway adds its own to what a plugin sets.
+const MAX_HEADERS_CEILING: usize = 10_000;
+
 fn check_limits(file: &Path, field: &str, limits: &Limits) -> Result<(), ConfigError> {
     let bad = |name: &str, why: &str| Err(ConfigError::new(file, Some(format!("{field}.{name}")), why.to_owned()));
     if limits.cpu.is_zero() {
@@ -337,6 +371,9 @@ fn check_limits(file: &Path, field: &str, limits: &Limits) -> Result<(), ConfigE
     }
     if limits.memory_bytes < 1 << 20 {
         return bad("memory_mb", "must be at least 1");
+    }
+    if !(1..=MAX_HEADERS_CEILING).contains(&limits.max_headers) {
+        return bad("max_headers", &format!("must be between 1 and {MAX_HEADERS_CEILING}"));
     }
     if limits.pool_size == 0 {
         return bad("pool_size", "must be at least 1");
@@ -486,6 +523,7 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         response: resolve_list("response", hooks_file.response)?,
     };
 
+    let upstream = Upstream::parse(&api.upstream.0).expect("validated while parsing");
     let mut listen_path = api.listen_path.0;
     if !listen_path.ends_with('/') {
         listen_path.push('/');
@@ -496,15 +534,14 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         id: api.id.0,
         listen_path,
         strip_listen_path: api.strip_listen_path,
-        upstream: Upstream::parse(&api.upstream.0).expect("validated while parsing"),
+        upstream: upstream.clone(),
+        routing: RoutingPolicy {
+            upstream,
+            allow: parse_allow(&api.routing.allow),
+        },
         upstream_timeout: Duration::from_millis(api.upstream_timeout_ms.unwrap_or(gateway.upstream_timeout_ms)),
         outbound: OutboundPolicy {
-            allow: api
-                .outbound
-                .allow
-                .iter()
-                .map(|a| AllowRule::parse(&a.0).expect("validated while parsing"))
-                .collect(),
+            allow: parse_allow(&api.outbound.allow),
             timeout: Duration::from_millis(api.outbound.timeout_ms),
         },
         config_json: yaml_to_json(file, "config", api.config)?,
@@ -512,6 +549,13 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         auth,
         hooks,
     })
+}
+
+fn parse_allow(entries: &[AllowEntry]) -> Vec<AllowRule> {
+    entries
+        .iter()
+        .map(|a| AllowRule::parse(&a.0).expect("validated while parsing"))
+        .collect()
 }
 
 fn resolve_plugin(

@@ -74,6 +74,11 @@ pub struct LimitsFile {
     pub max_outbound_calls: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_session_bytes: Option<usize>,
+    pub max_session_entries: Option<usize>,
+    pub max_log_lines: Option<u32>,
+    pub max_log_bytes: Option<usize>,
     pub pool_size: Option<u32>,
 }
 
@@ -92,6 +97,9 @@ pub struct ApiFile {
     pub upstream_timeout_ms: Option<u64>,
     #[serde(default)]
     pub outbound: OutboundFile,
+    /// Where plugins may route requests besides `upstream`.
+    #[serde(default)]
+    pub routing: RoutingFile,
     /// How callers authenticate.
     #[serde(default)]
     pub auth: AuthFile,
@@ -165,6 +173,16 @@ impl Default for OutboundFile {
 
 fn default_outbound_timeout_ms() -> u64 {
     5_000
+}
+
+/// `routing:` of an API: the hosts a plugin's upstream override may name,
+/// besides the API's own upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingFile {
+    /// `host:port`, `host` (any port) or `*.domain` entries.
+    #[serde(default)]
+    pub allow: Vec<AllowEntry>,
 }
 
 #[derive(Debug, Deserialize)]

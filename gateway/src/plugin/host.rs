@@ -25,6 +25,8 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 
 use super::bindings::portcullis::plugin::{http, log, types};
 use super::bindings::{BatchOptions, HttpError, Level, OutboundRequest, OutboundResponse};
+use super::untrusted;
+use crate::config::Limits;
 use crate::outbound::{self, OutboundClient, OutboundError, OutboundPolicy, RequestId, TraceContext};
 
 /// Longest log line a plugin may write; longer ones are cut.
@@ -44,8 +46,8 @@ pub struct CallInfo {
     pub trace: TraceContext,
     pub outbound: Arc<OutboundPolicy>,
     pub client: OutboundClient,
-    pub max_outbound_calls: u32,
-    pub max_body_bytes: usize,
+    /// The plugin reference's limits (outbound calls, bodies, headers, logs).
+    pub limits: Limits,
 }
 
 /// Accounts guest execution time separately from the time an invocation
@@ -133,17 +135,53 @@ pub struct State {
     pub call: CallInfo,
     pub clock: GuestClock,
     outbound_calls: u32,
+    log: LogBudget,
+}
+
+/// What one invocation may still log: lines and bytes left, and what was
+/// suppressed once they ran out.
+#[derive(Debug)]
+struct LogBudget {
+    lines: u32,
+    bytes: usize,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    fn new(limits: &Limits) -> Self {
+        LogBudget {
+            lines: limits.max_log_lines,
+            bytes: limits.max_log_bytes,
+            suppressed: 0,
+        }
+    }
+
+    /// Takes one line of `len` bytes from the budget, or counts it as
+    /// suppressed.
+    fn take(&mut self, len: usize) -> bool {
+        if self.lines == 0 || len > self.bytes {
+            self.suppressed += 1;
+            // Nothing more from this invocation: a long line must not be
+            // followed by short ones that still fit.
+            self.lines = 0;
+            return false;
+        }
+        self.lines -= 1;
+        self.bytes -= len;
+        true
+    }
 }
 
 impl State {
-    pub fn new(call: CallInfo, limits: StoreLimits, cpu_budget: Duration) -> Self {
+    pub fn new(call: CallInfo, limits: StoreLimits) -> Self {
         State {
             wasi: None,
             output: None,
             table: ResourceTable::new(),
             limits,
+            clock: GuestClock::new(call.limits.cpu),
+            log: LogBudget::new(&call.limits),
             call,
-            clock: GuestClock::new(cpu_budget),
             outbound_calls: 0,
         }
     }
@@ -151,15 +189,35 @@ impl State {
     /// Readies a reused instance's state for its next call: a new caller,
     /// a full CPU budget and call allowance. The WASI context and resource
     /// table stay: the guest may hold handles from earlier calls.
-    pub fn begin(&mut self, call: CallInfo, cpu_budget: Duration) {
+    pub fn begin(&mut self, call: CallInfo) {
+        self.clock = GuestClock::new(call.limits.cpu);
+        self.log = LogBudget::new(&call.limits);
         self.call = call;
-        self.clock = GuestClock::new(cpu_budget);
         self.outbound_calls = 0;
     }
 
-    /// Logs what the guest wrote to stdout (as `info` lines) and stderr (as
-    /// `warn` lines) during this call, attributed like its log calls.
-    pub fn flush_output(&mut self) {
+    /// Ends the call's logging: what the guest wrote to stdout (as `info`
+    /// lines) and stderr (as `warn` lines), attributed like its log calls,
+    /// then one line saying how many lines the budget suppressed, if any.
+    pub fn finish_logs(&mut self) {
+        self.flush_output();
+        let suppressed = std::mem::take(&mut self.log.suppressed);
+        if suppressed > 0 {
+            let limits = &self.call.limits;
+            tracing::warn!(
+                target: "plugin",
+                plugin = &*self.call.plugin,
+                api = &*self.call.api_id,
+                request_id = self.call.request_id.as_str(),
+                suppressed,
+                "plugin log lines suppressed: the limit is {} lines and {} bytes per invocation",
+                limits.max_log_lines,
+                limits.max_log_bytes
+            );
+        }
+    }
+
+    fn flush_output(&mut self) {
         let Some(outputs) = &self.output else { return };
         let taken = outputs.each_ref().map(GuestOutput::take);
         for ((bytes, dropped), (level, name)) in taken
@@ -318,15 +376,10 @@ impl types::Host for State {}
 
 impl log::Host for State {
     fn log(&mut self, level: Level, message: String) {
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str("...");
+        if !self.log.take(message.len().min(MAX_LOG_LINE)) {
+            return;
         }
+        let message = untrusted::escape(&message, MAX_LOG_LINE);
         let (plugin, api, request_id) = (&*self.call.plugin, &*self.call.api_id, self.call.request_id.as_str());
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, api, request_id, "{message}"),
@@ -341,12 +394,16 @@ impl log::Host for State {
 impl State {
     /// Takes one call from the invocation's budget, or says why not.
     fn take_call(&mut self) -> Result<(), HttpError> {
-        if self.outbound_calls >= self.call.max_outbound_calls {
-            tracing::warn!(
-                plugin = &*self.call.plugin,
-                limit = self.call.max_outbound_calls,
-                "outbound call refused: call limit reached"
-            );
+        if self.outbound_calls >= self.call.limits.max_outbound_calls {
+            if self.log.take(0) {
+                tracing::warn!(
+                    plugin = &*self.call.plugin,
+                    api = &*self.call.api_id,
+                    request_id = self.call.request_id.as_str(),
+                    limit = self.call.limits.max_outbound_calls,
+                    "outbound call refused: call limit reached"
+                );
+            }
             return Err(HttpError::CallLimit);
         }
         self.outbound_calls += 1;
@@ -354,17 +411,17 @@ impl State {
     }
 
     /// One outbound call as a future that borrows nothing from the store, so
-    /// a batch can run several at once.
+    /// a batch can run several at once. Yields the URL (for the log) and the
+    /// result; [`Self::outbound_result`] turns them into what the guest sees.
     fn call_future(
         &self,
         request: OutboundRequest,
-    ) -> impl Future<Output = Result<OutboundResponse, HttpError>> + Send + 'static {
+    ) -> impl Future<Output = (String, Result<outbound::OutboundResponse, OutboundError>)> + Send + 'static {
         let client = self.call.client.clone();
         let policy = Arc::clone(&self.call.outbound);
         let request_id = self.call.request_id.clone();
         let trace = self.call.trace.clone();
-        let plugin = Arc::clone(&self.call.plugin);
-        let max_body = self.call.max_body_bytes;
+        let limits = self.call.limits.clone();
         async move {
             let url = request.url.clone();
             let request = outbound::OutboundRequest {
@@ -374,15 +431,36 @@ impl State {
                 body: request.body,
                 timeout: request.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
             };
-            client.send(&policy, request, max_body, &request_id, &trace).await.map(to_wit_response).map_err(|e| {
-                if matches!(e, OutboundError::NotAllowed(_)) {
-                    tracing::warn!(plugin = &*plugin, %url, "outbound call refused: host not on the API's allowlist");
-                } else {
-                    tracing::debug!(plugin = &*plugin, %url, error = %e, "outbound call failed");
-                }
-                to_wit_error(e)
-            })
+            (url, client.send(&policy, request, &limits, &request_id, &trace).await)
         }
+    }
+
+    /// Logs a refused or failed outbound call (refusals count against the
+    /// invocation's log budget: a plugin cannot flood the log by making
+    /// them) and converts the result for the guest.
+    fn outbound_result(
+        &mut self,
+        url: &str,
+        result: Result<outbound::OutboundResponse, OutboundError>,
+    ) -> Result<OutboundResponse, HttpError> {
+        result.map(to_wit_response).map_err(|e| {
+            let (plugin, request_id) = (&*self.call.plugin, self.call.request_id.as_str());
+            if matches!(e, OutboundError::NotAllowed(_)) {
+                if self.log.take(url.len().min(MAX_LOG_LINE)) {
+                    let url = untrusted::escape(url, MAX_LOG_LINE);
+                    tracing::warn!(
+                        plugin,
+                        request_id,
+                        url,
+                        "outbound call refused: host not on the API's allowlist"
+                    );
+                }
+            } else {
+                let url = untrusted::escape(url, MAX_LOG_LINE);
+                tracing::debug!(plugin, request_id, url, error = %e, "outbound call failed");
+            }
+            to_wit_error(e)
+        })
     }
 }
 
@@ -409,9 +487,9 @@ impl http::Host for State {
     async fn send(&mut self, request: OutboundRequest) -> Result<OutboundResponse, HttpError> {
         self.take_call()?;
         let waiting = Instant::now();
-        let result = self.call_future(request).await;
+        let (url, result) = self.call_future(request).await;
         self.clock.host_wait += waiting.elapsed();
-        result
+        self.outbound_result(&url, result)
     }
 
     async fn send_all(
@@ -440,7 +518,8 @@ impl http::Host for State {
         let mut successes = 0;
         let unfinished = loop {
             match tokio::time::timeout_at(deadline, calls.next()).await {
-                Ok(Some((i, result))) => {
+                Ok(Some((i, (url, result)))) => {
+                    let result = self.outbound_result(&url, result);
                     if result.as_ref().is_ok_and(|r| (200..300).contains(&r.status)) {
                         successes += 1;
                     }

@@ -20,6 +20,7 @@ mod cache;
 mod host;
 mod records;
 mod ticker;
+mod untrusted;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,9 +45,18 @@ use ticker::Ticker;
 use crate::config::{Fallback, Limits, OnError, PluginRef};
 use crate::metrics::PluginMetrics;
 use crate::outbound::{OutboundClient, OutboundPolicy, RequestId, TraceContext};
+use crate::proxy::RoutingPolicy;
+pub use untrusted::{check_outcome, check_response, check_session_size};
 
 /// How often the epoch advances; the granularity of CPU budgets.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The CPU budget and timeout of the call that lists a component's
+/// functions at load: far above what instantiating and listing take, so a
+/// component that loads on an idle machine loads on a busy one too, and
+/// `validate` predicts `serve` and every reload.
+const LOAD_CPU: Duration = Duration::from_secs(2);
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most idle instances a `reuse` plugin keeps; each holds a pool slot.
 const MAX_IDLE_PER_PLUGIN: usize = 32;
@@ -145,7 +155,10 @@ impl PluginError {
 }
 
 fn describe_error(e: wasmtime::Error) -> LoadErrorKind {
-    LoadErrorKind::Describe(format!("{e:#}"))
+    if e.downcast_ref::<CpuBudgetExceeded>().is_some() {
+        return LoadErrorKind::Describe(format!("exceeded the load-time CPU budget of {LOAD_CPU:?}"));
+    }
+    LoadErrorKind::Describe(untrusted::escape(&format!("{e:#}"), untrusted::MAX_TEXT_BYTES))
 }
 
 /// Raised from the epoch callback when the guest has used up its CPU budget.
@@ -418,6 +431,13 @@ impl PluginRuntime {
     /// Instantiates the component once to check its hook exports and ask
     /// which functions it offers.
     async fn describe(&self, pre: &PluginPre<State>) -> Result<(HookExports, Vec<FunctionInfo>), LoadErrorKind> {
+        let limits = Limits {
+            cpu: LOAD_CPU,
+            timeout: LOAD_TIMEOUT,
+            memory_bytes: self.max_memory_bytes,
+            max_outbound_calls: 0,
+            ..Limits::default()
+        };
         let call = CallInfo {
             plugin: "(loading)".into(),
             api_id: "".into(),
@@ -425,17 +445,15 @@ impl PluginRuntime {
             trace: TraceContext::default(),
             outbound: Arc::new(OutboundPolicy::default()),
             client: self.client.clone(),
-            max_outbound_calls: 0,
-            max_body_bytes: 0,
+            limits,
         };
-        let limits = Limits::default();
         // Wait for a free instance slot: loading may overlap with traffic.
         let _slot = self
             .slots
             .acquire()
             .await
             .map_err(|e| LoadErrorKind::Describe(e.to_string()))?;
-        let mut store = self.store(call, &limits);
+        let mut store = self.store(call);
         let _running = self.ticker.running();
         let describe = async {
             let instance = pre
@@ -450,20 +468,23 @@ impl PluginRuntime {
                 .call_functions(&mut store)
                 .await
                 .map_err(describe_error)?;
+            untrusted::check_functions(&functions).map_err(LoadErrorKind::Describe)?;
             Ok((exports, functions))
         };
-        match tokio::time::timeout(limits.timeout, describe).await {
+        match tokio::time::timeout(LOAD_TIMEOUT, describe).await {
             Ok(result) => result,
-            Err(_) => Err(LoadErrorKind::Describe(format!("timed out after {:?}", limits.timeout))),
+            Err(_) => Err(LoadErrorKind::Describe(format!(
+                "timed out after {LOAD_TIMEOUT:?} (the load-time limit)"
+            ))),
         }
     }
 
-    fn store(&self, call: CallInfo, limits: &Limits) -> Store<State> {
+    fn store(&self, call: CallInfo) -> Store<State> {
         let store_limits = StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes.min(self.max_memory_bytes))
+            .memory_size(call.limits.memory_bytes.min(self.max_memory_bytes))
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, State::new(call, store_limits, limits.cpu));
+        let mut store = Store::new(&self.engine, State::new(call, store_limits));
         store.limiter(|state| &mut state.limits);
         // A new store's deadline is 0 and instantiation runs guest code: arm
         // it first. Each tick we check the guest's own running time (waits
@@ -502,6 +523,8 @@ pub struct CallContext {
     pub api: Arc<Api>,
     pub api_id: Arc<str>,
     pub outbound: Arc<OutboundPolicy>,
+    /// Where the plugin may route the request.
+    pub routing: Arc<RoutingPolicy>,
     pub request_id: RequestId,
     /// The client's trace context, carried by outbound calls.
     pub trace: TraceContext,
@@ -605,11 +628,10 @@ impl Plugin {
             trace: ctx.trace.clone(),
             outbound: Arc::clone(&ctx.outbound),
             client: self.runtime.client.clone(),
-            max_outbound_calls: self.limits.max_outbound_calls,
-            max_body_bytes: self.limits.max_body_bytes,
+            limits: self.limits.clone(),
         };
         if let Some(mut lease) = self.reuse.as_ref().and_then(Reuse::take) {
-            lease.store.data_mut().begin(call, self.limits.cpu);
+            lease.store.data_mut().begin(call);
             lease.store.set_epoch_deadline(1);
             return Ok(lease);
         }
@@ -617,7 +639,7 @@ impl Plugin {
             .try_acquire_owned()
             .map_err(|_| PluginError::PoolExhausted(self.runtime.pool_size))?;
         Ok(Lease {
-            store: self.runtime.store(call, &self.limits),
+            store: self.runtime.store(call),
             instance: None,
             calls: 0,
             _slot: slot,
@@ -637,7 +659,10 @@ impl Plugin {
     ) -> Result<H::Value, PluginError> {
         let result = self.run(ctx, hook, params).await.and_then(|value| match check(&value) {
             Ok(()) => Ok(value),
-            Err(why) => Err(PluginError::InvalidOutcome(why)),
+            Err(why) => Err(PluginError::InvalidOutcome(untrusted::escape(
+                &why,
+                untrusted::MAX_TEXT_BYTES,
+            ))),
         });
         if let Err(error) = &result {
             self.metrics.failed(error.reason());
@@ -661,7 +686,7 @@ impl Plugin {
         let outcome = tokio::time::timeout(self.limits.timeout, self.call(&mut lease, hook, params)).await;
         drop(running);
         self.metrics.observe(started.elapsed());
-        lease.store.data_mut().flush_output();
+        lease.store.data_mut().finish_logs();
         let result = match outcome {
             Err(_) => return Err(PluginError::Timeout(self.limits.timeout)),
             Ok(Err(e)) => return Err(self.classify_trap(e)),
@@ -671,7 +696,15 @@ impl Plugin {
             lease.calls += 1;
             reuse.put(lease);
         }
-        result.map_err(PluginError::Failed)
+        result.map_err(|text| PluginError::Failed(untrusted::escape(&text, untrusted::MAX_TEXT_BYTES)))
+    }
+
+    /// A failure found after the call, in what the plugin returned (for
+    /// example a session that would outgrow its limit once merged with the
+    /// stored one): counted like any other.
+    pub fn invalid(&self, why: &str) -> PluginError {
+        self.metrics.failed("invalid_outcome");
+        PluginError::InvalidOutcome(untrusted::escape(why, untrusted::MAX_TEXT_BYTES))
     }
 
     /// Runs a `request` function.
@@ -688,10 +721,7 @@ impl Plugin {
             &*ctx.api,
             self.config_json.as_str(),
         );
-        let check = |outcome: &Outcome| match outcome {
-            Outcome::Respond(response) => check_response(response, &self.limits),
-            Outcome::Continue(changes) => check_changes(changes, &self.limits),
-        };
+        let check = |outcome: &Outcome| untrusted::check_outcome(outcome, &self.limits, &ctx.routing);
         self.invoke(ctx, &self.component.exports.on_request, params, check)
             .await
     }
@@ -699,15 +729,7 @@ impl Plugin {
     /// Runs an `auth` function.
     pub async fn on_auth(&self, ctx: &CallContext, request: &RequestRecord<'_>) -> Result<AuthOutcome, PluginError> {
         let params = (self.function.as_str(), request, &*ctx.api, self.config_json.as_str());
-        let check = |outcome: &AuthOutcome| match outcome {
-            AuthOutcome::Authenticated(session) if session.key_id.is_empty() => {
-                Err("an authenticated session needs a key-id".to_owned())
-            }
-            AuthOutcome::Authenticated(session) => {
-                check_pairs(&session.metadata, self.limits.max_header_bytes, "session metadata")
-            }
-            AuthOutcome::Respond(response) => check_response(response, &self.limits),
-        };
+        let check = |outcome: &AuthOutcome| untrusted::check_auth(outcome, &self.limits);
         self.invoke(ctx, &self.component.exports.on_auth, params, check).await
     }
 
@@ -727,7 +749,7 @@ impl Plugin {
             &*ctx.api,
             self.config_json.as_str(),
         );
-        let check = |response: &Response| check_response(response, &self.limits);
+        let check = |response: &Response| untrusted::check_response(response, &self.limits);
         self.invoke(ctx, &self.component.exports.on_response, params, check)
             .await
     }
@@ -762,73 +784,11 @@ impl Plugin {
         if text.contains("forcing trap when growing memory") {
             return PluginError::Memory(self.limits.memory_bytes);
         }
+        // A trap's text carries the guest's own function names.
+        let text = untrusted::escape(&text, untrusted::MAX_TEXT_BYTES);
         match e.downcast_ref::<wasmtime::Trap>() {
             Some(trap) => PluginError::Trap(format!("{trap}: {text}")),
             None => PluginError::Trap(text),
         }
     }
-}
-
-fn check_headers(headers: &[(String, String)], max_bytes: usize) -> Result<(), String> {
-    check_pairs(headers, max_bytes, "headers")?;
-    for (name, value) in headers {
-        http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
-        http::HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name:?}"))?;
-    }
-    Ok(())
-}
-
-fn check_pairs(pairs: &[(String, String)], max_bytes: usize, what: &str) -> Result<(), String> {
-    let total: usize = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
-    if total > max_bytes {
-        return Err(format!(
-            "{what} of {total} bytes exceeds max_header_bytes ({max_bytes})"
-        ));
-    }
-    Ok(())
-}
-
-fn check_body(what: &str, body: &[u8], max_body: usize) -> Result<(), String> {
-    if body.len() > max_body {
-        return Err(format!(
-            "{what} body of {} bytes exceeds max_body_bytes ({max_body})",
-            body.len()
-        ));
-    }
-    Ok(())
-}
-
-fn check_response(response: &Response, limits: &Limits) -> Result<(), String> {
-    if !(100..=999).contains(&response.status) {
-        return Err(format!("invalid status {}", response.status));
-    }
-    check_body("response", &response.body, limits.max_body_bytes)?;
-    check_headers(&response.headers, limits.max_header_bytes)
-}
-
-fn check_changes(changes: &RequestChanges, limits: &Limits) -> Result<(), String> {
-    check_headers(&changes.set_headers, limits.max_header_bytes)?;
-    check_pairs(&changes.session_metadata, limits.max_header_bytes, "session metadata")?;
-    if let Some(method) = &changes.method
-        && http::Method::from_bytes(method.as_bytes()).is_err()
-    {
-        return Err(format!("invalid method {method:?}"));
-    }
-    if let Some(path) = &changes.path
-        && (!path.starts_with('/') || path.contains('?') || http::uri::PathAndQuery::try_from(path.as_str()).is_err())
-    {
-        return Err(format!("invalid path {path:?} (must start with '/', no query)"));
-    }
-    if let Some(query) = &changes.query
-        && http::uri::PathAndQuery::try_from(format!("/?{query}").as_str()).is_err()
-    {
-        return Err(format!("invalid query {query:?}"));
-    }
-    if let Some(body) = &changes.body {
-        check_body("request", body, limits.max_body_bytes)?;
-    }
-    if let Some(upstream) = &changes.upstream {
-        crate::proxy::Upstream::parse(upstream)?;
-    }
-    Ok(())
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 pub use portcullis_upstreams as upstreams;
 
+pub mod wire;
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -1,0 +1,149 @@
+//! The gateway owns HTTP message framing. Every header list a plugin hands
+//! back (a response, headers to set on the upstream request, an outbound
+//! call's headers) becomes a header map here, and headers that frame the
+//! message or describe the connection are dropped on the way: the HTTP stack
+//! then computes framing from the body the gateway actually sends. So a
+//! plugin cannot make one message read as two on a keep-alive connection
+//! (response splitting, request smuggling), switch protocols, or hold a
+//! connection open.
+//!
+//! Dropped, never written as given: `content-length`, `transfer-encoding`,
+//! `connection` and every header it names, `keep-alive`, `upgrade`, `te`,
+//! `trailer`, and every `proxy-*` header. A plugin's status must be a final
+//! response (200-599); a 204 or 304 goes out without a body.
+
+use axum::body::Body;
+use axum::response::Response;
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that frame a message or describe one connection (besides every
+/// `proxy-*` header).
+const GATEWAY_OWNED: [HeaderName; 7] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::UPGRADE,
+    header::TE,
+    header::TRAILER,
+];
+
+/// Whether only the gateway may set `name`.
+pub fn is_gateway_owned(name: &HeaderName) -> bool {
+    GATEWAY_OWNED.contains(name) || name.as_str().starts_with("proxy-")
+}
+
+/// The statuses a plugin may answer with: final responses only. 1xx would
+/// announce a message that never follows (or a protocol switch), and 600+
+/// is not HTTP.
+pub fn final_status(code: u16) -> Result<StatusCode, String> {
+    match StatusCode::from_u16(code) {
+        Ok(status) if (200..=599).contains(&code) => Ok(status),
+        _ => Err(format!(
+            "invalid status {code}: a plugin answers with a final status, 200-599"
+        )),
+    }
+}
+
+/// Whether a response with `status` carries no body (RFC 9110 6.4.1).
+pub fn has_no_body(status: StatusCode) -> bool {
+    status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+}
+
+/// A plugin's header list as a header map, without the headers the gateway
+/// owns (nor those a `connection` field names). Returns the map and the
+/// names it dropped, for the log.
+pub fn plugin_headers(fields: &[(String, String)]) -> Result<(HeaderMap, Vec<HeaderName>), String> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    let mut dropped = Vec::new();
+    for (name, value) in fields {
+        let name = parse_name(name)?;
+        let value = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name:?}"))?;
+        if name == header::CONNECTION {
+            // What `connection` names is connection-level too, whatever it is.
+            for named in value.to_str().unwrap_or_default().split(',') {
+                if let Ok(named) = HeaderName::from_bytes(named.trim().as_bytes()) {
+                    dropped.push(named);
+                }
+            }
+        }
+        if is_gateway_owned(&name) {
+            dropped.push(name);
+        } else {
+            map.append(name, value);
+        }
+    }
+    for name in &dropped {
+        map.remove(name);
+    }
+    Ok((map, dropped))
+}
+
+/// Parses a header name a plugin gave (names are case-insensitive; HTTP/2
+/// sends them lower-case, so the map holds them that way).
+pub fn parse_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))
+}
+
+/// A response from a plugin, framed by the gateway: status checked, owned
+/// headers dropped, no body for 204 and 304. `body` is the plugin's own, or
+/// an upstream body streaming past a `response` function that did not read
+/// it. Returns the response and the header names dropped.
+pub fn plugin_response(
+    status: u16,
+    fields: &[(String, String)],
+    body: Body,
+) -> Result<(Response, Vec<HeaderName>), String> {
+    let status = final_status(status)?;
+    let (headers, dropped) = plugin_headers(fields)?;
+    let body = if has_no_body(status) { Body::empty() } else { body };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok((response, dropped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(fields: &[(&str, &str)]) -> Vec<(String, String)> {
+        fields.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn framing_and_connection_headers_are_dropped_with_what_connection_names() {
+        let fields = pairs(&[
+            ("Content-Length", "0"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "close, x-secret"),
+            ("x-secret", "s"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-anything", "1"),
+            ("x-kept", "1"),
+            ("X-Kept", "2"),
+        ]);
+        let (map, dropped) = plugin_headers(&fields).expect("valid");
+        let left: Vec<_> = map.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        assert_eq!(left, [("x-kept", &b"1"[..]), ("x-kept", &b"2"[..])]);
+        assert!(dropped.iter().any(|n| n == "x-secret"));
+        assert!(dropped.iter().any(|n| n == "content-length"));
+    }
+
+    #[test]
+    fn only_final_statuses_and_no_body_for_204_and_304() {
+        for bad in [0, 99, 100, 101, 103, 199, 600, 999, 1000] {
+            assert!(final_status(bad).is_err(), "{bad}");
+        }
+        for good in [200, 204, 301, 304, 404, 599] {
+            assert!(final_status(good).is_ok(), "{good}");
+        }
+        let (response, _) = plugin_response(204, &[], Body::from("forged")).expect("valid");
+        assert_eq!(hyper::body::Body::size_hint(response.body()).exact(), Some(0));
+    }
+}

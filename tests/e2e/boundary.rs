@@ -1,0 +1,439 @@
+//! The boundary attacked by a plugin written without our SDK (`raw`, built
+//! straight from `wit/plugin.wit` with wit-bindgen): framing headers that
+//! disagree with the body, 1xx statuses, upstream overrides to anywhere,
+//! floods of metadata, headers and log lines, forged log text, and a
+//! component that lists a function twice. Each class holds at its root, and
+//! the assertions are about bytes and behaviour, never about timing.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use serde_json::Value;
+
+use crate::support::wire::{Message, split_responses};
+use crate::support::{
+    ConfigDir, Gateway, assert_gateway_error, client, get_json, get_with, plugin, upstream, upstreams, validate,
+};
+
+/// The complete second response the `raw` plugin hides in its bodies.
+const FORGED_RESPONSE: &str = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\nx-forged: yes\r\n\r\nforged";
+/// The complete second request it hides in a body sent upstream.
+const SMUGGLED_REQUEST: &str = "GET /smuggled HTTP/1.1\r\nhost: upstream\r\ncontent-length: 0\r\n\r\n";
+
+/// Sends `requests` (paths, GET) one after another on one keep-alive
+/// connection, the last with `connection: close`, reads the whole stream
+/// and splits it into responses by the framing each declares. Asserts that
+/// the stream holds exactly one well-formed response per request and
+/// nothing else.
+fn exchange(gw: &Gateway, requests: &[&str]) -> Vec<Message> {
+    let addr = gw.url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut wire = String::new();
+    for (i, path) in requests.iter().enumerate() {
+        let close = if i + 1 == requests.len() {
+            "connection: close\r\n"
+        } else {
+            ""
+        };
+        wire.push_str(&format!("GET {path} HTTP/1.1\r\nhost: gateway\r\n{close}\r\n"));
+    }
+    stream.write_all(wire.as_bytes()).expect("write");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("read the stream to its end");
+    let mut messages = split_responses(&bytes);
+    assert_eq!(
+        messages.len(),
+        requests.len(),
+        "one response per request; the stream was:\n{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    // The server's own answer to the client's `connection: close`, which
+    // the checks below must not mistake for a plugin's.
+    let last = messages.last_mut().expect("a response");
+    assert_eq!(last.header("connection"), Some("close"));
+    last.headers.retain(|(name, _)| name != "connection");
+    messages
+}
+
+fn raw_endpoints(functions: &[&str]) -> String {
+    let raw = plugin("raw");
+    functions
+        .iter()
+        .map(|f| {
+            format!(
+                "  - path: /{f}\n    plugin: {{ path: {}, function: {f} }}\n",
+                raw.display()
+            )
+        })
+        .collect()
+}
+
+/// An API at `/r/` with one endpoint per `raw` request function.
+fn raw_api(upstream: &str, extra: &str, functions: &[&str]) -> String {
+    format!(
+        "id: raw\nlisten_path: /r/\nstrip_listen_path: true\nupstream: {upstream}\n{extra}endpoints:\n{}",
+        raw_endpoints(functions)
+    )
+}
+
+fn assert_no_hop_headers(message: &Message) {
+    for owned in [
+        "connection",
+        "x-hop",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authenticate",
+        "proxy-x",
+        "x-forged",
+    ] {
+        assert!(
+            message.header(owned).is_none(),
+            "{owned} reached the client: {message:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_response_cannot_frame_itself_or_split_the_stream() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let gw = Gateway::start(ConfigDir::single(&raw_api(&echo, "", &["respond-framed"])));
+    for frame in ["length", "chunked", "all"] {
+        let first = format!("/r/respond-framed?frame={frame}");
+        let second = format!("/r/respond-framed?frame={frame}&body=second");
+        let messages = exchange(&gw, &[&first, &second, "/r/respond-framed?body=third"]);
+        assert_eq!(messages[0].status, 200);
+        assert_eq!(
+            messages[0].body,
+            FORGED_RESPONSE.as_bytes(),
+            "{frame}: the whole body is one message's body"
+        );
+        assert_eq!(messages[1].body, b"second");
+        assert_eq!(messages[2].body, b"third");
+        for message in &messages {
+            assert_no_hop_headers(message);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_final_statuses_and_no_body_on_204_or_304() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let gw = Gateway::start(ConfigDir::single(&raw_api(&echo, "", &["respond-framed"])));
+    for code in [0, 100, 101, 103, 199, 600, 1000] {
+        let (status, _, body) = get_json(&gw.url(&format!("/r/respond-framed?code={code}&frame=all"))).await;
+        assert_gateway_error(status, &body, 500, "plugin failed");
+    }
+    gw.wait_for_log("invalid status 101: a plugin answers with a final status, 200-599");
+    let messages = exchange(
+        &gw,
+        &[
+            "/r/respond-framed?code=204&frame=length",
+            "/r/respond-framed?code=304&frame=chunked",
+            "/r/respond-framed?code=599&body=last",
+        ],
+    );
+    assert_eq!((messages[0].status, messages[0].body.len()), (204, 0));
+    assert_eq!((messages[1].status, messages[1].body.len()), (304, 0));
+    assert_eq!((messages[2].status, &messages[2].body[..]), (599, &b"last"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_hook_cannot_reframe_the_upstreams_response() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let raw = plugin("raw");
+    let api = |function: &str| {
+        format!(
+            "id: {function}\nlisten_path: /{function}/\nupstream: {echo}\nplugins:\n  response:\n    - {{ path: {}, function: {function} }}\n",
+            raw.display()
+        )
+    };
+    let gw = Gateway::start(ConfigDir::new(
+        "apis: [apis/]\n",
+        &[
+            ("a.yaml", &api("response-frame")),
+            ("b.yaml", &api("response-frame-body")),
+        ],
+    ));
+    for frame in ["length", "chunked", "all"] {
+        let streamed = format!("/response-frame/x?frame={frame}");
+        let rewritten = format!("/response-frame-body/y?frame={frame}");
+        let messages = exchange(&gw, &[&streamed, &rewritten, "/response-frame/z?code=204&frame=length"]);
+        let seen: Value = serde_json::from_slice(&messages[0].body).expect("the upstream's whole JSON body");
+        assert_eq!(seen["path"], "/response-frame/x");
+        assert_eq!(messages[1].body, b"changed by the plugin");
+        assert_eq!((messages[2].status, messages[2].body.len()), (204, 0));
+        for message in &messages {
+            assert_no_hop_headers(message);
+        }
+    }
+}
+
+/// What an upstream received: the path and body of each request.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+/// An upstream that records every request it receives.
+fn recorder() -> (Router, Received) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let app = Router::new().fallback(move |request: axum::extract::Request| {
+        let log = Arc::clone(&log);
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let hop = parts.headers.contains_key("x-hop") || parts.headers.contains_key("upgrade");
+            log.lock().expect("lock").push((
+                parts.uri.path().to_owned(),
+                format!("{}{}", String::from_utf8_lossy(&body), if hop { " +hop" } else { "" }),
+            ));
+            "recorded"
+        }
+    });
+    (app, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_cannot_smuggle_a_second_request_to_the_upstream() {
+    let (app, seen) = recorder();
+    let up = upstream(app).await;
+    let gw = Gateway::start(ConfigDir::single(&raw_api(&up, "", &["smuggle", "respond-framed"])));
+    // The hidden request is in the body the plugin sets, or in the client's
+    // body that the plugin lets through under its own framing headers.
+    for query in ["", "&keep"] {
+        for frame in ["length", "chunked", "all"] {
+            for _ in 0..3 {
+                let response = client()
+                    .post(gw.url(&format!("/r/smuggle?frame={frame}{query}")))
+                    .body(SMUGGLED_REQUEST)
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(response.status(), 200);
+                assert_eq!(response.text().await.expect("body"), "recorded");
+            }
+        }
+    }
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen.len(),
+        18,
+        "exactly one upstream request per client request: {seen:?}"
+    );
+    for (path, body) in &seen {
+        assert_eq!(path, "/smuggle");
+        assert_eq!(
+            body, SMUGGLED_REQUEST,
+            "the body arrived whole, as a body, without hop headers"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamic_routing_reaches_only_what_the_operator_allowed() {
+    let own = upstream(upstreams::echo("own")).await;
+    let allowed = upstream(upstreams::echo("allowed")).await;
+    let (forbidden, forbidden_hits) = upstreams::counter();
+    let forbidden = upstream(forbidden).await;
+    let routing = format!("routing:\n  allow: ['{}']\n", allowed.trim_start_matches("http://"));
+    let gw = Gateway::start(ConfigDir::single(&raw_api(&own, &routing, &["route"])));
+
+    let (status, _, seen) = get_json(&gw.url(&format!("/r/route?to={own}/base"))).await;
+    assert_eq!(
+        (status, &seen["upstream"], &seen["path"]),
+        (200, &Value::from("own"), &Value::from("/base/route"))
+    );
+    let (status, _, seen) = get_json(&gw.url(&format!("/r/route?to={allowed}"))).await;
+    assert_eq!((status, &seen["upstream"]), (200, &Value::from("allowed")));
+
+    for target in [
+        forbidden.clone(),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        "http://localhost:1".to_owned(),
+    ] {
+        let (status, _, body) = get_json(&gw.url(&format!("/r/route?to={target}"))).await;
+        assert_gateway_error(status, &body, 500, "plugin failed");
+        assert!(!body.to_string().contains("routing"), "no internals: {body}");
+    }
+    assert_eq!(
+        forbidden_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no request reached it"
+    );
+    let log = gw.wait_for_log("169.254.169.254:80 refused");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("{} refused", forbidden.trim_start_matches("http://"))))
+        .expect("the refused target is logged");
+    for part in ["raw.wasm#route", "request_id=", "routing.allow"] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    assert!(
+        line.contains("api=\"raw\"") || line.contains("api=raw"),
+        "the API in {line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_list_and_string_a_plugin_returns_is_bounded() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let gw = Gateway::start(ConfigDir::single(&raw_api(
+        &echo,
+        "",
+        &["metadata-flood", "headers-flood", "remove-flood", "long-method"],
+    )));
+    for (path, logged) in [
+        (
+            "/r/metadata-flood",
+            "session-metadata: 24000 entries, more than the limit of 64",
+        ),
+        ("/r/metadata-flood?n=10", ""),
+        ("/r/headers-flood", "headers: 50000 entries, more than the limit of 100"),
+        (
+            "/r/remove-flood",
+            "remove-headers: 100000 entries, more than the limit of 100",
+        ),
+        ("/r/long-method", "invalid method"),
+    ] {
+        let (status, _, body) = get_json(&gw.url(path)).await;
+        if logged.is_empty() {
+            assert_eq!(status, 200, "{path} within the limits: {body}");
+            continue;
+        }
+        assert_gateway_error(status, &body, 500, "plugin failed");
+        gw.wait_for_log(logged);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_from_an_auth_plugin_is_bounded_including_what_is_stored() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let api = format!(
+        "id: s\nlisten_path: /s/\nupstream: {echo}\nauth: {{ type: plugin }}\nplugins:\n  auth: {{ path: {}, function: session, limits: {{ max_session_entries: 4, max_session_bytes: 4096 }} }}\n",
+        plugin("raw").display()
+    );
+    let gw = Gateway::start(ConfigDir::single(&api));
+    for (query, ok, logged) in [
+        ("tags=2&meta=2", true, ""),
+        (
+            "tags=5",
+            false,
+            "session tags and metadata: 5 entries, more than the limit of 4",
+        ),
+        ("meta=1&vlen=5000", false, "exceeds max_session_bytes (4096)"),
+        ("keylen=300", false, "invalid key-id"),
+        ("key=a%0Ab", false, "invalid key-id"),
+        ("key=grows&entry=a", true, ""),
+        ("key=grows&entry=b", true, ""),
+        ("key=grows&entry=c", true, ""),
+        ("key=grows&entry=d", true, ""),
+        // A fifth stored entry would outgrow the limit: refused, not saved.
+        (
+            "key=grows&entry=e",
+            false,
+            "with its stored metadata, session tags and metadata: 5 entries",
+        ),
+        ("key=grows&entry=a", true, ""),
+    ] {
+        let (status, _, body) = get_json(&gw.url(&format!("/s/x?{query}"))).await;
+        if ok {
+            assert_eq!(status, 200, "{query}: {body}");
+        } else {
+            assert_gateway_error(status, &body, 500, "plugin failed");
+            gw.wait_for_log(logged);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_volume_per_invocation_is_bounded() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let raw = plugin("raw");
+    let api = format!(
+        "id: logs\nlisten_path: /l/\nupstream: {echo}\nendpoints:\n  - path: /flood\n    plugin: {{ path: {}, function: log-flood, limits: {{ max_log_lines: 20, max_outbound_calls: 1000, cpu_ms: 2000 }} }}\n  - path: /huge\n    plugin: {{ path: {}, function: err-huge, limits: {{ cpu_ms: 2000 }} }}\n",
+        raw.display(),
+        raw.display()
+    );
+    let gw = Gateway::start(ConfigDir::single(&api));
+    let (status, _, _) = get_json(&gw.url("/l/flood?lines=5000&refused=500")).await;
+    assert_eq!(status, 200);
+    let log = gw.wait_for_log("plugin log lines suppressed");
+    let flood = log.lines().filter(|l| l.contains("flood line")).count();
+    let refused = log.lines().filter(|l| l.contains("outbound call refused")).count();
+    assert_eq!((flood, refused), (20, 0), "20 lines, then nothing");
+    let summary = log
+        .lines()
+        .find(|l| l.contains("plugin log lines suppressed"))
+        .expect("summary");
+    assert!(summary.contains("suppressed=5480"), "{summary}");
+
+    let (status, _, _) = get_json(&gw.url("/l/flood?refused=500")).await;
+    assert_eq!(status, 200);
+    let log = gw.wait_for_log("suppressed=480");
+    assert_eq!(log.lines().filter(|l| l.contains("outbound call refused")).count(), 20);
+
+    let before = gw.log().len();
+    let (status, _, body) = get_json(&gw.url("/l/huge?mb=8")).await;
+    assert_gateway_error(status, &body, 500, "plugin failed");
+    let log = gw.wait_for_log("more bytes cut");
+    assert!(
+        log.len() - before < 32 << 10,
+        "an 8 MiB error text was logged as {} bytes",
+        log.len() - before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_text_cannot_forge_a_log_line() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let gw = Gateway::start(ConfigDir::single(&raw_api(&echo, "", &["log-forge"])));
+    let (status, _, body) = get_with(&gw.url("/r/log-forge"), &[("x-request-id", "forge-req-1")]).await;
+    assert_gateway_error(status, &body, 500, "plugin failed");
+    let log = gw.wait_for_log("plugin invocation failed");
+    let carrying: Vec<&str> = log.lines().filter(|l| l.contains("FORGED-LOG-LINE")).collect();
+    assert_eq!(
+        carrying.len(),
+        4,
+        "log call, stdout, the failure, the request line:\n{log}"
+    );
+    for line in &carrying {
+        assert!(!line.starts_with("2026-11-28T00:00:00"), "a forged line: {line}");
+        assert!(
+            !line.contains('\u{1b}') && !line.contains('\r'),
+            "raw control characters: {line:?}"
+        );
+        assert!(
+            line.contains("raw.wasm#log-forge"),
+            "names the plugin and function: {line}"
+        );
+        assert!(line.contains("forge-req-1"), "names the request: {line}");
+    }
+    // Log calls and errors keep their text on one line, newline escaped;
+    // stdout is line-oriented, so its second line is a plugin line of its own.
+    let escaped = carrying.iter().filter(|l| l.contains("innocent\\n2026-11-28")).count();
+    assert_eq!(escaped, 3, "{carrying:#?}");
+}
+
+#[tokio::test]
+async fn a_component_listing_a_function_twice_does_not_load() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let api = format!(
+        "id: dup\nlisten_path: /d/\nupstream: {echo}\nendpoints:\n  - path: /\n    plugin: {{ path: {}, function: other }}\n",
+        plugin("raw_dup").display()
+    );
+    let config = ConfigDir::single(&api);
+    let output = validate(&config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "validate accepted it: {stderr}");
+    assert!(stderr.contains("raw_dup.wasm"), "{stderr}");
+    assert!(stderr.contains("lists the function `check` more than once"), "{stderr}");
+    let refused = Gateway::try_start(config).err().expect("serve refuses it too");
+    assert!(
+        refused.contains("lists the function `check` more than once"),
+        "{refused}"
+    );
+}
