@@ -65,7 +65,7 @@ async fn all_parts_arrive_and_merge() {
 async fn failing_down_and_late_parts_are_marked_and_the_rest_kept() {
     let users = upstream(upstreams::records("users-service")).await;
     let broken = upstream(upstreams::status(500)).await;
-    let late = upstream(upstreams::slow(Duration::from_secs(3))).await;
+    let late = upstream(upstreams::hang()).await;
     let down = closed_port();
     let text = aggregate_api(
         &[
@@ -93,64 +93,50 @@ async fn failing_down_and_late_parts_are_marked_and_the_rest_kept() {
         "{body}"
     );
     assert_eq!(body["errors"]["late"], "timeout");
+    // The late service never answers: an answer at all shows the batch
+    // ended at its deadline.
     assert!(
         elapsed >= Duration::from_millis(450),
         "answered at the deadline, not before: {elapsed:?}"
-    );
-    assert!(
-        elapsed < Duration::from_millis(2500),
-        "did not wait for the late service: {elapsed:?}"
     );
 }
 
 #[tokio::test]
 async fn fan_out_is_concurrent() {
-    let slow: Vec<String> = vec![
-        upstream(upstreams::slow(Duration::from_millis(300))).await,
-        upstream(upstreams::slow(Duration::from_millis(300))).await,
-        upstream(upstreams::slow(Duration::from_millis(300))).await,
-    ];
+    // The service answers only when all three calls wait on it at once: the
+    // batch completes only if the gateway sends them concurrently.
+    let meet = upstream(upstreams::barrier(3)).await;
     let services: Vec<(&str, String)> = ["a", "b", "c"]
         .into_iter()
-        .zip(slow.iter().map(|u| format!("{u}/x")))
+        .map(|n| (n, format!("{meet}/{n}")))
         .collect();
-    let allow: Vec<String> = slow.iter().map(|u| host(u)).collect();
     let gw = Gateway::start(ConfigDir::single(&aggregate_api(
         &services,
-        &allow,
-        "        deadline_ms: 5000\n",
+        &[host(&meet)],
+        "        deadline_ms: 30000\n",
     )));
-    get_json(&gw.url("/agg/summary/0")).await; // warm the connection pool
-    let started = Instant::now();
     let (status, headers, body) = get_json(&gw.url("/agg/summary/1")).await;
-    let elapsed = started.elapsed();
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-partial"], "false", "{body}");
-    assert_eq!(body["a"], json!({ "slow": true }));
-    assert!(elapsed >= Duration::from_millis(300));
-    assert!(
-        elapsed < Duration::from_millis(750),
-        "three 300 ms calls took {elapsed:?}: not concurrent"
-    );
+    for part in ["a", "b", "c"] {
+        assert_eq!(body[part], json!({ "met": true }), "{body}");
+    }
 }
 
 #[tokio::test]
 async fn first_success_ends_the_batch_and_cancels_the_rest() {
     let fast = upstream(upstreams::records("fast")).await;
-    let slow = upstream(upstreams::slow(Duration::from_secs(3))).await;
+    let slow = upstream(upstreams::hang()).await;
     let text = aggregate_api(
         &[("fast", format!("{fast}/users/{{id}}")), ("slow", format!("{slow}/x"))],
         &[host(&fast), host(&slow)],
-        "        deadline_ms: 5000\n        first: 1\n",
+        "        deadline_ms: 60000\n        first: 1\n",
     );
     let gw = Gateway::start(ConfigDir::single(&text));
-    let started = Instant::now();
+    // The slow part never answers, and the deadline is far: an answer shows
+    // the first success ended the batch.
     let (status, _, body) = get_json(&gw.url("/agg/summary/5")).await;
     assert_eq!(status, 200, "{body}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "did not wait for the slow part"
-    );
     assert_eq!(body["fast"]["id"], 5);
     assert_eq!(body["errors"]["slow"], "cancelled");
 }

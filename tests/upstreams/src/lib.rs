@@ -7,6 +7,9 @@
 //! - [`records`]: `GET /{kind}/{id}` answers a small JSON record, like an
 //!   internal user or inventory service.
 //! - [`status`] and [`slow`]: a fixed status, or an answer after a delay.
+//! - [`hang`], [`barrier`] and [`gate`]: no answer ever, an answer once `n`
+//!   requests wait together, an answer when the test says: timing shown by
+//!   behaviour rather than by a clock.
 //! - [`counter`]: counts the requests it gets; [`mirror`]: streams the body back.
 
 use std::net::SocketAddr;
@@ -108,6 +111,45 @@ pub fn slow(delay: Duration) -> Router {
         tokio::time::sleep(delay).await;
         Json(json!({ "slow": true })).into_response()
     })
+}
+
+/// Never answers: holds every request open until the caller goes away. A
+/// result from a caller of it proves, without a clock, that the caller did
+/// not wait for it (a deadline, a cancellation or a timeout ended the wait).
+pub fn hang() -> Router {
+    Router::new().fallback(std::future::pending::<Json<Value>>)
+}
+
+/// Answers `{"met": true}` only once `n` requests are waiting at once (then
+/// all of them, and so on for the next `n`), so requests sent one after
+/// another never get an answer: concurrency shown without a clock.
+pub fn barrier(n: usize) -> Router {
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    Router::new().fallback(move || {
+        let barrier = Arc::clone(&barrier);
+        async move {
+            barrier.wait().await;
+            Json(json!({ "met": true }))
+        }
+    })
+}
+
+/// Holds each request until `release` is notified, counting arrivals in
+/// the returned counter first: a test can wait until a request is in
+/// flight, check what happens meanwhile, then let it finish.
+pub fn gate(release: Arc<tokio::sync::Notify>) -> (Router, Arc<AtomicUsize>) {
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&arrived);
+    let app = Router::new().fallback(move || {
+        let (release, seen) = (Arc::clone(&release), Arc::clone(&seen));
+        async move {
+            let released = release.notified();
+            seen.fetch_add(1, Ordering::SeqCst);
+            released.await;
+            Json(json!({ "released": true }))
+        }
+    });
+    (app, arrived)
 }
 
 /// Answers every request with 200 `{"n": <count>}` and counts them.
