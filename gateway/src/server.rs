@@ -328,21 +328,10 @@ async fn request_phase(
             let headers = HeaderText::new(&ex.parts.headers);
             let request = ex.plugin_request(plugin.wants_body(), &headers);
             match plugin.on_auth(&ex.ctx, &request).await {
-                Ok(AuthOutcome::Authenticated(session)) => {
-                    let merged = auth::merge_plugin_session(store, session).await?;
-                    let data = &merged.caller.data;
-                    let size = plugin::check_session_size(
-                        &data.key_id,
-                        data.tags.iter().map(String::as_str),
-                        data.metadata.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-                        plugin.limits(),
-                    );
-                    if let Err(why) = size {
-                        let error = plugin.invalid(&format!("with its stored metadata, {why}"));
-                        return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?));
-                    }
-                    Some(auth::save_plugin_session(store, merged).await?)
-                }
+                Ok(AuthOutcome::Authenticated(session)) => match plugin_caller(store, plugin, session).await? {
+                    Ok(caller) => Some(caller),
+                    Err(error) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?)),
+                },
                 Ok(AuthOutcome::Respond(response)) => return Ok(Phase::Respond(plugin_response(plugin, response)?)),
                 Err(error) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?)),
             }
@@ -381,6 +370,29 @@ async fn request_phase(
         }
     }
     Ok(Phase::Upstream)
+}
+
+/// The caller an auth plugin's session makes: merged with what is stored
+/// for its key and saved, if it stays within the plugin's session limits.
+/// A session that would outgrow them is the plugin's failure (the inner
+/// error), and nothing is saved.
+async fn plugin_caller(
+    store: &SessionStore,
+    plugin: &Plugin,
+    session: Session,
+) -> Result<Result<Caller, PluginError>, RequestError> {
+    let merged = auth::merge_plugin_session(store, session).await?;
+    let data = &merged.caller.data;
+    let size = plugin::check_session_size(
+        &data.key_id,
+        data.tags.iter().map(String::as_str),
+        data.metadata.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        plugin.limits(),
+    );
+    if let Err(why) = size {
+        return Ok(Err(plugin.invalid(&format!("with its stored metadata, {why}"))));
+    }
+    Ok(Ok(auth::save_plugin_session(store, merged).await?))
 }
 
 /// Saves session metadata written by plugins (keyed sessions only). A
@@ -482,13 +494,7 @@ impl Exchange {
         let result = match plugin.on_request(&self.ctx, &request, &self.session).await {
             Ok(Outcome::Continue(changes)) => match self.apply(plugin.limits(), changes) {
                 Ok(dropped) => {
-                    if !dropped.is_empty() {
-                        tracing::debug!(
-                            plugin = plugin.label(),
-                            ?dropped,
-                            "headers only the gateway sets were dropped"
-                        );
-                    }
+                    log_dropped(plugin, &dropped);
                     Ok(())
                 }
                 Err(why) => Err(plugin.invalid(&why)),
@@ -508,9 +514,9 @@ impl Exchange {
 
     /// Applies a `continue` outcome, checked by the runtime. What can only
     /// be checked here (the session metadata merged with the session's own)
-    /// is checked before anything changes: a refused outcome leaves the
-    /// request as it was.
-    /// Returns the header names it dropped (see [`framing`]).
+    /// is checked, and every value parsed, before anything changes: a
+    /// refused outcome leaves the request as it was. Returns the header
+    /// names it dropped (see [`framing`]).
     fn apply(&mut self, limits: &Limits, changes: RequestChanges) -> Result<Vec<HeaderName>, String> {
         let metadata = if changes.session_metadata.is_empty() {
             None
@@ -523,18 +529,29 @@ impl Exchange {
             .map(|u| self.ctx.routing.target(u))
             .transpose()?;
         let (set_headers, dropped) = framing::plugin_headers(&changes.set_headers)?;
+        let method: Option<http::Method> = changes
+            .method
+            .map(|m| m.parse())
+            .transpose()
+            .map_err(|e| format!("{e}"))?;
+        let uri: Option<http::Uri> = changes
+            .query
+            .map(|query| {
+                let path = self.parts.uri.path();
+                if query.is_empty() {
+                    path.parse()
+                } else {
+                    format!("{path}?{query}").parse()
+                }
+            })
+            .transpose()
+            .map_err(|e| format!("{e}"))?;
         let parts = &mut self.parts;
-        if let Some(method) = changes.method {
-            parts.method = method.parse().map_err(|e| format!("{e}"))?;
+        if let Some(method) = method {
+            parts.method = method;
         }
-        if let Some(query) = changes.query {
-            let path = parts.uri.path();
-            let uri = if query.is_empty() {
-                path.to_owned()
-            } else {
-                format!("{path}?{query}")
-            };
-            parts.uri = uri.parse().map_err(|e| format!("{e}"))?;
+        if let Some(uri) = uri {
+            parts.uri = uri;
         }
         if let Some(path) = changes.path {
             self.upstream_path = path;
@@ -691,6 +708,13 @@ fn plugin_response(plugin: &Plugin, response: plugin::Response) -> Result<Respon
 
 fn framed(plugin: &Plugin, built: Result<(Response, Vec<HeaderName>), String>) -> Result<Response, RequestError> {
     let (response, dropped) = built.map_err(RequestError::Internal)?;
+    log_dropped(plugin, &dropped);
+    Ok(response)
+}
+
+/// Notes the framing and connection headers a plugin set, which the
+/// gateway dropped (see [`framing`]).
+fn log_dropped(plugin: &Plugin, dropped: &[HeaderName]) {
     if !dropped.is_empty() {
         tracing::debug!(
             plugin = plugin.label(),
@@ -698,7 +722,6 @@ fn framed(plugin: &Plugin, built: Result<(Response, Vec<HeaderName>), String>) -
             "headers only the gateway sets were dropped"
         );
     }
-    Ok(response)
 }
 
 #[cfg(test)]
