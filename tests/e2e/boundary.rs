@@ -286,16 +286,33 @@ async fn every_list_and_string_a_plugin_returns_is_bounded() {
         "",
         &["metadata-flood", "headers-flood", "remove-flood", "long-method"],
     )));
+    // Lists beyond any limit are refused as they are read, before a single
+    // entry is copied; shorter ones by the configured limits.
     for (path, logged) in [
         (
             "/r/metadata-flood",
-            "session-metadata: 24000 entries, more than the limit of 64",
+            "returned a list of 24000 entries; at most 10000 are read",
+        ),
+        (
+            "/r/metadata-flood?n=65",
+            "session-metadata: 65 entries, more than the limit of 64",
         ),
         ("/r/metadata-flood?n=10", ""),
-        ("/r/headers-flood", "headers: 50000 entries, more than the limit of 100"),
+        (
+            "/r/headers-flood",
+            "returned a list of 50000 entries; at most 10000 are read",
+        ),
+        (
+            "/r/headers-flood?n=101",
+            "headers: 101 entries, more than the limit of 100",
+        ),
         (
             "/r/remove-flood",
-            "remove-headers: 100000 entries, more than the limit of 100",
+            "returned a list of 100000 entries; at most 10000 are read",
+        ),
+        (
+            "/r/remove-flood?n=101",
+            "remove-headers: 101 entries, more than the limit of 100",
         ),
         ("/r/long-method", "invalid method"),
     ] {
@@ -325,6 +342,11 @@ async fn a_session_from_an_auth_plugin_is_bounded_including_what_is_stored() {
             "session tags and metadata: 5 entries, more than the limit of 4",
         ),
         ("meta=1&vlen=5000", false, "exceeds max_session_bytes (4096)"),
+        (
+            "tags=20000",
+            false,
+            "returned a list of 20000 entries; at most 10000 are read",
+        ),
         ("keylen=300", false, "invalid key-id"),
         ("key=a%0Ab", false, "invalid key-id"),
         ("key=grows&entry=a", true, ""),

@@ -39,6 +39,7 @@ use wasmtime::{
 pub use bindings::{Api, AuthOutcome, HookKind, Outcome, RequestChanges, Response, Session};
 use bindings::{FunctionInfo, PluginPre};
 use host::{CallInfo, State, Tick, lock};
+use records::{AuthOutcomeWire, ListTooLong, OutcomeWire, ResponseWire};
 pub use records::{HeaderText, RequestRecord, ResponseRecord};
 use ticker::Ticker;
 
@@ -174,9 +175,12 @@ struct LoadedComponent {
 }
 
 /// The parameters and result of one hook export of the `guest` interface.
+/// The result is lifted as `Wire` (lists bounded, see [`records`]) and
+/// converted into `Value`.
 trait HookSignature {
     type Params<'a>: ComponentNamedList + Lower + Send + Sync;
-    type Value: Lift + Send + Sync + 'static;
+    type Wire: Lift + Into<Self::Value> + Send + Sync + 'static;
+    type Value;
 }
 
 /// What a hook export returns: the plugin's value or its own error.
@@ -185,12 +189,14 @@ type HookResult<T> = (Result<T, String>,);
 struct OnRequest;
 impl HookSignature for OnRequest {
     type Params<'a> = (&'a str, &'a RequestRecord<'a>, &'a Session, &'a Api, &'a str);
+    type Wire = OutcomeWire;
     type Value = Outcome;
 }
 
 struct OnAuth;
 impl HookSignature for OnAuth {
     type Params<'a> = (&'a str, &'a RequestRecord<'a>, &'a Api, &'a str);
+    type Wire = AuthOutcomeWire;
     type Value = AuthOutcome;
 }
 
@@ -204,6 +210,7 @@ impl HookSignature for OnResponse {
         &'a Api,
         &'a str,
     );
+    type Wire = ResponseWire;
     type Value = Response;
 }
 
@@ -218,7 +225,7 @@ struct Hook<H> {
 impl<H: HookSignature> Hook<H> {
     /// Checks the export's type against `H` on an instance of the component.
     fn check(index: ComponentExportIndex, instance: &Instance, store: &mut Store<State>) -> wasmtime::Result<Self> {
-        instance.get_typed_func::<H::Params<'_>, HookResult<H::Value>>(&mut *store, &index)?;
+        instance.get_typed_func::<H::Params<'_>, HookResult<H::Wire>>(&mut *store, &index)?;
         Ok(Hook {
             index,
             _signature: std::marker::PhantomData,
@@ -232,7 +239,7 @@ impl<H: HookSignature> Hook<H> {
         &self,
         instance: &Instance,
         store: &mut Store<State>,
-    ) -> wasmtime::Result<TypedFunc<H::Params<'a>, HookResult<H::Value>>> {
+    ) -> wasmtime::Result<TypedFunc<H::Params<'a>, HookResult<H::Wire>>> {
         let func = instance
             .get_func(&mut *store, self.index)
             .ok_or_else(|| wasmtime::format_err!("the component has no hook export {:?}", self.index))?;
@@ -696,7 +703,9 @@ impl Plugin {
             lease.calls += 1;
             reuse.put(lease);
         }
-        result.map_err(|text| PluginError::Failed(untrusted::escape(&text, untrusted::MAX_TEXT_BYTES)))
+        result
+            .map(Into::into)
+            .map_err(|text| PluginError::Failed(untrusted::escape(&text, untrusted::MAX_TEXT_BYTES)))
     }
 
     /// A failure found after the call, in what the plugin returned (for
@@ -762,7 +771,7 @@ impl Plugin {
         lease: &mut Lease,
         hook: &Hook<H>,
         params: H::Params<'_>,
-    ) -> wasmtime::Result<Result<H::Value, String>> {
+    ) -> wasmtime::Result<Result<H::Wire, String>> {
         let store = &mut lease.store;
         let instance = match lease.instance {
             Some(instance) => instance,
@@ -779,6 +788,9 @@ impl Plugin {
     fn classify_trap(&self, e: wasmtime::Error) -> PluginError {
         if e.downcast_ref::<CpuBudgetExceeded>().is_some() {
             return PluginError::CpuBudget(self.limits.cpu);
+        }
+        if let Some(too_long) = e.downcast_ref::<ListTooLong>() {
+            return PluginError::InvalidOutcome(too_long.to_string());
         }
         let text = format!("{e:#}");
         if text.contains("forcing trap when growing memory") {

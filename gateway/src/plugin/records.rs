@@ -1,15 +1,30 @@
-//! The records the gateway passes into a guest, borrowed from the exchange
-//! being served. Lowering copies the gateway's own bytes (the parsed
-//! request's header map, path and body) straight into guest memory; building
-//! the generated owned records first would copy every string, and the body,
-//! once more on the host for each hook call.
+//! The records that cross the boundary, written by hand where the generated
+//! ones would cost or risk too much:
 //!
-//! Their shapes are the WIT records `request` and `response`
-//! (`wit/plugin.wit`); a mismatch fails when a plugin loads, where every hook
-//! export is type-checked against them.
+//! - Into the guest, [`RequestRecord`] and [`ResponseRecord`] are borrowed
+//!   from the exchange being served. Lowering copies the gateway's own bytes
+//!   (the parsed request's header map, path and body) straight into guest
+//!   memory; building the generated owned records first would copy every
+//!   string, and the body, once more on the host for each hook call.
+//! - Out of the guest, the `*Wire` records lift every list of strings as a
+//!   [`Bounded`] list: its length is checked against [`MAX_LIFTED_ENTRIES`]
+//!   before a single entry is copied, so a plugin cannot make the host
+//!   allocate a million strings (outside its CPU budget) only to have them
+//!   refused. They convert into the generated types for the rest of the
+//!   gateway, where `untrusted` applies the configured limits.
+//!
+//! Their shapes are the WIT records (`wit/plugin.wit`); a mismatch fails when
+//! a plugin loads, where every hook export is type-checked against them.
 
 use http::HeaderMap;
-use wasmtime::component::{ComponentType, Lower};
+use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext};
+use wasmtime::component::{ComponentType, Lift, Lower, WasmList};
+
+use super::bindings::{AuthOutcome, Outcome, RequestChanges, Response, Session};
+
+/// Most entries of any list of strings lifted out of a guest, whatever the
+/// limits: the ceiling of `max_headers` and far above any session's.
+pub const MAX_LIFTED_ENTRIES: usize = 10_000;
 
 /// The WIT `request` record, borrowed.
 #[derive(Debug, ComponentType, Lower)]
@@ -37,6 +52,175 @@ pub struct ResponseRecord<'a> {
     pub status: u16,
     pub headers: Vec<(&'a str, &'a str)>,
     pub body: &'a [u8],
+}
+
+/// A list lifted out of a guest only if it has at most
+/// [`MAX_LIFTED_ENTRIES`] entries; the length is read and checked before
+/// any entry is.
+#[derive(Debug)]
+pub struct Bounded<T>(pub Vec<T>);
+
+/// A guest returned a list longer than [`MAX_LIFTED_ENTRIES`].
+#[derive(Debug, thiserror::Error)]
+#[error("returned a list of {0} entries; at most {MAX_LIFTED_ENTRIES} are read")]
+pub struct ListTooLong(pub usize);
+
+// SAFETY: `Bounded<T>` has exactly the representation and type of a
+// `list<T>`: it forwards every item to the implementations for `[T]`.
+#[expect(
+    unsafe_code,
+    reason = "wasmtime's value traits are unsafe to implement; this one forwards to [T]'s"
+)]
+unsafe impl<T: ComponentType> ComponentType for Bounded<T> {
+    type Lower = <[T] as ComponentType>::Lower;
+
+    const ABI: CanonicalAbiInfo = <[T] as ComponentType>::ABI;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <[T] as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: lifting goes through `WasmList<T>` (which checks the list's bounds
+// in guest memory) and then `T`'s own list lifting, as `Vec<T>` does; the
+// only addition is the length check in between.
+#[expect(
+    unsafe_code,
+    reason = "wasmtime's value traits are unsafe to implement; this one forwards to Vec<T>'s"
+)]
+unsafe impl<T: Lift> Lift for Bounded<T> {
+    fn linear_lift_from_flat(cx: &mut LiftContext<'_>, ty: InterfaceType, src: &Self::Lower) -> wasmtime::Result<Self> {
+        let list = <WasmList<T> as Lift>::linear_lift_from_flat(cx, ty, src)?;
+        Self::lift(cx, &list)
+    }
+
+    fn linear_lift_from_memory(cx: &mut LiftContext<'_>, ty: InterfaceType, bytes: &[u8]) -> wasmtime::Result<Self> {
+        let list = <WasmList<T> as Lift>::linear_lift_from_memory(cx, ty, bytes)?;
+        Self::lift(cx, &list)
+    }
+}
+
+impl<T: Lift> Bounded<T> {
+    fn lift(cx: &mut LiftContext<'_>, list: &WasmList<T>) -> wasmtime::Result<Self> {
+        if list.len() > MAX_LIFTED_ENTRIES {
+            return Err(wasmtime::Error::new(ListTooLong(list.len())));
+        }
+        T::linear_lift_list_from_memory(cx, list).map(Bounded)
+    }
+}
+
+type Fields = Bounded<(String, String)>;
+
+/// The WIT `response` record, as a guest returns it.
+#[derive(Debug, ComponentType, Lift)]
+#[component(record)]
+pub struct ResponseWire {
+    status: u16,
+    headers: Fields,
+    body: Vec<u8>,
+}
+
+impl From<ResponseWire> for Response {
+    fn from(wire: ResponseWire) -> Self {
+        Response {
+            status: wire.status,
+            headers: wire.headers.0,
+            body: wire.body,
+        }
+    }
+}
+
+/// The WIT `request-changes` record, as a guest returns it.
+#[derive(Debug, ComponentType, Lift)]
+#[component(record)]
+pub struct RequestChangesWire {
+    method: Option<String>,
+    path: Option<String>,
+    query: Option<String>,
+    #[component(name = "set-headers")]
+    set_headers: Fields,
+    #[component(name = "remove-headers")]
+    remove_headers: Bounded<String>,
+    body: Option<Vec<u8>>,
+    upstream: Option<String>,
+    #[component(name = "session-metadata")]
+    session_metadata: Fields,
+}
+
+/// The WIT `outcome` variant, as a guest returns it.
+#[derive(Debug, ComponentType, Lift)]
+#[component(variant)]
+pub enum OutcomeWire {
+    #[component(name = "continue")]
+    Continue(RequestChangesWire),
+    #[component(name = "respond")]
+    Respond(ResponseWire),
+}
+
+impl From<OutcomeWire> for Outcome {
+    fn from(wire: OutcomeWire) -> Self {
+        match wire {
+            OutcomeWire::Respond(response) => Outcome::Respond(response.into()),
+            OutcomeWire::Continue(c) => Outcome::Continue(RequestChanges {
+                method: c.method,
+                path: c.path,
+                query: c.query,
+                set_headers: c.set_headers.0,
+                remove_headers: c.remove_headers.0,
+                body: c.body,
+                upstream: c.upstream,
+                session_metadata: c.session_metadata.0,
+            }),
+        }
+    }
+}
+
+/// The WIT `session` record, as an auth function returns it.
+#[derive(Debug, ComponentType, Lift)]
+#[component(record)]
+pub struct SessionWire {
+    #[component(name = "key-id")]
+    key_id: String,
+    rate: u32,
+    per: u32,
+    #[component(name = "quota-max")]
+    quota_max: i64,
+    #[component(name = "quota-remaining")]
+    quota_remaining: i64,
+    #[component(name = "quota-renewal-seconds")]
+    quota_renewal_seconds: u64,
+    metadata: Fields,
+    tags: Bounded<String>,
+    expires: Option<i64>,
+}
+
+/// The WIT `auth-outcome` variant, as a guest returns it.
+#[derive(Debug, ComponentType, Lift)]
+#[component(variant)]
+pub enum AuthOutcomeWire {
+    #[component(name = "authenticated")]
+    Authenticated(SessionWire),
+    #[component(name = "respond")]
+    Respond(ResponseWire),
+}
+
+impl From<AuthOutcomeWire> for AuthOutcome {
+    fn from(wire: AuthOutcomeWire) -> Self {
+        match wire {
+            AuthOutcomeWire::Respond(response) => AuthOutcome::Respond(response.into()),
+            AuthOutcomeWire::Authenticated(s) => AuthOutcome::Authenticated(Session {
+                key_id: s.key_id,
+                rate: s.rate,
+                per: s.per,
+                quota_max: s.quota_max,
+                quota_remaining: s.quota_remaining,
+                quota_renewal_seconds: s.quota_renewal_seconds,
+                metadata: s.metadata.0,
+                tags: s.tags.0,
+                expires: s.expires,
+            }),
+        }
+    }
 }
 
 /// A header map's fields as the text pairs a guest receives. Values are
