@@ -39,7 +39,7 @@ use wasmtime::{
 pub use bindings::{Api, AuthOutcome, HookKind, Outcome, RequestChanges, Response, Session};
 use bindings::{FunctionInfo, PluginPre};
 use host::{CallInfo, State, Tick, lock};
-use records::{AuthOutcomeWire, ListTooLong, OutcomeWire, ResponseWire};
+use records::{AuthOutcomeWire, Bounded, ListTooLong, OutcomeWire, ResponseWire};
 pub use records::{HeaderText, RequestRecord, ResponseRecord};
 use ticker::Ticker;
 
@@ -158,6 +158,9 @@ impl PluginError {
 fn describe_error(e: wasmtime::Error) -> LoadErrorKind {
     if e.downcast_ref::<CpuBudgetExceeded>().is_some() {
         return LoadErrorKind::Describe(format!("exceeded the load-time CPU budget of {LOAD_CPU:?}"));
+    }
+    if let Some(too_long) = e.downcast_ref::<ListTooLong>() {
+        return LoadErrorKind::Describe(too_long.to_string());
     }
     LoadErrorKind::Describe(untrusted::escape(&format!("{e:#}"), untrusted::MAX_TEXT_BYTES))
 }
@@ -469,10 +472,15 @@ impl PluginRuntime {
                 .await
                 .map_err(describe_error)?;
             let exports = HookExports::check(&instance, &mut store)?;
-            let functions = bindings::Plugin::new(&mut store, &instance)
-                .map_err(describe_error)?
-                .portcullis_plugin_guest()
-                .call_functions(&mut store)
+            // Lifted as a bounded list, like every list a guest returns.
+            let functions = instance
+                .get_export_index(&mut store, None, HookExports::GUEST)
+                .and_then(|guest| instance.get_export_index(&mut store, Some(&guest), "functions"))
+                .ok_or_else(|| LoadErrorKind::Incompatible(format!("no export {}#functions", HookExports::GUEST)))?;
+            let (Bounded(functions),) = instance
+                .get_typed_func::<(), (Bounded<FunctionInfo>,)>(&mut store, &functions)
+                .map_err(|e| LoadErrorKind::Incompatible(format!("{e:#}")))?
+                .call_async(&mut store, ())
                 .await
                 .map_err(describe_error)?;
             untrusted::check_functions(&functions).map_err(LoadErrorKind::Describe)?;
