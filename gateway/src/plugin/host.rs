@@ -376,7 +376,15 @@ impl types::Host for State {}
 
 impl log::Host for State {
     fn log(&mut self, level: Level, message: String) {
-        if !self.log.take(message.len().min(MAX_LOG_LINE)) {
+        // Lines the log filter drops cost nothing and count for nothing.
+        let enabled = match level {
+            Level::Trace => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(target: "plugin", tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(target: "plugin", tracing::Level::WARN),
+            Level::Error => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
+        };
+        if !enabled || !self.log.take(message.len().min(MAX_LOG_LINE)) {
             return;
         }
         let message = untrusted::escape(&message, MAX_LOG_LINE);
