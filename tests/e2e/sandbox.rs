@@ -303,10 +303,12 @@ async fn a_slow_outbound_call_ends_at_the_invocation_deadline() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn waiting_on_outbound_calls_is_not_charged_as_cpu() {
-    // A 1 ms CPU budget, yet the call waits ~300 ms on the upstream.
-    let slow = upstream(upstreams::slow(Duration::from_millis(300))).await;
+    // The call waits 1.5 s on the upstream, three times the CPU budget; the
+    // budget is still far above what the guest itself runs (a few ms, more
+    // on a busy machine), so only charging the wait could exceed it.
+    let slow = upstream(upstreams::slow(Duration::from_millis(1500))).await;
     let text = format!(
-        "id: w\nlisten_path: /w/\nupstream: {slow}\noutbound: {{ allow: ['{}'] }}\nendpoints:\n  - path: /\n    plugin: {{ path: {}, function: outbound-slow, limits: {{ cpu_ms: 1 }} }}\n",
+        "id: w\nlisten_path: /w/\nupstream: {slow}\noutbound: {{ allow: ['{}'] }}\nendpoints:\n  - path: /\n    plugin: {{ path: {}, function: outbound-slow, limits: {{ cpu_ms: 500, timeout_ms: 30000 }} }}\n",
         slow.trim_start_matches("http://"),
         plugin("hostile").display()
     );
