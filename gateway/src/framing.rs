@@ -17,21 +17,13 @@ use axum::response::Response;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that frame a message or describe one connection (besides every
-/// `proxy-*` header).
-const GATEWAY_OWNED: [HeaderName; 7] = [
-    header::CONTENT_LENGTH,
-    header::TRANSFER_ENCODING,
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::UPGRADE,
-    header::TE,
-    header::TRAILER,
-];
+use crate::proxy;
 
-/// Whether only the gateway may set `name`.
+/// Whether only the gateway may set `name`: it frames the message
+/// (`content-length`), is hop-by-hop (the proxy's own list), or is any
+/// `proxy-*` header.
 pub fn is_gateway_owned(name: &HeaderName) -> bool {
-    GATEWAY_OWNED.contains(name) || name.as_str().starts_with("proxy-")
+    name == header::CONTENT_LENGTH || proxy::is_hop_by_hop(name) || name.as_str().starts_with("proxy-")
 }
 
 /// The statuses a plugin may answer with: final responses only. 1xx would
@@ -56,27 +48,12 @@ pub fn has_no_body(status: StatusCode) -> bool {
 /// names it dropped, for the log.
 pub fn plugin_headers(fields: &[(String, String)]) -> Result<(HeaderMap, Vec<HeaderName>), String> {
     let mut map = HeaderMap::with_capacity(fields.len());
-    let mut dropped = Vec::new();
     for (name, value) in fields {
         let name = parse_name(name)?;
         let value = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name:?}"))?;
-        if name == header::CONNECTION {
-            // What `connection` names is connection-level too, whatever it is.
-            for named in value.to_str().unwrap_or_default().split(',') {
-                if let Ok(named) = HeaderName::from_bytes(named.trim().as_bytes()) {
-                    dropped.push(named);
-                }
-            }
-        }
-        if is_gateway_owned(&name) {
-            dropped.push(name);
-        } else {
-            map.append(name, value);
-        }
+        map.append(name, value);
     }
-    for name in &dropped {
-        map.remove(name);
-    }
+    let dropped = proxy::strip(&mut map, is_gateway_owned);
     Ok((map, dropped))
 }
 

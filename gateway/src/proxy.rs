@@ -133,25 +133,38 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+/// Whether `name` is hop-by-hop by itself (not counting what `Connection`
+/// names).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers, including any that `Connection` names.
 ///
 /// One pass over the fields finds them, so a message without any costs no
 /// hash lookups (one with `Connection: keep-alive`, two): this runs twice
 /// per proxied request.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    strip(headers, is_hop_by_hop);
+}
+
+/// Removes every field `doomed` picks, and every field a `Connection` field
+/// names; returns the names removed.
+pub fn strip(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = Vec::new();
     for (name, value) in headers.iter() {
         if name == header::CONNECTION {
             let named = value.to_str().unwrap_or_default().split(',');
-            doomed.extend(named.filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()));
+            names.extend(named.filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()));
         }
-        if HOP_BY_HOP.contains(name) {
-            doomed.push(name.clone());
+        if doomed(name) {
+            names.push(name.clone());
         }
     }
-    for name in &doomed {
+    for name in &names {
         headers.remove(name);
     }
+    names
 }
 
 /// Prepares request headers for the upstream: hop-by-hop removed, `Host`
