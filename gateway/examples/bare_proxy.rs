@@ -29,7 +29,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(listen: SocketAddr, upstream: Uri) -> anyhow::Result<()> {
-    let client = portcullis::proxy::pooled_client::<Incoming>(Duration::from_secs(60));
+    let client =
+        portcullis::proxy::pooled_client::<Incoming>(Duration::from_secs(60), &portcullis::tls::ClientTls::system());
     let listener = TcpListener::bind(listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
     loop {

@@ -10,8 +10,9 @@ use crate::config::{self, AuthConfig, Config, StoreConfig};
 use crate::outbound::OutboundClient;
 use crate::plugin::PluginRuntime;
 use crate::routes::{BuildError, Routes};
-use crate::server::Gateway;
+use crate::server::{Gateway, Listeners};
 use crate::store::SessionStore;
+use crate::tls::LiveTls;
 
 /// Loads the configuration and every plugin it names, without serving.
 /// Returns the routing table so callers can summarise it.
@@ -54,12 +55,31 @@ pub fn summary(routes: &Routes) -> String {
     out
 }
 
+/// Where to listen instead of what the configuration says (`--listen`,
+/// `--listen-tls`).
+#[derive(Debug, Default, Clone)]
+pub struct ListenOverrides {
+    pub plain: Option<String>,
+    pub tls: Option<String>,
+}
+
 /// Serves until SIGINT/SIGTERM. SIGHUP reloads the configuration; a reload
 /// that fails is logged and the running configuration keeps serving.
-pub async fn serve(config_file: PathBuf, listen_override: Option<String>) -> anyhow::Result<()> {
+pub async fn serve(config_file: PathBuf, overrides: ListenOverrides) -> anyhow::Result<()> {
     let config = config::load(&config_file)?;
     let runtime = runtime_for(&config)?;
-    let listen = listen_override.unwrap_or_else(|| config.listen.clone());
+    let listen = overrides.plain.or_else(|| config.listen.clone());
+    let tls = match (&config.tls, overrides.tls) {
+        (None, Some(_)) => anyhow::bail!(
+            "--listen-tls needs a `tls:` block with certificates in {}",
+            config_file.display()
+        ),
+        (None, None) => None,
+        (Some(loaded), address) => Some((
+            address.unwrap_or_else(|| loaded.settings.listen.clone()),
+            Arc::clone(loaded),
+        )),
+    };
     let store = SessionStore::new(config.session_store.clone());
     let needs_store = config.admin.is_some() || config.apis.iter().any(|api| !matches!(api.auth, AuthConfig::Keyless));
     if needs_store {
@@ -78,11 +98,25 @@ pub async fn serve(config_file: PathBuf, listen_override: Option<String>) -> any
         "configuration loaded"
     );
 
-    let listener = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
-    let gateway = Arc::new(Gateway::new(routes, store));
+    let plain = match &listen {
+        Some(listen) => Some(
+            TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?,
+        ),
+        None => None,
+    };
+    let tls = match tls {
+        Some((address, loaded)) => {
+            let listener = TcpListener::bind(&address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (tls.listen)"))?;
+            Some((listener, LiveTls::new(loaded)))
+        }
+        None => None,
+    };
+    let live_tls = tls.as_ref().map(|(_, live)| Arc::clone(live));
+    let gateway = Arc::new(Gateway::new(routes, store, live_tls.clone()));
     let admin_addr = match admin {
         None => None,
         Some(admin) => {
@@ -106,14 +140,28 @@ pub async fn serve(config_file: PathBuf, listen_override: Option<String>) -> any
     };
     tokio::spawn(reload_on_sighup(Arc::clone(&gateway), runtime, config_file));
 
-    // Scripts wait for this exact line on stdout.
-    println!("listening on http://{addr}");
-    tracing::info!(%addr, "listening");
+    if let Some(live) = live_tls {
+        tokio::spawn(live.watch());
+    }
+
+    // Scripts wait for these exact lines on stdout.
+    if let Some(plain) = &plain {
+        let addr = plain.local_addr()?;
+        println!("listening on http://{addr}");
+        tracing::info!(%addr, "listening");
+    }
+    if let Some((listener, _)) = &tls {
+        let addr = listener.local_addr()?;
+        println!("listening on https://{addr}");
+        tracing::info!(%addr, "listening (TLS)");
+    }
     if let Some(admin_addr) = admin_addr {
         println!("admin listening on http://{admin_addr}");
         tracing::info!(addr = %admin_addr, "admin API listening");
     }
-    Arc::clone(&gateway).serve(listener, shutdown_signal()).await;
+    Arc::clone(&gateway)
+        .serve(Listeners { plain, tls }, shutdown_signal())
+        .await;
     gateway.store().flush();
     tracing::info!("stopped");
     Ok(())
@@ -137,6 +185,19 @@ async fn try_reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file
     if config.listen != current.config.listen || config.admin != current.config.admin {
         tracing::warn!("listen, admin_listen and admin_secret take effect at the next restart");
     }
+    let tls = match (gateway.tls(), &config.tls) {
+        (Some(_), Some(loaded)) => {
+            if loaded.settings.listen != current_tls_listen(&current) {
+                tracing::warn!("tls.listen takes effect at the next restart");
+            }
+            Some(Arc::clone(loaded))
+        }
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            tracing::warn!("adding or removing the tls: listener takes effect at the next restart");
+            None
+        }
+    };
     if config.session_store != current.config.session_store {
         tracing::warn!("session_store takes effect at the next restart");
     }
@@ -146,8 +207,16 @@ async fn try_reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file
         plugins = routes.plugin_count(),
         "configuration reloaded"
     );
+    // Certificates were read and checked with the rest; they change with it.
+    if let (Some(live), Some(loaded)) = (gateway.tls(), tls) {
+        live.replace(loaded);
+    }
     gateway.swap(routes);
     Ok(())
+}
+
+fn current_tls_listen(routes: &Routes) -> &str {
+    routes.config.tls.as_ref().map_or("", |t| t.settings.listen.as_str())
 }
 
 #[cfg(unix)]

@@ -20,3 +20,4 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -29,6 +29,11 @@ enum Command {
         /// `listening on http://ADDR`).
         #[arg(long)]
         listen: Option<String>,
+        /// Serve HTTPS on this address instead of the file's `tls.listen`
+        /// (the `tls:` block supplies the certificates; printed as
+        /// `listening on https://ADDR`).
+        #[arg(long, value_name = "ADDR")]
+        listen_tls: Option<String>,
         /// Request-serving threads (default: one per CPU). With 1 the gateway
         /// runs a single-threaded event loop, like one nginx worker.
         #[arg(long)]
@@ -79,7 +84,20 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Serve { config, listen, .. } => match portcullis::app::serve(config, listen).await {
+            Command::Serve {
+                config,
+                listen,
+                listen_tls,
+                ..
+            } => match portcullis::app::serve(
+                config,
+                portcullis::app::ListenOverrides {
+                    plain: listen,
+                    tls: listen_tls,
+                },
+            )
+            .await
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

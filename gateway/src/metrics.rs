@@ -6,8 +6,10 @@
 //! plugin reference), so the hot path costs an `Instant`, one family lookup
 //! for the status code and a few atomic or uncontended mutex operations.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +44,19 @@ struct PluginFailureLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    /// `listener`, `client_ca`, `upstream_ca` or `upstream_client`.
+    role: &'static str,
+    /// Where it was loaded from: `listener`, or `api:ID`.
+    source: Arc<str>,
+    file: String,
+    subject: String,
+}
+
+/// A certificate's labels and its expiry, in Unix seconds.
+type CertExpiry = (CertLabels, i64);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -57,6 +72,10 @@ struct Metrics {
     plugin_duration: HistogramFamily<PluginLabel>,
     reloads: Family<ResultLabel, Counter>,
     instances_in_use: Gauge,
+    cert_expiry: Family<CertLabels, Gauge<f64, AtomicU64>>,
+    /// Every loaded certificate by source, with its expiry (Unix seconds);
+    /// the gauge is computed from it at scrape time.
+    certificates: Mutex<BTreeMap<Arc<str>, Vec<CertExpiry>>>,
 }
 
 /// 100 us to about 13 s.
@@ -79,6 +98,7 @@ fn metrics() -> &'static Metrics {
         let plugin_duration: HistogramFamily<PluginLabel> = Family::new_with_constructor(plugin_histogram);
         let reloads = Family::<ResultLabel, Counter>::default();
         let instances_in_use = Gauge::default();
+        let cert_expiry = Family::<CertLabels, Gauge<f64, AtomicU64>>::default();
 
         let mut registry = Registry::with_prefix("portcullis");
         let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
@@ -118,7 +138,14 @@ fn metrics() -> &'static Metrics {
             "Plugin instance slots in use (of plugin_limits.pool_size), idle reused instances included",
             instances_in_use.clone(),
         );
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "Seconds until a loaded certificate expires (negative: expired), by role, source, file and subject",
+            cert_expiry.clone(),
+        );
         Metrics {
+            cert_expiry,
+            certificates: Mutex::default(),
             registry,
             requests,
             request_duration,
@@ -207,11 +234,51 @@ pub fn reloaded(ok: bool) {
     metrics().reloads.get_or_create(&ResultLabel { result }).inc();
 }
 
-/// Everything, in the Prometheus text format; `instances_in_use` is read
-/// at scrape time.
+/// The certificates `source` (`listener`, `api:ID`) has loaded, replacing
+/// what it had before.
+pub fn set_certificates(source: &str, certificates: &[crate::tls::CertInfo]) {
+    let source: Arc<str> = source.into();
+    let entries = certificates
+        .iter()
+        .map(|c| {
+            let labels = CertLabels {
+                role: c.role,
+                source: Arc::clone(&source),
+                file: c.file.display().to_string(),
+                subject: c.subject.clone(),
+            };
+            (labels, c.not_after)
+        })
+        .collect();
+    let mut all = metrics().certificates.lock().unwrap_or_else(|e| e.into_inner());
+    all.insert(source, entries);
+}
+
+/// Forgets the certificates of sources that are no longer configured
+/// (APIs removed by a reload).
+pub fn retain_certificate_sources(keep: impl Fn(&str) -> bool) {
+    let mut all = metrics().certificates.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|source, _| keep(source));
+}
+
+/// Everything, in the Prometheus text format; `instances_in_use` and the
+/// certificates' time left are computed at scrape time.
 pub fn encode(instances_in_use: u32) -> String {
     let m = metrics();
     m.instances_in_use.set(i64::from(instances_in_use));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    m.cert_expiry.clear();
+    for (labels, not_after) in m
+        .certificates
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .flatten()
+    {
+        m.cert_expiry.get_or_create(labels).set(*not_after as f64 - now);
+    }
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &m.registry);

@@ -14,12 +14,12 @@ use http::uri::{Scheme, Uri};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body as _;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::Semaphore;
 
 use crate::config::Limits;
 use crate::error::root_cause;
+use crate::proxy::HttpClient;
+use crate::tls::ClientTls;
 
 /// One allowlist entry: `host`, `host:port`, `*.suffix` or `*.suffix:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,12 +71,15 @@ impl AllowRule {
     }
 }
 
-/// What one API lets its plugins reach.
+/// What one API lets its plugins reach, and how.
 #[derive(Debug, Clone, Default)]
 pub struct OutboundPolicy {
     pub allow: Vec<AllowRule>,
     /// Default per-call timeout.
     pub timeout: Duration,
+    /// The API's own client when it has `upstream_tls`; otherwise the
+    /// shared one, which verifies against the system's trust store.
+    pub client: Option<HttpClient<Full<Bytes>>>,
 }
 
 impl OutboundPolicy {
@@ -216,7 +219,7 @@ pub enum OutboundError {
 /// a richer client to add but cost on every call.
 #[derive(Debug, Clone)]
 pub struct OutboundClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient<Full<Bytes>>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -225,9 +228,14 @@ impl OutboundClient {
     /// gateway; further calls wait (within their own timeout) for a slot.
     pub fn new(max_in_flight: usize) -> Self {
         OutboundClient {
-            client: crate::proxy::pooled_client(Duration::from_secs(60)),
+            client: Self::pooled(&ClientTls::system()),
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
         }
+    }
+
+    /// A pooled client for an API's own `upstream_tls`.
+    pub fn pooled(tls: &ClientTls) -> HttpClient<Full<Bytes>> {
+        crate::proxy::pooled_client(Duration::from_secs(60), tls)
     }
 
     /// Sends `request` if `policy` allows its host and it is within the
@@ -246,11 +254,8 @@ impl OutboundClient {
         let invalid_url = |why: &dyn std::fmt::Display| OutboundError::Invalid(format!("URL {:?}: {why}", request.url));
         let uri: Uri = request.url.parse().map_err(|e| invalid_url(&e))?;
         match uri.scheme() {
-            Some(scheme) if *scheme == Scheme::HTTP => {}
-            Some(scheme) if *scheme == Scheme::HTTPS => {
-                return Err(invalid_url(&"https is not supported yet; call services over http://"));
-            }
-            _ => return Err(invalid_url(&"expected an absolute http:// URL")),
+            Some(scheme) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => {}
+            _ => return Err(invalid_url(&"expected an absolute http:// or https:// URL")),
         }
         if !policy.allows(&uri) {
             let host = uri.host().unwrap_or_default();
@@ -296,8 +301,11 @@ impl OutboundClient {
                 .acquire()
                 .await
                 .map_err(|e| OutboundError::Other(e.to_string()))?;
-            let response = self.client.request(outgoing).await.map_err(|e| {
-                if e.is_connect() {
+            let client = policy.client.as_ref().unwrap_or(&self.client);
+            let response = client.request(outgoing).await.map_err(|e| {
+                if let Some(reason) = crate::tls::handshake_failure(&e) {
+                    OutboundError::Connect(format!("TLS handshake failed: {reason}"))
+                } else if e.is_connect() {
                     OutboundError::Connect(root_cause(&e))
                 } else {
                     OutboundError::Other(root_cause(&e))
@@ -373,6 +381,7 @@ mod tests {
                 .map(|e| AllowRule::parse(e).expect("valid entry"))
                 .collect(),
             timeout: Duration::from_secs(1),
+            client: None,
         }
     }
 

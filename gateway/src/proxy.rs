@@ -7,17 +7,20 @@ use std::time::Duration;
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::error::root_cause;
 use crate::outbound::AllowRule;
+use crate::tls::ClientTls;
 
-/// An upstream base URL: `http://host:port` with an optional base path that
-/// every forwarded path is appended to.
+/// An upstream base URL: `http[s]://host:port` with an optional base path
+/// that every forwarded path is appended to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
+    scheme: Scheme,
     authority: Authority,
     /// Without trailing slash; empty for none.
     base_path: String,
@@ -30,13 +33,10 @@ impl Upstream {
             Ok(uri) => uri,
             Err(e) => return bad(&e.to_string()),
         };
-        match uri.scheme() {
-            Some(scheme) if *scheme == Scheme::HTTP => {}
-            Some(scheme) if *scheme == Scheme::HTTPS => {
-                return bad("https upstreams are not supported yet; use http://");
-            }
-            _ => return bad("expected http://host[:port][/base/path]"),
-        }
+        let scheme = match uri.scheme() {
+            Some(scheme) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => scheme.clone(),
+            _ => return bad("expected http://host[:port][/base/path] or https://..."),
+        };
         let Some(authority) = uri.authority().cloned() else {
             return bad("missing host");
         };
@@ -50,6 +50,7 @@ impl Upstream {
             return bad("a query string is not allowed in an upstream URL");
         }
         Ok(Upstream {
+            scheme,
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
         })
@@ -66,7 +67,7 @@ impl Upstream {
             path_and_query.push_str(q);
         }
         Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
@@ -81,7 +82,8 @@ impl Upstream {
     }
 
     fn port(&self) -> u16 {
-        self.authority.port_u16().unwrap_or(80)
+        let default = if self.scheme == Scheme::HTTPS { 443 } else { 80 };
+        self.authority.port_u16().unwrap_or(default)
     }
 }
 
@@ -115,7 +117,7 @@ impl RoutingPolicy {
 
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.base_path)
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
     }
 }
 
@@ -169,8 +171,9 @@ pub fn strip(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) -> V
 
 /// Prepares request headers for the upstream: hop-by-hop removed, `Host`
 /// left to the client (it becomes the upstream's authority), and
-/// `X-Forwarded-For/-Proto/-Host` added. `client_ip` is the peer's address.
-pub fn forwarded_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+/// `X-Forwarded-For/-Proto/-Host` added. `client_ip` is the peer's address,
+/// `proto` the scheme the client spoke (`http` or `https`).
+pub fn forwarded_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &HeaderValue) {
     strip_hop_by_hop(headers);
     let host = headers.remove(header::HOST);
     let xff = HeaderName::from_static("x-forwarded-for");
@@ -184,10 +187,7 @@ pub fn forwarded_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValu
     if let Some(value) = forwarded_for {
         headers.insert(xff, value);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), proto.clone());
     if let Some(host) = host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
@@ -197,38 +197,57 @@ pub fn forwarded_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValu
 pub enum ProxyError {
     #[error("cannot connect to upstream: {0}")]
     Connect(String),
+    #[error("TLS handshake with upstream {upstream} failed: {reason}")]
+    Tls { upstream: String, reason: String },
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
     #[error("upstream request failed: {0}")]
     Other(String),
 }
 
-/// The pooled keep-alive client used for every proxied request.
+/// A pooled keep-alive client over plain TCP or TLS, HTTP/1.1 or HTTP/2
+/// (offered by ALPN on TLS connections).
+pub type HttpClient<B> = Client<HttpsConnector<HttpConnector>, B>;
+
+/// The pooled keep-alive client proxied requests go through: one shared by
+/// the APIs that use the system's trust store, one per API with its own
+/// `upstream_tls`.
 #[derive(Debug, Clone)]
 pub struct ProxyClient {
-    client: Client<HttpConnector, Body>,
+    client: HttpClient<Body>,
 }
 
-impl Default for ProxyClient {
-    fn default() -> Self {
+impl ProxyClient {
+    pub fn new(tls: &ClientTls) -> Self {
         ProxyClient {
-            client: pooled_client(Duration::from_secs(90)),
+            client: pooled_client(Duration::from_secs(90), tls),
         }
     }
 }
 
-/// A keep-alive HTTP/1.1 client: TCP_NODELAY, 5 s connect timeout, idle
-/// connections kept for `idle`. Used for upstreams and plugin calls alike.
-pub fn pooled_client<B>(idle: Duration) -> Client<HttpConnector, B>
+/// A keep-alive client: TCP_NODELAY, 5 s connect timeout, idle connections
+/// kept for `idle`, `https://` verified with `tls`. Used for upstreams and
+/// plugin calls alike.
+pub fn pooled_client<B>(idle: Duration, tls: &ClientTls) -> HttpClient<B>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
 {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(Duration::from_secs(5)));
+    tcp.enforce_http(false);
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config((*tls.config).clone())
+        .https_or_http();
+    let builder = match &tls.server_name {
+        Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name.clone())),
+        None => builder,
+    };
+    let connector = builder.enable_http1().enable_http2().wrap_connector(tcp);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(idle)
+        .pool_timer(TokioTimer::new())
         .build(connector)
 }
 
@@ -240,10 +259,17 @@ impl ProxyClient {
         request: http::Request<Body>,
         timeout: Duration,
     ) -> Result<http::Response<Body>, ProxyError> {
+        let upstream = request.uri().authority().map(ToString::to_string).unwrap_or_default();
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => Err(ProxyError::Timeout(timeout)),
-            Ok(Err(e)) if e.is_connect() => Err(ProxyError::Connect(root_cause(&e))),
-            Ok(Err(e)) => Err(ProxyError::Other(root_cause(&e))),
+            // With TLS 1.3 a server that refuses the client's certificate
+            // says so after the client finished its part of the handshake:
+            // look for a TLS error whatever the stage.
+            Ok(Err(e)) => Err(match crate::tls::handshake_failure(&e) {
+                Some(reason) => ProxyError::Tls { upstream, reason },
+                None if e.is_connect() => ProxyError::Connect(root_cause(&e)),
+                None => ProxyError::Other(root_cause(&e)),
+            }),
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
@@ -265,13 +291,19 @@ mod tests {
             "http://127.0.0.1:9001/base/x?a=1"
         );
         assert_eq!(u.to_string(), "http://127.0.0.1:9001/base");
+        let secure = Upstream::parse("https://orders.internal/v1").expect("valid");
+        assert_eq!(
+            secure.uri("/x", None).expect("uri").to_string(),
+            "https://orders.internal/v1/x"
+        );
+        assert_eq!(secure.port(), 443);
         for bad in [
             "127.0.0.1:9001",
             "ftp://x",
             "http://",
             "http://a/?q",
             "not a url",
-            "https://x",
+            "https://user@x",
         ] {
             assert!(Upstream::parse(bad).is_err(), "{bad:?} should be rejected");
         }

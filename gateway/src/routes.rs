@@ -12,7 +12,7 @@ use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef};
 use crate::metrics::ApiMetrics;
 use crate::outbound::{OutboundPolicy, RequestId, TraceContext};
 use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
-use crate::proxy::{RoutingPolicy, Upstream};
+use crate::proxy::{ProxyClient, RoutingPolicy, Upstream};
 
 /// Why a configuration could not be turned into a routing table.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,11 @@ pub struct ApiRoute {
     pub strip_listen_path: bool,
     pub upstream: Upstream,
     pub upstream_timeout: Duration,
+    /// The API's own client when it has `upstream_tls`; otherwise the
+    /// gateway's shared one.
+    pub proxy: Option<ProxyClient>,
+    /// Whether a verified client certificate is forwarded as XFCC.
+    pub forward_client_cert: bool,
     pub outbound: Arc<OutboundPolicy>,
     pub routing: Arc<RoutingPolicy>,
     /// The record plugins receive.
@@ -100,6 +105,26 @@ impl Routes {
         }
         apis.sort_by_key(|api| std::cmp::Reverse(api.listen_path.len()));
         Ok(Routes { apis, config })
+    }
+
+    /// Publishes the certificates this configuration loaded (upstream CAs
+    /// and client certificates; the listener's are published by the
+    /// listener) for the expiry metric. Called when it starts serving.
+    pub fn publish_certificates(&self) {
+        for api in &self.config.apis {
+            let certificates = api
+                .upstream_tls
+                .as_ref()
+                .map(|t| &t.certificates[..])
+                .unwrap_or_default();
+            crate::metrics::set_certificates(&format!("api:{}", api.id), certificates);
+        }
+        crate::metrics::retain_certificate_sources(|source| {
+            source == "listener"
+                || source
+                    .strip_prefix("api:")
+                    .is_some_and(|id| self.config.apis.iter().any(|api| api.id == id))
+        });
     }
 
     /// The API whose listen path is the longest prefix of `path`, and the rest
@@ -183,6 +208,8 @@ impl ApiRoute {
             strip_listen_path: api.strip_listen_path,
             upstream: api.upstream.clone(),
             upstream_timeout: api.upstream_timeout,
+            proxy: api.upstream_tls.as_ref().map(ProxyClient::new),
+            forward_client_cert: api.forward_client_cert,
             outbound: Arc::new(api.outbound.clone()),
             routing: Arc::new(api.routing.clone()),
             record: Arc::new(Api {

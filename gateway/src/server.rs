@@ -29,7 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 use crate::auth::{self, Caller, Denied, LimitHeaders};
@@ -45,6 +45,7 @@ use crate::plugin::{
 use crate::proxy::{self, ProxyClient, Upstream};
 use crate::routes::{ApiRoute, Auth, Routes};
 use crate::store::SessionStore;
+use crate::tls::{self, ClientTls, LiveTls};
 
 type Request = http::Request<Body>;
 
@@ -54,19 +55,28 @@ pub struct Gateway {
     routes: ArcSwap<Routes>,
     proxy: ProxyClient,
     store: SessionStore,
+    /// The HTTPS listener's certificates, replaced by reloads.
+    tls: Option<Arc<LiveTls>>,
 }
 
 impl Gateway {
-    pub fn new(routes: Routes, store: SessionStore) -> Self {
+    pub fn new(routes: Routes, store: SessionStore, tls: Option<Arc<LiveTls>>) -> Self {
+        routes.publish_certificates();
         Gateway {
             routes: ArcSwap::from_pointee(routes),
-            proxy: ProxyClient::default(),
+            proxy: ProxyClient::new(&ClientTls::system()),
             store,
+            tls,
         }
+    }
+
+    pub fn tls(&self) -> Option<&Arc<LiveTls>> {
+        self.tls.as_ref()
     }
 
     /// Serves new requests with `routes` from now on.
     pub fn swap(&self, routes: Routes) {
+        routes.publish_certificates();
         self.routes.store(Arc::new(routes));
     }
 
@@ -78,52 +88,116 @@ impl Gateway {
         &self.store
     }
 
-    /// Serves HTTP/1.1 and HTTP/2 connections from `listener` until
+    /// Serves HTTP/1.1 and HTTP/2 connections from the listeners until
     /// `shutdown` completes, then waits for the requests in flight.
     ///
     /// A bare hyper service rather than a web framework's router: the
     /// routing table is ours, and every layer on this path costs CPU on
     /// every request.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    pub async fn serve(self: Arc<Self>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // Without a timer hyper cannot enforce its header read timeout, and a
         // client trickling a request head would hold a connection forever.
         builder.http1().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let Listeners { plain, tls } = listeners;
         loop {
-            let (stream, client) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors, say: back off rather than spin.
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+            let (accepted, secure) = tokio::select! {
+                accepted = accept(plain.as_ref()) => (accepted, None),
+                accepted = accept(tls.as_ref().map(|(listener, _)| listener)) => (accepted, tls.as_ref().map(|(_, live)| live)),
                 () = &mut shutdown => break,
+            };
+            let (stream, client) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: back off rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             // Responses leave in one write; do not hold the last segment back.
             let _ = stream.set_nodelay(true);
             let gateway = Arc::clone(&self);
-            let peer = Arc::new(Peer::new(client));
-            let service = service_fn(move |request: http::Request<Incoming>| {
-                let gateway = Arc::clone(&gateway);
-                let peer = Arc::clone(&peer);
-                async move { Ok::<_, Infallible>(handle(&gateway, peer, request.map(Body::new)).await) }
-            });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection.into_owned());
+            let Some(live) = secure else {
+                let connection = serve_connection(&builder, gateway, Peer::new(client, None), stream);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%client, error = %e, "connection ended with an error");
+                    }
+                });
+                continue;
+            };
+            // The handshake runs in the connection's own task, so a slow
+            // client holds up no one else; it uses the certificates current
+            // when the connection arrived.
+            let acceptor = tokio_rustls::TlsAcceptor::from(live.server_config());
+            let (builder, watcher) = (builder.clone(), graceful.watcher());
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
+                let stream = match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%client, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%client, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let client_cert = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(tls::forwarded_client_cert);
+                let peer = Peer::new(client, Some(client_cert));
+                let connection = serve_connection(&builder, gateway, peer, stream);
+                if let Err(e) = watcher.watch(connection).await {
                     tracing::debug!(%client, error = %e, "connection ended with an error");
                 }
             });
         }
-        drop(listener);
+        drop((plain, tls));
         graceful.shutdown().await;
     }
+}
+
+/// The sockets the gateway serves: plain HTTP, HTTPS, or both.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub plain: Option<TcpListener>,
+    pub tls: Option<(TcpListener, Arc<LiveTls>)>,
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn serve_connection<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    gateway: Arc<Gateway>,
+    peer: Peer,
+    stream: S,
+) -> impl hyper_util::server::graceful::GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>> + use<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = Arc::new(peer);
+    let service = service_fn(move |request: http::Request<Incoming>| {
+        let gateway = Arc::clone(&gateway);
+        let peer = Arc::clone(&peer);
+        async move { Ok::<_, Infallible>(handle(&gateway, peer, request.map(Body::new)).await) }
+    });
+    builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned()
 }
 
 /// The client end of a connection, formatted once for all its requests.
@@ -133,14 +207,23 @@ struct Peer {
     addr: String,
     /// The IP alone, for `X-Forwarded-For`.
     ip: HeaderValue,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    proto: HeaderValue,
+    /// On TLS connections with a verified client certificate, its
+    /// `x-forwarded-client-cert` value.
+    client_cert: Option<HeaderValue>,
 }
 
 impl Peer {
-    fn new(addr: SocketAddr) -> Self {
+    /// `tls` is `None` for plain connections, `Some` (with the client
+    /// certificate's XFCC value, if one was verified) for TLS ones.
+    fn new(addr: SocketAddr, tls: Option<Option<HeaderValue>>) -> Self {
         let ip = addr.ip().to_string();
         Peer {
             addr: addr.to_string(),
             ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            proto: HeaderValue::from_static(if tls.is_some() { "https" } else { "http" }),
+            client_cert: tls.flatten(),
         }
     }
 }
@@ -260,6 +343,16 @@ async fn serve_api(
 ) -> Result<Response, RequestError> {
     let span = tracing::Span::current();
     span.record("api", &*api.id);
+    let mut parts = parts;
+    // Only the gateway vouches for a client certificate: whatever the
+    // client sent under this name goes.
+    let xfcc = HeaderName::from_static("x-forwarded-client-cert");
+    parts.headers.remove(&xfcc);
+    if api.forward_client_cert
+        && let Some(value) = &client.client_cert
+    {
+        parts.headers.insert(xfcc, value.clone());
+    }
     let matched = api.match_endpoint(&parts.method, rest);
     if let Some(m) = &matched {
         span.record("endpoint", m.endpoint.template.as_str());
@@ -418,7 +511,8 @@ async fn save_metadata(gateway: &Gateway, ex: &mut Exchange) {
 async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Result<Response, RequestError> {
     // Response hooks still need the request; otherwise it can move out.
     let request = ex.upstream_request(!api.hooks.response.is_empty())?;
-    Ok(gateway.proxy.send(request, api.upstream_timeout).await?)
+    let proxy = api.proxy.as_ref().unwrap_or(&gateway.proxy);
+    Ok(proxy.send(request, api.upstream_timeout).await?)
 }
 
 impl Exchange {
@@ -431,7 +525,7 @@ impl Exchange {
         } else {
             std::mem::replace(&mut self.parts, http::Request::new(()).into_parts().0)
         };
-        proxy::forwarded_request_headers(&mut parts.headers, &self.client.ip);
+        proxy::forwarded_request_headers(&mut parts.headers, &self.client.ip, &self.client.proto);
         parts
             .headers
             .insert(RequestId::HEADER, self.ctx.request_id.header().clone());

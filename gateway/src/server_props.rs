@@ -263,7 +263,7 @@ fn exchange(parts: http::request::Parts, body: &'static [u8]) -> Exchange {
         upstream: api.clone(),
         upstream_path: "/orders/1".to_owned(),
         params: Vec::new(),
-        client: Arc::new(Peer::new("127.0.0.1:5555".parse().expect("addr"))),
+        client: Arc::new(Peer::new("127.0.0.1:5555".parse().expect("addr"), None)),
         ctx: CallContext {
             api: Arc::new(Api {
                 id: "t".into(),

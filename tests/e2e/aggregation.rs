@@ -169,7 +169,7 @@ async fn hosts_off_the_allowlist_are_refused_without_a_connection() {
 }
 
 #[tokio::test]
-async fn https_urls_are_refused_with_a_reason_not_a_failed_connection() {
+async fn https_to_a_plain_http_server_is_a_connect_error_with_the_tls_reason() {
     let users = upstream(upstreams::records("users-service")).await;
     let text = aggregate_api(
         &[
@@ -186,7 +186,7 @@ async fn https_urls_are_refused_with_a_reason_not_a_failed_connection() {
     assert_eq!(body["user"]["id"], 4);
     let reason = body["errors"]["secure"].as_str().unwrap_or_default();
     assert!(
-        reason.starts_with("invalid request:") && reason.contains("https is not supported yet"),
+        reason.starts_with("connect: TLS handshake failed: invalid TLS message (does the peer speak plain HTTP?)"),
         "{reason}"
     );
 }

@@ -12,3 +12,4 @@ mod plugins;
 mod proxy;
 mod sandbox;
 mod support;
+mod tls;

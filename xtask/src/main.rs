@@ -250,7 +250,15 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     // S1 through a plugin that does nothing (bench/apis/f1.yaml): against S1
     // above, what a fresh instance costs on the proxy path.
     eprintln!("\n== peers.sh: one worker, S1 with a no-op plugin (the floor of a fresh instance) ==");
-    peers_run("portcullis-noop", "S1=http://127.0.0.1:19000/f1", one_worker, Some(" "))
+    peers_run("portcullis-noop", "S1=http://127.0.0.1:19000/f1", one_worker, Some(" "))?;
+    eprintln!("\n== bench/tls.sh: S1 over HTTPS, beside nginx with the same certificate ==");
+    let certs = root.join("target/bench-tls");
+    throwaway_certificates(&certs)?;
+    run(Command::new("bash")
+        .arg(root.join("bench/tls.sh"))
+        .arg(&binary)
+        .arg(&certs)
+        .env_remove("RUST_BACKTRACE"))
 }
 
 /// Stages `target/image/` (the binary, the shared libraries it links, the
@@ -290,6 +298,16 @@ fn image(root: &Path) -> anyhow::Result<()> {
     for library in shared_libraries(&binary)? {
         copy(&library, &rootfs.join(library.strip_prefix("/")?))?;
     }
+    // The trust store `https://` upstreams and plugin calls are verified
+    // against (the image has no package manager to install one).
+    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if !bundle.is_file() {
+        bail!(
+            "{} is missing: install the ca-certificates package, whose bundle the image carries",
+            bundle.display()
+        );
+    }
+    copy(bundle, &rootfs.join("etc/ssl/certs/ca-certificates.crt"))?;
     copy(&root.join("image/gateway.yaml"), &etc.join("gateway.yaml"))?;
     copy(&root.join("image/apis/hello.yaml"), &etc.join("apis/hello.yaml"))?;
     copy(&built.join("hello.wasm"), &etc.join("plugins/hello.wasm"))?;
@@ -357,6 +375,34 @@ fn spawn_demo_child(command: &mut Command, what: &str) -> anyhow::Result<KillOnD
 }
 
 /// On SIGINT (Ctrl-C), SIGTERM or SIGHUP: stop the children, then exit.
+/// A throwaway CA (`ca.pem`) and a certificate for `localhost` and
+/// `127.0.0.1` signed by it (`server.pem`, `server.key`; ECDSA P-256), made
+/// once into `dir` (kept across runs, so a browser or curl told to trust
+/// the CA keeps trusting it).
+fn throwaway_certificates(dir: &Path) -> anyhow::Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let (ca_file, cert_file, key_file) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    if ca_file.is_file() && cert_file.is_file() && key_file.is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Portcullis throwaway CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    params.distinguished_name.push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca)?;
+    std::fs::write(&ca_file, ca.pem())?;
+    std::fs::write(&cert_file, cert.pem())?;
+    std::fs::write(&key_file, key.serialize_pem())?;
+    eprintln!("made a throwaway CA and a localhost certificate in {}", dir.display());
+    Ok(())
+}
+
 /// Without this a `kill` of the demo would leave them holding its ports.
 fn stop_demo_children_on_signal() -> anyhow::Result<()> {
     ctrlc::set_handler(|| {
@@ -378,6 +424,7 @@ fn demo(root: &Path) -> anyhow::Result<()> {
         std::fs::copy(built.join(&file), dest.join(&file))
             .with_context(|| format!("copying {file} into demo/plugins"))?;
     }
+    throwaway_certificates(&root.join("demo/certs"))?;
     // The dev profile optimises dependencies (wasmtime, cranelift), so this
     // build is quick to make and shares its artifacts with `cargo xtask test`.
     run(cargo()
@@ -398,18 +445,25 @@ fn demo(root: &Path) -> anyhow::Result<()> {
     )?;
     let stdout = gateway.0.stdout.take().context("gateway stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
+    let mut next_line = || -> anyhow::Result<String> {
         match lines.next() {
             Some(line) => {
                 let line = line?;
                 println!("{line}");
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    break addr.to_owned();
-                }
+                Ok(line)
             }
             None => bail!("the gateway exited before listening (see the error above)"),
         }
     };
+    let base = loop {
+        if let Some(addr) = next_line()?.strip_prefix("listening on ") {
+            break addr.to_owned();
+        }
+    };
+    let secure = next_line()?
+        .strip_prefix("listening on https://")
+        .map(|addr| addr.replace("127.0.0.1", "localhost"))
+        .context("the demo configuration has a tls: listener")?;
     println!(
         "
 Portcullis is running on {base} with demo/gateway.yaml. Try:
@@ -431,6 +485,9 @@ Portcullis is running on {base} with demo/gateway.yaml. Try:
   # custom auth plugin and a rate limit (3 per 10 s): 401, then 200 x3, then 429
   curl -si {base}/secure/hello/you
   curl -si -H 'authorization: Bearer demo-token' {base}/secure/hello/you
+
+  # the same over HTTPS (HTTP/2), trusting the demo's throwaway CA
+  curl -s --cacert demo/certs/ca.pem https://{secure}/hello/ada
 
 Press Ctrl-C to stop."
     );

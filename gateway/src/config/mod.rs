@@ -6,15 +6,20 @@
 mod schema;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use schema::OnError;
-use schema::{AllowEntry, ApiFile, AuthFile, CacheSetting, FallbackFile, GatewayFile, LimitsFile, PluginFile};
+use schema::{
+    AllowEntry, ApiFile, AuthFile, CacheSetting, ClientAuthFile, FallbackFile, GatewayFile, LimitsFile, ListenSetting,
+    PluginFile, TlsFile, UpstreamTlsFile,
+};
 
 pub use crate::store::StoreConfig;
 
-use crate::outbound::{AllowRule, OutboundPolicy};
+use crate::outbound::{AllowRule, OutboundClient, OutboundPolicy};
 use crate::proxy::{RoutingPolicy, Upstream};
+use crate::tls::{self, ClientTls, ServerTls};
 
 /// A configuration error: which file, where, and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +48,10 @@ impl ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
-    pub listen: String,
+    /// The plain-HTTP listener; `None` when `listen: false`.
+    pub listen: Option<String>,
+    /// The HTTPS listener, its certificates loaded and checked.
+    pub tls: Option<Arc<ServerTls>>,
     pub limits: Limits,
     /// Outbound plugin calls in flight at once, gateway-wide.
     pub max_outbound_in_flight: usize,
@@ -169,6 +177,10 @@ pub struct ApiConfig {
     pub strip_listen_path: bool,
     pub upstream: Upstream,
     pub upstream_timeout: Duration,
+    /// `upstream_tls`, loaded; `None`: the system's trust store.
+    pub upstream_tls: Option<ClientTls>,
+    /// Whether a verified client certificate is forwarded as XFCC.
+    pub forward_client_cert: bool,
     pub outbound: OutboundPolicy,
     /// Where plugins may route this API's requests.
     pub routing: RoutingPolicy,
@@ -315,16 +327,124 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
         }),
     };
 
+    let listen = match gateway.listen {
+        ListenSetting::Address(address) => Some(address),
+        ListenSetting::Enabled(false) => None,
+        ListenSetting::Enabled(true) => {
+            return Err(ConfigError::new(
+                &file,
+                Some("listen".into()),
+                "write an address such as 0.0.0.0:8080, or false for no plain-HTTP listener",
+            ));
+        }
+    };
+    let tls = match gateway.tls {
+        None if listen.is_none() => {
+            return Err(ConfigError::new(
+                &file,
+                Some("listen".into()),
+                "with `listen: false` the gateway needs a `tls:` listener",
+            ));
+        }
+        None => None,
+        Some(tls) => Some(Arc::new(server_tls(&file, base, tls)?)),
+    };
+
     Ok(Config {
         file,
         session_store,
         admin,
-        listen: gateway.listen,
+        listen,
+        tls,
         limits: defaults,
         max_outbound_in_flight: gateway.max_outbound_in_flight.max(1),
         plugin_cache,
         apis,
     })
+}
+
+fn server_tls(file: &Path, base: &Path, tls: TlsFile) -> Result<ServerTls, ConfigError> {
+    if tls.certificates.is_empty() {
+        return Err(ConfigError::new(
+            file,
+            Some("tls.certificates".into()),
+            "list at least one { cert, key } pair",
+        ));
+    }
+    let client_auth = match (&tls.client_ca, tls.client_auth) {
+        (None, None) => tls::ClientAuth::Off,
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                file,
+                Some("tls.client_auth".into()),
+                "client certificates need a client_ca to verify them against",
+            ));
+        }
+        (Some(_), Some(ClientAuthFile::Optional)) => tls::ClientAuth::Optional,
+        (Some(_), Some(ClientAuthFile::Required) | None) => tls::ClientAuth::Required,
+    };
+    let settings = tls::ListenerSettings {
+        listen: tls.listen,
+        certificates: tls
+            .certificates
+            .into_iter()
+            .map(|c| tls::CertKeyPaths {
+                cert: base.join(c.cert),
+                key: base.join(c.key),
+            })
+            .collect(),
+        client_ca: tls.client_ca.map(|p| base.join(p)),
+        client_auth,
+        watch_interval: Duration::from_millis(tls.watch_interval_ms),
+    };
+    ServerTls::load(&settings).map_err(|e| tls_error(file, e))
+}
+
+/// A certificate problem as a configuration error: the field that names
+/// the file, the file and the reason.
+fn tls_error(file: &Path, e: tls::TlsError) -> ConfigError {
+    ConfigError::new(file, Some(e.field.clone()), e.to_string())
+}
+
+fn upstream_tls(file: &Path, base: &Path, tls: UpstreamTlsFile) -> Result<ClientTls, ConfigError> {
+    let bad = |field: &str, why: &str| {
+        Err(ConfigError::new(
+            file,
+            Some(format!("upstream_tls.{field}")),
+            why.to_owned(),
+        ))
+    };
+    let client_cert = match (tls.client_cert, tls.client_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+        (Some(_), None) => return bad("client_key", "a client_cert needs its client_key"),
+        (None, Some(_)) => return bad("client_cert", "a client_key needs its client_cert"),
+    };
+    if tls.system_roots && tls.ca.is_none() {
+        return bad(
+            "system_roots",
+            "the system's CAs are trusted anyway without `ca`; remove it or add a ca",
+        );
+    }
+    let server_name = match tls.server_name {
+        None => None,
+        Some(name) => match rustls::pki_types::ServerName::try_from(name.clone()) {
+            Ok(server_name) => Some(server_name),
+            Err(_) => {
+                return bad(
+                    "server_name",
+                    &format!("{name:?} is not a valid DNS name or IP address"),
+                );
+            }
+        },
+    };
+    let settings = tls::UpstreamSettings {
+        ca: tls.ca.map(|p| base.join(p)),
+        system_roots: tls.system_roots,
+        client_cert,
+        server_name,
+    };
+    ClientTls::load(&settings).map_err(|e| tls_error(file, e))
 }
 
 fn default_data_dir() -> PathBuf {
@@ -524,6 +644,7 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
     };
 
     let upstream = Upstream::parse(&api.upstream.0).expect("validated while parsing");
+    let upstream_tls = api.upstream_tls.map(|t| upstream_tls(file, base, t)).transpose()?;
     let mut listen_path = api.listen_path.0;
     if !listen_path.ends_with('/') {
         listen_path.push('/');
@@ -543,7 +664,10 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         outbound: OutboundPolicy {
             allow: parse_allow(&api.outbound.allow),
             timeout: Duration::from_millis(api.outbound.timeout_ms),
+            client: upstream_tls.as_ref().map(OutboundClient::pooled),
         },
+        upstream_tls,
+        forward_client_cert: api.forward_client_cert,
         config_json: yaml_to_json(file, "config", api.config)?,
         endpoints,
         auth,

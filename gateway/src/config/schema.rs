@@ -11,9 +11,12 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayFile {
-    /// Address of the public listener.
-    #[serde(default = "default_listen")]
-    pub listen: String,
+    /// Address of the plain-HTTP public listener; `false` turns it off.
+    #[serde(default)]
+    pub listen: ListenSetting,
+    /// The HTTPS listener.
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
     /// API definition files: paths, directories (every `*.yaml`/`*.yml`) or
     /// glob patterns, relative to this file.
     pub apis: Vec<String>,
@@ -51,8 +54,80 @@ pub enum CacheSetting {
     Dir(PathBuf),
 }
 
-pub fn default_listen() -> String {
-    "127.0.0.1:8080".into()
+/// `listen:` of the gateway file: an address, or `false` for no plain
+/// listener (HTTPS only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ListenSetting {
+    Address(String),
+    Enabled(bool),
+}
+
+impl Default for ListenSetting {
+    fn default() -> Self {
+        ListenSetting::Address("127.0.0.1:8080".into())
+    }
+}
+
+/// `tls:` of the gateway file: the HTTPS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    #[serde(default = "default_tls_listen")]
+    pub listen: String,
+    /// Picked by SNI; the first is the default.
+    pub certificates: Vec<CertFile>,
+    /// CA certificates that client certificates must chain to (mutual TLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthFile>,
+    /// How often certificate, key and CA files are checked for changes; 0
+    /// turns the check off (reloads still re-read them).
+    #[serde(default = "default_watch_interval_ms")]
+    pub watch_interval_ms: u64,
+}
+
+fn default_tls_listen() -> String {
+    "127.0.0.1:8443".into()
+}
+
+fn default_watch_interval_ms() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthFile {
+    Optional,
+    Required,
+}
+
+/// `upstream_tls:` of an API: how the gateway's connections for it (the
+/// upstream, plugins' outbound calls) verify and present certificates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    /// Trust these CA certificates instead of the system's.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// With `ca`: trust the system's CAs as well.
+    #[serde(default)]
+    pub system_roots: bool,
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// The name sent in SNI and verified, instead of the URL's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 fn default_max_outbound_in_flight() -> usize {
@@ -95,6 +170,13 @@ pub struct ApiFile {
     pub upstream: UpstreamUrl,
     #[serde(default)]
     pub upstream_timeout_ms: Option<u64>,
+    /// TLS for every connection the gateway makes for this API.
+    #[serde(default)]
+    pub upstream_tls: Option<UpstreamTlsFile>,
+    /// Send the client's verified certificate (mutual TLS) to the upstream
+    /// and plugins as `x-forwarded-client-cert`.
+    #[serde(default)]
+    pub forward_client_cert: bool,
     #[serde(default)]
     pub outbound: OutboundFile,
     /// Where plugins may route requests besides `upstream`.
@@ -341,7 +423,7 @@ validated_string!(
 );
 
 validated_string!(
-    /// An upstream base URL: `http://host[:port][/base/path]`.
+    /// An upstream base URL: `http[s]://host[:port][/base/path]`.
     UpstreamUrl,
     |s| crate::proxy::Upstream::parse(s).map(|_| ())
 );

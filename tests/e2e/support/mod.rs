@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 pub use portcullis_upstreams as upstreams;
 
+pub mod pki;
 pub mod wire;
 
 fn repo_root() -> PathBuf {
@@ -111,6 +112,8 @@ pub struct Gateway {
     pub url: String,
     /// The admin API, when the config enables it.
     pub admin_url: Option<String>,
+    /// `https://127.0.0.1:PORT`, when the config has a `tls:` listener.
+    pub tls_url: Option<String>,
     log: Arc<Mutex<String>>,
     pub config: ConfigDir,
 }
@@ -123,11 +126,18 @@ impl Gateway {
     /// Starts the gateway; `Err` carries its stderr if it exits instead of
     /// listening.
     pub fn try_start(config: ConfigDir) -> Result<Self, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        let gateway_text = std::fs::read_to_string(config.gateway_file()).unwrap_or_default();
+        let has_tls = gateway_text.lines().any(|l| l.starts_with("tls:"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
             .arg("serve")
             .arg("--config")
             .arg(config.gateway_file())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"]);
+        if has_tls {
+            command.args(["--listen-tls", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .env("PORTCULLIS_LOG", "info,portcullis=debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -151,9 +161,14 @@ impl Gateway {
         let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read stdout");
-        let has_admin = std::fs::read_to_string(config.gateway_file()).is_ok_and(|t| t.contains("admin_listen"));
+        let has_admin = gateway_text.contains("admin_listen");
         match line.trim().strip_prefix("listening on ") {
             Some(url) => {
+                let tls_url = has_tls.then(|| {
+                    let mut tls = String::new();
+                    stdout.read_line(&mut tls).expect("read stdout");
+                    tls.trim().strip_prefix("listening on ").expect("https line").to_owned()
+                });
                 let admin_url = has_admin.then(|| {
                     let mut admin = String::new();
                     stdout.read_line(&mut admin).expect("read stdout");
@@ -167,6 +182,7 @@ impl Gateway {
                     child,
                     url: url.to_owned(),
                     admin_url,
+                    tls_url,
                     log,
                     config,
                 })

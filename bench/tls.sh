@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# tls.sh GATEWAY_BIN CERT_DIR: scenario S1 (plain reverse proxy) with the
+# client speaking HTTPS, Portcullis beside nginx, same certificate, same run.
+#
+#   keep-alive   wrk over CONNS keep-alive TLS connections: requests/s and
+#                the proxy's CPU per request (user+sys of its processes).
+#   handshake    the same with `Connection: close`: every request is a new
+#                TCP connection and a full TLS handshake (wrk never resumes
+#                a session), so requests/s = new handshakes/s.
+#
+# Both proxies: one worker, pinned with the upstream (nginx, plain HTTP,
+# {"ok":true}) to SERVER_CPU; wrk on WRK_CPU. Both use CERT_DIR/server.pem
+# and server.key (ECDSA P-256, made by `cargo xtask bench`), TLS 1.2-1.3,
+# their default cipher preference and session tickets. nginx keeps
+# client connections open for as many requests as Portcullis does
+# (keepalive_requests), so neither pays handshakes the other does not.
+# REPEAT rounds run round-robin; the table shows medians. Everything runs on
+# 127.0.0.1:18090-18093 and is stopped on exit.
+set -euo pipefail
+
+GATEWAY_BIN=${1:?usage: tls.sh GATEWAY_BIN CERT_DIR}
+CERTS=$(cd "${2:?usage: tls.sh GATEWAY_BIN CERT_DIR}" && pwd)
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+REPEAT=${REPEAT:-3}
+SERVER_CPU=${SERVER_CPU:-0}
+WRK_CPU=${WRK_CPU:-1}
+UP=18090 NGINX=18091 GW_TLS=18092 GW_PLAIN=18093
+WORK=$(mktemp -d /tmp/portcullis-tls-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in wrk nginx taskset; do
+  command -v "$tool" >/dev/null || { echo "tls.sh: $tool is missing (apt-get install wrk nginx-core util-linux)" >&2; exit 1; }
+done
+for port in $UP $NGINX $GW_TLS $GW_PLAIN; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "tls.sh: 127.0.0.1:$port is in use" >&2; exit 1
+  fi
+done
+
+# The upstream and the nginx proxy: two nginx instances, one worker each.
+nginx_conf() { # name body
+  mkdir -p "$WORK/$1"
+  cat >"$WORK/$1/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/$1/nginx.pid;
+error_log $WORK/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1; fastcgi_temp_path $WORK/$1;
+  uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
+  keepalive_requests 100000000;
+  $2
+}
+EOF
+}
+nginx_conf upstream "server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '{\"ok\":true}'; } }"
+nginx_conf proxy "
+  upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX ssl;
+    ssl_certificate $CERTS/server.pem;
+    ssl_certificate_key $CERTS/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
+
+mkdir -p "$WORK/gateway/apis"
+cat >"$WORK/gateway/gateway.yaml" <<EOF
+listen: 127.0.0.1:$GW_PLAIN
+tls:
+  listen: 127.0.0.1:$GW_TLS
+  certificates: [{ cert: $CERTS/server.pem, key: $CERTS/server.key }]
+apis: [apis/]
+plugin_cache: false
+session_store: $WORK/gateway/sessions.redb
+EOF
+printf 'id: s1\nlisten_path: /s1\nupstream: http://127.0.0.1:%s\n' "$UP" >"$WORK/gateway/apis/s1.yaml"
+
+start() { # name command...
+  local name=$1; shift
+  setsid taskset -c "$SERVER_CPU" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+  PIDS+=($!)
+}
+start upstream nginx -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log"
+start nginx nginx -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log"
+NGINX_PGID=${PIDS[-1]}
+start portcullis env -u RUST_BACKTRACE PORTCULLIS_LOG=warn "$GATEWAY_BIN" serve --config "$WORK/gateway/gateway.yaml" --workers 1
+GW_PGID=${PIDS[-1]}
+
+wait_for() { # url
+  for _ in $(seq 100); do
+    curl -sfk "$1" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "tls.sh: $1 never answered" >&2; cat "$WORK"/*.err >&2; exit 1
+}
+wait_for "https://127.0.0.1:$NGINX/s1"
+wait_for "https://127.0.0.1:$GW_TLS/s1"
+for url in "https://127.0.0.1:$NGINX/s1" "https://127.0.0.1:$GW_TLS/s1"; do
+  body=$(curl -sk "$url")
+  [[ $body == '{"ok":true}' ]] || { echo "tls.sh: $url answered $body" >&2; exit 1; }
+done
+
+# CPU ticks (user+sys) of every process in a process group.
+ticks() {
+  local total=0 stat
+  for stat in /proc/[0-9]*/stat; do
+    read -r -a f <"$stat" 2>/dev/null || continue
+    # Field 5 (index 4) is the process group; 14 and 15 user and sys time.
+    # (Process names here have no spaces, so the fields do not shift.)
+    [[ ${f[4]} == "$1" ]] && total=$((total + f[13] + f[14]))
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+# One measured run: prints "req/s cpu_us_per_req".
+measure() { # pgid url extra-wrk-args...
+  local pgid=$1 url=$2; shift 2
+  taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d2s "$@" "$url" >/dev/null 2>&1 || true # warm-up
+  local before after out requests rps
+  before=$(ticks "$pgid")
+  out=$(taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" "$@" "$url")
+  after=$(ticks "$pgid")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
+    echo "tls.sh: errors during $url $*:" >&2; echo "$out" >&2
+  fi
+  awk -v r="$requests" -v rps="$rps" -v t=$((after - before)) -v hz="$HZ" \
+    'BEGIN { printf "%.0f %.1f\n", rps, t / hz * 1e6 / r }'
+}
+
+declare -A RESULTS
+for round in $(seq "$REPEAT"); do
+  for peer in nginx portcullis; do
+    if [[ $peer == nginx ]]; then pgid=$NGINX_PGID port=$NGINX; else pgid=$GW_PGID port=$GW_TLS; fi
+    RESULTS[$peer,keepalive]+="$(measure "$pgid" "https://127.0.0.1:$port/s1")"$'\n'
+    RESULTS[$peer,handshake]+="$(measure "$pgid" "https://127.0.0.1:$port/s1" -H 'Connection: close')"$'\n'
+  done
+  echo "round $round of $REPEAT done" >&2
+done
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+printf '\nS1 over HTTPS, %s connections, %s x %s, medians (wrk on CPU %s, servers on CPU %s)\n' \
+  "$CONNS" "$REPEAT" "$DURATION" "$WRK_CPU" "$SERVER_CPU"
+printf '%-11s %-10s %10s %12s\n' peer scenario req/s "cpu_us/req"
+for scenario in keepalive handshake; do
+  for peer in nginx portcullis; do
+    rows=${RESULTS[$peer,$scenario]}
+    printf '%-11s %-10s %10s %12s\n' "$peer" "$scenario" \
+      "$(awk '{print $1}' <<<"$rows" | grep . | median)" \
+      "$(awk '{print $2}' <<<"$rows" | grep . | median)"
+  done
+done
