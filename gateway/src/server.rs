@@ -99,6 +99,7 @@ impl Gateway {
         // Without a timer hyper cannot enforce its header read timeout, and a
         // client trickling a request head would hold a connection forever.
         builder.http1().timer(TokioTimer::new());
+        let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let Listeners { plain, tls } = listeners;
@@ -134,7 +135,7 @@ impl Gateway {
             // client holds up no one else; it uses the certificates current
             // when the connection arrived.
             let acceptor = tokio_rustls::TlsAcceptor::from(live.server_config());
-            let (builder, watcher) = (builder.clone(), graceful.watcher());
+            let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
             tokio::spawn(async move {
                 let stream = match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => stream,

@@ -185,13 +185,14 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     // peers.sh stops when a port it needs is taken, and so would the
     // gateway (bench/gateway.yaml): say so before the builds, not after.
     let busy: Vec<u16> = (18080..=18086)
+        .chain(18090..=18093)
         .chain([19000])
         .filter(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_err())
         .collect();
     if !busy.is_empty() {
         bail!(
             "127.0.0.1 port(s) {busy:?} are in use (a server left from an earlier run?): \
-             the benchmark needs 18080-18086 for peers.sh and 19000 for the gateway"
+             the benchmark needs 18080-18086 for peers.sh, 19000 for the gateway and 18090-18093 for bench/tls.sh"
         );
     }
     let built = plugins(root)?;
