@@ -199,6 +199,9 @@ pub enum ProxyError {
     Connect(String),
     #[error("TLS handshake with upstream {upstream} failed: {reason}")]
     Tls { upstream: String, reason: String },
+    /// The client's streamed body went over the API's limit on its way.
+    #[error("request body over the API's max_request_body_bytes; sending it was stopped")]
+    RequestBodyTooLarge,
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
     #[error("upstream request failed: {0}")]
@@ -259,6 +262,18 @@ impl ProxyClient {
         request: http::Request<Body>,
         timeout: Duration,
     ) -> Result<http::Response<Body>, ProxyError> {
+        let (mut parts, body) = self.exchange(request, timeout).await?.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(http::Response::from_parts(parts, Body::new(body)))
+    }
+
+    /// [`Self::send`] without touching the response, whose connection
+    /// headers (and upgrade) are the caller's to handle.
+    pub async fn exchange(
+        &self,
+        request: http::Request<Body>,
+        timeout: Duration,
+    ) -> Result<http::Response<hyper::body::Incoming>, ProxyError> {
         let upstream = request.uri().authority().map(ToString::to_string).unwrap_or_default();
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => Err(ProxyError::Timeout(timeout)),
@@ -267,17 +282,43 @@ impl ProxyClient {
             // look for a TLS error whatever the stage.
             Ok(Err(e)) => Err(match crate::tls::handshake_failure(&e) {
                 Some(reason) => ProxyError::Tls { upstream, reason },
+                None if over_body_limit(&e) => ProxyError::RequestBodyTooLarge,
                 None if e.is_connect() => ProxyError::Connect(root_cause(&e)),
                 None => ProxyError::Other(root_cause(&e)),
             }),
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                Ok(http::Response::from_parts(parts, Body::new(body)))
-            }
+            Ok(Ok(response)) => Ok(response),
         }
     }
 }
+
+/// Whether sending failed because the request body went over its limit.
+fn over_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// The protocol a request asks to switch to (`Upgrade`, with `upgrade` in
+/// `Connection`; RFC 9110 7.8), e.g. `websocket`.
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .to_str()
+            .is_ok_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("upgrade")))
+    });
+    if asks {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+impl ProxyClient {}
 
 #[cfg(test)]
 mod tests {

@@ -38,6 +38,10 @@ pub struct ApiRoute {
     pub strip_listen_path: bool,
     pub upstream: Upstream,
     pub upstream_timeout: Duration,
+    /// Largest request body proxied; `None`: no limit.
+    pub max_request_body_bytes: Option<usize>,
+    /// How long an upgraded connection may stay silent both ways.
+    pub tunnel_idle_timeout: Duration,
     /// The API's own client when it has `upstream_tls`; otherwise the
     /// gateway's shared one.
     pub proxy: Option<ProxyClient>,
@@ -208,6 +212,8 @@ impl ApiRoute {
             strip_listen_path: api.strip_listen_path,
             upstream: api.upstream.clone(),
             upstream_timeout: api.upstream_timeout,
+            max_request_body_bytes: api.max_request_body_bytes,
+            tunnel_idle_timeout: api.tunnel_idle_timeout,
             proxy: api.upstream_tls.as_ref().map(ProxyClient::new),
             forward_client_cert: api.forward_client_cert,
             outbound: Arc::new(api.outbound.clone()),

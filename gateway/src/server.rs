@@ -42,10 +42,11 @@ use crate::plugin::{
     self, AuthOutcome, CallContext, HeaderText, Outcome, Plugin, PluginError, RequestChanges, RequestRecord,
     ResponseRecord, Session,
 };
-use crate::proxy::{self, ProxyClient, Upstream};
+use crate::proxy::{self, ProxyClient, ProxyError, Upstream};
 use crate::routes::{ApiRoute, Auth, Routes};
 use crate::store::SessionStore;
 use crate::tls::{self, ClientTls, LiveTls};
+use crate::tunnel;
 
 type Request = http::Request<Body>;
 
@@ -344,6 +345,12 @@ async fn serve_api(
 ) -> Result<Response, RequestError> {
     let span = tracing::Span::current();
     span.record("api", &*api.id);
+    if let Some(limit) = api.max_request_body_bytes
+        && declared_length(&parts.headers).is_some_and(|length| length > limit as u64)
+    {
+        // Refused before any plugin runs or the upstream hears of it.
+        return Err(RequestError::BodyTooLarge(limit));
+    }
     let mut parts = parts;
     // Only the gateway vouches for a client certificate: whatever the
     // client sent under this name goes.
@@ -387,7 +394,15 @@ async fn serve_api(
     save_metadata(gateway, &mut ex).await;
     let mut response = match phase? {
         Phase::Respond(response) => response,
-        Phase::Upstream => to_upstream(gateway, api, &mut ex).await?,
+        Phase::Upstream => match to_upstream(gateway, api, &mut ex).await? {
+            Upstreamed::Response(response) => response,
+            // The connection now belongs to the tunnel: there is no
+            // response for hooks to change (a 101 is not theirs to make).
+            Upstreamed::Switched(mut response) => {
+                ex.limit_headers.apply(response.headers_mut());
+                return Ok(response);
+            }
+        },
     };
     for plugin in &api.hooks.response {
         response = ex.response_hook(plugin, response).await?;
@@ -509,18 +524,75 @@ async fn save_metadata(gateway: &Gateway, ex: &mut Exchange) {
     }
 }
 
-async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Result<Response, RequestError> {
-    // Response hooks still need the request; otherwise it can move out.
-    let request = ex.upstream_request(!api.hooks.response.is_empty())?;
+/// What the upstream answered: a response, or protocols switched (101)
+/// with a tunnel now running between client and upstream.
+enum Upstreamed {
+    Response(Response),
+    Switched(Response),
+}
+
+async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, RequestError> {
     let proxy = api.proxy.as_ref().unwrap_or(&gateway.proxy);
-    Ok(proxy.send(request, api.upstream_timeout).await?)
+    let over_limit = |e: ProxyError| match e {
+        ProxyError::RequestBodyTooLarge => RequestError::BodyTooLarge(api.max_request_body_bytes.unwrap_or_default()),
+        other => RequestError::Upstream(other),
+    };
+    // An upgrade (WebSocket) request, once the request phase let it through:
+    // forwarded with its `Connection: upgrade`, tunnelled if the upstream
+    // switches protocols.
+    if let Some(protocol) = proxy::upgrade_protocol(&ex.parts.headers)
+        && let Some(client_side) = ex.parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    {
+        let mut request = ex.upstream_request(false, api.max_request_body_bytes)?;
+        let headers = request.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+        let mut response = proxy
+            .exchange(request, api.upstream_timeout)
+            .await
+            .map_err(over_limit)?;
+        let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        let upstream_side = switched.then(|| hyper::upgrade::on(&mut response));
+        let (mut parts, body) = response.into_parts();
+        let protocol = parts.headers.get(header::UPGRADE).cloned();
+        proxy::strip_hop_by_hop(&mut parts.headers);
+        let Some(upstream_side) = upstream_side else {
+            return Ok(Upstreamed::Response(Response::from_parts(parts, Body::new(body))));
+        };
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(protocol) = protocol {
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
+        tokio::spawn(tunnel::splice(
+            client_side,
+            upstream_side,
+            api.tunnel_idle_timeout,
+            ex.ctx.request_id.clone(),
+        ));
+        return Ok(Upstreamed::Switched(Response::from_parts(parts, Body::empty())));
+    }
+    // Response hooks still need the request; otherwise it can move out.
+    let request = ex.upstream_request(!api.hooks.response.is_empty(), api.max_request_body_bytes)?;
+    let response = proxy.send(request, api.upstream_timeout).await.map_err(over_limit)?;
+    Ok(Upstreamed::Response(response))
+}
+
+/// The body length a request declares, if it declares one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 impl Exchange {
     /// The request to send upstream, as the chain left it, with the
     /// forwarding headers. `keep` leaves the exchange's copy of the request
-    /// head for the response hooks; otherwise it moves out.
-    fn upstream_request(&mut self, keep: bool) -> Result<http::Request<Body>, RequestError> {
+    /// head for the response hooks; otherwise it moves out. A streamed body
+    /// is cut off past `max_body` bytes.
+    fn upstream_request(&mut self, keep: bool, max_body: Option<usize>) -> Result<http::Request<Body>, RequestError> {
         let mut parts = if keep {
             self.parts.clone()
         } else {
@@ -535,9 +607,15 @@ impl Exchange {
             .uri(&self.upstream_path, parts.uri.query())
             .map_err(|e| RequestError::Internal(e.to_string()))?;
         parts.version = http::Version::HTTP_11;
-        let body = match &mut self.body {
-            BodyState::Streaming(body) => std::mem::take(body),
-            BodyState::Buffered(bytes) => Body::from(bytes.clone()),
+        let body = match (&mut self.body, max_body) {
+            (BodyState::Streaming(body), None) => std::mem::take(body),
+            (BodyState::Streaming(body), Some(limit)) => {
+                Body::new(http_body_util::Limited::new(std::mem::take(body), limit))
+            }
+            (BodyState::Buffered(bytes), Some(limit)) if bytes.len() > limit => {
+                return Err(RequestError::BodyTooLarge(limit));
+            }
+            (BodyState::Buffered(bytes), _) => Body::from(bytes.clone()),
         };
         Ok(http::Request::from_parts(parts, body))
     }

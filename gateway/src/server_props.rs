@@ -387,7 +387,7 @@ fn a_changed_request_is_one_message_to_an_allowed_upstream() {
         let set = changes.set_headers.clone();
         let upstream = changes.upstream.clone();
         ex.apply(&limits, changes).expect("a checked outcome always applies");
-        let request = ex.upstream_request(false).expect("an upstream request");
+        let request = ex.upstream_request(false, None).expect("an upstream request");
         let authority = request.uri().authority().expect("absolute").to_string();
         let allowed = match &upstream {
             Some(url) => routing().target(url).is_ok(),

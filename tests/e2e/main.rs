@@ -13,3 +13,4 @@ mod proxy;
 mod sandbox;
 mod support;
 mod tls;
+mod tunnels;

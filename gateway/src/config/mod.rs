@@ -177,6 +177,10 @@ pub struct ApiConfig {
     pub strip_listen_path: bool,
     pub upstream: Upstream,
     pub upstream_timeout: Duration,
+    /// Largest request body proxied; `None`: no limit.
+    pub max_request_body_bytes: Option<usize>,
+    /// How long an upgraded connection may stay silent both ways.
+    pub tunnel_idle_timeout: Duration,
     /// `upstream_tls`, loaded; `None`: the system's trust store.
     pub upstream_tls: Option<ClientTls>,
     /// Whether a verified client certificate is forwarded as XFCC.
@@ -661,6 +665,12 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
             allow: parse_allow(&api.routing.allow),
         },
         upstream_timeout: Duration::from_millis(api.upstream_timeout_ms.unwrap_or(gateway.upstream_timeout_ms)),
+        max_request_body_bytes: api.max_request_body_bytes.or(gateway.max_request_body_bytes),
+        tunnel_idle_timeout: Duration::from_millis(
+            api.tunnel_idle_timeout_ms
+                .unwrap_or(gateway.tunnel_idle_timeout_ms)
+                .max(1),
+        ),
         outbound: OutboundPolicy {
             allow: parse_allow(&api.outbound.allow),
             timeout: Duration::from_millis(api.outbound.timeout_ms),

@@ -23,6 +23,13 @@ pub struct GatewayFile {
     /// Default upstream timeout (response headers), per API overridable.
     #[serde(default = "default_upstream_timeout_ms")]
     pub upstream_timeout_ms: u64,
+    /// Largest request body proxied, per API overridable; absent: no limit.
+    #[serde(default)]
+    pub max_request_body_bytes: Option<usize>,
+    /// How long an upgraded connection (WebSocket) may stay silent both
+    /// ways, per API overridable.
+    #[serde(default = "default_tunnel_idle_timeout_ms")]
+    pub tunnel_idle_timeout_ms: u64,
     /// Outbound plugin calls in flight at once, gateway-wide.
     #[serde(default = "default_max_outbound_in_flight")]
     pub max_outbound_in_flight: usize,
@@ -138,6 +145,10 @@ fn default_upstream_timeout_ms() -> u64 {
     30_000
 }
 
+fn default_tunnel_idle_timeout_ms() -> u64 {
+    60_000
+}
+
 /// Plugin limits as written; absent fields inherit (gateway defaults, then
 /// the gateway file, then the plugin reference).
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -170,6 +181,10 @@ pub struct ApiFile {
     pub upstream: UpstreamUrl,
     #[serde(default)]
     pub upstream_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub max_request_body_bytes: Option<usize>,
+    #[serde(default)]
+    pub tunnel_idle_timeout_ms: Option<u64>,
     /// TLS for every connection the gateway makes for this API.
     #[serde(default)]
     pub upstream_tls: Option<UpstreamTlsFile>,

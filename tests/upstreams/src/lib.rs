@@ -11,6 +11,7 @@
 //!   requests wait together, an answer when the test says: timing shown by
 //!   behaviour rather than by a clock.
 //! - [`counter`]: counts the requests it gets; [`mirror`]: streams the body back.
+//! - [`websocket_echo`]: a WebSocket service that echoes every message.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +34,39 @@ pub async fn spawn(addr: &str, app: Router) -> anyhow::Result<SocketAddr> {
         let _ = axum::serve(listener, app).await;
     });
     Ok(bound)
+}
+
+/// A WebSocket service. Its first message (text) is a JSON object of the
+/// upgrade request's headers; then it echoes every text and binary message
+/// back, and answers a close with a close.
+pub fn websocket_echo() -> Router {
+    use axum::extract::ws::{Message, WebSocketUpgrade};
+    Router::new().fallback(|headers: axum::http::HeaderMap, upgrade: WebSocketUpgrade| async move {
+        let seen: Map<String, Value> = headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    Value::from(String::from_utf8_lossy(v.as_bytes())),
+                )
+            })
+            .collect();
+        upgrade.on_upgrade(move |mut socket| async move {
+            if socket
+                .send(Message::Text(Value::Object(seen).to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            while let Some(Ok(message)) = socket.recv().await {
+                // A close is answered by the socket itself on the next read.
+                if matches!(message, Message::Text(_) | Message::Binary(_)) && socket.send(message).await.is_err() {
+                    return;
+                }
+            }
+        })
+    })
 }
 
 /// Describes each request back as JSON, tagged with `name`.
