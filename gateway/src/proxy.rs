@@ -256,19 +256,9 @@ where
 
 impl ProxyClient {
     /// Sends `request` (absolute URI already set) and waits at most `timeout`
-    /// for the response head. The response body streams afterwards.
-    pub async fn send(
-        &self,
-        request: http::Request<Body>,
-        timeout: Duration,
-    ) -> Result<http::Response<Body>, ProxyError> {
-        let (mut parts, body) = self.exchange(request, timeout).await?.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(http::Response::from_parts(parts, Body::new(body)))
-    }
-
-    /// [`Self::send`] without touching the response, whose connection
-    /// headers (and upgrade) are the caller's to handle.
+    /// for the response head. The response body streams afterwards. The
+    /// response is as the upstream sent it: its connection headers (and
+    /// an upgrade) are the caller's to handle.
     pub async fn exchange(
         &self,
         request: http::Request<Body>,
@@ -288,6 +278,88 @@ impl ProxyClient {
             }),
             Ok(Ok(response)) => Ok(response),
         }
+    }
+}
+
+/// An upstream's response body under the API's read timeout (the longest
+/// silence between two pieces) and total deadline: past either, the body
+/// ends with an error, so the client's response is cut off (its status has
+/// long been sent) and the upstream connection is dropped, rather than a
+/// stalled upstream holding the client forever.
+///
+/// The timer is only armed when the upstream has nothing ready, so a body
+/// that arrives whole costs no timer at all.
+#[derive(Debug)]
+pub struct TimedBody<B> {
+    inner: B,
+    read: Duration,
+    deadline: Option<tokio::time::Instant>,
+    /// Armed while waiting for the upstream; `None` after each piece.
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    request_id: crate::outbound::RequestId,
+}
+
+impl<B> TimedBody<B> {
+    pub fn new(
+        inner: B,
+        read: Duration,
+        deadline: Option<tokio::time::Instant>,
+        request_id: crate::outbound::RequestId,
+    ) -> Self {
+        TimedBody {
+            inner,
+            read,
+            deadline,
+            timer: None,
+            request_id,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for TimedBody<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            }
+            Poll::Pending => {}
+        }
+        let (read, deadline) = (this.read, this.deadline);
+        let timer = this.timer.get_or_insert_with(|| {
+            let due = tokio::time::Instant::now() + read;
+            Box::pin(tokio::time::sleep_until(deadline.map_or(due, |d| d.min(due))))
+        });
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let why = if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            "upstream response exceeded upstream_total_timeout_ms: cut off"
+        } else {
+            "upstream response body stalled past upstream_read_timeout_ms: cut off"
+        };
+        tracing::warn!(request_id = this.request_id.as_str(), "{why}");
+        Poll::Ready(Some(Err(why.into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

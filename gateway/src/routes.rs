@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef};
+use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef, UpstreamTimeouts};
 use crate::metrics::ApiMetrics;
 use crate::outbound::{OutboundPolicy, RequestId, TraceContext};
 use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
@@ -37,7 +37,7 @@ pub struct ApiRoute {
     pub listen_path: String,
     pub strip_listen_path: bool,
     pub upstream: Upstream,
-    pub upstream_timeout: Duration,
+    pub timeouts: UpstreamTimeouts,
     /// Largest request body proxied; `None`: no limit.
     pub max_request_body_bytes: Option<usize>,
     /// How long an upgraded connection may stay silent both ways.
@@ -211,7 +211,7 @@ impl ApiRoute {
             listen_path: api.listen_path.clone(),
             strip_listen_path: api.strip_listen_path,
             upstream: api.upstream.clone(),
-            upstream_timeout: api.upstream_timeout,
+            timeouts: api.timeouts,
             max_request_body_bytes: api.max_request_body_bytes,
             tunnel_idle_timeout: api.tunnel_idle_timeout,
             proxy: api.upstream_tls.as_ref().map(ProxyClient::new),

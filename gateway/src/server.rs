@@ -547,10 +547,7 @@ async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Re
         let headers = request.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
-        let mut response = proxy
-            .exchange(request, api.upstream_timeout)
-            .await
-            .map_err(over_limit)?;
+        let mut response = proxy.exchange(request, api.timeouts.head).await.map_err(over_limit)?;
         let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let upstream_side = switched.then(|| hyper::upgrade::on(&mut response));
         let (mut parts, body) = response.into_parts();
@@ -575,8 +572,15 @@ async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Re
     }
     // Response hooks still need the request; otherwise it can move out.
     let request = ex.upstream_request(!api.hooks.response.is_empty(), api.max_request_body_bytes)?;
-    let response = proxy.send(request, api.upstream_timeout).await.map_err(over_limit)?;
-    Ok(Upstreamed::Response(response))
+    let started = tokio::time::Instant::now();
+    let timeouts = api.timeouts;
+    let head = timeouts.total.map_or(timeouts.head, |total| total.min(timeouts.head));
+    let (mut parts, body) = proxy.exchange(request, head).await.map_err(over_limit)?.into_parts();
+    proxy::strip_hop_by_hop(&mut parts.headers);
+    // The body streams on under the read and total timeouts.
+    let deadline = timeouts.total.map(|total| started + total);
+    let body = proxy::TimedBody::new(body, timeouts.read, deadline, ex.ctx.request_id.clone());
+    Ok(Upstreamed::Response(Response::from_parts(parts, Body::new(body))))
 }
 
 /// The body length a request declares, if it declares one.

@@ -1,6 +1,6 @@
-//! Upgrades and request bodies on the proxy path: WebSockets tunnelled end
-//! to end after the request phase ran, idle tunnels closed, and the API's
-//! request body limit.
+//! Upgrades, bodies and time on the proxy path: WebSockets tunnelled end to
+//! end after the request phase ran, idle tunnels closed, the API's request
+//! body limit, and response bodies that stall or never end cut off.
 
 use std::time::Duration;
 
@@ -200,4 +200,43 @@ async fn a_body_over_the_limit_gets_413_and_the_upstream_does_not_get_it_whole()
     let (status, _, body) = json_of(response).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["body"].as_str().map(str::len), Some(50_000));
+}
+
+/// Reads `url`'s response: its status, and how its body ended.
+async fn status_and_body_end(url: &str) -> (u16, Result<bytes::Bytes, reqwest::Error>) {
+    let response = client().get(url).send().await.expect("response head");
+    let status = response.status().as_u16();
+    (status, response.bytes().await)
+}
+
+#[tokio::test]
+async fn a_response_body_that_stalls_or_never_ends_is_cut_off() {
+    let stalled = upstream(upstreams::stall()).await;
+    let endless = upstream(upstreams::trickle(Duration::from_millis(50))).await;
+    let config = ConfigDir::new(
+        "apis: [apis/]\nupstream_read_timeout_ms: 300\n",
+        &[
+            (
+                "stalled.yaml",
+                &format!("id: stalled\nlisten_path: /stalled/\nupstream: {stalled}\n"),
+            ),
+            (
+                "endless.yaml",
+                &format!("id: endless\nlisten_path: /endless/\nupstream: {endless}\nupstream_total_timeout_ms: 600\n"),
+            ),
+        ],
+    );
+    let gw = Gateway::start(config);
+
+    // Both answer in time and then never finish: only the gateway's timeouts
+    // end these bodies (the test would hang otherwise).
+    let (status, body) = status_and_body_end(&gw.url("/stalled/x")).await;
+    assert_eq!(status, 200);
+    assert!(body.is_err(), "a stalled body must not look complete: {body:?}");
+    gw.wait_for_log("upstream response body stalled past upstream_read_timeout_ms");
+
+    let (status, body) = status_and_body_end(&gw.url("/endless/x")).await;
+    assert_eq!(status, 200);
+    assert!(body.is_err(), "an endless body is cut off: {body:?}");
+    gw.wait_for_log("upstream response exceeded upstream_total_timeout_ms");
 }

@@ -176,7 +176,8 @@ pub struct ApiConfig {
     pub listen_path: String,
     pub strip_listen_path: bool,
     pub upstream: Upstream,
-    pub upstream_timeout: Duration,
+    /// Timeouts of the upstream exchange, by phase.
+    pub timeouts: UpstreamTimeouts,
     /// Largest request body proxied; `None`: no limit.
     pub max_request_body_bytes: Option<usize>,
     /// How long an upgraded connection may stay silent both ways.
@@ -193,6 +194,17 @@ pub struct ApiConfig {
     /// The API's `config`, as JSON text.
     pub config_json: String,
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// How long each phase of an upstream exchange may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Until the response head (`upstream_timeout_ms`): then 504.
+    pub head: Duration,
+    /// Between two pieces of the response body: then the response is cut off.
+    pub read: Duration,
+    /// The whole exchange, body included.
+    pub total: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -664,7 +676,18 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
             upstream,
             allow: parse_allow(&api.routing.allow),
         },
-        upstream_timeout: Duration::from_millis(api.upstream_timeout_ms.unwrap_or(gateway.upstream_timeout_ms)),
+        timeouts: UpstreamTimeouts {
+            head: Duration::from_millis(api.upstream_timeout_ms.unwrap_or(gateway.upstream_timeout_ms)),
+            read: Duration::from_millis(
+                api.upstream_read_timeout_ms
+                    .unwrap_or(gateway.upstream_read_timeout_ms)
+                    .max(1),
+            ),
+            total: api
+                .upstream_total_timeout_ms
+                .or(gateway.upstream_total_timeout_ms)
+                .map(Duration::from_millis),
+        },
         max_request_body_bytes: api.max_request_body_bytes.or(gateway.max_request_body_bytes),
         tunnel_idle_timeout: Duration::from_millis(
             api.tunnel_idle_timeout_ms

@@ -23,6 +23,14 @@ pub struct GatewayFile {
     /// Default upstream timeout (response headers), per API overridable.
     #[serde(default = "default_upstream_timeout_ms")]
     pub upstream_timeout_ms: u64,
+    /// Longest silence between two pieces of an upstream's response body,
+    /// per API overridable.
+    #[serde(default = "default_upstream_read_timeout_ms")]
+    pub upstream_read_timeout_ms: u64,
+    /// The whole upstream exchange, response body included, per API
+    /// overridable; absent: no limit.
+    #[serde(default)]
+    pub upstream_total_timeout_ms: Option<u64>,
     /// Largest request body proxied, per API overridable; absent: no limit.
     #[serde(default)]
     pub max_request_body_bytes: Option<usize>,
@@ -145,6 +153,10 @@ fn default_upstream_timeout_ms() -> u64 {
     30_000
 }
 
+fn default_upstream_read_timeout_ms() -> u64 {
+    60_000
+}
+
 fn default_tunnel_idle_timeout_ms() -> u64 {
     60_000
 }
@@ -181,6 +193,10 @@ pub struct ApiFile {
     pub upstream: UpstreamUrl,
     #[serde(default)]
     pub upstream_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub upstream_read_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub upstream_total_timeout_ms: Option<u64>,
     #[serde(default)]
     pub max_request_body_bytes: Option<usize>,
     #[serde(default)]

@@ -11,6 +11,8 @@
 //!   requests wait together, an answer when the test says: timing shown by
 //!   behaviour rather than by a clock.
 //! - [`counter`]: counts the requests it gets; [`mirror`]: streams the body back.
+//! - [`stall`] and [`trickle`]: a body that stops after its first piece, or
+//!   never ends.
 //! - [`websocket_echo`]: a WebSocket service that echoes every message.
 
 use std::net::SocketAddr;
@@ -152,6 +154,29 @@ pub fn slow(delay: Duration) -> Router {
 /// not wait for it (a deadline, a cancellation or a timeout ended the wait).
 pub fn hang() -> Router {
     Router::new().fallback(std::future::pending::<Json<Value>>)
+}
+
+/// Answers 200 and the first piece of its body, then never sends another:
+/// an upstream that stalls mid-response.
+pub fn stall() -> Router {
+    Router::new().fallback(|| async {
+        let first =
+            futures_util::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"partial")) });
+        let body = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+        Response::new(axum::body::Body::from_stream(body))
+    })
+}
+
+/// Answers 200 and a body that never ends: one small piece every `every`,
+/// so it is never silent for long.
+pub fn trickle(every: Duration) -> Router {
+    Router::new().fallback(move || async move {
+        let pieces = futures_util::stream::unfold((), move |()| async move {
+            tokio::time::sleep(every).await;
+            Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b".")), ()))
+        });
+        Response::new(axum::body::Body::from_stream(pieces))
+    })
 }
 
 /// Answers `{"met": true}` only once `n` requests are waiting at once (then
