@@ -73,11 +73,21 @@ impl Files {
     }
 
     fn read(&mut self, field: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
-        let bytes = std::fs::read(path).map_err(|e| error(field, path, format!("cannot read: {e}")))?;
+        let read = std::fs::read(path);
+        self.note(path, read.as_deref().ok());
+        read.map_err(|e| error(field, path, format!("cannot read: {e}")))
+    }
+
+    /// Adds a file's path and contents (`None`: unreadable) to the digest.
+    fn note(&mut self, path: &Path, contents: Option<&[u8]>) {
         self.digest.update(path.as_os_str().as_encoded_bytes());
-        self.digest.update((bytes.len() as u64).to_le_bytes());
-        self.digest.update(&bytes);
-        Ok(bytes)
+        match contents {
+            Some(bytes) => {
+                self.digest.update((bytes.len() as u64).to_le_bytes());
+                self.digest.update(bytes);
+            }
+            None => self.digest.update(u64::MAX.to_le_bytes()),
+        }
     }
 
     fn certs(&mut self, field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -263,15 +273,19 @@ impl ServerTls {
         })
     }
 
-    /// Whether the files now on disk differ from those loaded.
-    fn changed_on_disk(&self) -> bool {
+    /// A digest of what the files hold now, readable or not, comparable
+    /// with the digest of what was loaded (the files in the same order).
+    fn on_disk(settings: &ListenerSettings) -> [u8; 32] {
         let mut files = Files::new();
-        let settings = &self.settings;
-        let mut read = |path: &Path| files.read("", path).is_ok();
-        let all_read = settings.certificates.iter().all(|p| read(&p.cert) && read(&p.key))
-            && settings.client_ca.as_deref().is_none_or(&mut read);
-        // A file that cannot be read is a change too (it was readable).
-        !all_read || files.fingerprint() != self.fingerprint
+        let paths = settings
+            .certificates
+            .iter()
+            .flat_map(|p| [&p.cert, &p.key])
+            .chain(settings.client_ca.as_ref());
+        for path in paths {
+            files.note(path, std::fs::read(path).ok().as_deref());
+        }
+        files.fingerprint()
     }
 }
 
@@ -341,7 +355,8 @@ impl LiveTls {
             }
             tokio::time::sleep(interval).await;
             let current = self.current.load_full();
-            if !current.changed_on_disk() {
+            let on_disk = ServerTls::on_disk(&current.settings);
+            if on_disk == current.fingerprint || failed == Some(on_disk) {
                 continue;
             }
             match ServerTls::load(&current.settings) {
@@ -351,31 +366,12 @@ impl LiveTls {
                     self.replace(Arc::new(loaded));
                 }
                 Err(e) => {
-                    let attempt = attempt_fingerprint(&current.settings);
-                    if failed != Some(attempt) {
-                        tracing::error!(field = %e.field, error = %e, "TLS files changed on disk but cannot be loaded; the previous certificates keep serving");
-                        failed = Some(attempt);
-                    }
+                    tracing::error!(field = %e.field, error = %e, "TLS files changed on disk but cannot be loaded; the previous certificates keep serving");
+                    failed = Some(on_disk);
                 }
             }
         }
     }
-}
-
-/// A digest of whatever the files hold now, readable or not, so one broken
-/// state is reported once.
-fn attempt_fingerprint(settings: &ListenerSettings) -> [u8; 32] {
-    let mut digest = Sha256::new();
-    let paths = settings
-        .certificates
-        .iter()
-        .flat_map(|p| [&p.cert, &p.key])
-        .chain(settings.client_ca.as_ref());
-    for path in paths {
-        digest.update(std::fs::read(path).unwrap_or_default());
-        digest.update([0]);
-    }
-    digest.finalize().into()
 }
 
 /// The `x-forwarded-client-cert` value for a verified client certificate,
