@@ -281,11 +281,19 @@ async fn dynamic_routing_reaches_only_what_the_operator_allowed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_list_and_string_a_plugin_returns_is_bounded() {
     let echo = upstream(upstreams::echo("up")).await;
-    let gw = Gateway::start(ConfigDir::single(&raw_api(
-        &echo,
-        "",
-        &["metadata-flood", "headers-flood", "remove-flood", "long-method"],
-    )));
+    // Building a flood of 100,000 entries takes the guest a while on a busy
+    // machine; this test is about the lists' size, so time is not a limit.
+    let gw = Gateway::start(ConfigDir::new(
+        "apis: [apis/]\nplugin_limits: { cpu_ms: 10000, timeout_ms: 30000 }\n",
+        &[(
+            "api.yaml",
+            &raw_api(
+                &echo,
+                "",
+                &["metadata-flood", "headers-flood", "remove-flood", "long-method"],
+            ),
+        )],
+    ));
     // Lists beyond any limit are refused as they are read, before a single
     // entry is copied; shorter ones by the configured limits.
     for (path, logged) in [
