@@ -2,6 +2,7 @@
 //! end after the request phase ran, idle tunnels closed, the API's request
 //! body limit, and response bodies that stall or never end cut off.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -138,32 +139,17 @@ async fn a_body_over_the_limit_gets_413_and_the_upstream_does_not_get_it_whole()
     let gw = Gateway::start(config);
 
     // A declared length over the limit: 413 before the upstream hears of it.
-    let (status, _, body) = json_of(
-        client()
-            .post(gw.url("/counted/x"))
-            .body(vec![b'a'; 1001])
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
+    let counted_url = gw.url("/counted/x");
+    let post = |size: usize| {
+        let request = client().post(&counted_url).body(vec![b'a'; size]);
+        async move { json_of(request.send().await.expect("request")).await }
+    };
+    let (status, _, body) = post(1001).await;
     crate::support::assert_gateway_error(status, &body, 413, "request body too large");
-    assert_eq!(
-        hits.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "the upstream was contacted"
-    );
-    let (status, _, _) = json_of(
-        client()
-            .post(gw.url("/counted/x"))
-            .body(vec![b'a'; 1000])
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the upstream was contacted");
+    let (status, _, _) = post(1000).await;
     assert_eq!(status, 200);
-    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
 
     // A streamed body (no length) is cut off at the API's own limit. Raw
     // HTTP/1.1, so the client stops just past the limit and then reads:
