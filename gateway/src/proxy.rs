@@ -264,14 +264,18 @@ impl ProxyClient {
         request: http::Request<Body>,
         timeout: Duration,
     ) -> Result<http::Response<hyper::body::Incoming>, ProxyError> {
-        let upstream = request.uri().authority().map(ToString::to_string).unwrap_or_default();
+        // Kept for an error message (a reference count, not a copy).
+        let upstream = request.uri().authority().cloned();
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => Err(ProxyError::Timeout(timeout)),
             // With TLS 1.3 a server that refuses the client's certificate
             // says so after the client finished its part of the handshake:
             // look for a TLS error whatever the stage.
             Ok(Err(e)) => Err(match crate::tls::handshake_failure(&e) {
-                Some(reason) => ProxyError::Tls { upstream, reason },
+                Some(reason) => ProxyError::Tls {
+                    upstream: upstream.map(|a| a.to_string()).unwrap_or_default(),
+                    reason,
+                },
                 None if over_body_limit(&e) => ProxyError::RequestBodyTooLarge,
                 None if e.is_connect() => ProxyError::Connect(root_cause(&e)),
                 None => ProxyError::Other(root_cause(&e)),

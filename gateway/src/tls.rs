@@ -143,6 +143,17 @@ fn error(field: &str, file: &Path, reason: impl Into<String>) -> TlsError {
     }
 }
 
+/// Why `key` (named by `field`) cannot be used with `cert`.
+fn key_error(field: &str, key: &Path, cert: &Path, e: rustls::Error) -> TlsError {
+    let why = match e {
+        rustls::Error::InconsistentKeys(_) => {
+            format!("this key does not belong to the certificate {}", cert.display())
+        }
+        other => format!("unusable key: {other}"),
+    };
+    error(field, key, why)
+}
+
 fn cert_info(role: &'static str, file: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, String> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot parse the certificate: {e}"))?;
@@ -224,15 +235,8 @@ impl ServerTls {
             let info =
                 cert_info("listener", &paths.cert, &chain[0]).map_err(|why| error(&cert_field, &paths.cert, why))?;
             let key = files.key(&key_field, &paths.key)?;
-            let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
-                let why = match e {
-                    rustls::Error::InconsistentKeys(_) => {
-                        format!("this key does not belong to the certificate {}", paths.cert.display())
-                    }
-                    other => format!("unusable key: {other}"),
-                };
-                error(&key_field, &paths.key, why)
-            })?;
+            let certified = CertifiedKey::from_der(chain, key, &provider)
+                .map_err(|e| key_error(&key_field, &paths.key, &paths.cert, e))?;
             resolver.certs.push((info.names.clone(), Arc::new(certified)));
             certificates.push(info);
         }
@@ -476,24 +480,18 @@ impl ClientTls {
                         .map_err(|why| error("upstream_tls.client_cert", cert, why))?,
                 );
                 let key_der = files.key("upstream_tls.client_key", key)?;
-                // The same check the listener makes: a key that does not
-                // match would only fail at the upstream's handshake.
-                CertifiedKey::from_der(chain.clone(), key_der.clone_key(), &provider()).map_err(|e| {
-                    error(
-                        "upstream_tls.client_key",
-                        key,
-                        format!("does not belong to the certificate {}: {e}", cert.display()),
-                    )
-                })?;
                 Some((chain, key_der))
             }
         };
+        // rustls checks that the key belongs to the certificate (the check
+        // the listener makes): a mismatch would otherwise only fail at the
+        // upstream's handshake.
         let config = client_config(roots, identity).map_err(|e| {
-            let (cert, _) = settings
+            let (cert, key) = settings
                 .client_cert
                 .as_ref()
                 .expect("only a client certificate can fail here");
-            error("upstream_tls.client_cert", cert, e.to_string())
+            key_error("upstream_tls.client_key", key, cert, e)
         })?;
         Ok(ClientTls {
             config: Arc::new(config),

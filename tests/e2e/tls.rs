@@ -443,8 +443,14 @@ fn bad_certificates_are_load_errors_that_name_the_field_and_the_file() {
             "upstream_tls.server_name",
         ),
     ];
+    let mismatched = "upstream_tls:\n  client_cert: ../a.pem\n  client_key: ../b.key\n";
+    let upstream_cases = upstream_cases
+        .into_iter()
+        .chain([(mismatched, "upstream_tls.client_key: ")]);
     for (block, expected) in upstream_cases {
         let config = ConfigDir::single(&echo_api("https://127.0.0.1:1", block));
+        a.write(config.dir.path(), "a");
+        b.write(config.dir.path(), "b");
         let output = validate(&config);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
