@@ -254,6 +254,9 @@ async fn dynamic_routing_reaches_only_what_the_operator_allowed() {
         forbidden.clone(),
         "http://169.254.169.254/latest/meta-data".to_owned(),
         "http://localhost:1".to_owned(),
+        // https is routable now; the same list decides where it may go.
+        forbidden.replacen("http://", "https://", 1),
+        "https://169.254.169.254/latest/meta-data".to_owned(),
     ] {
         let (status, _, body) = get_json(&gw.url(&format!("/r/route?to={target}"))).await;
         assert_gateway_error(status, &body, 500, "plugin failed");
@@ -264,6 +267,7 @@ async fn dynamic_routing_reaches_only_what_the_operator_allowed() {
         0,
         "no request reached it"
     );
+    gw.wait_for_log("169.254.169.254:443 refused");
     let log = gw.wait_for_log("169.254.169.254:80 refused");
     let line = log
         .lines()
