@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let config = config::load(&dir.path().join("gateway.yaml"))?;
         let plugins = Arc::new(PluginRuntime::new(&config.limits, None, OutboundClient::new(16))?);
-        let routes = Routes::build(config, &plugins).await?;
+        let routes = Routes::build(config, &plugins, None).await?;
 
         println!("{:<52} {:>10} {:>10}", "case", "median", "p99");
         for (endpoint, body) in [

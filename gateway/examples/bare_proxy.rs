@@ -29,8 +29,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(listen: SocketAddr, upstream: Uri) -> anyhow::Result<()> {
-    let client =
-        portcullis::proxy::pooled_client::<Incoming>(Duration::from_secs(60), &portcullis::tls::ClientTls::system());
+    let client = portcullis::upstream::pooled_client::<Incoming>(
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+        &portcullis::tls::ClientTls::system(),
+    );
     let listener = TcpListener::bind(listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
     loop {

@@ -53,6 +53,7 @@ pub fn router(gateway: Arc<Gateway>, runtime: Arc<PluginRuntime>, config_file: P
     };
     axum::Router::new()
         .route("/apis", get(list_apis))
+        .route("/upstreams", get(list_upstreams))
         .route("/keys", post(create_key))
         .route("/keys/{key}", get(read_key).put(update_key).delete(delete_key))
         .route("/reload", post(reload))
@@ -69,6 +70,14 @@ async fn health(State(admin): State<Admin>) -> Response {
 }
 
 async fn metrics(State(admin): State<Admin>) -> Response {
+    let routes = admin.gateway.routes();
+    crate::metrics::set_target_states(
+        routes
+            .apis()
+            .iter()
+            .flat_map(|api| api.upstreams.groups())
+            .flat_map(|group| group.states()),
+    );
     let text = crate::metrics::encode(admin.runtime.instances_in_use());
     (
         [(
@@ -127,7 +136,7 @@ fn describe_api(api: &ApiRoute) -> Value {
         "id": &*api.id,
         "name": api.record.name,
         "listen_path": api.listen_path,
-        "upstream": api.upstream.to_string(),
+        "upstream": api.upstreams.default_url(),
         "auth": auth,
         "plugins": {
             "pre": labels(&api.hooks.pre),
@@ -137,6 +146,20 @@ fn describe_api(api: &ApiRoute) -> Value {
         },
         "endpoints": endpoints,
     })
+}
+
+/// Every API's upstreams, each target with its state, since when and why.
+async fn list_upstreams(State(admin): State<Admin>) -> Response {
+    let routes = admin.gateway.routes();
+    let apis: Vec<Value> = routes
+        .apis()
+        .iter()
+        .map(|api| {
+            let upstreams: Vec<Value> = api.upstreams.groups().iter().map(|g| g.describe()).collect();
+            json!({ "api": &*api.id, "default": api.upstreams.default_name(), "upstreams": upstreams })
+        })
+        .collect();
+    Json(json!({ "apis": apis })).into_response()
 }
 
 async fn list_apis(State(admin): State<Admin>) -> Response {

@@ -19,7 +19,7 @@ use crate::tls::LiveTls;
 pub async fn validate(config_file: &Path) -> Result<Routes, BuildError> {
     let config = config::load(config_file)?;
     let runtime = runtime_for(&config).map_err(|e| config::ConfigError::new(config_file, None, format!("{e:#}")))?;
-    Routes::build(config, &runtime).await
+    Routes::build(config, &runtime, None).await
 }
 
 fn runtime_for(config: &Config) -> anyhow::Result<Arc<PluginRuntime>> {
@@ -39,7 +39,12 @@ pub fn summary(routes: &Routes) -> String {
         routes.plugin_count()
     );
     for api in routes.apis() {
-        out.push_str(&format!("  {} {} -> {}\n", api.id, api.listen_path, api.upstream));
+        out.push_str(&format!(
+            "  {} {} -> {}\n",
+            api.id,
+            api.listen_path,
+            api.upstreams.default_url()
+        ));
         for endpoint in api.endpoints() {
             let methods = endpoint
                 .methods()
@@ -91,7 +96,7 @@ pub async fn serve(config_file: PathBuf, overrides: ListenOverrides) -> anyhow::
         }
     }
     let admin = config.admin.clone();
-    let routes = Routes::build(config, &runtime).await?;
+    let routes = Routes::build(config, &runtime, None).await?;
     tracing::info!(
         apis = routes.apis().len(),
         plugins = routes.plugin_count(),
@@ -201,7 +206,7 @@ async fn try_reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file
     if config.session_store != current.config.session_store {
         tracing::warn!("session_store takes effect at the next restart");
     }
-    let routes = Routes::build(config, runtime).await?;
+    let routes = Routes::build(config, runtime, Some(&current)).await?;
     tracing::info!(
         apis = routes.apis().len(),
         plugins = routes.plugin_count(),

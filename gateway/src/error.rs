@@ -8,7 +8,7 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::auth::Denied;
 use crate::plugin::PluginError;
-use crate::proxy::ProxyError;
+use crate::upstream::UpstreamError;
 
 /// Who is to blame for a failed request, and therefore what the client sees.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +22,7 @@ pub enum RequestError {
     #[error("plugin {plugin} failed: {source}")]
     Plugin { plugin: String, source: PluginError },
     #[error(transparent)]
-    Upstream(#[from] ProxyError),
+    Upstream(#[from] UpstreamError),
     #[error("upstream response larger than {0} bytes, the limit of a response plugin that reads it")]
     ResponseTooLarge(usize),
     #[error(transparent)]
@@ -38,7 +38,11 @@ impl RequestError {
             RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::BadBody(_) => StatusCode::BAD_REQUEST,
             RequestError::Plugin { source, .. } => source.status(),
-            RequestError::Upstream(ProxyError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            RequestError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            RequestError::Upstream(UpstreamError::Unavailable { .. } | UpstreamError::AtCapacity(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RequestError::Upstream(UpstreamError::Invalid(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             RequestError::Upstream(_) | RequestError::ResponseTooLarge(_) => StatusCode::BAD_GATEWAY,
             RequestError::Denied(denied) => match denied {
                 Denied::MissingKey | Denied::UnknownKey | Denied::Expired => StatusCode::UNAUTHORIZED,
@@ -61,7 +65,9 @@ impl RequestError {
                 PluginError::Timeout(_) | PluginError::CpuBudget(_) => "plugin timed out",
                 _ => "plugin failed",
             },
-            RequestError::Upstream(ProxyError::Timeout(_)) => "upstream timed out",
+            RequestError::Upstream(UpstreamError::Timeout { .. }) => "upstream timed out",
+            RequestError::Upstream(UpstreamError::AtCapacity(_)) => "upstream at capacity, retry later",
+            RequestError::Upstream(UpstreamError::Invalid(_)) => "internal gateway error",
             RequestError::Upstream(_) => "upstream unavailable",
             RequestError::ResponseTooLarge(_) => "upstream response too large",
             RequestError::Denied(denied) => match denied {
@@ -78,7 +84,17 @@ impl RequestError {
     }
 
     pub fn into_response(self, request_id: &str) -> Response {
-        json_error(self.status(), self.public_message(), request_id)
+        let mut response = json_error(self.status(), self.public_message(), request_id);
+        if let RequestError::Upstream(e) = &self
+            && let Some(after) = e.retry_after()
+        {
+            // Whole seconds, rounded up: never "0", which invites a storm.
+            let seconds = after.as_millis().div_ceil(1000).max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+        }
+        response
     }
 }
 
@@ -91,14 +107,4 @@ pub fn json_error(status: StatusCode, message: &str, request_id: &str) -> Respon
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-/// The innermost cause of an error chain, for log lines that should say
-/// "connection refused" rather than "error trying to connect".
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

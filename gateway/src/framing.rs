@@ -17,13 +17,50 @@ use axum::response::Response;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::proxy;
-
 /// Whether only the gateway may set `name`: it frames the message
 /// (`content-length`), is hop-by-hop (the proxy's own list), or is any
 /// `proxy-*` header.
 pub fn is_gateway_owned(name: &HeaderName) -> bool {
-    name == header::CONTENT_LENGTH || proxy::is_hop_by_hop(name) || name.as_str().starts_with("proxy-")
+    name == header::CONTENT_LENGTH || is_hop_by_hop(name) || name.as_str().starts_with("proxy-")
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// and the non-standard `Proxy-Connection` some clients still send.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Whether `name` is hop-by-hop by itself (not counting what `Connection`
+/// names).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
+/// Removes every field `doomed` picks, and every field a `Connection` field
+/// names; returns the names removed.
+pub fn strip(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = Vec::new();
+    for (name, value) in headers.iter() {
+        if name == header::CONNECTION {
+            let named = value.to_str().unwrap_or_default().split(',');
+            names.extend(named.filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()));
+        }
+        if doomed(name) {
+            names.push(name.clone());
+        }
+    }
+    for name in &names {
+        headers.remove(name);
+    }
+    names
 }
 
 /// The statuses a plugin may answer with: final responses only. 1xx would
@@ -53,7 +90,7 @@ pub fn plugin_headers(fields: &[(String, String)]) -> Result<(HeaderMap, Vec<Hea
         let value = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name:?}"))?;
         map.append(name, value);
     }
-    let dropped = proxy::strip(&mut map, is_gateway_owned);
+    let dropped = strip(&mut map, is_gateway_owned);
     Ok((map, dropped))
 }
 

@@ -4,8 +4,13 @@
 //! Operators describe APIs in YAML ([`config`]); requests are matched to an
 //! API and endpoint ([`routes`]), run through the endpoint's plugin
 //! ([`plugin`], the only module that uses wasmtime) and proxied to the
-//! upstream ([`proxy`]) by the public listener ([`server`]). [`app`] ties
-//! them together for the `serve` and `validate` commands.
+//! upstream ([`proxy`], through the targets, pools and health state of
+//! [`upstream`]) by the public listener ([`server`]). [`app`] ties them
+//! together for the `serve` and `validate` commands.
+//!
+//! Dependencies point one way: [`config`] is plain data at the bottom;
+//! [`upstream`], [`outbound`] and [`plugin`] build on it; [`error`] maps
+//! their failures to responses, and [`server`] sits on top.
 
 pub mod admin;
 pub mod app;
@@ -22,3 +27,4 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod tunnel;
+pub mod upstream;

@@ -53,6 +53,38 @@ struct CertLabels {
     subject: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    api: Arc<str>,
+    upstream: Arc<str>,
+    target: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetCodeLabels {
+    api: Arc<str>,
+    upstream: Arc<str>,
+    target: Arc<str>,
+    code: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetReasonLabels {
+    api: Arc<str>,
+    upstream: Arc<str>,
+    target: Arc<str>,
+    /// An error (`connect_error`, `tls`, `timeout`, `reset`, `at_capacity`),
+    /// or a state (`healthy`, `unhealthy`, `ejected`).
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    api: Arc<str>,
+    upstream: Arc<str>,
+    reason: Arc<str>,
+}
+
 /// A certificate's labels and its expiry, in Unix seconds.
 type CertExpiry = (CertLabels, i64);
 
@@ -72,6 +104,12 @@ struct Metrics {
     plugin_duration: HistogramFamily<PluginLabel>,
     reloads: Family<ResultLabel, Counter>,
     instances_in_use: Gauge,
+    upstream_requests: Family<TargetCodeLabels, Counter>,
+    upstream_errors: Family<TargetReasonLabels, Counter>,
+    upstream_duration: HistogramFamily<TargetLabels>,
+    upstream_state_changes: Family<TargetReasonLabels, Counter>,
+    upstream_state: Family<TargetReasonLabels, Gauge>,
+    upstream_retries: Family<RetryLabels, Counter>,
     cert_expiry: Family<CertLabels, Gauge<f64, AtomicU64>>,
     /// Every loaded certificate by source, with its expiry (Unix seconds);
     /// the gauge is computed from it at scrape time.
@@ -99,6 +137,12 @@ fn metrics() -> &'static Metrics {
         let reloads = Family::<ResultLabel, Counter>::default();
         let instances_in_use = Gauge::default();
         let cert_expiry = Family::<CertLabels, Gauge<f64, AtomicU64>>::default();
+        let upstream_requests = Family::<TargetCodeLabels, Counter>::default();
+        let upstream_errors = Family::<TargetReasonLabels, Counter>::default();
+        let upstream_duration: HistogramFamily<TargetLabels> = Family::new_with_constructor(request_histogram);
+        let upstream_state_changes = Family::<TargetReasonLabels, Counter>::default();
+        let upstream_state = Family::<TargetReasonLabels, Gauge>::default();
+        let upstream_retries = Family::<RetryLabels, Counter>::default();
 
         let mut registry = Registry::with_prefix("portcullis");
         let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
@@ -143,7 +187,43 @@ fn metrics() -> &'static Metrics {
             "Seconds until a loaded certificate expires (negative: expired), by role, source, file and subject",
             cert_expiry.clone(),
         );
+        registry.register(
+            "upstream_requests",
+            "Responses from upstream targets, by API, upstream, target and status code",
+            upstream_requests.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Exchanges with a target that got no response, by reason (connect_error, tls, timeout, reset), and requests refused for at_capacity",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Time from sending a request to a target until its response head, by target",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "upstream_state_changes",
+            "Target state changes, by the state entered (healthy, unhealthy, ejected)",
+            upstream_state_changes.clone(),
+        );
+        registry.register(
+            "upstream_target_state",
+            "1 for each target's current state (healthy, unhealthy, ejected)",
+            upstream_state.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Retries to another target, by the reason (connect_error, reset, timeout, a status code; budget_exhausted for retries refused)",
+            upstream_retries.clone(),
+        );
         Metrics {
+            upstream_requests,
+            upstream_errors,
+            upstream_duration,
+            upstream_state_changes,
+            upstream_state,
+            upstream_retries,
             cert_expiry,
             certificates: Mutex::default(),
             registry,
@@ -226,6 +306,88 @@ impl PluginMetrics {
         };
         metrics().plugin_failures.get_or_create(&labels).inc();
     }
+}
+
+/// The metrics of one upstream target, resolved when its configuration loads.
+#[derive(Debug, Clone)]
+pub struct TargetMetrics {
+    labels: TargetLabels,
+    duration: Histogram,
+}
+
+impl TargetMetrics {
+    pub fn new(api: &Arc<str>, upstream: &Arc<str>, target: &str) -> Self {
+        let labels = TargetLabels {
+            api: Arc::clone(api),
+            upstream: Arc::clone(upstream),
+            target: target.into(),
+        };
+        TargetMetrics {
+            duration: metrics().upstream_duration.get_or_create_owned(&labels),
+            labels,
+        }
+    }
+
+    fn with(&self, reason: &'static str) -> TargetReasonLabels {
+        TargetReasonLabels {
+            api: Arc::clone(&self.labels.api),
+            upstream: Arc::clone(&self.labels.upstream),
+            target: Arc::clone(&self.labels.target),
+            reason,
+        }
+    }
+
+    /// A response head with `code`, `elapsed` after sending.
+    pub fn answered(&self, code: u16, elapsed: Duration) {
+        let labels = TargetCodeLabels {
+            api: Arc::clone(&self.labels.api),
+            upstream: Arc::clone(&self.labels.upstream),
+            target: Arc::clone(&self.labels.target),
+            code,
+        };
+        metrics().upstream_requests.get_or_create(&labels).inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// An exchange without a response, or a request refused for this target.
+    pub fn failed(&self, reason: &'static str) {
+        metrics().upstream_errors.get_or_create(&self.with(reason)).inc();
+    }
+
+    /// The target entered `state`.
+    pub fn changed(&self, state: &'static str) {
+        metrics().upstream_state_changes.get_or_create(&self.with(state)).inc();
+    }
+
+    /// For [`set_target_states`].
+    pub fn state(&self, state: &'static str) -> TargetState {
+        TargetState(self.with(state))
+    }
+}
+
+/// A target's current state, as the `upstream_target_state` gauge shows it.
+#[derive(Debug)]
+pub struct TargetState(TargetReasonLabels);
+
+/// Replaces the `upstream_target_state` gauge (computed at scrape time, as
+/// ejections run out without an event).
+pub fn set_target_states(states: impl IntoIterator<Item = TargetState>) {
+    let m = metrics();
+    m.upstream_state.clear();
+    for TargetState(labels) in states {
+        m.upstream_state.get_or_create(&labels).set(1);
+    }
+}
+
+/// One retry (`reason`: why), or one refused by the budget
+/// (`budget_exhausted`).
+pub fn retried(api: &Arc<str>, upstream: &Arc<str>, reason: &str) {
+    let labels = RetryLabels {
+        api: Arc::clone(api),
+        upstream: Arc::clone(upstream),
+        reason: reason.into(),
+    };
+    metrics().upstream_retries.get_or_create(&labels).inc();
 }
 
 /// One configuration reload, successful or not.

@@ -16,60 +16,9 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body as _;
 use tokio::sync::Semaphore;
 
-use crate::config::Limits;
-use crate::error::root_cause;
-use crate::proxy::HttpClient;
+use crate::config::{AllowRule, Limits, OutboundConfig};
 use crate::tls::ClientTls;
-
-/// One allowlist entry: `host`, `host:port`, `*.suffix` or `*.suffix:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowRule {
-    host: HostPattern,
-    port: Option<u16>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostPattern {
-    Exact(String),
-    /// `*.example.com`: any subdomain of `example.com` (not the bare domain).
-    Suffix(String),
-}
-
-impl AllowRule {
-    pub fn parse(entry: &str) -> Result<Self, String> {
-        let bad = |why: &str| Err(format!("invalid outbound.allow entry {entry:?}: {why}"));
-        if entry.contains("://") || entry.contains('/') {
-            return bad("write host or host:port, without scheme or path");
-        }
-        let (host, port) = match entry.rsplit_once(':') {
-            // An IPv6 literal is written in brackets: [::1]:8080.
-            Some((h, p)) if !h.ends_with(':') && (!h.contains(':') || h.starts_with('[')) => match p.parse::<u16>() {
-                Ok(port) => (h, Some(port)),
-                Err(_) => return bad("the port is not a number"),
-            },
-            _ => (entry, None),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        if host.is_empty() {
-            return bad("empty host");
-        }
-        let host = match host.strip_prefix("*.") {
-            Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => HostPattern::Suffix(format!(".{suffix}")),
-            _ if host.contains('*') => return bad("'*' is only allowed as a leading '*.'"),
-            _ => HostPattern::Exact(host),
-        };
-        Ok(AllowRule { host, port })
-    }
-
-    /// Whether the rule matches `host` (lower-case, no brackets) and `port`.
-    pub fn allows(&self, host: &str, port: u16) -> bool {
-        let host_ok = match &self.host {
-            HostPattern::Exact(h) => h == host,
-            HostPattern::Suffix(s) => host.ends_with(s.as_str()),
-        };
-        host_ok && self.port.is_none_or(|p| p == port)
-    }
-}
+use crate::upstream::{HttpClient, pooled_client, root_cause};
 
 /// What one API lets its plugins reach, and how.
 #[derive(Debug, Clone, Default)]
@@ -80,6 +29,18 @@ pub struct OutboundPolicy {
     /// The API's own client when it has `upstream_tls`; otherwise the
     /// shared one, which verifies against the system's trust store.
     pub client: Option<HttpClient<Full<Bytes>>>,
+}
+
+impl OutboundPolicy {
+    /// An API's policy: its `outbound` settings, and its own client when
+    /// it has `upstream_tls`.
+    pub fn new(config: &OutboundConfig, tls: Option<&ClientTls>) -> Self {
+        OutboundPolicy {
+            allow: config.allow.clone(),
+            timeout: config.timeout,
+            client: tls.map(OutboundClient::pooled),
+        }
+    }
 }
 
 impl OutboundPolicy {
@@ -235,7 +196,7 @@ impl OutboundClient {
 
     /// A pooled client for an API's own `upstream_tls`.
     pub fn pooled(tls: &ClientTls) -> HttpClient<Full<Bytes>> {
-        crate::proxy::pooled_client(Duration::from_secs(60), tls)
+        pooled_client(Duration::from_secs(5), Duration::from_secs(60), tls)
     }
 
     /// Sends `request` if `policy` allows its host and it is within the

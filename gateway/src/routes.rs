@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use http::Method;
 
+use crate::config::RoutingPolicy;
 use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef, UpstreamTimeouts};
 use crate::metrics::ApiMetrics;
 use crate::outbound::{OutboundPolicy, RequestId, TraceContext};
 use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
-use crate::proxy::{ProxyClient, RoutingPolicy, Upstream};
+use crate::upstream::ApiUpstreams;
 
 /// Why a configuration could not be turned into a routing table.
 #[derive(Debug, thiserror::Error)]
@@ -36,15 +37,13 @@ pub struct ApiRoute {
     pub id: Arc<str>,
     pub listen_path: String,
     pub strip_listen_path: bool,
-    pub upstream: Upstream,
+    /// Targets, pools and health of `upstream` and `upstreams`.
+    pub upstreams: ApiUpstreams,
     pub timeouts: UpstreamTimeouts,
     /// Largest request body proxied; `None`: no limit.
     pub max_request_body_bytes: Option<usize>,
     /// How long an upgraded connection may stay silent both ways.
     pub tunnel_idle_timeout: Duration,
-    /// The API's own client when it has `upstream_tls`; otherwise the
-    /// gateway's shared one.
-    pub proxy: Option<ProxyClient>,
     /// Whether a verified client certificate is forwarded as XFCC.
     pub forward_client_cert: bool,
     pub outbound: Arc<OutboundPolicy>,
@@ -102,10 +101,16 @@ pub struct EndpointMatch<'a> {
 
 impl Routes {
     /// Loads every plugin the configuration names and builds the table.
-    pub async fn build(config: Config, runtime: &Arc<PluginRuntime>) -> Result<Self, BuildError> {
+    /// Upstream targets also in `previous` keep their health state.
+    pub async fn build(
+        config: Config,
+        runtime: &Arc<PluginRuntime>,
+        previous: Option<&Routes>,
+    ) -> Result<Self, BuildError> {
         let mut apis = Vec::with_capacity(config.apis.len());
         for api in &config.apis {
-            apis.push(ApiRoute::build(api, runtime).await?);
+            let before = previous.and_then(|p| p.apis.iter().find(|a| *a.id == *api.id));
+            apis.push(ApiRoute::build(api, runtime, before.map(|b| &b.upstreams)).await?);
         }
         apis.sort_by_key(|api| std::cmp::Reverse(api.listen_path.len()));
         Ok(Routes { apis, config })
@@ -158,7 +163,11 @@ impl Routes {
 }
 
 impl ApiRoute {
-    async fn build(api: &ApiConfig, runtime: &Arc<PluginRuntime>) -> Result<Self, BuildError> {
+    async fn build(
+        api: &ApiConfig,
+        runtime: &Arc<PluginRuntime>,
+        previous: Option<&ApiUpstreams>,
+    ) -> Result<Self, BuildError> {
         let mut endpoint_list: Vec<Endpoint> = Vec::with_capacity(api.endpoints.len());
         // Endpoints sharing a template (different methods) share a route.
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -203,6 +212,7 @@ impl ApiRoute {
             response: load_all(runtime, &api.hooks.response, HookKind::Response).await?,
         };
         let id: Arc<str> = api.id.as_str().into();
+        let upstreams = ApiUpstreams::build(api, previous);
         Ok(ApiRoute {
             auth,
             hooks,
@@ -210,21 +220,20 @@ impl ApiRoute {
             id,
             listen_path: api.listen_path.clone(),
             strip_listen_path: api.strip_listen_path,
-            upstream: api.upstream.clone(),
             timeouts: api.timeouts,
             max_request_body_bytes: api.max_request_body_bytes,
             tunnel_idle_timeout: api.tunnel_idle_timeout,
-            proxy: api.upstream_tls.as_ref().map(ProxyClient::new),
             forward_client_cert: api.forward_client_cert,
-            outbound: Arc::new(api.outbound.clone()),
+            outbound: Arc::new(OutboundPolicy::new(&api.outbound, api.upstream_tls.as_ref())),
             routing: Arc::new(api.routing.clone()),
             record: Arc::new(Api {
                 id: api.id.clone(),
                 name: api.name.clone(),
                 listen_path: api.listen_path.clone(),
-                upstream: api.upstream.to_string(),
+                upstream: upstreams.default_url(),
                 config: api.config_json.clone(),
             }),
+            upstreams,
             endpoints,
             endpoint_list,
         })

@@ -33,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 use crate::auth::{self, Caller, Denied, LimitHeaders};
+use crate::config::Destination;
 use crate::config::{Limits, OnError};
 use crate::error::RequestError;
 use crate::framing;
@@ -42,11 +43,12 @@ use crate::plugin::{
     self, AuthOutcome, CallContext, HeaderText, Outcome, Plugin, PluginError, RequestChanges, RequestRecord,
     ResponseRecord, Session,
 };
-use crate::proxy::{self, ProxyClient, ProxyError, Upstream};
+use crate::proxy;
 use crate::routes::{ApiRoute, Auth, Routes};
 use crate::store::SessionStore;
-use crate::tls::{self, ClientTls, LiveTls};
+use crate::tls::{self, LiveTls};
 use crate::tunnel;
+use crate::upstream::{Affinity, OutBody, Outgoing, UpstreamError};
 
 type Request = http::Request<Body>;
 
@@ -54,7 +56,6 @@ type Request = http::Request<Body>;
 #[derive(Debug)]
 pub struct Gateway {
     routes: ArcSwap<Routes>,
-    proxy: ProxyClient,
     store: SessionStore,
     /// The HTTPS listener's certificates, replaced by reloads.
     tls: Option<Arc<LiveTls>>,
@@ -65,7 +66,6 @@ impl Gateway {
         routes.publish_certificates();
         Gateway {
             routes: ArcSwap::from_pointee(routes),
-            proxy: ProxyClient::new(&ClientTls::system()),
             store,
             tls,
         }
@@ -289,7 +289,7 @@ struct Exchange {
     parts: Parts,
     body: BodyState,
     /// Where it goes: upstream and the path the upstream sees.
-    upstream: Upstream,
+    destination: Destination,
     upstream_path: String,
     params: Vec<(String, String)>,
     client: Arc<Peer>,
@@ -367,7 +367,7 @@ async fn serve_api(
     }
     let mut ex = Exchange {
         ctx: api.call_context(request_id.clone(), &parts.headers),
-        upstream: api.upstream.clone(),
+        destination: api.upstreams.default_destination(),
         upstream_path: if api.strip_listen_path {
             rest.to_owned()
         } else {
@@ -394,7 +394,7 @@ async fn serve_api(
     save_metadata(gateway, &mut ex).await;
     let mut response = match phase? {
         Phase::Respond(response) => response,
-        Phase::Upstream => match to_upstream(gateway, api, &mut ex).await? {
+        Phase::Upstream => match to_upstream(api, &mut ex).await? {
             Upstreamed::Response(response) => response,
             // The connection now belongs to the tunnel: there is no
             // response for hooks to change (a 101 is not theirs to make).
@@ -531,10 +531,11 @@ enum Upstreamed {
     Switched(Response),
 }
 
-async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, RequestError> {
-    let proxy = api.proxy.as_ref().unwrap_or(&gateway.proxy);
-    let over_limit = |e: ProxyError| match e {
-        ProxyError::RequestBodyTooLarge => RequestError::BodyTooLarge(api.max_request_body_bytes.unwrap_or_default()),
+async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, RequestError> {
+    let over_limit = |e: UpstreamError| match e {
+        UpstreamError::RequestBodyTooLarge => {
+            RequestError::BodyTooLarge(api.max_request_body_bytes.unwrap_or_default())
+        }
         other => RequestError::Upstream(other),
     };
     // An upgrade (WebSocket) request, once the request phase let it through:
@@ -544,10 +545,18 @@ async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Re
         && let Some(client_side) = ex.parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
     {
         let mut request = ex.upstream_request(false, api.max_request_body_bytes)?;
-        let headers = request.headers_mut();
+        let headers = &mut request.parts.headers;
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
-        let mut response = proxy.exchange(request, api.timeouts.head).await.map_err(over_limit)?;
+        let exchanged = send(
+            api,
+            (&ex.destination, &ex.client, &ex.caller),
+            request,
+            api.timeouts.head,
+        )
+        .await
+        .map_err(over_limit)?;
+        let mut response = exchanged.response;
         let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let upstream_side = switched.then(|| hyper::upgrade::on(&mut response));
         let (mut parts, body) = response.into_parts();
@@ -562,12 +571,14 @@ async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Re
         if let Some(protocol) = protocol {
             parts.headers.insert(header::UPGRADE, protocol);
         }
-        tokio::spawn(tunnel::splice(
-            client_side,
-            upstream_side,
-            api.tunnel_idle_timeout,
-            ex.ctx.request_id.clone(),
-        ));
+        // The tunnel holds the target's in-flight slot while it lasts.
+        let in_flight = exchanged.in_flight;
+        let idle = api.tunnel_idle_timeout;
+        let request_id = ex.ctx.request_id.clone();
+        tokio::spawn(async move {
+            tunnel::splice(client_side, upstream_side, idle, request_id).await;
+            drop(in_flight);
+        });
         return Ok(Upstreamed::Switched(Response::from_parts(parts, Body::empty())));
     }
     // Response hooks still need the request; otherwise it can move out.
@@ -575,12 +586,36 @@ async fn to_upstream(gateway: &Gateway, api: &ApiRoute, ex: &mut Exchange) -> Re
     let started = tokio::time::Instant::now();
     let timeouts = api.timeouts;
     let head = timeouts.total.map_or(timeouts.head, |total| total.min(timeouts.head));
-    let (mut parts, body) = proxy.exchange(request, head).await.map_err(over_limit)?.into_parts();
+    let exchanged = send(api, (&ex.destination, &ex.client, &ex.caller), request, head)
+        .await
+        .map_err(over_limit)?;
+    let (mut parts, body) = exchanged.response.into_parts();
     proxy::strip_hop_by_hop(&mut parts.headers);
     // The body streams on under the read and total timeouts.
     let deadline = timeouts.total.map(|total| started + total);
-    let body = proxy::TimedBody::new(body, timeouts.read, deadline, ex.ctx.request_id.clone());
+    let body = proxy::TimedBody::new(
+        body,
+        timeouts.read,
+        deadline,
+        ex.ctx.request_id.clone(),
+        exchanged.in_flight,
+    );
     Ok(Upstreamed::Response(Response::from_parts(parts, Body::new(body))))
+}
+
+/// Sends `request` where the chain pointed it. (Borrows the fields it
+/// needs, not the exchange, whose streaming body is not `Sync`.)
+async fn send(
+    api: &ApiRoute,
+    (destination, client, caller): (&Destination, &Peer, &Option<Caller>),
+    request: Outgoing,
+    timeout: std::time::Duration,
+) -> Result<crate::upstream::Exchanged, UpstreamError> {
+    let affinity = Affinity {
+        client_ip: client.ip.as_bytes(),
+        key_id: caller.as_ref().map(|c| c.data.key_id.as_str()),
+    };
+    api.upstreams.send(destination, request, timeout, affinity).await
 }
 
 /// The body length a request declares, if it declares one.
@@ -595,8 +630,8 @@ impl Exchange {
     /// The request to send upstream, as the chain left it, with the
     /// forwarding headers. `keep` leaves the exchange's copy of the request
     /// head for the response hooks; otherwise it moves out. A streamed body
-    /// is cut off past `max_body` bytes.
-    fn upstream_request(&mut self, keep: bool, max_body: Option<usize>) -> Result<http::Request<Body>, RequestError> {
+    /// is cut off past `max_body` bytes; an empty one can be sent again.
+    fn upstream_request(&mut self, keep: bool, max_body: Option<usize>) -> Result<Outgoing, RequestError> {
         let mut parts = if keep {
             self.parts.clone()
         } else {
@@ -606,22 +641,23 @@ impl Exchange {
         parts
             .headers
             .insert(RequestId::HEADER, self.ctx.request_id.header().clone());
-        parts.uri = self
-            .upstream
-            .uri(&self.upstream_path, parts.uri.query())
-            .map_err(|e| RequestError::Internal(e.to_string()))?;
         parts.version = http::Version::HTTP_11;
         let body = match (&mut self.body, max_body) {
-            (BodyState::Streaming(body), None) => std::mem::take(body),
+            (BodyState::Streaming(body), _) if hyper::body::Body::is_end_stream(body) => OutBody::Bytes(Bytes::new()),
+            (BodyState::Streaming(body), None) => OutBody::Stream(std::mem::take(body)),
             (BodyState::Streaming(body), Some(limit)) => {
-                Body::new(http_body_util::Limited::new(std::mem::take(body), limit))
+                OutBody::Stream(Body::new(http_body_util::Limited::new(std::mem::take(body), limit)))
             }
             (BodyState::Buffered(bytes), Some(limit)) if bytes.len() > limit => {
                 return Err(RequestError::BodyTooLarge(limit));
             }
-            (BodyState::Buffered(bytes), _) => Body::from(bytes.clone()),
+            (BodyState::Buffered(bytes), _) => OutBody::Bytes(bytes.clone()),
         };
-        Ok(http::Request::from_parts(parts, body))
+        Ok(Outgoing {
+            parts,
+            path: self.upstream_path.clone(),
+            body,
+        })
     }
 
     /// Buffers the body if `plugin` reads it (before [`Self::plugin_request`]).
@@ -751,8 +787,8 @@ impl Exchange {
                 }
             }
         }
-        if let Some(upstream) = upstream {
-            self.upstream = upstream;
+        if let Some(destination) = upstream {
+            self.destination = destination;
         }
         if let Some(body) = changes.body {
             parts.headers.remove(header::CONTENT_LENGTH);

@@ -17,10 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{BodyState, Exchange, Peer};
 use crate::config::Limits;
+use crate::config::{AllowRule, BaseUrl, Destination, RoutingPolicy};
 use crate::framing;
-use crate::outbound::{AllowRule, OutboundPolicy, RequestId, TraceContext};
+use crate::outbound::{OutboundPolicy, RequestId, TraceContext};
 use crate::plugin::{self, Api, CallContext, Outcome, RequestChanges, Session};
-use crate::proxy::{RoutingPolicy, Upstream};
 
 #[path = "../../tests/e2e/support/wire.rs"]
 mod wire;
@@ -256,11 +256,11 @@ fn expected_headers(fields: &[(String, String)]) -> Vec<(String, String)> {
 }
 
 fn exchange(parts: http::request::Parts, body: &'static [u8]) -> Exchange {
-    let api = Upstream::parse("http://127.0.0.1:9000").expect("valid");
+    let api = BaseUrl::parse("http://127.0.0.1:9000").expect("valid");
     Exchange {
         parts,
         body: BodyState::Buffered(Bytes::from_static(body)),
-        upstream: api.clone(),
+        destination: Destination::Upstream(0),
         upstream_path: "/orders/1".to_owned(),
         params: Vec::new(),
         client: Arc::new(Peer::new("127.0.0.1:5555".parse().expect("addr"), None)),
@@ -287,7 +287,8 @@ fn exchange(parts: http::request::Parts, body: &'static [u8]) -> Exchange {
 
 fn routing() -> RoutingPolicy {
     RoutingPolicy {
-        upstream: Upstream::parse("http://127.0.0.1:9000").expect("valid"),
+        names: vec![("default".into(), 0)],
+        origins: vec![BaseUrl::parse("http://127.0.0.1:9000").expect("valid")],
         allow: vec![AllowRule::parse("allowed.internal").expect("valid")],
     }
 }
@@ -387,13 +388,24 @@ fn a_changed_request_is_one_message_to_an_allowed_upstream() {
         let set = changes.set_headers.clone();
         let upstream = changes.upstream.clone();
         ex.apply(&limits, changes).expect("a checked outcome always applies");
-        let request = ex.upstream_request(false, None).expect("an upstream request");
-        let authority = request.uri().authority().expect("absolute").to_string();
-        let allowed = match &upstream {
-            Some(url) => routing().target(url).is_ok(),
-            None => authority == "127.0.0.1:9000",
+        let outgoing = ex.upstream_request(false, None).expect("an upstream request");
+        let base = match &ex.destination {
+            Destination::Upstream(0) => BaseUrl::parse("http://127.0.0.1:9000").expect("valid"),
+            Destination::Upstream(other) => panic!("no upstream {other}"),
+            Destination::Url(url) => url.clone(),
         };
-        prop_assert!(allowed, "sent to {}", authority);
+        let allowed = match &upstream {
+            Some(url) => routing().target(url) == Ok(ex.destination.clone()),
+            None => ex.destination == Destination::Upstream(0),
+        };
+        prop_assert!(allowed, "sent to {}", base);
+        let mut parts = outgoing.parts;
+        parts.uri = base.uri(&outgoing.path, parts.uri.query()).expect("uri");
+        let body = match outgoing.body {
+            crate::upstream::OutBody::Bytes(bytes) => Body::from(bytes),
+            crate::upstream::OutBody::Stream(body) => body,
+        };
+        let request = http::Request::from_parts(parts, body);
         let bytes = runtime().block_on(request_bytes(request));
         let messages = wire::split_requests(&bytes);
         prop_assert_eq!(messages.len(), 1, "{}", String::from_utf8_lossy(&bytes));

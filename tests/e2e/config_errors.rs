@@ -202,3 +202,67 @@ fn reuse_of_zero_calls_is_refused_with_its_line() {
     assert!(stderr.contains("endpoints[0].plugin.reuse"), "field path: {stderr}");
     assert!(stderr.contains("expected a nonzero u32"), "{stderr}");
 }
+
+#[test]
+fn upstream_mistakes_name_the_field_and_line() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "upstream:\n  targets:\n    - { url: http://a:80, weigth: 2 }\n",
+            &["apis/api.yaml:5:", "upstream.targets[0]", "unknown field `weigth`"],
+        ),
+        (
+            "upstream:\n  targets: [http://a:80]\n  balance: fastest\n",
+            &[
+                "apis/api.yaml:5:",
+                "upstream.balance",
+                "unknown variant `fastest`",
+                "least_request",
+            ],
+        ),
+        (
+            "upstream:\n  targets: [http://a:80]\n  retries: { on: [connect_error, 404] }\n",
+            &[
+                "apis/api.yaml:5:",
+                "upstream.retries.on",
+                "status 404 cannot be retried",
+            ],
+        ),
+        (
+            "upstream:\n  targets: [http://a:80]\n  balance: consistent_hash\n",
+            &["upstream.hash_on", "consistent_hash needs hash_on"],
+        ),
+        (
+            "upstream:\n  targets: [http://a:80, { url: http://b:80, weight: 0 }]\n",
+            &["upstream.targets[1].weight", "must be between 1 and 1000"],
+        ),
+        (
+            "upstream:\n  targets: [ftp://a]\n",
+            &["apis/api.yaml:4:", "invalid upstream URL \"ftp://a\""],
+        ),
+        (
+            "upstream: eu\n",
+            &["upstream:", "\"eu\" is neither a URL nor one of `upstreams`"],
+        ),
+        (
+            "upstream: http://a:80\nupstreams:\n  default: http://b:80\n",
+            &[
+                "upstreams.default",
+                "`default` names the upstream defined under `upstream`",
+            ],
+        ),
+        (
+            "upstream:\n  targets: [http://a:80]\n  health_check: { path: healthz }\n",
+            &["upstream.health_check.path", "is not a path such as /healthz"],
+        ),
+    ];
+    for (upstream, expected) in cases {
+        let text = format!("id: a\nlisten_path: /a/\n{upstream}");
+        let stderr = validate_error(&ConfigDir::single(&text));
+        for needle in *expected {
+            assert!(
+                stderr.contains(needle),
+                "{upstream:?}: missing {needle:?} in:\n{stderr}"
+            );
+        }
+    }
+}

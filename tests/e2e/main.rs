@@ -2,6 +2,7 @@
 //! and real upstream HTTP servers on loopback, all on OS-chosen ports.
 
 mod aggregation;
+mod balancing;
 mod boundary;
 mod chain;
 mod cluster;

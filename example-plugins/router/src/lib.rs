@@ -1,8 +1,14 @@
 //! `router`: dynamic routing. Picks the upstream for each request from a
 //! header (first) or a path parameter, among the upstreams its config lists,
-//! and removes the routing segment from the path sent upstream.
+//! and removes the routing segment from the path sent upstream. A config
+//! value names one of the API's `upstreams` (balanced, health-checked), or is
+//! a URL the API's `routing.allow` permits.
 //!
 //! ```yaml
+//! upstream: eu
+//! upstreams:
+//!   eu: { targets: [http://127.0.0.1:9011, http://127.0.0.1:9013] }
+//!   us: http://127.0.0.1:9012
 //! endpoints:
 //!   - path: /{region}/{*rest}
 //!     plugin:
@@ -12,9 +18,9 @@
 //!         header: x-region       # wins over the path parameter when present
 //!         param: region
 //!         rest_param: rest       # the path the upstream sees: /{rest}
-//!         upstreams:
-//!           eu: http://127.0.0.1:9011
-//!           us: http://127.0.0.1:9012
+//!         upstreams:             # route name -> upstream name or URL
+//!           eu: eu
+//!           us: us
 //! ```
 
 use std::collections::BTreeMap;

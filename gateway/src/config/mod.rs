@@ -3,7 +3,9 @@
 //! checked. Errors name the file, the line when the YAML parser knows it, and
 //! the field. Loading the plugins themselves is the plugin runtime's job.
 
+pub mod net;
 mod schema;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,8 +19,9 @@ use schema::{
 
 pub use crate::store::StoreConfig;
 
-use crate::outbound::{AllowRule, OutboundClient, OutboundPolicy};
-use crate::proxy::{RoutingPolicy, Upstream};
+pub use net::{AllowRule, BaseUrl, Destination, RoutingPolicy};
+pub use upstream::UpstreamConfig;
+
 use crate::tls::{self, ClientTls, ServerTls};
 
 /// A configuration error: which file, where, and what is wrong.
@@ -175,7 +178,10 @@ pub struct ApiConfig {
     pub name: String,
     pub listen_path: String,
     pub strip_listen_path: bool,
-    pub upstream: Upstream,
+    /// `upstream` and the `upstreams`, in [`Destination::Upstream`] order.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Which of them serves requests no plugin routed elsewhere.
+    pub default_upstream: usize,
     /// Timeouts of the upstream exchange, by phase.
     pub timeouts: UpstreamTimeouts,
     /// Largest request body proxied; `None`: no limit.
@@ -186,7 +192,7 @@ pub struct ApiConfig {
     pub upstream_tls: Option<ClientTls>,
     /// Whether a verified client certificate is forwarded as XFCC.
     pub forward_client_cert: bool,
-    pub outbound: OutboundPolicy,
+    pub outbound: OutboundConfig,
     /// Where plugins may route this API's requests.
     pub routing: RoutingPolicy,
     pub auth: AuthConfig,
@@ -194,6 +200,14 @@ pub struct ApiConfig {
     /// The API's `config`, as JSON text.
     pub config_json: String,
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// What one API lets its plugins reach.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundConfig {
+    pub allow: Vec<AllowRule>,
+    /// Default per-call timeout.
+    pub timeout: Duration,
 }
 
 /// How long each phase of an upstream exchange may take.
@@ -659,7 +673,15 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         response: resolve_list("response", hooks_file.response)?,
     };
 
-    let upstream = Upstream::parse(&api.upstream.0).expect("validated while parsing");
+    let (upstreams, default_upstream) = upstream::load(file, api.upstream, api.upstreams)?;
+    let routing = RoutingPolicy {
+        names: upstreams.iter().enumerate().map(|(i, u)| (u.name.clone(), i)).collect(),
+        origins: upstreams
+            .iter()
+            .flat_map(|u| u.targets.iter().map(|t| t.url.clone()))
+            .collect(),
+        allow: parse_allow(&api.routing.allow),
+    };
     let upstream_tls = api.upstream_tls.map(|t| upstream_tls(file, base, t)).transpose()?;
     let mut listen_path = api.listen_path.0;
     if !listen_path.ends_with('/') {
@@ -671,11 +693,9 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         id: api.id.0,
         listen_path,
         strip_listen_path: api.strip_listen_path,
-        upstream: upstream.clone(),
-        routing: RoutingPolicy {
-            upstream,
-            allow: parse_allow(&api.routing.allow),
-        },
+        upstreams,
+        default_upstream,
+        routing,
         timeouts: UpstreamTimeouts {
             head: Duration::from_millis(api.upstream_timeout_ms.unwrap_or(gateway.upstream_timeout_ms)),
             read: Duration::from_millis(
@@ -694,10 +714,9 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
                 .unwrap_or(gateway.tunnel_idle_timeout_ms)
                 .max(1),
         ),
-        outbound: OutboundPolicy {
+        outbound: OutboundConfig {
             allow: parse_allow(&api.outbound.allow),
             timeout: Duration::from_millis(api.outbound.timeout_ms),
-            client: upstream_tls.as_ref().map(OutboundClient::pooled),
         },
         upstream_tls,
         forward_client_cert: api.forward_client_cert,

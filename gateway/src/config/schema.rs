@@ -190,7 +190,12 @@ pub struct ApiFile {
     pub listen_path: ListenPath,
     #[serde(default)]
     pub strip_listen_path: bool,
-    pub upstream: UpstreamUrl,
+    /// A URL, the name of one of `upstreams`, or targets with balancing,
+    /// health checks and retries.
+    pub upstream: UrlOr<UpstreamGroupFile>,
+    /// Upstreams a plugin's routing picks by name.
+    #[serde(default)]
+    pub upstreams: std::collections::BTreeMap<UpstreamName, UrlOr<UpstreamGroupFile>>,
     #[serde(default)]
     pub upstream_timeout_ms: Option<u64>,
     #[serde(default)]
@@ -450,11 +455,282 @@ validated_string!(
 validated_string!(
     /// An outbound allowlist entry.
     AllowEntry,
-    |s| crate::outbound::AllowRule::parse(s).map(|_| ())
+    |s| super::net::AllowRule::parse(s).map(|_| ())
 );
 
+fn is_upstream_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+}
+
 validated_string!(
-    /// An upstream base URL: `http[s]://host[:port][/base/path]`.
-    UpstreamUrl,
-    |s| crate::proxy::Upstream::parse(s).map(|_| ())
+    /// The name of one of an API's `upstreams`.
+    UpstreamName,
+    |s| {
+        if is_upstream_name(s) {
+            Ok(())
+        } else {
+            Err(format!("invalid upstream name {s:?}: use up to 64 letters, digits, '-' or '_'"))
+        }
+    }
 );
+
+impl PartialOrd for UpstreamName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for UpstreamName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+/// A string, or a map with more settings: `upstream: http://a:80` or
+/// `upstream: { targets: [...] }`; a target as `http://a:80` or
+/// `{ url: http://a:80, weight: 2 }`. A string that is not a URL is kept as
+/// a name (`upstream: eu` picks one of `upstreams`).
+#[derive(Debug)]
+pub enum UrlOr<T> {
+    Text(String),
+    Full(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for UrlOr<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Either<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Either<T> {
+            type Value = UrlOr<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a URL such as http://10.0.0.1:8080, or a map of settings")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                // A name is kept for later; anything else must be a URL.
+                if !is_upstream_name(s) {
+                    super::net::BaseUrl::parse(s).map_err(E::custom)?;
+                }
+                Ok(UrlOr::Text(s.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(UrlOr::Full)
+            }
+        }
+        deserializer.deserialize_any(Either(std::marker::PhantomData))
+    }
+}
+
+/// The long form of an upstream: several targets and how to use them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamGroupFile {
+    pub targets: Vec<UrlOr<TargetFile>>,
+    #[serde(default)]
+    pub balance: BalanceFile,
+    /// With `consistent_hash`: `header:NAME`, `client_ip` or `key_id`.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Requests in flight per target; beyond it, 503 at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckFile>,
+    #[serde(default)]
+    pub passive: PassiveFile,
+    #[serde(default)]
+    pub retries: RetriesFile,
+    /// How often DNS names among the targets are resolved again.
+    #[serde(default = "default_dns_refresh_ms")]
+    pub dns_refresh_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    pub url: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceFile {
+    RoundRobin,
+    #[default]
+    LeastRequest,
+    ConsistentHash,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    pub path: String,
+    #[serde(default = "default_probe_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_probe_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: u32,
+    #[serde(default = "default_healthy_after")]
+    pub healthy_after: u32,
+}
+
+/// Outlier ejection; `failures: 0` turns it off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveFile {
+    #[serde(default = "default_passive_failures")]
+    pub failures: u32,
+    #[serde(default = "default_eject_ms")]
+    pub eject_ms: u64,
+}
+
+impl Default for PassiveFile {
+    fn default() -> Self {
+        PassiveFile {
+            failures: default_passive_failures(),
+            eject_ms: default_eject_ms(),
+        }
+    }
+}
+
+/// Retries to another target; `attempts: 0` turns them off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesFile {
+    #[serde(default = "default_retry_attempts")]
+    pub attempts: u32,
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOnFile>,
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: u32,
+    /// Retries always allowed per second, whatever the share.
+    #[serde(default = "default_min_retries_per_second")]
+    pub min_per_second: u32,
+}
+
+impl Default for RetriesFile {
+    fn default() -> Self {
+        RetriesFile {
+            attempts: default_retry_attempts(),
+            on: default_retry_on(),
+            budget_percent: default_budget_percent(),
+            min_per_second: default_min_retries_per_second(),
+        }
+    }
+}
+
+/// One entry of `retries.on`: a condition name or a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOnFile {
+    ConnectError,
+    Reset,
+    Timeout,
+    Status(u16),
+}
+
+impl<'de> Deserialize<'de> for RetryOnFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl serde::de::Visitor<'_> for Entry {
+            type Value = RetryOnFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("connect_error, reset, timeout or a status code from 500 to 599")
+            }
+            fn visit_u64<E: serde::de::Error>(self, code: u64) -> Result<RetryOnFile, E> {
+                match u16::try_from(code) {
+                    Ok(code @ 500..=599) => Ok(RetryOnFile::Status(code)),
+                    _ => Err(E::custom(format!(
+                        "status {code} cannot be retried: only 500 to 599 mean the target failed"
+                    ))),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, code: i64) -> Result<RetryOnFile, E> {
+                self.visit_u64(u64::try_from(code).unwrap_or(u64::MAX))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RetryOnFile, E> {
+                match s {
+                    "connect_error" => Ok(RetryOnFile::ConnectError),
+                    "reset" => Ok(RetryOnFile::Reset),
+                    "timeout" => Ok(RetryOnFile::Timeout),
+                    other => match other.parse::<u64>() {
+                        Ok(code) => self.visit_u64(code),
+                        Err(_) => Err(E::custom(format!(
+                            "unknown retry condition {other:?}: expected connect_error, reset, timeout or a 5xx status"
+                        ))),
+                    },
+                }
+            }
+        }
+        deserializer.deserialize_any(Entry)
+    }
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    90_000
+}
+
+fn default_max_in_flight() -> u32 {
+    1_024
+}
+
+fn default_dns_refresh_ms() -> u64 {
+    30_000
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn default_probe_interval_ms() -> u64 {
+    5_000
+}
+
+fn default_probe_timeout_ms() -> u64 {
+    1_000
+}
+
+fn default_unhealthy_after() -> u32 {
+    3
+}
+
+fn default_healthy_after() -> u32 {
+    2
+}
+
+fn default_passive_failures() -> u32 {
+    5
+}
+
+fn default_eject_ms() -> u64 {
+    30_000
+}
+
+fn default_retry_attempts() -> u32 {
+    1
+}
+
+fn default_retry_on() -> Vec<RetryOnFile> {
+    vec![
+        RetryOnFile::ConnectError,
+        RetryOnFile::Reset,
+        RetryOnFile::Status(502),
+        RetryOnFile::Status(503),
+        RetryOnFile::Status(504),
+    ]
+}
+
+fn default_budget_percent() -> u32 {
+    20
+}
+
+fn default_min_retries_per_second() -> u32 {
+    10
+}

@@ -43,10 +43,10 @@ use records::{AuthOutcomeWire, Bounded, ListTooLong, OutcomeWire, ResponseWire};
 pub use records::{HeaderText, RequestRecord, ResponseRecord};
 use ticker::Ticker;
 
+use crate::config::RoutingPolicy;
 use crate::config::{Fallback, Limits, OnError, PluginRef};
 use crate::metrics::PluginMetrics;
 use crate::outbound::{OutboundClient, OutboundPolicy, RequestId, TraceContext};
-use crate::proxy::RoutingPolicy;
 pub use untrusted::{check_outcome, check_response, check_session_size};
 
 /// How often the epoch advances; the granularity of CPU budgets.

@@ -9,8 +9,8 @@
 
 use super::bindings::{AuthOutcome, FunctionInfo, Outcome, RequestChanges, Response, Session};
 use crate::config::Limits;
+use crate::config::RoutingPolicy;
 use crate::framing;
-use crate::proxy::RoutingPolicy;
 
 /// Longest `key-id` an auth plugin may return.
 pub const MAX_KEY_ID_BYTES: usize = 256;

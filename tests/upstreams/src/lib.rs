@@ -14,6 +14,9 @@
 //! - [`stall`] and [`trickle`]: a body that stops after its first piece, or
 //!   never ends.
 //! - [`websocket_echo`]: a WebSocket service that echoes every message.
+//! - [`switchable`]: counts requests and answers the status the test sets.
+//! - [`Killable`]: a server the test can kill (every open connection
+//!   dropped, like a crashed process) and restart on the same port.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -226,4 +229,87 @@ pub fn counter() -> (Router, Arc<AtomicUsize>) {
 /// without buffering it (for streaming tests).
 pub fn mirror() -> Router {
     Router::new().fallback(|request: Request| async move { Response::new(request.into_body()) })
+}
+
+/// Answers every request with the status in the returned cell (200 to
+/// begin with) and `{"name": name}`, counting requests in the returned
+/// counter.
+pub fn switchable(name: &str) -> (Router, Arc<std::sync::atomic::AtomicU16>, Arc<AtomicUsize>) {
+    let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (answer, seen, name) = (Arc::clone(&status), Arc::clone(&hits), name.to_owned());
+    let app = Router::new().fallback(move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let code = StatusCode::from_u16(answer.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
+        let name = name.clone();
+        async move { (code, Json(json!({ "name": name }))).into_response() }
+    });
+    (app, status, hits)
+}
+
+/// A server whose process can "crash": [`Killable::kill`] closes the
+/// listener and every open connection at once; [`Killable::restart`]
+/// serves again on the same address.
+#[derive(Debug)]
+pub struct Killable {
+    pub addr: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Killable {
+    pub async fn spawn(app: Router) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        Ok(Killable {
+            addr,
+            task: Some(tokio::spawn(serve_until_killed(listener, app))),
+        })
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    pub async fn restart(&mut self, app: Router) -> anyhow::Result<()> {
+        self.kill();
+        // The aborted task drops its listener when it next runs; retry
+        // until the port is free again.
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => tokio::task::yield_now().await,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.task = Some(tokio::spawn(serve_until_killed(listener, app)));
+        Ok(())
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Serves connections as tasks of one set, so aborting this task drops
+/// them all.
+async fn serve_until_killed(listener: tokio::net::TcpListener, app: Router) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
 }

@@ -12,6 +12,7 @@ async fn main() -> anyhow::Result<()> {
         ("127.0.0.1:9004", "pricing (records)", records("pricing-service")),
         ("127.0.0.1:9011", "shop-eu (echo)", echo("shop-eu")),
         ("127.0.0.1:9012", "shop-us (echo)", echo("shop-us")),
+        ("127.0.0.1:9013", "shop-eu-2 (echo)", echo("shop-eu-2")),
     ];
     for (addr, name, app) in services {
         let bound = spawn(addr, app)
