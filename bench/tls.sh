@@ -32,40 +32,13 @@ UP=18090 NGINX=18091 GW_TLS=18092 GW_PLAIN=18093
 WORK=$(mktemp -d /tmp/portcullis-tls-bench.XXXXXX)
 PIDS=()
 
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+NAME=tls.sh
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
 
-for tool in wrk nginx taskset; do
-  command -v "$tool" >/dev/null || { echo "tls.sh: $tool is missing (apt-get install wrk nginx-core util-linux)" >&2; exit 1; }
-done
-for port in $UP $NGINX $GW_TLS $GW_PLAIN; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "tls.sh: 127.0.0.1:$port is in use" >&2; exit 1
-  fi
-done
+preflight $UP $NGINX $GW_TLS $GW_PLAIN
 
 # The upstream and the nginx proxy: two nginx instances, one worker each.
-nginx_conf() { # name body
-  mkdir -p "$WORK/$1"
-  cat >"$WORK/$1/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/$1/nginx.pid;
-error_log $WORK/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1; fastcgi_temp_path $WORK/$1;
-  uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
-  keepalive_requests 100000000;
-  $2
-}
-EOF
-}
 nginx_conf upstream "server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '{\"ok\":true}'; } }"
 nginx_conf proxy "
   upstream up { server 127.0.0.1:$UP; keepalive 64; }
@@ -89,60 +62,18 @@ session_store: $WORK/gateway/sessions.redb
 EOF
 printf 'id: s1\nlisten_path: /s1\nupstream: http://127.0.0.1:%s\n' "$UP" >"$WORK/gateway/apis/s1.yaml"
 
-start() { # name command...
-  local name=$1; shift
-  setsid taskset -c "$SERVER_CPU" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-  PIDS+=($!)
-}
 start upstream nginx -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log"
 start nginx nginx -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log"
 NGINX_PGID=${PIDS[-1]}
 start portcullis env -u RUST_BACKTRACE PORTCULLIS_LOG=warn "$GATEWAY_BIN" serve --config "$WORK/gateway/gateway.yaml" --workers 1
 GW_PGID=${PIDS[-1]}
 
-wait_for() { # url
-  for _ in $(seq 100); do
-    curl -sfk "$1" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "tls.sh: $1 never answered" >&2; cat "$WORK"/*.err >&2; exit 1
-}
 wait_for "https://127.0.0.1:$NGINX/s1"
 wait_for "https://127.0.0.1:$GW_TLS/s1"
 for url in "https://127.0.0.1:$NGINX/s1" "https://127.0.0.1:$GW_TLS/s1"; do
   body=$(curl -sk "$url")
   [[ $body == '{"ok":true}' ]] || { echo "tls.sh: $url answered $body" >&2; exit 1; }
 done
-
-# CPU ticks (user+sys) of every process in a process group.
-ticks() {
-  local total=0 stat
-  for stat in /proc/[0-9]*/stat; do
-    read -r -a f <"$stat" 2>/dev/null || continue
-    # Field 5 (index 4) is the process group; 14 and 15 user and sys time.
-    # (Process names here have no spaces, so the fields do not shift.)
-    [[ ${f[4]} == "$1" ]] && total=$((total + f[13] + f[14]))
-  done
-  echo "$total"
-}
-HZ=$(getconf CLK_TCK)
-
-# One measured run: prints "req/s cpu_us_per_req".
-measure() { # pgid url extra-wrk-args...
-  local pgid=$1 url=$2; shift 2
-  taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d2s "$@" "$url" >/dev/null 2>&1 || true # warm-up
-  local before after out requests rps
-  before=$(ticks "$pgid")
-  out=$(taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" "$@" "$url")
-  after=$(ticks "$pgid")
-  requests=$(awk '/requests in/ {print $1}' <<<"$out")
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
-    echo "tls.sh: errors during $url $*:" >&2; echo "$out" >&2
-  fi
-  awk -v r="$requests" -v rps="$rps" -v t=$((after - before)) -v hz="$HZ" \
-    'BEGIN { printf "%.0f %.1f\n", rps, t / hz * 1e6 / r }'
-}
 
 declare -A RESULTS
 for round in $(seq "$REPEAT"); do
@@ -154,7 +85,6 @@ for round in $(seq "$REPEAT"); do
   echo "round $round of $REPEAT done" >&2
 done
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 printf '\nS1 over HTTPS, %s connections, %s x %s, medians (wrk on CPU %s, servers on CPU %s)\n' \
   "$CONNS" "$REPEAT" "$DURATION" "$WRK_CPU" "$SERVER_CPU"
 printf '%-11s %-10s %10s %12s %9s\n' peer scenario req/s "cpu_us/req" "srv_cpu%"

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{AllowRule, Limits, OutboundConfig};
 use crate::tls::ClientTls;
-use crate::upstream::{HttpClient, pooled_client, root_cause};
+use crate::upstream::{Failure, HttpClient, failure, pooled_client, root_cause};
 
 /// What one API lets its plugins reach, and how.
 #[derive(Debug, Clone, Default)]
@@ -263,14 +263,11 @@ impl OutboundClient {
                 .await
                 .map_err(|e| OutboundError::Other(e.to_string()))?;
             let client = policy.client.as_ref().unwrap_or(&self.client);
-            let response = client.request(outgoing).await.map_err(|e| {
-                if let Some(reason) = crate::tls::handshake_failure(&e) {
-                    OutboundError::Connect(format!("TLS handshake failed: {reason}"))
-                } else if e.is_connect() {
-                    OutboundError::Connect(root_cause(&e))
-                } else {
-                    OutboundError::Other(root_cause(&e))
-                }
+            let response = client.request(outgoing).await.map_err(|e| match failure(&e) {
+                Failure::Tls(reason) => OutboundError::Connect(format!("TLS handshake failed: {reason}")),
+                Failure::Connect(why) => OutboundError::Connect(why),
+                Failure::Reset(why) => OutboundError::Other(why),
+                Failure::BodyTooLarge => OutboundError::Other("request body too large".into()),
             })?;
             let (parts, body) = response.into_parts();
             if body.size_hint().lower() > max_body_bytes as u64 {

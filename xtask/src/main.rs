@@ -185,14 +185,14 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     // peers.sh stops when a port it needs is taken, and so would the
     // gateway (bench/gateway.yaml): say so before the builds, not after.
     let busy: Vec<u16> = (18080..=18086)
-        .chain(18090..=18093)
+        .chain(18090..=18097)
         .chain([19000])
         .filter(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_err())
         .collect();
     if !busy.is_empty() {
         bail!(
             "127.0.0.1 port(s) {busy:?} are in use (a server left from an earlier run?): \
-             the benchmark needs 18080-18086 for peers.sh, 19000 for the gateway and 18090-18093 for bench/tls.sh"
+             the benchmark needs 18080-18086 for peers.sh, 19000 for the gateway and 18090-18097 for bench/tls.sh and bench/balance.sh"
         );
     }
     let built = plugins(root)?;
@@ -252,6 +252,11 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     // above, what a fresh instance costs on the proxy path.
     eprintln!("\n== peers.sh: one worker, S1 with a no-op plugin (the floor of a fresh instance) ==");
     peers_run("portcullis-noop", "S1=http://127.0.0.1:19000/f1", one_worker, Some(" "))?;
+    eprintln!("\n== bench/balance.sh: S1 to one and to two upstream servers, beside nginx ==");
+    run(Command::new("bash")
+        .arg(root.join("bench/balance.sh"))
+        .arg(&binary)
+        .env_remove("RUST_BACKTRACE"))?;
     eprintln!("\n== bench/tls.sh: S1 over HTTPS, beside nginx with the same certificate ==");
     let certs = root.join("target/bench-tls");
     throwaway_certificates(&certs)?;

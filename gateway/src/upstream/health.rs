@@ -104,39 +104,71 @@ impl Health {
         }
     }
 
-    /// A request's answer or failure. Ejects the target after `failures` in a
-    /// row; once back, one more failure ejects it again.
-    pub fn record(&self, passive: Option<&Passive>, ok: bool, why: impl FnOnce() -> String) -> Option<Change> {
+    /// A request's answer or failure: ends an ejection that has run out,
+    /// and ejects the target after `failures` in a row (once back, one
+    /// more failure ejects it again). Returns the changes, in order.
+    pub fn record(&self, passive: Option<&Passive>, ok: bool, why: impl FnOnce() -> String) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if self.ejected_until.load(Ordering::Relaxed) != 0 {
+            changes.extend(self.end_ejection(now_ms()));
+        }
         if ok {
             if self.failures.load(Ordering::Relaxed) != 0 {
                 self.failures.store(0, Ordering::Relaxed);
             }
-            return None;
+            return changes;
         }
-        let passive = passive?;
+        let Some(passive) = passive else {
+            return changes;
+        };
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures < passive.failures {
-            return None;
+            return changes;
         }
         let now = now_ms();
-        let until = self.ejected_until.load(Ordering::Relaxed);
-        if until > now {
-            return None;
-        }
         let end = now + passive.eject.as_millis() as u64;
+        // Only one of several failing requests at once ejects it.
         if self
             .ejected_until
-            .compare_exchange(until, end, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(0, end, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
         {
-            return None;
+            return changes;
         }
         self.failures.store(passive.failures - 1, Ordering::Relaxed);
         let reason = format!("{failures} failures in a row, the last: {}", why());
         let mut detail = self.lock();
         detail.ejections += 1;
         detail.ejected_until_ms = end;
-        Some(detail.change(State::Ejected, reason))
+        changes.push(detail.change(State::Ejected, reason));
+        changes
+    }
+
+    /// Ends an ejection that ran out by `now`, once.
+    fn end_ejection(&self, now: u64) -> Option<Change> {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until == 0
+            || until > now
+            || self
+                .ejected_until
+                .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        let mut detail = self.lock();
+        if detail.state != State::Ejected {
+            return None;
+        }
+        let state = if self.probed_down.load(Ordering::Relaxed) {
+            State::Unhealthy
+        } else {
+            State::Healthy
+        };
+        let change = detail.change(state, "ejection over; back on trial".into());
+        // It was over when its time ran out, not when someone noticed.
+        detail.since = SystemTime::now() - Duration::from_millis(now - until);
+        Some(change)
     }
 
     /// A probe's result: `Ok(status)` or `Err(why)`; success means a
@@ -173,21 +205,10 @@ impl Health {
         None
     }
 
-    /// The state at `now`, recording an ejection that has run out.
+    /// The state at `now`, ending an ejection that has run out.
     pub fn snapshot(&self, now: u64) -> (Detail, u32, Option<Change>) {
-        let mut detail = self.lock();
-        let mut change = None;
-        if detail.state == State::Ejected && detail.ejected_until_ms <= now {
-            let state = if self.probed_down.load(Ordering::Relaxed) {
-                State::Unhealthy
-            } else {
-                State::Healthy
-            };
-            let passed = Duration::from_millis(now - detail.ejected_until_ms);
-            change = Some(detail.change(state, "ejection over; back on trial".into()));
-            detail.since = SystemTime::now() - passed;
-        }
-        (detail.clone(), self.failures.load(Ordering::Relaxed), change)
+        let change = self.end_ejection(now);
+        (self.lock().clone(), self.failures.load(Ordering::Relaxed), change)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Detail> {
@@ -197,8 +218,6 @@ impl Health {
 
 impl Detail {
     fn change(&mut self, to: State, reason: String) -> Change {
-        // An ejection while probes say down stays "unhealthy" in the probes'
-        // view; the state shown is the one that keeps it out longest.
         self.state = to;
         self.since = SystemTime::now();
         self.reason.clone_from(&reason);
@@ -226,12 +245,15 @@ mod tests {
     fn consecutive_failures_eject_and_a_success_resets_the_count() {
         let health = Health::default();
         let p = passive();
-        assert_eq!(health.record(Some(&p), false, || "503".into()), None);
-        assert_eq!(health.record(Some(&p), false, || "503".into()), None);
-        assert_eq!(health.record(Some(&p), true, String::new), None);
-        assert_eq!(health.record(Some(&p), false, || "503".into()), None);
-        assert_eq!(health.record(Some(&p), false, || "503".into()), None);
-        let change = health.record(Some(&p), false, || "503".into()).expect("ejected");
+        assert_eq!(health.record(Some(&p), false, || "503".into()), []);
+        assert_eq!(health.record(Some(&p), false, || "503".into()), []);
+        assert_eq!(health.record(Some(&p), true, String::new), []);
+        assert_eq!(health.record(Some(&p), false, || "503".into()), []);
+        assert_eq!(health.record(Some(&p), false, || "503".into()), []);
+        let changes = health.record(Some(&p), false, || "503".into());
+        let [change] = &changes[..] else {
+            panic!("one change: {changes:?}")
+        };
         assert_eq!(change.to, State::Ejected);
         assert!(
             change.reason.contains("3 failures in a row, the last: 503"),
@@ -241,21 +263,30 @@ mod tests {
         let now = now_ms();
         assert!(!health.available(now));
         assert!(health.back_at().is_some_and(|t| t > now));
-        // Once the ejection ran out, one failure is enough.
+        // Once the ejection ran out, one failure is enough: the next
+        // request ends the ejection, fails and ejects it again.
         assert!(health.available(now + 60));
-        let (detail, failures, change) = health.snapshot(now + 60);
-        assert_eq!(detail.state, State::Healthy);
-        assert_eq!(failures, 2);
-        assert!(change.is_some());
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(
-            health.record(Some(&p), false, || "refused".into()).map(|c| c.to),
-            Some(State::Ejected)
-        );
+        let states: Vec<State> = health
+            .record(Some(&p), false, || "refused".into())
+            .iter()
+            .map(|c| c.to)
+            .collect();
+        assert_eq!(states, [State::Healthy, State::Ejected]);
+        let (detail, failures, change) = health.snapshot(now_ms());
+        assert_eq!((detail.state, failures, detail.ejections), (State::Ejected, 2, 2));
+        assert_eq!(change, None);
+        // Looking at it after the time ran out ends the ejection, once.
+        let later = now_ms() + 60;
+        let (detail, _, change) = health.snapshot(later);
+        assert_eq!(detail.state, State::Healthy);
+        assert!(change.is_some());
+        assert_eq!(health.snapshot(later).2, None);
+        assert_eq!(health.record(Some(&p), true, String::new), []);
         // Without passive settings, failures never eject.
         let other = Health::default();
         for _ in 0..10 {
-            assert_eq!(other.record(None, false, String::new), None);
+            assert_eq!(other.record(None, false, String::new), []);
         }
         assert!(other.available(now_ms()));
     }

@@ -23,14 +23,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use hyper::body::Incoming;
 
-pub use client::{HttpClient, pooled_client, root_cause};
+pub use client::{Failure, HttpClient, failure, pooled_client, root_cause};
 
 use crate::config::upstream::{HashOn, UpstreamConfig};
 use crate::config::{ApiConfig, BaseUrl, Destination};
 use crate::metrics::TargetMetrics;
 use crate::tls::ClientTls;
 use balance::{Balancer, hash_of};
-use client::Failure;
 use health::{Health, State, now_ms};
 
 /// Attempts of one request at most (the first and its retries).
@@ -193,7 +192,7 @@ impl ApiUpstreams {
                 let target = url.to_string();
                 match tokio::time::timeout(timeout, self.direct.request(request)).await {
                     Err(_) => Err(UpstreamError::Timeout { target, timeout }),
-                    Ok(Err(e)) => Err(error_of(client::failure(&e), target)),
+                    Ok(Err(e)) => Err(error_of(failure(&e), target)),
                     Ok(Ok(response)) => Ok(Exchanged {
                         response,
                         in_flight: None,
@@ -381,7 +380,7 @@ impl Group {
         if retries.attempts > 0 {
             self.budget.deposit();
         }
-        let client = self.client.load();
+        let client = self.client.load_full();
         let mut tried = [usize::MAX; MAX_ATTEMPTS];
         let mut parts = Some(parts);
         let mut body = Some(body);
@@ -426,8 +425,8 @@ impl Group {
                 }
                 Ok(Err(e)) => {
                     drop(slot);
-                    let failure = client::failure(&e);
-                    let (reason, retry) = match &failure {
+                    let failed = failure(&e);
+                    let (reason, retry) = match &failed {
                         Failure::BodyTooLarge => return Err(UpstreamError::RequestBodyTooLarge),
                         // Not connected: the target never saw the request.
                         Failure::Connect(_) => ("connect_error", retries.on.connect_error),
@@ -435,7 +434,7 @@ impl Group {
                         Failure::Reset(_) => ("reset", idempotent && retries.on.reset),
                     };
                     target.metrics.failed(reason);
-                    let error = error_of(failure, target.label.clone());
+                    let error = error_of(failed, target.label.clone());
                     self.observe(target, false, || error.to_string());
                     let reason = if reason == "tls" { "connect_error" } else { reason };
                     (Err(error), retry.then_some(reason))
@@ -463,7 +462,7 @@ impl Group {
 
     /// Feeds a live request's outcome to the target's passive health.
     fn observe(&self, target: &Target, ok: bool, why: impl FnOnce() -> String) {
-        if let Some(change) = target.health.record(self.config.passive.as_ref(), ok, why) {
+        for change in target.health.record(self.config.passive.as_ref(), ok, why) {
             self.announce(target, &change);
         }
     }
@@ -576,7 +575,7 @@ async fn probe(
     );
     match tokio::time::timeout(check.timeout, client.request(request)).await {
         Err(_) => Err(format!("no answer within {:?}", check.timeout)),
-        Ok(Err(e)) => Err(match client::failure(&e) {
+        Ok(Err(e)) => Err(match failure(&e) {
             Failure::Connect(why) | Failure::Reset(why) => why,
             Failure::Tls(why) => format!("TLS handshake failed: {why}"),
             Failure::BodyTooLarge => "request body too large".into(),
