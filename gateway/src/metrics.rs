@@ -238,11 +238,36 @@ fn metrics() -> &'static Metrics {
     })
 }
 
+/// The counters of one label set by status code, each resolved from its
+/// family once: a request then costs a short scan under an uncontended
+/// lock, not hashing the labels.
+#[derive(Debug, Default)]
+struct ByCode(Mutex<Vec<(u16, Counter)>>);
+
+impl ByCode {
+    /// Codes seen beyond this many are counted through the family.
+    const MAX: usize = 32;
+
+    fn inc(&self, code: u16, resolve: impl FnOnce() -> Counter) {
+        let mut codes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
+            counter.inc();
+            return;
+        }
+        let counter = resolve();
+        counter.inc();
+        if codes.len() < Self::MAX {
+            codes.push((code, counter));
+        }
+    }
+}
+
 /// The metrics of one API, resolved when its configuration loads.
 #[derive(Debug, Clone)]
 pub struct ApiMetrics {
     api: Arc<str>,
     duration: Histogram,
+    requests: Arc<ByCode>,
 }
 
 impl ApiMetrics {
@@ -251,6 +276,7 @@ impl ApiMetrics {
         ApiMetrics {
             api: Arc::clone(api),
             duration: metrics().request_duration.get_or_create_owned(&label),
+            requests: Arc::default(),
         }
     }
 
@@ -262,11 +288,13 @@ impl ApiMetrics {
 
     /// One request answered with `code` after `elapsed`.
     pub fn observe(&self, code: u16, elapsed: Duration) {
-        let labels = RequestLabels {
-            api: Arc::clone(&self.api),
-            code,
-        };
-        metrics().requests.get_or_create(&labels).inc();
+        self.requests.inc(code, || {
+            let labels = RequestLabels {
+                api: Arc::clone(&self.api),
+                code,
+            };
+            metrics().requests.get_or_create_owned(&labels)
+        });
         self.duration.observe(elapsed.as_secs_f64());
     }
 }
@@ -313,6 +341,7 @@ impl PluginMetrics {
 pub struct TargetMetrics {
     labels: TargetLabels,
     duration: Histogram,
+    requests: Arc<ByCode>,
 }
 
 impl TargetMetrics {
@@ -325,6 +354,7 @@ impl TargetMetrics {
         TargetMetrics {
             duration: metrics().upstream_duration.get_or_create_owned(&labels),
             labels,
+            requests: Arc::default(),
         }
     }
 
@@ -339,13 +369,15 @@ impl TargetMetrics {
 
     /// A response head with `code`, `elapsed` after sending.
     pub fn answered(&self, code: u16, elapsed: Duration) {
-        let labels = TargetCodeLabels {
-            api: Arc::clone(&self.labels.api),
-            upstream: Arc::clone(&self.labels.upstream),
-            target: Arc::clone(&self.labels.target),
-            code,
-        };
-        metrics().upstream_requests.get_or_create(&labels).inc();
+        self.requests.inc(code, || {
+            let labels = TargetCodeLabels {
+                api: Arc::clone(&self.labels.api),
+                upstream: Arc::clone(&self.labels.upstream),
+                target: Arc::clone(&self.labels.target),
+                code,
+            };
+            metrics().upstream_requests.get_or_create_owned(&labels)
+        });
         self.duration.observe(elapsed.as_secs_f64());
     }
 

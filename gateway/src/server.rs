@@ -653,11 +653,12 @@ impl Exchange {
             }
             (BodyState::Buffered(bytes), _) => OutBody::Bytes(bytes.clone()),
         };
-        Ok(Outgoing {
-            parts,
-            path: self.upstream_path.clone(),
-            body,
-        })
+        let path = if keep {
+            self.upstream_path.clone()
+        } else {
+            std::mem::take(&mut self.upstream_path)
+        };
+        Ok(Outgoing { parts, path, body })
     }
 
     /// Buffers the body if `plugin` reads it (before [`Self::plugin_request`]).

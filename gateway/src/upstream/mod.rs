@@ -114,6 +114,13 @@ pub struct Exchanged {
     pub in_flight: Option<InFlight>,
 }
 
+/// How one exchange with a target went, and the `retries.on` condition it
+/// met, if any.
+struct Attempt {
+    outcome: Result<Exchanged, UpstreamError>,
+    retry_on: Option<&'static str>,
+}
+
 /// One request in flight to a target; released when dropped.
 #[derive(Debug)]
 pub struct InFlight(Arc<Target>);
@@ -189,6 +196,16 @@ impl ApiUpstreams {
             Destination::Upstream(i) => self.groups[*i].send(out, timeout, affinity).await,
             Destination::Url(url) => {
                 let request = request_to(url, out.parts, &out.path, body_of(out.body))?;
+                // On a target's host and port: that target's pool, slot,
+                // metrics and health, like any request to it.
+                let owner = self.groups.iter().find_map(|group| {
+                    let target = group.targets.iter().find(|t| t.url.same_origin(url))?;
+                    Some((group, target))
+                });
+                if let Some((group, target)) = owner {
+                    let client = group.client.load_full();
+                    return group.attempt(&client, target, request, timeout, false).await.outcome;
+                }
                 let target = url.to_string();
                 match tokio::time::timeout(timeout, self.direct.request(request)).await {
                     Err(_) => Err(UpstreamError::Timeout { target, timeout }),
@@ -385,7 +402,8 @@ impl Group {
         let mut parts = Some(parts);
         let mut body = Some(body);
         let mut next = self.pick(key, &[])?;
-        for attempt in 0..attempts {
+        let mut attempt = 0;
+        loop {
             tried[attempt] = next;
             let target = &self.targets[next];
             let last = attempt + 1 == attempts;
@@ -397,60 +415,83 @@ impl Group {
                 (head, body.as_ref().map(OutBody::body).unwrap_or_default())
             };
             let request = request_to(&target.url, head, &path, content)?;
-            target.in_flight.fetch_add(1, Ordering::Relaxed);
-            let slot = InFlight(Arc::clone(target));
-            let started = std::time::Instant::now();
-            let result = tokio::time::timeout(timeout, client.request(request)).await;
-            let (outcome, retry_on) = match result {
-                Ok(Ok(response)) => {
-                    let status = response.status().as_u16();
-                    target.metrics.answered(status, started.elapsed());
-                    self.observe(target, status < 500, || format!("answered {status}"));
-                    let retry = idempotent && retries.on.statuses.contains(&status);
-                    let exchanged = Exchanged {
-                        response,
-                        in_flight: Some(slot),
-                    };
-                    (Ok(exchanged), retry.then(|| status_reason(status)))
-                }
-                Err(_) => {
-                    drop(slot);
-                    target.metrics.failed("timeout");
-                    self.observe(target, false, || format!("no response within {timeout:?}"));
-                    let error = UpstreamError::Timeout {
-                        target: target.label.clone(),
-                        timeout,
-                    };
-                    (Err(error), (idempotent && retries.on.timeout).then_some("timeout"))
-                }
-                Ok(Err(e)) => {
-                    drop(slot);
-                    let failed = failure(&e);
-                    let (reason, retry) = match &failed {
-                        Failure::BodyTooLarge => return Err(UpstreamError::RequestBodyTooLarge),
-                        // Not connected: the target never saw the request.
-                        Failure::Connect(_) => ("connect_error", retries.on.connect_error),
-                        Failure::Tls(_) => ("tls", retries.on.connect_error),
-                        Failure::Reset(_) => ("reset", idempotent && retries.on.reset),
-                    };
-                    target.metrics.failed(reason);
-                    let error = error_of(failed, target.label.clone());
-                    self.observe(target, false, || error.to_string());
-                    let reason = if reason == "tls" { "connect_error" } else { reason };
-                    (Err(error), retry.then_some(reason))
-                }
-            };
+            let Attempt { outcome, retry_on } = self.attempt(&client, target, request, timeout, idempotent).await;
             // Another target, if there is one and the budget allows;
             // otherwise this outcome stands.
             match retry_on {
                 Some(reason) if !last => match self.pick(key, &tried[..=attempt]) {
-                    Ok(other) if self.may_retry(reason) => next = other,
+                    Ok(other) if self.may_retry(reason) => {
+                        next = other;
+                        attempt += 1;
+                    }
                     _ => return outcome,
                 },
                 _ => return outcome,
             }
         }
-        Err(UpstreamError::Invalid("no attempt was made".into()))
+    }
+
+    /// One exchange with `target`: its slot, metrics and passive health,
+    /// and whether `retries.on` lists what went wrong.
+    async fn attempt(
+        &self,
+        client: &HttpClient<Body>,
+        target: &Arc<Target>,
+        request: http::Request<Body>,
+        timeout: Duration,
+        idempotent: bool,
+    ) -> Attempt {
+        let on = &self.config.retries.on;
+        target.in_flight.fetch_add(1, Ordering::Relaxed);
+        let slot = InFlight(Arc::clone(target));
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(timeout, client.request(request)).await;
+        let (outcome, retry_on) = match result {
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                target.metrics.answered(status, started.elapsed());
+                self.observe(target, status < 500, || format!("answered {status}"));
+                let retry = idempotent && on.statuses.contains(&status);
+                let exchanged = Exchanged {
+                    response,
+                    in_flight: Some(slot),
+                };
+                (Ok(exchanged), retry.then(|| status_reason(status)))
+            }
+            Err(_) => {
+                drop(slot);
+                target.metrics.failed("timeout");
+                self.observe(target, false, || format!("no response within {timeout:?}"));
+                let error = UpstreamError::Timeout {
+                    target: target.label.clone(),
+                    timeout,
+                };
+                (Err(error), (idempotent && on.timeout).then_some("timeout"))
+            }
+            Ok(Err(e)) => {
+                drop(slot);
+                let failed = failure(&e);
+                let (reason, retry) = match &failed {
+                    // The client's fault, not the target's.
+                    Failure::BodyTooLarge => {
+                        return Attempt {
+                            outcome: Err(UpstreamError::RequestBodyTooLarge),
+                            retry_on: None,
+                        };
+                    }
+                    // Not connected: the target never saw the request.
+                    Failure::Connect(_) => ("connect_error", on.connect_error),
+                    Failure::Tls(_) => ("tls", on.connect_error),
+                    Failure::Reset(_) => ("reset", idempotent && on.reset),
+                };
+                target.metrics.failed(reason);
+                let error = error_of(failed, target.label.clone());
+                self.observe(target, false, || error.to_string());
+                let reason = if reason == "tls" { "connect_error" } else { reason };
+                (Err(error), retry.then_some(reason))
+            }
+        };
+        Attempt { outcome, retry_on }
     }
 
     /// Whether the budget allows one more retry (counted either way).
