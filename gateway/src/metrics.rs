@@ -7,6 +7,7 @@
 //! for the status code and a few atomic or uncontended mutex operations.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -91,6 +92,19 @@ type CertExpiry = (CertLabels, i64);
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+}
+
+/// What the metrics and logs say about one loaded certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// What it is for: `listener`, `client_ca`, `upstream_ca`, `upstream_client`.
+    pub role: &'static str,
+    pub file: PathBuf,
+    pub subject: String,
+    /// DNS names it is valid for (subject alternative names, or the CN).
+    pub names: Vec<String>,
+    /// Expiry, in seconds since the Unix epoch.
+    pub not_after: i64,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -430,7 +444,7 @@ pub fn reloaded(ok: bool) {
 
 /// The certificates `source` (`listener`, `api:ID`) has loaded, replacing
 /// what it had before.
-pub fn set_certificates(source: &str, certificates: &[crate::tls::CertInfo]) {
+pub fn set_certificates(source: &str, certificates: &[CertInfo]) {
     let source: Arc<str> = source.into();
     let entries = certificates
         .iter()

@@ -48,18 +48,7 @@ pub struct TlsError {
     pub reason: String,
 }
 
-/// What the metrics and logs say about one loaded certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertInfo {
-    /// What it is for: `listener`, `client_ca`, `upstream_ca`, `upstream_client`.
-    pub role: &'static str,
-    pub file: PathBuf,
-    pub subject: String,
-    /// DNS names it is valid for (subject alternative names, or the CN).
-    pub names: Vec<String>,
-    /// Expiry, in seconds since the Unix epoch.
-    pub not_after: i64,
-}
+pub use crate::metrics::CertInfo;
 
 /// Reads the files of one TLS configuration, hashing everything it read
 /// so a later poll can tell whether any of them changed.
