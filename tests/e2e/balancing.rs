@@ -4,7 +4,7 @@
 //! restarted mid-test.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -62,18 +62,51 @@ async fn get_status(url: &str) -> u16 {
     client().get(url).send().await.expect("request").status().as_u16()
 }
 
+/// Two targets, `a` and `b`, answering `status` (changeable) with their
+/// name, counting the requests they get.
+struct Pair {
+    a: String,
+    b: String,
+    a_status: Arc<AtomicU16>,
+    a_hits: Arc<AtomicUsize>,
+    b_hits: Arc<AtomicUsize>,
+}
+
+impl Pair {
+    async fn answering(status: u16) -> Self {
+        let (a, a_status, a_hits) = upstreams::switchable("a");
+        let (b, b_status, b_hits) = upstreams::switchable("b");
+        a_status.store(status, Ordering::SeqCst);
+        b_status.store(status, Ordering::SeqCst);
+        Pair {
+            a: upstream(a).await,
+            b: upstream(b).await,
+            a_status,
+            a_hits,
+            b_hits,
+        }
+    }
+
+    fn hits(&self) -> (usize, usize) {
+        (self.a_hits.load(Ordering::SeqCst), self.b_hits.load(Ordering::SeqCst))
+    }
+
+    fn total(&self) -> usize {
+        self.hits().0 + self.hits().1
+    }
+}
+
 #[tokio::test]
 async fn round_robin_follows_the_weights() {
-    let (a, _, a_hits) = upstreams::switchable("a");
-    let (b, _, b_hits) = upstreams::switchable("b");
-    let (a, b) = (upstream(a).await, upstream(b).await);
+    let pair = Pair::answering(200).await;
     let gw = gateway(&format!(
-        "id: rr\nlisten_path: /rr/\nupstream:\n  balance: round_robin\n  targets:\n    - {{ url: {a}, weight: 2 }}\n    - {b}\n"
+        "id: rr\nlisten_path: /rr/\nupstream:\n  balance: round_robin\n  targets:\n    - {{ url: {}, weight: 2 }}\n    - {}\n",
+        pair.a, pair.b
     ));
     for _ in 0..30 {
         assert_eq!(get_status(&gw.url("/rr/x")).await, 200);
     }
-    assert_eq!((a_hits.load(Ordering::SeqCst), b_hits.load(Ordering::SeqCst)), (20, 10));
+    assert_eq!(pair.hits(), (20, 10));
 }
 
 #[tokio::test]
@@ -119,11 +152,10 @@ async fn least_request_goes_to_the_target_with_fewer_requests_in_flight() {
 
 #[tokio::test]
 async fn consistent_hash_keeps_a_key_on_one_target() {
-    let (a, _, a_hits) = upstreams::switchable("a");
-    let (b, _, b_hits) = upstreams::switchable("b");
-    let (a, b) = (upstream(a).await, upstream(b).await);
+    let pair = Pair::answering(200).await;
     let gw = gateway(&format!(
-        "id: ch\nlisten_path: /ch/\nupstream:\n  balance: consistent_hash\n  hash_on: header:x-user-id\n  targets: [{a}, {b}]\n"
+        "id: ch\nlisten_path: /ch/\nupstream:\n  balance: consistent_hash\n  hash_on: header:x-user-id\n  targets: [{}, {}]\n",
+        pair.a, pair.b
     ));
     let mut seen = std::collections::BTreeSet::new();
     for user in 0..40 {
@@ -142,7 +174,7 @@ async fn consistent_hash_keeps_a_key_on_one_target() {
         seen.extend(names);
     }
     assert_eq!(seen.len(), 2, "40 keys all went to {seen:?}");
-    assert_eq!(a_hits.load(Ordering::SeqCst) + b_hits.load(Ordering::SeqCst), 120);
+    assert_eq!(pair.total(), 120);
 }
 
 #[tokio::test]
@@ -208,11 +240,11 @@ async fn a_killed_target_is_ejected_without_failed_gets_and_comes_back_after_a_r
 
 #[tokio::test]
 async fn a_target_answering_503_is_ejected_and_recovers() {
-    let (a, a_status, a_hits) = upstreams::switchable("a");
-    let (b, _, _) = upstreams::switchable("b");
-    let (a, b) = (upstream(a).await, upstream(b).await);
+    let pair = Pair::answering(200).await;
+    let (a, a_status, a_hits) = (pair.a.clone(), &pair.a_status, &pair.a_hits);
     let gw = gateway(&format!(
-        "id: p\nlisten_path: /p/\nupstream:\n  targets: [{a}, {b}]\n  passive: {{ failures: 2, eject_ms: 300 }}\n  retries: {{ attempts: 0 }}\n"
+        "id: p\nlisten_path: /p/\nupstream:\n  targets: [{a}, {}]\n  passive: {{ failures: 2, eject_ms: 300 }}\n  retries: {{ attempts: 0 }}\n",
+        pair.b
     ));
     a_status.store(503, Ordering::SeqCst);
     eventually("a to be ejected", || async {
@@ -242,20 +274,17 @@ async fn a_target_answering_503_is_ejected_and_recovers() {
 
 #[tokio::test]
 async fn every_target_out_gives_503_at_once_with_retry_after() {
-    let (a, a_status, a_hits) = upstreams::switchable("a");
-    let (b, b_status, b_hits) = upstreams::switchable("b");
-    let (a, b) = (upstream(a).await, upstream(b).await);
-    a_status.store(503, Ordering::SeqCst);
-    b_status.store(503, Ordering::SeqCst);
+    let pair = Pair::answering(503).await;
     let gw = gateway(&format!(
-        "id: down\nlisten_path: /down/\nupstream:\n  targets: [{a}, {b}]\n  passive: {{ failures: 1, eject_ms: 60000 }}\n"
+        "id: down\nlisten_path: /down/\nupstream:\n  targets: [{}, {}]\n  passive: {{ failures: 1, eject_ms: 60000 }}\n",
+        pair.a, pair.b
     ));
     eventually("both to be ejected", || async {
         get_status(&gw.url("/down/x")).await;
         targets(&gw, "default").await.iter().all(|t| t["state"] == "ejected")
     })
     .await;
-    let hits = a_hits.load(Ordering::SeqCst) + b_hits.load(Ordering::SeqCst);
+    let hits = pair.total();
     for _ in 0..20 {
         let response = client().get(gw.url("/down/x")).send().await.expect("request");
         let retry_after: u64 = response.headers()["retry-after"]
@@ -268,24 +297,21 @@ async fn every_target_out_gives_503_at_once_with_retry_after() {
         assert_gateway_error(status, &body, 503, "upstream unavailable");
     }
     // Not one connection attempt while all are out.
-    assert_eq!(a_hits.load(Ordering::SeqCst) + b_hits.load(Ordering::SeqCst), hits);
+    assert_eq!(pair.total(), hits);
 }
 
 #[tokio::test]
 async fn retries_stay_within_their_budget() {
-    let (a, a_status, a_hits) = upstreams::switchable("a");
-    let (b, b_status, b_hits) = upstreams::switchable("b");
-    let (a, b) = (upstream(a).await, upstream(b).await);
-    a_status.store(503, Ordering::SeqCst);
-    b_status.store(503, Ordering::SeqCst);
+    let pair = Pair::answering(503).await;
     let gw = gateway(&format!(
-        "id: budget\nlisten_path: /budget/\nupstream:\n  targets: [{a}, {b}]\n  passive: {{ failures: 0 }}\n  retries: {{ attempts: 1, on: [503], budget_percent: 20, min_per_second: 0 }}\n"
+        "id: budget\nlisten_path: /budget/\nupstream:\n  targets: [{}, {}]\n  passive: {{ failures: 0 }}\n  retries: {{ attempts: 1, on: [503], budget_percent: 20, min_per_second: 0 }}\n",
+        pair.a, pair.b
     ));
     for _ in 0..50 {
         assert_eq!(get_status(&gw.url("/budget/x")).await, 503);
     }
     // Each request wanted a retry; a fifth of them got one.
-    assert_eq!(a_hits.load(Ordering::SeqCst) + b_hits.load(Ordering::SeqCst), 60);
+    assert_eq!(pair.total(), 60);
     let metrics = client()
         .get(gw.admin("/metrics"))
         .send()
@@ -306,13 +332,10 @@ async fn retries_stay_within_their_budget() {
 
 #[tokio::test]
 async fn a_post_is_retried_only_when_it_never_reached_a_target() {
-    let (a, a_status, a_hits) = upstreams::switchable("a");
-    let (b, b_status, b_hits) = upstreams::switchable("b");
-    let (a, b) = (upstream(a).await, upstream(b).await);
-    a_status.store(503, Ordering::SeqCst);
-    b_status.store(503, Ordering::SeqCst);
+    let pair = Pair::answering(503).await;
     let gw = gateway(&format!(
-        "id: post\nlisten_path: /post/\nupstream:\n  targets: [{a}, {b}]\n  passive: {{ failures: 0 }}\n  retries: {{ attempts: 1, on: [connect_error, 503] }}\n"
+        "id: post\nlisten_path: /post/\nupstream:\n  targets: [{}, {}]\n  passive: {{ failures: 0 }}\n  retries: {{ attempts: 1, on: [connect_error, 503] }}\n",
+        pair.a, pair.b
     ));
     for _ in 0..10 {
         let response = client()
@@ -323,7 +346,7 @@ async fn a_post_is_retried_only_when_it_never_reached_a_target() {
             .expect("request");
         assert_eq!(response.status(), 503);
     }
-    assert_eq!(a_hits.load(Ordering::SeqCst) + b_hits.load(Ordering::SeqCst), 10);
+    assert_eq!(pair.total(), 10);
 
     // A target that refuses connections never saw the POST: a body-less
     // one goes to the other target. (A streamed body is sent only once.)
@@ -382,11 +405,11 @@ async fn beyond_max_in_flight_a_request_gets_503_at_once() {
 
 #[tokio::test]
 async fn health_checks_take_a_target_out_and_back() {
-    let (a, a_status, a_hits) = upstreams::switchable("a");
-    let (b, _, _) = upstreams::switchable("b");
-    let (a, b) = (upstream(a).await, upstream(b).await);
+    let pair = Pair::answering(200).await;
+    let (a, a_status, a_hits) = (pair.a.clone(), &pair.a_status, &pair.a_hits);
     let gw = gateway(&format!(
-        "id: hc\nlisten_path: /hc/\nupstream:\n  targets: [{a}, {b}]\n  health_check: {{ path: /healthz, interval_ms: 50, unhealthy_after: 2, healthy_after: 2 }}\n"
+        "id: hc\nlisten_path: /hc/\nupstream:\n  targets: [{a}, {}]\n  health_check: {{ path: /healthz, interval_ms: 50, unhealthy_after: 2, healthy_after: 2 }}\n",
+        pair.b
     ));
     a_status.store(500, Ordering::SeqCst);
     eventually("a to fail its probes", || async {

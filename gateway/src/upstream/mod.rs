@@ -265,10 +265,12 @@ pub struct Group {
 
 #[derive(Debug)]
 pub struct Target {
-    pub url: BaseUrl,
+    url: BaseUrl,
     label: String,
-    pub weight: u32,
-    in_flight: AtomicU32,
+    weight: u32,
+    /// Shared with the same target before and after a reload, like its
+    /// health, so `max_in_flight` counts the requests the old one still has.
+    in_flight: Arc<AtomicU32>,
     health: Arc<Health>,
     metrics: TargetMetrics,
     /// What the DNS name resolved to last (empty for IP addresses).
@@ -289,16 +291,14 @@ impl Group {
             .iter()
             .map(|t| {
                 let label = t.url.to_string();
-                let health = previous
-                    .and_then(|p| p.targets.iter().find(|old| old.url == t.url))
-                    .map_or_else(Arc::default, |old| Arc::clone(&old.health));
+                let before = previous.and_then(|p| p.targets.iter().find(|old| old.url == t.url));
                 Arc::new(Target {
                     metrics: TargetMetrics::new(api, &name, &label),
                     url: t.url.clone(),
                     label,
                     weight: t.weight,
-                    in_flight: AtomicU32::new(0),
-                    health,
+                    in_flight: before.map_or_else(Arc::default, |old| Arc::clone(&old.in_flight)),
+                    health: before.map_or_else(Arc::default, |old| Arc::clone(&old.health)),
                     addresses: Mutex::default(),
                 })
             })
@@ -323,10 +323,6 @@ impl Group {
             }
         }
         group
-    }
-
-    pub fn targets(&self) -> &[Arc<Target>] {
-        &self.targets
     }
 
     fn hash_key(&self, headers: &HeaderMap, affinity: Affinity<'_>) -> Option<u64> {
