@@ -43,7 +43,7 @@ pub fn summary(routes: &Routes) -> String {
             "  {} {} -> {}\n",
             api.id,
             api.listen_path,
-            api.upstreams.default_url()
+            api.upstreams.summary()
         ));
         for endpoint in api.endpoints() {
             let methods = endpoint

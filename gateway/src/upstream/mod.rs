@@ -177,6 +177,31 @@ impl ApiUpstreams {
         &self.groups[self.default].name
     }
 
+    /// For `validate`: `http://a:80`, or `default: http://a:80 +1 (least_request); us: http://b:80`.
+    pub fn summary(&self) -> String {
+        if let [only] = &self.groups[..]
+            && only.targets.len() == 1
+        {
+            return only.targets[0].label.clone();
+        }
+        let describe = |g: &Group| {
+            let more = g.targets.len() - 1;
+            let extra = if more > 0 {
+                format!(" +{more} ({})", g.config.balance.name())
+            } else {
+                String::new()
+            };
+            format!("{}: {}{extra}", g.name, g.targets[0].label)
+        };
+        // The default first.
+        let others = (0..self.groups.len()).filter(|&i| i != self.default);
+        std::iter::once(self.default)
+            .chain(others)
+            .map(|i| describe(&self.groups[i]))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// The first target of the default upstream, as plugins see it in the
     /// API record.
     pub fn default_url(&self) -> String {
