@@ -272,8 +272,10 @@ impl RequestChanges {
         self
     }
 
-    /// Sends the request to this upstream instead of the API's
-    /// (`http://host:port`, optionally with a base path): dynamic routing.
+    /// Sends the request to another upstream: dynamic routing. Either the
+    /// name of one of the API's `upstreams` (balanced and health-checked by
+    /// the gateway), or a URL (`http://host:port`, optionally with a base
+    /// path) the API's routing allows.
     pub fn upstream(mut self, url: impl Into<String>) -> Self {
         self.upstream = Some(url.into());
         self
