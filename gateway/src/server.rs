@@ -33,8 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 use crate::auth::{self, Caller, Denied, LimitHeaders};
-use crate::config::Destination;
-use crate::config::{Limits, OnError};
+use crate::config::{Destination, Limits, OnError};
 use crate::error::RequestError;
 use crate::framing;
 use crate::metrics::ApiMetrics;

@@ -500,3 +500,32 @@ async fn dns_names_are_resolved_again_and_shown() {
     .await;
     assert_eq!(get_status(&gw.url("/dns/x")).await, 200);
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_health_of_the_targets_it_keeps() {
+    let pair = Pair::answering(200).await;
+    pair.a_status.store(503, Ordering::SeqCst);
+    let api = |extra: &str| {
+        format!(
+            "id: keep\nlisten_path: /keep/\nupstream:\n  targets: [{}, {}]\n  passive: {{ failures: 1, eject_ms: 600000 }}\n  retries: {{ attempts: 0 }}\n{extra}",
+            pair.a, pair.b
+        )
+    };
+    let gw = gateway(&api(""));
+    eventually("a to be ejected", || async {
+        get_status(&gw.url("/keep/x")).await;
+        state_of(&gw, &pair.a).await["state"] == "ejected"
+    })
+    .await;
+    // The file changes, so the reload builds new upstreams.
+    gw.config.write_api("api.yaml", &api("strip_listen_path: true\n"));
+    gw.reload();
+    gw.wait_for_log("configuration reloaded");
+    let kept = state_of(&gw, &pair.a).await;
+    assert_eq!(kept["state"], "ejected", "{kept}");
+    let hits = pair.hits().0;
+    for _ in 0..10 {
+        assert_eq!(get_status(&gw.url("/keep/x")).await, 200);
+    }
+    assert_eq!(pair.hits().0, hits, "the ejected target got traffic after the reload");
+}
