@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    ConfigDir, Gateway, assert_gateway_error, client, closed_port, json_of, plugin, upstream, upstreams,
+    ConfigDir, Gateway, assert_gateway_error, client, closed_port, json_of, plugin, scrape, upstream, upstreams,
 };
 
 const SECRET: &str = "a-secret-of-16-chars";
@@ -312,14 +312,7 @@ async fn retries_stay_within_their_budget() {
     }
     // Each request wanted a retry; a fifth of them got one.
     assert_eq!(pair.total(), 60);
-    let metrics = client()
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape(&gw).await;
     let line = |reason: &str| {
         format!("portcullis_upstream_retries_total{{api=\"budget\",upstream=\"default\",reason=\"{reason}\"}}")
     };

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{ConfigDir, Gateway, admin_post, client, closed_port, get_json, plugin};
+use crate::support::{ConfigDir, Gateway, admin_post, client, closed_port, get_json, plugin, scrape};
 
 const SECRET: &str = "admin-secret-for-tests";
 
@@ -15,16 +15,6 @@ fn api() -> String {
         hello = plugin("hello").display(),
         probe = plugin("probe").display(),
     )
-}
-
-async fn scrape(gw: &Gateway) -> String {
-    let response = client().get(gw.admin("/metrics")).send().await.expect("scrape");
-    assert_eq!(response.status(), 200, "no secret needed");
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
-    );
-    response.text().await.expect("metrics text")
 }
 
 /// The value of the sample `series` (name and labels exactly as exposed).

@@ -365,14 +365,7 @@ async fn the_metrics_say_how_long_each_certificate_has_left() {
     );
     leaf.write(config.dir.path(), "api");
     let gw = Gateway::start(config);
-    let text = crate::support::client()
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = crate::support::scrape(&gw).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")

@@ -261,6 +261,17 @@ impl Drop for Gateway {
     }
 }
 
+/// The gateway's `/metrics` (no secret needed), as text.
+pub async fn scrape(gw: &Gateway) -> String {
+    let response = client().get(gw.admin("/metrics")).send().await.expect("scrape");
+    assert_eq!(response.status(), 200, "no secret needed");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    response.text().await.expect("metrics text")
+}
+
 /// Starts `app` on a free loopback port; returns `http://127.0.0.1:PORT`.
 pub async fn upstream(app: axum::Router) -> String {
     let addr = upstreams::spawn("127.0.0.1:0", app).await.expect("start upstream");
