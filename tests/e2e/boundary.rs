@@ -239,8 +239,23 @@ async fn dynamic_routing_reaches_only_what_the_operator_allowed() {
     let allowed = upstream(upstreams::echo("allowed")).await;
     let (forbidden, forbidden_hits) = upstreams::counter();
     let forbidden = upstream(forbidden).await;
-    let routing = format!("routing:\n  allow: ['{}']\n", allowed.trim_start_matches("http://"));
+    let side = upstream(upstreams::echo("side")).await;
+    let routing = format!(
+        "routing:\n  allow: ['{}']\nupstreams:\n  side: {side}\n",
+        allowed.trim_start_matches("http://")
+    );
     let gw = Gateway::start(ConfigDir::single(&raw_api(&own, &routing, &["route"])));
+
+    // Upstream names: the API's own, and nothing that merely looks like one.
+    for (name, expected) in [("side", "side"), ("default", "own")] {
+        let (status, _, seen) = get_json(&gw.url(&format!("/r/route?to={name}"))).await;
+        assert_eq!((status, &seen["upstream"]), (200, &Value::from(expected)), "{name}");
+    }
+    let long = "s".repeat(10_000);
+    for name in ["", "nope", "Side", "side/../x", "side:80", "side%00", long.as_str()] {
+        let (status, _, body) = get_json(&gw.url(&format!("/r/route?to={name}"))).await;
+        assert_gateway_error(status, &body, 500, "plugin failed");
+    }
 
     let (status, _, seen) = get_json(&gw.url(&format!("/r/route?to={own}/base"))).await;
     assert_eq!(
