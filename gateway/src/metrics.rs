@@ -74,9 +74,17 @@ struct TargetReasonLabels {
     api: Arc<str>,
     upstream: Arc<str>,
     target: Arc<str>,
-    /// An error (`connect_error`, `tls`, `timeout`, `reset`, `at_capacity`),
-    /// or a state (`healthy`, `unhealthy`, `ejected`).
+    /// `connect_error`, `tls`, `timeout`, `reset`, `at_capacity`.
     reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetStateLabels {
+    api: Arc<str>,
+    upstream: Arc<str>,
+    target: Arc<str>,
+    /// `healthy`, `unhealthy`, `ejected`.
+    state: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -121,8 +129,8 @@ struct Metrics {
     upstream_requests: Family<TargetCodeLabels, Counter>,
     upstream_errors: Family<TargetReasonLabels, Counter>,
     upstream_duration: HistogramFamily<TargetLabels>,
-    upstream_state_changes: Family<TargetReasonLabels, Counter>,
-    upstream_state: Family<TargetReasonLabels, Gauge>,
+    upstream_state_changes: Family<TargetStateLabels, Counter>,
+    upstream_state: Family<TargetStateLabels, Gauge>,
     upstream_retries: Family<RetryLabels, Counter>,
     cert_expiry: Family<CertLabels, Gauge<f64, AtomicU64>>,
     /// Every loaded certificate by source, with its expiry (Unix seconds);
@@ -154,8 +162,8 @@ fn metrics() -> &'static Metrics {
         let upstream_requests = Family::<TargetCodeLabels, Counter>::default();
         let upstream_errors = Family::<TargetReasonLabels, Counter>::default();
         let upstream_duration: HistogramFamily<TargetLabels> = Family::new_with_constructor(request_histogram);
-        let upstream_state_changes = Family::<TargetReasonLabels, Counter>::default();
-        let upstream_state = Family::<TargetReasonLabels, Gauge>::default();
+        let upstream_state_changes = Family::<TargetStateLabels, Counter>::default();
+        let upstream_state = Family::<TargetStateLabels, Gauge>::default();
         let upstream_retries = Family::<RetryLabels, Counter>::default();
 
         let mut registry = Registry::with_prefix("portcullis");
@@ -381,6 +389,15 @@ impl TargetMetrics {
         }
     }
 
+    fn in_state(&self, state: &'static str) -> TargetStateLabels {
+        TargetStateLabels {
+            api: Arc::clone(&self.labels.api),
+            upstream: Arc::clone(&self.labels.upstream),
+            target: Arc::clone(&self.labels.target),
+            state,
+        }
+    }
+
     /// A response head with `code`, `elapsed` after sending.
     pub fn answered(&self, code: u16, elapsed: Duration) {
         self.requests.inc(code, || {
@@ -402,18 +419,21 @@ impl TargetMetrics {
 
     /// The target entered `state`.
     pub fn changed(&self, state: &'static str) {
-        metrics().upstream_state_changes.get_or_create(&self.with(state)).inc();
+        metrics()
+            .upstream_state_changes
+            .get_or_create(&self.in_state(state))
+            .inc();
     }
 
     /// For [`set_target_states`].
     pub fn state(&self, state: &'static str) -> TargetState {
-        TargetState(self.with(state))
+        TargetState(self.in_state(state))
     }
 }
 
 /// A target's current state, as the `upstream_target_state` gauge shows it.
 #[derive(Debug)]
-pub struct TargetState(TargetReasonLabels);
+pub struct TargetState(TargetStateLabels);
 
 /// Replaces the `upstream_target_state` gauge (computed at scrape time, as
 /// ejections run out without an event).

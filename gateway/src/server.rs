@@ -547,14 +547,11 @@ async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, Re
         let headers = &mut request.parts.headers;
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
-        let exchanged = send(
-            api,
-            (&ex.destination, &ex.client, &ex.caller),
-            request,
-            api.timeouts.head,
-        )
-        .await
-        .map_err(over_limit)?;
+        let exchanged = api
+            .upstreams
+            .send(&ex.destination, request, api.timeouts.head, ex.affinity())
+            .await
+            .map_err(over_limit)?;
         let mut response = exchanged.response;
         let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let upstream_side = switched.then(|| hyper::upgrade::on(&mut response));
@@ -585,7 +582,9 @@ async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, Re
     let started = tokio::time::Instant::now();
     let timeouts = api.timeouts;
     let head = timeouts.total.map_or(timeouts.head, |total| total.min(timeouts.head));
-    let exchanged = send(api, (&ex.destination, &ex.client, &ex.caller), request, head)
+    let exchanged = api
+        .upstreams
+        .send(&ex.destination, request, head, ex.affinity())
         .await
         .map_err(over_limit)?;
     let (mut parts, body) = exchanged.response.into_parts();
@@ -600,21 +599,6 @@ async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, Re
         exchanged.in_flight,
     );
     Ok(Upstreamed::Response(Response::from_parts(parts, Body::new(body))))
-}
-
-/// Sends `request` where the chain pointed it. (Borrows the fields it
-/// needs, not the exchange, whose streaming body is not `Sync`.)
-async fn send(
-    api: &ApiRoute,
-    (destination, client, caller): (&Destination, &Peer, &Option<Caller>),
-    request: Outgoing,
-    timeout: std::time::Duration,
-) -> Result<crate::upstream::Exchanged, UpstreamError> {
-    let affinity = Affinity {
-        client_ip: client.ip.as_bytes(),
-        key_id: caller.as_ref().map(|c| c.data.key_id.as_str()),
-    };
-    api.upstreams.send(destination, request, timeout, affinity).await
 }
 
 /// The body length a request declares, if it declares one.
@@ -658,6 +642,15 @@ impl Exchange {
             std::mem::take(&mut self.upstream_path)
         };
         Ok(Outgoing { parts, path, body })
+    }
+
+    /// What `consistent_hash` may hash besides the headers. (Borrows two
+    /// fields, not the exchange, whose streaming body is not `Sync`.)
+    fn affinity(&self) -> Affinity<'_> {
+        Affinity {
+            client_ip: self.client.ip.as_bytes(),
+            key_id: self.caller.as_ref().map(|c| c.data.key_id.as_str()),
+        }
     }
 
     /// Buffers the body if `plugin` reads it (before [`Self::plugin_request`]).

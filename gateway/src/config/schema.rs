@@ -520,31 +520,40 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for UrlOr<T> {
 }
 
 /// The long form of an upstream: several targets and how to use them.
+/// Absent fields take their defaults (`targets` must list one at least).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct UpstreamGroupFile {
     pub targets: Vec<UrlOr<TargetFile>>,
-    #[serde(default)]
     pub balance: BalanceFile,
     /// With `consistent_hash`: `header:NAME`, `client_ip` or `key_id`.
-    #[serde(default)]
     pub hash_on: Option<String>,
-    #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
     /// Requests in flight per target; beyond it, 503 at once.
-    #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
-    #[serde(default)]
     pub health_check: Option<HealthCheckFile>,
-    #[serde(default)]
     pub passive: PassiveFile,
-    #[serde(default)]
     pub retries: RetriesFile,
     /// How often DNS names among the targets are resolved again.
-    #[serde(default = "default_dns_refresh_ms")]
     pub dns_refresh_ms: u64,
+}
+
+impl Default for UpstreamGroupFile {
+    fn default() -> Self {
+        UpstreamGroupFile {
+            targets: Vec::new(),
+            balance: BalanceFile::default(),
+            hash_on: None,
+            connect_timeout_ms: 5_000,
+            idle_timeout_ms: 90_000,
+            max_in_flight: 1_024,
+            health_check: None,
+            passive: PassiveFile::default(),
+            retries: RetriesFile::default(),
+            dns_refresh_ms: 30_000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -667,22 +676,6 @@ impl<'de> Deserialize<'de> for RetryOnFile {
         }
         deserializer.deserialize_any(Entry)
     }
-}
-
-fn default_connect_timeout_ms() -> u64 {
-    5_000
-}
-
-fn default_idle_timeout_ms() -> u64 {
-    90_000
-}
-
-fn default_max_in_flight() -> u32 {
-    1_024
-}
-
-fn default_dns_refresh_ms() -> u64 {
-    30_000
 }
 
 fn default_weight() -> u32 {

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use super::ConfigError;
 use super::net::BaseUrl;
-use super::schema::{BalanceFile, HealthCheckFile, RetryOnFile, TargetFile, UpstreamGroupFile, UpstreamName, UrlOr};
+use super::schema::{
+    BalanceFile, HealthCheckFile, PassiveFile, RetriesFile, RetryOnFile, TargetFile, UpstreamGroupFile, UpstreamName,
+    UrlOr,
+};
 
 /// The name `upstream:` gets when it is defined in place.
 pub const DEFAULT_UPSTREAM: &str = "default";
@@ -113,25 +116,6 @@ impl Retries {
     }
 }
 
-impl UpstreamConfig {
-    /// `upstream: http://host:port`: one target, no ejection, no retries,
-    /// as before targets existed.
-    pub fn single(name: &str, url: BaseUrl) -> Self {
-        UpstreamConfig {
-            name: name.to_owned(),
-            targets: vec![TargetConfig { url, weight: 1 }],
-            balance: Balance::RoundRobin,
-            connect_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(90),
-            max_in_flight: 1_024,
-            health_check: None,
-            passive: None,
-            retries: Retries::none(),
-            dns_refresh: Duration::from_secs(30),
-        }
-    }
-}
-
 /// The API's upstreams, index 0 first (see [`super::net::Destination`]),
 /// and the index of the default one.
 pub(super) fn load(
@@ -170,19 +154,23 @@ pub(super) fn load(
 }
 
 fn group(file: &Path, field: &str, name: &str, spec: UrlOr<UpstreamGroupFile>) -> Result<UpstreamConfig, ConfigError> {
-    let bad = |sub: &str, why: String| {
-        let at = if sub.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{field}.{sub}")
-        };
-        ConfigError::new(file, Some(at), why)
-    };
+    let bad = |sub: &str, why: String| ConfigError::new(file, Some(format!("{field}.{sub}")), why);
     let spec = match spec {
-        UrlOr::Text(url) => {
-            let url = BaseUrl::parse(&url).map_err(|why| bad("", why))?;
-            return Ok(UpstreamConfig::single(name, url));
-        }
+        // `upstream: http://host:port`: one target, no ejection, no
+        // retries, as before targets existed.
+        UrlOr::Text(url) => UpstreamGroupFile {
+            targets: vec![UrlOr::Text(url)],
+            balance: BalanceFile::RoundRobin,
+            passive: PassiveFile {
+                failures: 0,
+                ..PassiveFile::default()
+            },
+            retries: RetriesFile {
+                attempts: 0,
+                ..RetriesFile::default()
+            },
+            ..UpstreamGroupFile::default()
+        },
         UrlOr::Full(spec) => spec,
     };
     if spec.targets.is_empty() {

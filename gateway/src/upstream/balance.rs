@@ -57,6 +57,9 @@ impl Balancer {
         usable: impl Fn(usize) -> bool,
         in_flight: impl Fn(usize) -> u32,
     ) -> Option<usize> {
+        if self.cumulative.len() == 1 {
+            return usable(0).then_some(0);
+        }
         match (&self.kind, key) {
             (Kind::RoundRobin { order, next }, _) => {
                 let start = next.fetch_add(1, Ordering::Relaxed);

@@ -58,8 +58,18 @@ pub struct Detail {
     probe_successes: u32,
     probe_failures: u32,
     pub ejections: u64,
-    /// When the current ejection ends, in [`now_ms`] time.
-    ejected_until_ms: u64,
+}
+
+/// A target's health as seen at one moment.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub detail: Detail,
+    /// Failed requests in a row.
+    pub failures: u32,
+    /// How long an ejection still lasts.
+    pub ejected_for: Option<Duration>,
+    /// The ejection that ran out by then, if this look ended it.
+    pub change: Option<Change>,
 }
 
 /// Milliseconds on a monotonic clock that starts at 1.
@@ -82,7 +92,6 @@ impl Default for Health {
                 probe_successes: 0,
                 probe_failures: 0,
                 ejections: 0,
-                ejected_until_ms: 0,
             }),
         }
     }
@@ -139,7 +148,6 @@ impl Health {
         let reason = format!("{failures} failures in a row, the last: {}", why());
         let mut detail = self.lock();
         detail.ejections += 1;
-        detail.ejected_until_ms = end;
         changes.push(detail.change(State::Ejected, reason));
         changes
     }
@@ -206,9 +214,16 @@ impl Health {
     }
 
     /// The state at `now`, ending an ejection that has run out.
-    pub fn snapshot(&self, now: u64) -> (Detail, u32, Option<Change>) {
+    pub fn snapshot(&self, now: u64) -> Snapshot {
         let change = self.end_ejection(now);
-        (self.lock().clone(), self.failures.load(Ordering::Relaxed), change)
+        let detail = self.lock().clone();
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        Snapshot {
+            ejected_for: (detail.state == State::Ejected && until > now).then(|| Duration::from_millis(until - now)),
+            failures: self.failures.load(Ordering::Relaxed),
+            detail,
+            change,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Detail> {
@@ -222,11 +237,6 @@ impl Detail {
         self.since = SystemTime::now();
         self.reason.clone_from(&reason);
         Change { to, reason }
-    }
-
-    /// When the current ejection ends, in [`now_ms`] time.
-    pub fn ejected_until(&self) -> Option<u64> {
-        (self.state == State::Ejected).then_some(self.ejected_until_ms)
     }
 }
 
@@ -273,15 +283,19 @@ mod tests {
             .map(|c| c.to)
             .collect();
         assert_eq!(states, [State::Healthy, State::Ejected]);
-        let (detail, failures, change) = health.snapshot(now_ms());
-        assert_eq!((detail.state, failures, detail.ejections), (State::Ejected, 2, 2));
-        assert_eq!(change, None);
+        let seen = health.snapshot(now_ms());
+        assert_eq!(
+            (seen.detail.state, seen.failures, seen.detail.ejections),
+            (State::Ejected, 2, 2)
+        );
+        assert!(seen.ejected_for.is_some_and(|d| d <= Duration::from_millis(50)));
+        assert_eq!(seen.change, None);
         // Looking at it after the time ran out ends the ejection, once.
         let later = now_ms() + 60;
-        let (detail, _, change) = health.snapshot(later);
-        assert_eq!(detail.state, State::Healthy);
-        assert!(change.is_some());
-        assert_eq!(health.snapshot(later).2, None);
+        let seen = health.snapshot(later);
+        assert_eq!((seen.detail.state, seen.ejected_for), (State::Healthy, None));
+        assert!(seen.change.is_some());
+        assert_eq!(health.snapshot(later).change, None);
         assert_eq!(health.record(Some(&p), true, String::new), []);
         // Without passive settings, failures never eject.
         let other = Health::default();
@@ -309,7 +323,7 @@ mod tests {
         assert_eq!(health.probed(&check, Ok(204)), None);
         assert_eq!(health.probed(&check, Ok(200)).map(|c| c.to), Some(State::Healthy));
         assert!(health.available(now_ms()));
-        let (detail, _, _) = health.snapshot(now_ms());
-        assert_eq!(detail.last_probe.as_deref(), Some("200"));
+        let seen = health.snapshot(now_ms());
+        assert_eq!(seen.detail.last_probe.as_deref(), Some("200"));
     }
 }

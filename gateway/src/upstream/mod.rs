@@ -12,6 +12,7 @@ mod balance;
 mod client;
 mod health;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -118,7 +119,8 @@ pub struct Exchanged {
 /// met, if any.
 struct Attempt {
     outcome: Result<Exchanged, UpstreamError>,
-    retry_on: Option<&'static str>,
+    /// The `retries.on` entry: `connect_error`, `reset`, `timeout` or a status.
+    retry_on: Option<Cow<'static, str>>,
 }
 
 /// One request in flight to a target; released when dropped.
@@ -441,7 +443,7 @@ impl Group {
             // otherwise this outcome stands.
             match retry_on {
                 Some(reason) if !last => match self.pick(key, &tried[..=attempt]) {
-                    Ok(other) if self.may_retry(reason) => {
+                    Ok(other) if self.may_retry(&reason) => {
                         next = other;
                         attempt += 1;
                     }
@@ -477,7 +479,7 @@ impl Group {
                     response,
                     in_flight: Some(slot),
                 };
-                (Ok(exchanged), retry.then(|| status_reason(status)))
+                (Ok(exchanged), retry.then(|| status.to_string().into()))
             }
             Err(_) => {
                 drop(slot);
@@ -487,12 +489,13 @@ impl Group {
                     target: target.label.clone(),
                     timeout,
                 };
-                (Err(error), (idempotent && on.timeout).then_some("timeout"))
+                (Err(error), (idempotent && on.timeout).then_some("timeout".into()))
             }
             Ok(Err(e)) => {
                 drop(slot);
                 let failed = failure(&e);
-                let (reason, retry) = match &failed {
+                // The error's metric label, and its `retries.on` name.
+                let (label, condition, retry) = match &failed {
                     // The client's fault, not the target's.
                     Failure::BodyTooLarge => {
                         return Attempt {
@@ -501,15 +504,14 @@ impl Group {
                         };
                     }
                     // Not connected: the target never saw the request.
-                    Failure::Connect(_) => ("connect_error", on.connect_error),
-                    Failure::Tls(_) => ("tls", on.connect_error),
-                    Failure::Reset(_) => ("reset", idempotent && on.reset),
+                    Failure::Connect(_) => ("connect_error", "connect_error", on.connect_error),
+                    Failure::Tls(_) => ("tls", "connect_error", on.connect_error),
+                    Failure::Reset(_) => ("reset", "reset", idempotent && on.reset),
                 };
-                target.metrics.failed(reason);
+                target.metrics.failed(label);
                 let error = error_of(failed, target.label.clone());
                 self.observe(target, false, || error.to_string());
-                let reason = if reason == "tls" { "connect_error" } else { reason };
-                (Err(error), retry.then_some(reason))
+                (Err(error), retry.then_some(condition.into()))
             }
         };
         Attempt { outcome, retry_on }
@@ -549,10 +551,8 @@ impl Group {
             .targets
             .iter()
             .map(|target| {
-                let (detail, failures, change) = target.health.snapshot(now);
-                if let Some(change) = change {
-                    self.announce(target, &change);
-                }
+                let seen = self.snapshot(target, now);
+                let detail = &seen.detail;
                 let since = detail
                     .since
                     .duration_since(SystemTime::UNIX_EPOCH)
@@ -571,9 +571,9 @@ impl Group {
                     "since": since,
                     "for_seconds": SystemTime::now().duration_since(detail.since).map_or(0, |d| d.as_secs()),
                     "reason": detail.reason,
-                    "ejected_for_ms": detail.ejected_until().map(|until| until.saturating_sub(now)),
+                    "ejected_for_ms": seen.ejected_for.map(|d| d.as_millis() as u64),
                     "ejections": detail.ejections,
-                    "consecutive_failures": failures,
+                    "consecutive_failures": seen.failures,
                     "last_probe": detail.last_probe,
                     "in_flight": target.in_flight(),
                     "addresses": addresses,
@@ -594,13 +594,18 @@ impl Group {
     /// Each target's current state, for the `upstream_target_state` gauge.
     pub fn states(&self) -> impl Iterator<Item = crate::metrics::TargetState> + '_ {
         let now = now_ms();
-        self.targets.iter().map(move |target| {
-            let (detail, _, change) = target.health.snapshot(now);
-            if let Some(change) = change {
-                self.announce(target, &change);
-            }
-            target.metrics.state(detail.state.name())
-        })
+        self.targets
+            .iter()
+            .map(move |target| target.metrics.state(self.snapshot(target, now).detail.state.name()))
+    }
+
+    /// A target's health at `now`, announcing an ejection this look ended.
+    fn snapshot(&self, target: &Target, now: u64) -> health::Snapshot {
+        let seen = target.health.snapshot(now);
+        if let Some(change) = &seen.change {
+            self.announce(target, change);
+        }
+        seen
     }
 
     /// Probes every target once, at once.
@@ -719,20 +724,12 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-fn status_reason(status: u16) -> &'static str {
-    match status {
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        _ => "status",
-    }
-}
-
 fn empty_head() -> http::request::Parts {
     http::Request::new(()).into_parts().0
 }
 
+/// A copy of a request head for another attempt, without its extensions
+/// (the client connection's, of no use upstream, and each a boxed clone).
 fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
     let mut request = http::Request::new(());
     *request.method_mut() = parts.method.clone();
