@@ -2,7 +2,8 @@
 //! fresh instance from the pre-instantiated component, the call, the drop)
 //! with a typical request of 10 headers and no body / 1 KiB / 64 KiB, the
 //! same call on an opt-in reused instance (`reuse: 1000`), a function that
-//! does nothing (the floor of any call), and the routing step (API by
+//! does nothing (the floor of any call), the same functions built with the
+//! 0.1 SDK (the 0.1 contract's boundary), and the routing step (API by
 //! listen path, endpoint by template and method).
 //!
 //! Prints median and p99 per case. Run with `cargo xtask bench` (which
@@ -29,11 +30,15 @@ fn main() -> anyhow::Result<()> {
     let selected = |label: &str| filters.is_empty() || filters.iter().any(|f| label.contains(f.as_str()));
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root");
     let plugin = root.join("example-plugins/target/wasm32-wasip2/release/bench.wasm");
-    anyhow::ensure!(
-        plugin.is_file(),
-        "{} missing: run `cargo xtask plugins` first",
-        plugin.display()
-    );
+    // The same functions built with the 0.1 SDK, for the contract-0.1 cases.
+    let plugin_v01 = root.join("compat/v0.1/examples/target/wasm32-wasip2/release/bench.wasm");
+    for file in [&plugin, &plugin_v01] {
+        anyhow::ensure!(
+            file.is_file(),
+            "{} missing: run `cargo xtask plugins` first",
+            file.display()
+        );
+    }
     let dir = tempfile::tempdir()?;
     std::fs::create_dir(dir.path().join("apis"))?;
     std::fs::write(dir.path().join("gateway.yaml"), "apis: [apis/]\nplugin_cache: false\n")?;
@@ -44,6 +49,12 @@ fn main() -> anyhow::Result<()> {
         api.push_str(&format!(
             "  - path: /{function}\n    plugin: {{ path: {}, function: {function} }}\n",
             plugin.display()
+        ));
+    }
+    for function in ["noop", "virtual", "header"] {
+        api.push_str(&format!(
+            "  - path: /v01-{function}\n    plugin: {{ path: {}, function: {function} }}\n",
+            plugin_v01.display()
         ));
     }
     api.push_str(&format!(
@@ -79,9 +90,15 @@ fn main() -> anyhow::Result<()> {
             ("read-body", Some(1 << 10)),
             ("read-body", Some(64 << 10)),
             ("header-reused", None),
+            ("v01-noop", None),
+            ("v01-virtual", None),
+            ("v01-header", None),
         ] {
             let label = match (endpoint, body) {
                 ("header-reused", _) => "plugin call: header, reused instance (reuse: 1000)".to_owned(),
+                (_, None) if endpoint.starts_with("v01-") => {
+                    format!("0.1 plugin call: {}, 10 headers, no body", &endpoint[4..])
+                }
                 (_, None) => format!("plugin call: {endpoint}, 10 headers, no body"),
                 (_, Some(n)) => format!("plugin call: {endpoint}, 10 headers, {} KiB body", n >> 10),
             };

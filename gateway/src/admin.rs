@@ -9,10 +9,11 @@
 //! | `GET /health` | `{"status":"ok","apis":N}` while the gateway serves (no secret) |
 //! | `GET /metrics` | Prometheus metrics, text format (no secret) |
 //! | `GET /apis` | APIs with auth, hooks, endpoints and plugins |
+//! | `GET /keys` | every stored session: API keys' and auth plugins' (by key id) |
 //! | `POST /keys` | create a key from a session; answers the key, once |
-//! | `GET /keys/{key}` | the key's session and remaining quota |
+//! | `GET /keys/{key}` | the key's session and remaining quota; `{key}` may also be the key id of a session an auth plugin created |
 //! | `PUT /keys/{key}` | replace the key's session |
-//! | `DELETE /keys/{key}` | revoke the key |
+//! | `DELETE /keys/{key}` | revoke the key, or delete an auth plugin's session by key id |
 //! | `POST /reload` | reload the configuration (like SIGHUP) |
 
 use std::path::PathBuf;
@@ -54,7 +55,7 @@ pub fn router(gateway: Arc<Gateway>, runtime: Arc<PluginRuntime>, config_file: P
     axum::Router::new()
         .route("/apis", get(list_apis))
         .route("/upstreams", get(list_upstreams))
-        .route("/keys", post(create_key))
+        .route("/keys", post(create_key).get(list_keys))
         .route("/keys/{key}", get(read_key).put(update_key).delete(delete_key))
         .route("/reload", post(reload))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
@@ -217,18 +218,64 @@ async fn create_key(State(admin): State<Admin>, body: Bytes) -> Response {
     (StatusCode::CREATED, Json(reply)).into_response()
 }
 
+/// Most sessions `GET /keys` lists.
+const MAX_LISTED: usize = 10_000;
+
+/// Every stored session, without the stored ids (a key's hash stays
+/// inside): API keys' and those auth plugins created, which `GET` and
+/// `DELETE /keys/{key_id}` reach.
+async fn list_keys(State(admin): State<Admin>) -> Response {
+    let sessions = match admin.gateway.store().list(MAX_LISTED).await {
+        Ok(sessions) => sessions,
+        Err(e) => return store_error(e),
+    };
+    let keys: Vec<Value> = sessions
+        .into_iter()
+        .map(|(id, session)| {
+            let mut entry = serde_json::to_value(&session).unwrap_or_default();
+            entry["source"] = json!(if auth::plugin_key_id(&id).is_some() {
+                "plugin"
+            } else {
+                "api_key"
+            });
+            entry
+        })
+        .collect();
+    let truncated = keys.len() >= MAX_LISTED;
+    Json(json!({ "keys": keys, "truncated": truncated })).into_response()
+}
+
+/// The stored id of `key`: an API key's hash, or else the session an auth
+/// plugin created under that key id. `None` when neither exists.
+async fn find_key(admin: &Admin, key: &str) -> Result<Option<(String, SessionData)>, StoreError> {
+    let store = admin.gateway.store();
+    for id in [store::key_hash(key), auth::plugin_store_id(key)] {
+        if let Some(session) = store.get(&id).await? {
+            return Ok(Some((id, session)));
+        }
+    }
+    Ok(None)
+}
+
 async fn read_key(State(admin): State<Admin>, Path(key): Path<String>) -> Response {
     let store = admin.gateway.store();
-    let session = match store.get(&store::key_hash(&key)).await {
-        Ok(Some(session)) => session,
+    let (id, session) = match find_key(&admin, &key).await {
+        Ok(Some(found)) => found,
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such key"),
         Err(e) => return store_error(e),
     };
+    let plugin = auth::plugin_key_id(&id).is_some();
     let mut reply = serde_json::to_value(&session).unwrap_or_default();
+    reply["source"] = json!(if plugin { "plugin" } else { "api_key" });
     reply["quota_remaining"] = json!(-1);
     if session.quota_max >= 0 {
         let now = auth::now();
-        let counter = auth::quota_counter(&auth::key_counter_id(&session.key_id));
+        let counter_id = if plugin {
+            id
+        } else {
+            auth::key_counter_id(&session.key_id)
+        };
+        let counter = auth::quota_counter(&counter_id);
         match store.peek(&counter, now).await {
             Ok(used) => {
                 reply["quota_remaining"] = json!(auth::quota_remaining(session.quota_max, &used));
@@ -264,10 +311,18 @@ async fn update_key(State(admin): State<Admin>, Path(key): Path<String>, body: B
     Json(serde_json::to_value(&session).unwrap_or_default()).into_response()
 }
 
+/// Revokes an API key, or deletes the session an auth plugin created (its
+/// saved metadata and alias; the plugin makes a new one at the caller's
+/// next request it accepts).
 async fn delete_key(State(admin): State<Admin>, Path(key): Path<String>) -> Response {
-    match admin.gateway.store().delete(&store::key_hash(&key)).await {
+    let id = match find_key(&admin, &key).await {
+        Ok(Some((id, _))) => id,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such key"),
+        Err(e) => return store_error(e),
+    };
+    match admin.gateway.store().delete(&id).await {
         Ok(true) => {
-            tracing::info!("key deleted");
+            tracing::info!(plugin_session = auth::plugin_key_id(&id), "key deleted");
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(false) => error(StatusCode::NOT_FOUND, "no such key"),

@@ -147,7 +147,7 @@ pub async fn merge_plugin_session(store: &SessionStore, session: Session) -> Res
     if session.expires.is_some_and(|at| at <= now()) {
         return Err(Denied::Expired);
     }
-    let store_id = format!("plugin:{}", session.key_id);
+    let store_id = plugin_store_id(&session.key_id);
     let mut data = from_wit(session);
     let stored = store.get(&store_id).await?;
     if let Some(stored) = &stored {
@@ -163,6 +163,16 @@ pub async fn merge_plugin_session(store: &SessionStore, session: Session) -> Res
             data,
         },
     })
+}
+
+/// Where the session an auth plugin returned for `key_id` is stored.
+pub fn plugin_store_id(key_id: &str) -> String {
+    format!("plugin:{key_id}")
+}
+
+/// The key id of a stored plugin session's id, or `None` for an API key's.
+pub fn plugin_key_id(store_id: &str) -> Option<&str> {
+    store_id.strip_prefix("plugin:")
 }
 
 /// A plugin's session merged with the stored one, not yet saved.
@@ -243,6 +253,7 @@ pub fn quota_remaining(quota_max: i64, decision: &Decision) -> i64 {
 pub fn to_wit(data: &SessionData, quota_remaining: i64) -> Session {
     Session {
         key_id: data.key_id.clone(),
+        alias: data.alias.clone(),
         rate: data.rate,
         per: data.per,
         quota_max: data.quota_max,
@@ -257,6 +268,7 @@ pub fn to_wit(data: &SessionData, quota_remaining: i64) -> Session {
 fn from_wit(session: Session) -> SessionData {
     SessionData {
         key_id: session.key_id,
+        alias: session.alias,
         rate: session.rate,
         per: session.per,
         quota_max: session.quota_max,

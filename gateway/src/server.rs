@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -39,8 +39,8 @@ use crate::framing;
 use crate::metrics::ApiMetrics;
 use crate::outbound::RequestId;
 use crate::plugin::{
-    self, AuthOutcome, CallContext, HeaderText, Outcome, Plugin, PluginError, RequestChanges, RequestRecord,
-    ResponseRecord, Session,
+    self, AuthOutcome, Authenticated, CallContext, HeaderText, Outcome, Plugin, PluginError, RequestChanges,
+    RequestRecord, ResponseRecord, Session,
 };
 use crate::proxy;
 use crate::routes::{ApiRoute, Auth, Routes};
@@ -299,6 +299,8 @@ struct Exchange {
     /// Session metadata changed by a plugin, to be saved.
     metadata_dirty: bool,
     limit_headers: LimitHeaders,
+    /// Headers request-phase plugins set on the client's response.
+    response_headers: HeaderMap,
 }
 
 enum BodyState {
@@ -380,6 +382,7 @@ async fn serve_api(
         caller: None,
         metadata_dirty: false,
         limit_headers: LimitHeaders::default(),
+        response_headers: HeaderMap::new(),
     };
 
     let phase = request_phase(
@@ -398,11 +401,13 @@ async fn serve_api(
             // The connection now belongs to the tunnel: there is no
             // response for hooks to change (a 101 is not theirs to make).
             Upstreamed::Switched(mut response) => {
+                set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
                 ex.limit_headers.apply(response.headers_mut());
                 return Ok(response);
             }
         },
     };
+    set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
     for plugin in &api.hooks.response {
         response = ex.response_hook(plugin, response).await?;
     }
@@ -424,6 +429,9 @@ async fn request_phase(
     }
 
     let store = &gateway.store;
+    // What an auth plugin changes in the request, applied once the caller's
+    // session is in place (its metadata changes land there).
+    let mut auth_changes = None;
     let caller = match &api.auth {
         Auth::Keyless => None,
         Auth::ApiKey { header, query } => {
@@ -436,10 +444,15 @@ async fn request_phase(
             let headers = HeaderText::new(&ex.parts.headers);
             let request = ex.plugin_request(plugin.wants_body(), &headers);
             match plugin.on_auth(&ex.ctx, &request).await {
-                Ok(AuthOutcome::Authenticated(session)) => match plugin_caller(store, plugin, session).await? {
-                    Ok(caller) => Some(caller),
-                    Err(error) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?)),
-                },
+                Ok(AuthOutcome::Authenticated(Authenticated { session, changes })) => {
+                    match plugin_caller(store, plugin, session).await? {
+                        Ok(caller) => {
+                            auth_changes = Some((plugin, changes));
+                            Some(caller)
+                        }
+                        Err(error) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?)),
+                    }
+                }
                 Ok(AuthOutcome::Respond(response)) => return Ok(Phase::Respond(plugin_response(plugin, response)?)),
                 Err(error) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?)),
             }
@@ -458,6 +471,11 @@ async fn request_phase(
         };
         ex.session = auth::to_wit(&caller.data, remaining);
         ex.caller = Some(caller);
+    }
+    if let Some((plugin, changes)) = auth_changes
+        && let Err(error) = ex.continue_with(plugin, changes)
+    {
+        return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?));
     }
 
     for plugin in &api.hooks.post_auth {
@@ -698,13 +716,7 @@ impl Exchange {
         let headers = HeaderText::new(&self.parts.headers);
         let request = self.plugin_request(plugin.wants_body(), &headers);
         let result = match plugin.on_request(&self.ctx, &request, &self.session).await {
-            Ok(Outcome::Continue(changes)) => match self.apply(plugin.limits(), changes) {
-                Ok(dropped) => {
-                    log_dropped(plugin, &dropped);
-                    Ok(())
-                }
-                Err(why) => Err(plugin.invalid(&why)),
-            },
+            Ok(Outcome::Continue(changes)) => self.continue_with(plugin, changes),
             Ok(Outcome::Respond(response)) => return Ok(Some(plugin_response(plugin, response)?)),
             Err(error) => Err(error),
         };
@@ -715,6 +727,18 @@ impl Exchange {
                 Ok(None)
             }
             Err(error) => plugin_failed(&self.ctx, plugin, error).map(Some),
+        }
+    }
+
+    /// Applies the changes a plugin continued with; a change the gateway
+    /// cannot apply is the plugin's failure.
+    fn continue_with(&mut self, plugin: &Plugin, changes: RequestChanges) -> Result<(), PluginError> {
+        match self.apply(plugin.limits(), changes) {
+            Ok(dropped) => {
+                log_dropped(plugin, &dropped);
+                Ok(())
+            }
+            Err(why) => Err(plugin.invalid(&why)),
         }
     }
 
@@ -734,7 +758,9 @@ impl Exchange {
             .as_deref()
             .map(|u| self.ctx.routing.target(u))
             .transpose()?;
-        let (set_headers, dropped) = framing::plugin_headers(&changes.set_headers)?;
+        let (set_headers, mut dropped) = framing::plugin_headers(&changes.set_headers)?;
+        let (response_headers, dropped_too) = framing::plugin_headers(&changes.response_headers)?;
+        dropped.extend(dropped_too);
         let method: Option<http::Method> = changes
             .method
             .map(|m| m.parse())
@@ -766,23 +792,11 @@ impl Exchange {
             parts.headers.remove(name.as_str());
         }
         // Each name set replaces every value the request had for it.
-        let mut last = None;
-        for (name, value) in set_headers {
-            match name {
-                Some(name) => {
-                    parts.headers.insert(&name, value);
-                    last = Some(name);
-                }
-                None => {
-                    if let Some(name) = &last {
-                        parts.headers.append(name, value);
-                    }
-                }
-            }
-        }
+        set_all(&mut parts.headers, set_headers);
         if let Some(destination) = upstream {
             self.destination = destination;
         }
+        set_all(&mut self.response_headers, response_headers);
         if let Some(body) = changes.body {
             parts.headers.remove(header::CONTENT_LENGTH);
             parts.headers.remove(header::TRANSFER_ENCODING);
@@ -890,6 +904,25 @@ fn plugin_failed(ctx: &CallContext, plugin: &Plugin, error: PluginError) -> Resu
             plugin: plugin.label().to_owned(),
             source: error,
         }),
+    }
+}
+
+/// Sets every name in `fields` on `headers`, replacing the values `headers`
+/// had for it (a name `fields` holds several values for gets them all).
+fn set_all(headers: &mut HeaderMap, fields: HeaderMap) {
+    let mut last = None;
+    for (name, value) in fields {
+        match name {
+            Some(name) => {
+                headers.insert(&name, value);
+                last = Some(name);
+            }
+            None => {
+                if let Some(name) = &last {
+                    headers.append(name, value);
+                }
+            }
+        }
     }
 }
 

@@ -115,17 +115,21 @@ fn changes() -> impl Strategy<Value = RequestChanges> {
         prop::option::of(body()),
         upstream,
         headers(),
+        headers(),
     )
         .prop_map(
-            |(method, path, query, set_headers, remove_headers, body, upstream, session_metadata)| RequestChanges {
-                method,
-                path,
-                query,
-                set_headers,
-                remove_headers,
-                body,
-                upstream,
-                session_metadata,
+            |(method, path, query, set_headers, remove_headers, body, upstream, session_metadata, response_headers)| {
+                RequestChanges {
+                    method,
+                    path,
+                    query,
+                    set_headers,
+                    remove_headers,
+                    body,
+                    upstream,
+                    session_metadata,
+                    response_headers,
+                }
             },
         )
 }
@@ -282,6 +286,7 @@ fn exchange(parts: http::request::Parts, body: &'static [u8]) -> Exchange {
         caller: None,
         metadata_dirty: false,
         limit_headers: Default::default(),
+        response_headers: Default::default(),
     }
 }
 

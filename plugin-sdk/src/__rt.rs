@@ -2,11 +2,13 @@
 //! dispatch from the exported `guest` interface to plain Rust functions.
 //! Not a public API; the macro is.
 
+use std::rc::Rc;
 use std::sync::Once;
 
 pub use crate::bindings::exports::portcullis::plugin::guest::Guest;
 use crate::bindings::portcullis::plugin::types::FunctionInfo;
-pub use crate::{Api, AuthOutcome, Context, HookKind, Outcome, Request, Response, Session};
+use crate::wire::Sections;
+pub use crate::{AuthOutcome, Context, HookKind, Outcome, Request, Response};
 
 /// A registered function, by kind.
 #[derive(Debug)]
@@ -61,88 +63,45 @@ fn install_panic_hook() {
     });
 }
 
-fn lookup<'t>(table: &'t [Entry], function: &str) -> Result<&'t Handler, String> {
+/// The function at `index` (the gateway calls by position in the list
+/// `functions` returned), with the request and context read from `input`.
+fn prepare(table: &[Entry], index: u32, input: Vec<u8>) -> Result<(&Handler, Request, Context), String> {
     install_panic_hook();
-    table
-        .iter()
-        .find(|e| e.name == function)
-        .map(|e| &e.handler)
-        .ok_or_else(|| {
-            let names: Vec<_> = table.iter().map(|e| e.name).collect();
-            format!("no function `{function}` in this plugin (it has: {})", names.join(", "))
-        })
+    let entry = usize::try_from(index)
+        .ok()
+        .and_then(|i| table.get(i))
+        .ok_or_else(|| format!("no function number {index} in this plugin (it has {})", table.len()))?;
+    let sections = Sections::split(&input).map_err(|e| e.to_string())?;
+    crate::context::check_config(&input, &sections).map_err(|e| e.to_string())?;
+    let input = Rc::new(input);
+    let request = Request::parse(Rc::clone(&input), &sections).map_err(|e| e.to_string())?;
+    Ok((&entry.handler, request, Context::new(input, sections)))
 }
 
-fn wrong_kind(function: &str, handler: &Handler, wanted: &str) -> String {
-    format!(
-        "function `{function}` is a {:?} function, not a {wanted} function",
-        handler.kind()
-    )
+fn wrong_kind(handler: &Handler, wanted: &str) -> String {
+    format!("function is a {:?} function, not a {wanted} function", handler.kind())
 }
 
-pub fn on_request(
-    table: &[Entry],
-    function: String,
-    request: Request,
-    session: Session,
-    api: Api,
-    config_json: String,
-) -> Result<Outcome, String> {
-    match lookup(table, &function)? {
-        Handler::Request(f) => f(
-            &request,
-            &Context {
-                session,
-                api,
-                config_json,
-            },
-        )
-        .map_err(|e| e.to_string()),
-        other => Err(wrong_kind(&function, other, "request")),
+pub fn on_request(table: &[Entry], index: u32, input: Vec<u8>) -> Result<Outcome, String> {
+    match prepare(table, index, input)? {
+        (Handler::Request(f), request, ctx) => f(&request, &ctx).map_err(|e| e.to_string()),
+        (other, ..) => Err(wrong_kind(other, "request")),
     }
 }
 
-pub fn on_auth(
-    table: &[Entry],
-    function: String,
-    request: Request,
-    api: Api,
-    config_json: String,
-) -> Result<AuthOutcome, String> {
-    match lookup(table, &function)? {
-        Handler::Auth(f) => f(
-            &request,
-            &Context {
-                session: Session::new(""),
-                api,
-                config_json,
-            },
-        )
-        .map_err(|e| e.to_string()),
-        other => Err(wrong_kind(&function, other, "auth")),
+pub fn on_auth(table: &[Entry], index: u32, input: Vec<u8>) -> Result<AuthOutcome, String> {
+    match prepare(table, index, input)? {
+        (Handler::Auth(f), request, ctx) => f(&request, &ctx).map_err(|e| e.to_string()),
+        (other, ..) => Err(wrong_kind(other, "auth")),
     }
 }
 
-pub fn on_response(
-    table: &[Entry],
-    function: String,
-    request: Request,
-    response: Response,
-    session: Session,
-    api: Api,
-    config_json: String,
-) -> Result<Response, String> {
-    match lookup(table, &function)? {
-        Handler::Response(f) => f(
-            &request,
-            response,
-            &Context {
-                session,
-                api,
-                config_json,
-            },
-        )
-        .map_err(|e| e.to_string()),
-        other => Err(wrong_kind(&function, other, "response")),
+pub fn on_response(table: &[Entry], index: u32, input: Vec<u8>) -> Result<Response, String> {
+    match prepare(table, index, input)? {
+        (Handler::Response(f), request, ctx) => {
+            let response = ctx.response().map_err(|e| e.to_string())?;
+            f(&request, response, &ctx).map_err(|e| e.to_string())
+        }
+        (other, ..) => Err(wrong_kind(other, "response")),
     }
 }

@@ -1,30 +1,146 @@
 //! What a function knows besides the request: session, API and config.
+//! Each is read from the input buffer only when the function asks for it.
 
-use crate::{Api, Result, Session};
+use std::cell::OnceCell;
+use std::rc::Rc;
+
+use crate::wire::{Reader, Sections, text};
+use crate::{Result, Session};
+
+/// The API definition the request matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    /// The API's `id`.
+    pub id: String,
+    /// The API's `name`.
+    pub name: String,
+    /// Where the API listens, e.g. `/shop/`.
+    pub listen_path: String,
+    /// The URL of the first target of the API's default upstream.
+    pub upstream: String,
+    /// The API's own `config` from its YAML, as JSON text (`{}` when none).
+    pub config: String,
+}
 
 /// The caller's session, the API definition and this plugin reference's
 /// config, handed to every function.
 #[derive(Debug)]
 pub struct Context {
-    /// The caller's session (anonymous on keyless APIs).
-    pub session: Session,
-    /// The API definition the request matched.
-    pub api: Api,
-    /// The plugin reference's `config` from the YAML, as JSON text.
-    pub config_json: String,
+    input: Rc<Vec<u8>>,
+    sections: Sections,
+    session: OnceCell<Session>,
+    api: OnceCell<Api>,
 }
 
 impl Context {
+    pub(crate) fn new(input: Rc<Vec<u8>>, sections: Sections) -> Self {
+        Context {
+            input,
+            sections,
+            session: OnceCell::new(),
+            api: OnceCell::new(),
+        }
+    }
+
+    /// The caller's session: the key's, once the API's authentication has
+    /// run (built-in keys or an auth plugin), or the anonymous session (empty
+    /// `key_id`, no limits) on a keyless API. Inside an `auth` function it is
+    /// always the anonymous session: the caller is not known until that
+    /// function answers.
+    pub fn session(&self) -> &Session {
+        self.session.get_or_init(|| {
+            // The gateway always sends a well-formed session; an anonymous
+            // one stands in should a section ever fail to read.
+            read_session(&self.input, &self.sections).unwrap_or_else(|_| Session::new(""))
+        })
+    }
+
+    /// The API definition the request matched.
+    pub fn api(&self) -> &Api {
+        self.api.get_or_init(|| {
+            read_api(&self.input, &self.sections).unwrap_or_else(|_| Api {
+                id: String::new(),
+                name: String::new(),
+                listen_path: String::new(),
+                upstream: String::new(),
+                config: "{}".into(),
+            })
+        })
+    }
+
+    /// The plugin reference's `config` from the YAML, as JSON text (`{}`
+    /// when it has none).
+    pub fn config_json(&self) -> &str {
+        text(&self.input, &self.sections.config)
+    }
+
     /// The plugin reference's `config`, deserialised into your own type.
     ///
     /// A missing `config` in the YAML reads as `{}`, so a struct whose fields
     /// all have `#[serde(default)]` always deserialises.
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_str(&self.config_json).map_err(|e| crate::Error::msg(format!("invalid plugin config: {e}")))
+        serde_json::from_str(self.config_json()).map_err(|e| crate::Error::msg(format!("invalid plugin config: {e}")))
     }
 
     /// The API definition's own `config`, deserialised into your own type.
     pub fn api_config<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_str(&self.api.config).map_err(|e| crate::Error::msg(format!("invalid API config: {e}")))
+        serde_json::from_str(&self.api().config).map_err(|e| crate::Error::msg(format!("invalid API config: {e}")))
     }
+}
+
+impl Context {
+    /// The response section, for a `response` function.
+    pub(crate) fn response(&self) -> Result<crate::Response> {
+        read_response(&self.input, &self.sections)
+    }
+}
+
+/// Checks the config section is UTF-8 (the other sections are checked as
+/// they are read).
+pub(crate) fn check_config(input: &[u8], sections: &Sections) -> Result<()> {
+    std::str::from_utf8(&input[sections.config.clone()])
+        .map(|_| ())
+        .map_err(|_| crate::Error::msg("malformed input from the gateway: config is not UTF-8"))
+}
+
+fn read_session(input: &[u8], sections: &Sections) -> Result<Session> {
+    let mut r = Reader::new(input, sections.session.clone());
+    Ok(Session {
+        key_id: r.string()?,
+        alias: r.opt(Reader::string)?,
+        rate: r.u32()?,
+        per: r.u32()?,
+        quota_max: r.i64()?,
+        quota_remaining: r.i64()?,
+        quota_renewal_seconds: r.u64()?,
+        metadata: r.owned_fields()?,
+        tags: {
+            let count = r.count(4)?;
+            (0..count).map(|_| r.string()).collect::<Result<_>>()?
+        },
+        expires: r.opt(Reader::i64)?,
+    })
+}
+
+fn read_api(input: &[u8], sections: &Sections) -> Result<Api> {
+    let mut r = Reader::new(input, sections.api.clone());
+    Ok(Api {
+        id: r.string()?,
+        name: r.string()?,
+        listen_path: r.string()?,
+        upstream: r.string()?,
+        config: r.string()?,
+    })
+}
+
+fn read_response(input: &[u8], sections: &Sections) -> Result<crate::Response> {
+    let mut r = Reader::new(input, sections.response.clone());
+    let status = r.u16()?;
+    let headers = r.owned_fields()?;
+    let body = r.bytes()?;
+    Ok(crate::Response {
+        status,
+        headers,
+        body: input[body].to_vec(),
+    })
 }

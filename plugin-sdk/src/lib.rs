@@ -60,12 +60,15 @@ mod context;
 pub mod http;
 pub mod log;
 mod macros;
+mod request;
 mod types;
+mod wire;
 
 #[doc(hidden)]
 pub mod __rt;
 
-pub use context::Context;
+pub use context::{Api, Context};
+pub use request::Request;
 pub use types::{Error, Result};
 
 /// Generated bindings of the `portcullis:plugin` WIT package. Plugin code
@@ -74,7 +77,7 @@ pub use types::{Error, Result};
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_guest",
@@ -84,7 +87,7 @@ pub mod bindings {
 }
 
 pub use bindings::portcullis::plugin::types::{
-    Api, AuthOutcome, HookKind, Outcome, Request, RequestChanges, Response, Session,
+    AuthOutcome, Authenticated, HookKind, Outcome, RequestChanges, Response, Session,
 };
 
 /// Re-exported for building and reading JSON bodies (`portcullis_sdk::serde_json`).

@@ -12,9 +12,9 @@
 ///
 /// Write `request(body)` (or `auth(body)`) when the function reads the
 /// request body; otherwise the gateway does not buffer it and
-/// `request.body` is `None`. `response(body)` asks for the response's body
+/// `request.body()` is `None`. `response(body)` asks for the response's body
 /// (otherwise it streams past and `response.body` is empty); a response
-/// function's `request.body` is always `None`.
+/// function's `request.body()` is always `None`.
 ///
 /// Use the macro once per plugin crate. A function whose signature does not
 /// match its kind is a compile error pointing at its name here.
@@ -49,31 +49,22 @@ macro_rules! plugin {
                 $crate::__rt::functions(__PORTCULLIS_FUNCTIONS)
             }
             fn on_request(
-                function: ::std::string::String,
-                request: $crate::Request,
-                session: $crate::Session,
-                api: $crate::Api,
-                config: ::std::string::String,
+                function: u32,
+                input: ::std::vec::Vec<u8>,
             ) -> ::std::result::Result<$crate::Outcome, ::std::string::String> {
-                $crate::__rt::on_request(__PORTCULLIS_FUNCTIONS, function, request, session, api, config)
+                $crate::__rt::on_request(__PORTCULLIS_FUNCTIONS, function, input)
             }
             fn on_auth(
-                function: ::std::string::String,
-                request: $crate::Request,
-                api: $crate::Api,
-                config: ::std::string::String,
+                function: u32,
+                input: ::std::vec::Vec<u8>,
             ) -> ::std::result::Result<$crate::AuthOutcome, ::std::string::String> {
-                $crate::__rt::on_auth(__PORTCULLIS_FUNCTIONS, function, request, api, config)
+                $crate::__rt::on_auth(__PORTCULLIS_FUNCTIONS, function, input)
             }
             fn on_response(
-                function: ::std::string::String,
-                request: $crate::Request,
-                response: $crate::Response,
-                session: $crate::Session,
-                api: $crate::Api,
-                config: ::std::string::String,
+                function: u32,
+                input: ::std::vec::Vec<u8>,
             ) -> ::std::result::Result<$crate::Response, ::std::string::String> {
-                $crate::__rt::on_response(__PORTCULLIS_FUNCTIONS, function, request, response, session, api, config)
+                $crate::__rt::on_response(__PORTCULLIS_FUNCTIONS, function, input)
             }
         }
 

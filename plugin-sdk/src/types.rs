@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{Outcome, Request, RequestChanges, Response, Session};
+use crate::{AuthOutcome, Authenticated, Outcome, RequestChanges, Response, Session};
 
 /// A plugin failure. Returning `Err` from a function fails the request with a
 /// 500 (the message goes to the gateway's log, never to the client).
@@ -42,69 +42,13 @@ pub(crate) fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Op
         .map(|(_, v)| v.as_str())
 }
 
-impl Request {
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.headers, name)
-    }
-
-    /// Every value of header `name`, in arrival order.
-    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The path parameter `name` captured by the endpoint template.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    /// The first value of query parameter `name`, percent-decoded.
-    pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k) == name).then(|| percent_decode(v))
-        })
-    }
-
-    /// The body parsed as JSON. The function must be registered with
-    /// `request(body)` (see [`plugin!`](crate::plugin)) to receive a body.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        let body = self
-            .body
-            .as_deref()
-            .ok_or_else(|| Error::msg("no request body: register the function with `request(body)`"))?;
-        Ok(serde_json::from_slice(body)?)
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'+', _) => out.push(b' '),
-            (b'%', Some(decoded)) => {
-                out.push(decoded);
-                i += 2;
-            }
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Session {
     /// A session for `key_id` with no limits, no metadata and no expiry:
     /// the starting point for an auth plugin.
     pub fn new(key_id: impl Into<String>) -> Self {
         Session {
             key_id: key_id.into(),
+            alias: None,
             rate: 0,
             per: 0,
             quota_max: -1,
@@ -114,6 +58,13 @@ impl Session {
             tags: Vec::new(),
             expires: None,
         }
+    }
+
+    /// Names the caller: a human-readable alias for the key, shown by the
+    /// admin API and in the gateway's request log.
+    pub fn with_alias(mut self, alias: impl Into<String>) -> Self {
+        self.alias = Some(alias.into());
+        self
     }
 
     /// Allows `rate` requests per `per` seconds.
@@ -189,9 +140,22 @@ impl Response {
             .body(text.into().into_bytes())
     }
 
-    /// Adds a header (names are sent lower-case).
+    /// Adds a header, keeping any values it already has (names are sent
+    /// lower-case).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into().to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// Sets a header, replacing every value it had.
+    pub fn set_header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let name = name.into();
+        self.remove_header(&name).header(name, value)
+    }
+
+    /// Removes every value of header `name` (case-insensitive).
+    pub fn remove_header(mut self, name: &str) -> Self {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self
     }
 
@@ -219,6 +183,7 @@ impl Default for RequestChanges {
             body: None,
             upstream: None,
             session_metadata: Vec::new(),
+            response_headers: Vec::new(),
         }
     }
 }
@@ -272,6 +237,16 @@ impl RequestChanges {
         self
     }
 
+    /// Sets header `name` on the response the client will receive for this
+    /// request, whoever makes it (the upstream, or a later plugin that
+    /// answers), replacing that response's values of the name. It is not
+    /// sent upstream. Setting a name twice sends both values.
+    pub fn response_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.response_headers
+            .push((name.into().to_ascii_lowercase(), value.into()));
+        self
+    }
+
     /// Sends the request to another upstream: dynamic routing. Either the
     /// name of one of the API's `upstreams` (balanced and health-checked by
     /// the gateway), or a URL (`http://host:port`, optionally with a base
@@ -301,14 +276,38 @@ impl From<RequestChanges> for Outcome {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
+impl AuthOutcome {
+    /// The caller is who they say: this is their session, and the request
+    /// goes on unchanged.
+    pub fn authenticated(session: Session) -> Self {
+        AuthOutcome::Authenticated(Authenticated {
+            session,
+            changes: RequestChanges::new(),
+        })
+    }
 
-    #[test]
-    fn decodes_percent_and_plus() {
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
+    /// Changes the request of an authenticated caller, as a request
+    /// function's `continue` would (for example a header for the upstream
+    /// saying who the caller is). No effect on a rejection.
+    pub fn with_changes(self, changes: RequestChanges) -> Self {
+        match self {
+            AuthOutcome::Authenticated(a) => AuthOutcome::Authenticated(Authenticated {
+                session: a.session,
+                changes,
+            }),
+            respond => respond,
+        }
+    }
+}
+
+impl From<Session> for AuthOutcome {
+    fn from(session: Session) -> Self {
+        AuthOutcome::authenticated(session)
+    }
+}
+
+impl From<Response> for AuthOutcome {
+    fn from(response: Response) -> Self {
+        AuthOutcome::Respond(response)
     }
 }

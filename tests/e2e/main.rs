@@ -7,6 +7,7 @@ mod boundary;
 mod chain;
 mod cluster;
 mod config_errors;
+mod contract;
 mod keys;
 mod metrics;
 mod plugins;

@@ -82,21 +82,27 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
 /// Builds every guest crate; returns the directory holding the `.wasm` files.
 fn plugins(root: &Path) -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
-    let manifest = root.join("example-plugins/Cargo.toml");
-    let mut build = cargo();
-    build.args(["build", "--release", "--manifest-path"]).arg(&manifest);
-    // The guest workspace's own .cargo/config.toml sets the target and the
-    // 64 KiB stack; host-side flags must not leak into it.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-    ] {
-        build.env_remove(var);
+    // The examples and test plugins (0.2), and the examples as written for
+    // the 0.1 contract, which the compatibility tests load beside them.
+    for workspace in ["example-plugins", "compat/v0.1/examples"] {
+        let dir = root.join(workspace);
+        let mut build = cargo();
+        build
+            .args(["build", "--release", "--manifest-path"])
+            .arg(dir.join("Cargo.toml"));
+        // Each guest workspace's own .cargo/config.toml sets the target and
+        // the 64 KiB stack; host-side flags must not leak into it.
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+        ] {
+            build.env_remove(var);
+        }
+        build.current_dir(&dir);
+        run(&mut build)?;
     }
-    build.current_dir(root.join("example-plugins"));
-    run(&mut build)?;
     Ok(root.join("example-plugins/target/wasm32-wasip2/release"))
 }
 
@@ -143,9 +149,9 @@ fn ensure_redis() -> anyhow::Result<()> {
 fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     ensure_redis()?;
     plugins(root)?;
+    // The workspace includes the SDK: its unit tests and doc examples run
+    // on the host with the gateway's.
     run(cargo().current_dir(root).args(["test", "--workspace"]).args(extra))?;
-    // The SDK's own unit tests and doc examples compile on the host.
-    run(cargo().current_dir(root.join("plugin-sdk")).args(["test"]))?;
     eprintln!("all tests passed");
     Ok(())
 }
@@ -156,12 +162,22 @@ fn lint(root: &Path) -> anyhow::Result<()> {
     run(cargo()
         .current_dir(root)
         .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    for guest in ["plugin-sdk", "example-plugins"] {
-        run(cargo().current_dir(root.join(guest)).args(["fmt", "--all", "--check"]))?;
-        run(cargo()
-            .current_dir(root.join(guest))
-            .args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-    }
+    // The SDK again as a plugin builds it, and the example plugins.
+    run(cargo().current_dir(root).args([
+        "clippy",
+        "-p",
+        "portcullis-sdk",
+        "--target",
+        "wasm32-wasip2",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let guests = root.join("example-plugins");
+    run(cargo().current_dir(&guests).args(["fmt", "--all", "--check"]))?;
+    run(cargo()
+        .current_dir(&guests)
+        .args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     Ok(())
 }
 

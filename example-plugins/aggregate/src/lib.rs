@@ -45,7 +45,7 @@ fn default_deadline_ms() -> u64 {
 
 /// `url` with every `{name}` replaced by the path parameter of that name.
 fn fill(url: &str, req: &Request) -> String {
-    req.params.iter().fold(url.to_owned(), |url, (name, value)| {
+    req.params().fold(url.to_owned(), |url, (name, value)| {
         url.replace(&format!("{{{name}}}"), value)
     })
 }
@@ -63,8 +63,8 @@ fn merge(req: &Request, ctx: &Context) -> Result<Outcome> {
     }
     let results = batch.send();
     let mut merged = Merged::new(config.services.keys().map(String::as_str).zip(results));
-    for (name, value) in &req.params {
-        merged.document.insert(name.clone(), Value::String(value.clone()));
+    for (name, value) in req.params() {
+        merged.document.insert(name.to_owned(), Value::String(value.to_owned()));
     }
     Ok(merged.into_response()?.into())
 }

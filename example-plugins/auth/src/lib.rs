@@ -1,9 +1,11 @@
 //! `auth`: custom authentication. Accepts `Authorization: Bearer <token>`
 //! for the tokens its config lists, and creates the caller's session (rate
-//! limit, quota, tags, metadata) from the token's entry; any other caller
-//! gets 401 with a JSON error. The gateway then enforces the session's rate
-//! limit and quota and saves the session, so metadata that later plugins
-//! write persists across requests.
+//! limit, quota, tags, metadata, alias) from the token's entry; any other
+//! caller gets 401 with a JSON error. It tells the upstream who the caller
+//! is (`x-auth-user`, with the bearer token removed) and the client which
+//! user it was served as (`x-served-for`). The gateway then enforces the
+//! session's rate limit and quota and saves the session, so metadata that
+//! later plugins write persists across requests.
 //!
 //! A real deployment would verify a signed token (JWT, HMAC) or ask an
 //! identity service over outbound HTTP; the shape of the function is the
@@ -17,12 +19,12 @@
 //!     function: bearer-token
 //!     config:
 //!       tokens:
-//!         s3cr3t-alice: { user: alice, rate: 10, per: 60, quota: 1000, tags: [staff] }
+//!         s3cr3t-alice: { user: alice, alias: Alice Liddell, rate: 10, per: 60, quota: 1000, tags: [staff] }
 //! ```
 
 use std::collections::BTreeMap;
 
-use portcullis_sdk::{AuthOutcome, Context, Request, Response, Result, Session, plugin};
+use portcullis_sdk::{AuthOutcome, Context, Request, RequestChanges, Response, Result, Session, plugin};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -36,6 +38,9 @@ struct Config {
 #[serde(deny_unknown_fields)]
 struct Grant {
     user: String,
+    /// A display name for the caller (the session's alias).
+    #[serde(default)]
+    alias: Option<String>,
     #[serde(default)]
     rate: u32,
     #[serde(default)]
@@ -71,13 +76,20 @@ fn bearer_token(req: &Request, ctx: &Context) -> Result<AuthOutcome> {
         .with_rate(grant.rate, grant.per)
         .with_metadata("user", grant.user.as_str())
         .with_metadata("auth", "bearer-token");
+    if let Some(alias) = &grant.alias {
+        session = session.with_alias(alias.as_str());
+    }
     if let Some(quota) = grant.quota {
         session = session.with_quota(quota, grant.quota_renewal_seconds);
     }
     for tag in &grant.tags {
         session = session.with_tag(tag.as_str());
     }
-    Ok(AuthOutcome::Authenticated(session))
+    let changes = RequestChanges::new()
+        .remove_header("authorization")
+        .set_header("x-auth-user", grant.user.as_str())
+        .response_header("x-served-for", grant.user.as_str());
+    Ok(AuthOutcome::authenticated(session).with_changes(changes))
 }
 
 plugin! {

@@ -29,12 +29,12 @@ fn hello(req: &Request, ctx: &Context) -> Result<Outcome> {
     let name = req.param("name").unwrap_or("world");
     let body = json!({
         "message": format!("{}, {name}!", config.greeting),
-        "method": req.method,
-        "path": req.path,
-        "query": req.query,
+        "method": req.method(),
+        "path": req.path(),
+        "query": req.query(),
         "user_agent": req.header("user-agent"),
-        "api": ctx.api.id,
-        "request_id": req.request_id,
+        "api": ctx.api().id,
+        "request_id": req.request_id(),
     });
     Ok(Response::json(200, &body)?.header("x-served-by", "hello.wasm").into())
 }

@@ -23,7 +23,8 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::portcullis::plugin::{http, log, types};
+use super::bindings::v01::portcullis::plugin::{http, log, types};
+use super::bindings::v02::portcullis::plugin as v02;
 use super::bindings::{BatchOptions, HttpError, Level, OutboundRequest, OutboundResponse};
 use super::untrusted;
 use crate::config::Limits;
@@ -545,6 +546,92 @@ impl http::Host for State {
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(unfinished.clone())))
+            .collect()
+    }
+}
+
+// 0.2's `http` and `log` interfaces have 0.1's shapes: the 0.2 host
+// functions convert and call the 0.1 ones.
+
+impl v02::types::Host for State {}
+
+impl v02::log::Host for State {
+    fn log(&mut self, level: v02::log::Level, message: String) {
+        use v02::log::Level as L;
+        let level = match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        log::Host::log(self, level, message);
+    }
+}
+
+impl From<v02::http::OutboundRequest> for OutboundRequest {
+    fn from(r: v02::http::OutboundRequest) -> Self {
+        OutboundRequest {
+            method: r.method,
+            url: r.url,
+            headers: r.headers,
+            body: r.body,
+            timeout_ms: r.timeout_ms,
+        }
+    }
+}
+
+impl From<OutboundResponse> for v02::http::OutboundResponse {
+    fn from(r: OutboundResponse) -> Self {
+        v02::http::OutboundResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
+}
+
+impl From<HttpError> for v02::http::HttpError {
+    fn from(e: HttpError) -> Self {
+        use v02::http::HttpError as E;
+        match e {
+            HttpError::NotAllowed(host) => E::NotAllowed(host),
+            HttpError::InvalidRequest(why) => E::InvalidRequest(why),
+            HttpError::Connect(why) => E::Connect(why),
+            HttpError::Timeout => E::Timeout,
+            HttpError::TooLarge => E::TooLarge,
+            HttpError::CallLimit => E::CallLimit,
+            HttpError::Other(why) => E::Other(why),
+            HttpError::Cancelled => E::Cancelled,
+        }
+    }
+}
+
+impl v02::http::Host for State {
+    async fn send(
+        &mut self,
+        request: v02::http::OutboundRequest,
+    ) -> Result<v02::http::OutboundResponse, v02::http::HttpError> {
+        http::Host::send(self, request.into())
+            .await
+            .map(Into::into)
+            .map_err(Into::into)
+    }
+
+    async fn send_all(
+        &mut self,
+        requests: Vec<v02::http::OutboundRequest>,
+        options: v02::http::BatchOptions,
+    ) -> Vec<Result<v02::http::OutboundResponse, v02::http::HttpError>> {
+        let options = BatchOptions {
+            deadline_ms: options.deadline_ms,
+            min_successes: options.min_successes,
+        };
+        let requests = requests.into_iter().map(Into::into).collect();
+        http::Host::send_all(self, requests, options)
+            .await
+            .into_iter()
+            .map(|r| r.map(Into::into).map_err(Into::into))
             .collect()
     }
 }

@@ -21,6 +21,7 @@ mod host;
 mod records;
 mod ticker;
 mod untrusted;
+mod wire;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,17 +31,18 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{
-    Component, ComponentExportIndex, ComponentNamedList, HasSelf, Instance, Lift, Linker, Lower, TypedFunc,
+    Component, ComponentExportIndex, ComponentNamedList, HasSelf, Instance, InstancePre, Lift, Linker, Lower, TypedFunc,
 };
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
 };
 
-pub use bindings::{Api, AuthOutcome, HookKind, Outcome, RequestChanges, Response, Session};
-use bindings::{FunctionInfo, PluginPre};
+use bindings::FunctionInfo;
+pub use bindings::{Api, AuthOutcome, Authenticated, HookKind, Outcome, RequestChanges, Response, Session};
 use host::{CallInfo, State, Tick, lock};
-use records::{AuthOutcomeWire, Bounded, ListTooLong, OutcomeWire, ResponseWire};
-pub use records::{HeaderText, RequestRecord, ResponseRecord};
+use records::SessionRecord01;
+use records::{AuthOutcomeWire, AuthOutcomeWire01, Bounded, ListTooLong, OutcomeWire, OutcomeWire01, ResponseWire};
+pub use records::{HeaderText, RequestRecord, ResponseRecord, no_changes};
 use ticker::Ticker;
 
 use crate::config::RoutingPolicy;
@@ -81,7 +83,7 @@ pub enum LoadErrorKind {
     )]
     Compile(String),
     #[error(
-        "not a Portcullis plugin for this gateway: {0} (a plugin exports `portcullis:plugin/guest@0.1.0`; build it with portcullis-sdk 0.1)"
+        "not a Portcullis plugin for this gateway: {0} (a plugin exports `portcullis:plugin/guest@0.2.0` or `@0.1.0`; build it with portcullis-sdk)"
     )]
     Incompatible(String),
     #[error("failed while listing its functions: {0}")]
@@ -172,8 +174,8 @@ struct CpuBudgetExceeded;
 
 /// A compiled component, pre-instantiated, with the functions it exports.
 struct LoadedComponent {
-    pre: PluginPre<State>,
-    exports: HookExports,
+    pre: InstancePre<State>,
+    exports: Contract,
     functions: Vec<FunctionInfo>,
 }
 
@@ -189,27 +191,57 @@ trait HookSignature {
 /// What a hook export returns: the plugin's value or its own error.
 type HookResult<T> = (Result<T, String>,);
 
+/// 0.2: every hook takes the function's index and the input buffer.
+type Input<'a> = (u32, &'a [u8]);
+
 struct OnRequest;
 impl HookSignature for OnRequest {
-    type Params<'a> = (&'a str, &'a RequestRecord<'a>, &'a Session, &'a Api, &'a str);
+    type Params<'a> = Input<'a>;
     type Wire = OutcomeWire;
     type Value = Outcome;
 }
 
 struct OnAuth;
 impl HookSignature for OnAuth {
-    type Params<'a> = (&'a str, &'a RequestRecord<'a>, &'a Api, &'a str);
+    type Params<'a> = Input<'a>;
     type Wire = AuthOutcomeWire;
     type Value = AuthOutcome;
 }
 
 struct OnResponse;
 impl HookSignature for OnResponse {
+    type Params<'a> = Input<'a>;
+    type Wire = ResponseWire;
+    type Value = Response;
+}
+
+struct OnRequest01;
+impl HookSignature for OnRequest01 {
+    type Params<'a> = (
+        &'a str,
+        &'a RequestRecord<'a>,
+        &'a SessionRecord01<'a>,
+        &'a Api,
+        &'a str,
+    );
+    type Wire = OutcomeWire01;
+    type Value = Outcome;
+}
+
+struct OnAuth01;
+impl HookSignature for OnAuth01 {
+    type Params<'a> = (&'a str, &'a RequestRecord<'a>, &'a Api, &'a str);
+    type Wire = AuthOutcomeWire01;
+    type Value = AuthOutcome;
+}
+
+struct OnResponse01;
+impl HookSignature for OnResponse01 {
     type Params<'a> = (
         &'a str,
         &'a RequestRecord<'a>,
         &'a ResponseRecord<'a>,
-        &'a Session,
+        &'a SessionRecord01<'a>,
         &'a Api,
         &'a str,
     );
@@ -253,33 +285,102 @@ impl<H: HookSignature> Hook<H> {
     }
 }
 
-/// The hook entry points among the component's exports.
-struct HookExports {
-    on_request: Hook<OnRequest>,
-    on_auth: Hook<OnAuth>,
-    on_response: Hook<OnResponse>,
+/// The hook entry points among the component's exports, by the contract
+/// version it was built against.
+enum Contract {
+    V02 {
+        on_request: Hook<OnRequest>,
+        on_auth: Hook<OnAuth>,
+        on_response: Hook<OnResponse>,
+    },
+    V01 {
+        on_request: Hook<OnRequest01>,
+        on_auth: Hook<OnAuth01>,
+        on_response: Hook<OnResponse01>,
+    },
 }
 
-impl HookExports {
-    const GUEST: &str = "portcullis:plugin/guest@0.1.0";
+impl Contract {
+    const GUEST: &str = "portcullis:plugin/guest@0.2.0";
+    const GUEST_01: &str = "portcullis:plugin/guest@0.1.0";
 
-    /// Finds the hooks in `instance`'s component and checks their types.
+    /// Finds the hooks in `instance`'s component, by the newest contract it
+    /// exports, and checks their types.
     fn check(instance: &Instance, store: &mut Store<State>) -> Result<Self, LoadErrorKind> {
-        let missing = |name: &str| LoadErrorKind::Incompatible(format!("no export {name}"));
-        let guest = instance
-            .get_export_index(&mut *store, None, Self::GUEST)
-            .ok_or_else(|| missing(Self::GUEST))?;
-        let mut find = |name: &str| {
+        let (name, guest) = [Self::GUEST, Self::GUEST_01]
+            .into_iter()
+            .find_map(|name| Some((name, instance.get_export_index(&mut *store, None, name)?)))
+            .ok_or_else(|| LoadErrorKind::Incompatible(format!("no export {} or {}", Self::GUEST, Self::GUEST_01)))?;
+        let mut find = |export: &str| {
             instance
-                .get_export_index(&mut *store, Some(&guest), name)
-                .ok_or_else(|| missing(&format!("{}#{name}", Self::GUEST)))
+                .get_export_index(&mut *store, Some(&guest), export)
+                .ok_or_else(|| LoadErrorKind::Incompatible(format!("no export {name}#{export}")))
         };
         let (on_request, on_auth, on_response) = (find("on-request")?, find("on-auth")?, find("on-response")?);
         let incompatible = |e: wasmtime::Error| LoadErrorKind::Incompatible(format!("{e:#}"));
-        Ok(HookExports {
-            on_request: Hook::check(on_request, instance, store).map_err(incompatible)?,
-            on_auth: Hook::check(on_auth, instance, store).map_err(incompatible)?,
-            on_response: Hook::check(on_response, instance, store).map_err(incompatible)?,
+        Ok(if name == Self::GUEST {
+            Contract::V02 {
+                on_request: Hook::check(on_request, instance, store).map_err(incompatible)?,
+                on_auth: Hook::check(on_auth, instance, store).map_err(incompatible)?,
+                on_response: Hook::check(on_response, instance, store).map_err(incompatible)?,
+            }
+        } else {
+            Contract::V01 {
+                on_request: Hook::check(on_request, instance, store).map_err(incompatible)?,
+                on_auth: Hook::check(on_auth, instance, store).map_err(incompatible)?,
+                on_response: Hook::check(on_response, instance, store).map_err(incompatible)?,
+            }
+        })
+    }
+
+    fn guest(&self) -> &'static str {
+        match self {
+            Contract::V02 { .. } => Self::GUEST,
+            Contract::V01 { .. } => Self::GUEST_01,
+        }
+    }
+
+    /// The contract version, as the logs name it.
+    fn version(&self) -> &'static str {
+        match self {
+            Contract::V02 { .. } => "0.2",
+            Contract::V01 { .. } => "0.1",
+        }
+    }
+
+    /// Lists the component's functions (a bounded list, like every list a
+    /// guest returns).
+    async fn functions(
+        &self,
+        instance: &Instance,
+        store: &mut Store<State>,
+    ) -> Result<Vec<FunctionInfo>, LoadErrorKind> {
+        let guest = self.guest();
+        let index = instance
+            .get_export_index(&mut *store, None, guest)
+            .and_then(|g| instance.get_export_index(&mut *store, Some(&g), "functions"))
+            .ok_or_else(|| LoadErrorKind::Incompatible(format!("no export {guest}#functions")))?;
+        let incompatible = |e: wasmtime::Error| LoadErrorKind::Incompatible(format!("{e:#}"));
+        Ok(match self {
+            Contract::V02 { .. } => {
+                let (Bounded(functions),) = instance
+                    .get_typed_func::<(), (Bounded<FunctionInfo>,)>(&mut *store, &index)
+                    .map_err(incompatible)?
+                    .call_async(&mut *store, ())
+                    .await
+                    .map_err(describe_error)?;
+                functions
+            }
+            Contract::V01 { .. } => {
+                type Info01 = bindings::v01::portcullis::plugin::types::FunctionInfo;
+                let (Bounded(functions),) = instance
+                    .get_typed_func::<(), (Bounded<Info01>,)>(&mut *store, &index)
+                    .map_err(incompatible)?
+                    .call_async(&mut *store, ())
+                    .await
+                    .map_err(describe_error)?;
+                functions.into_iter().map(Into::into).collect()
+            }
         })
     }
 }
@@ -334,7 +435,9 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
-        bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+        bindings::v02::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        bindings::v01::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
         Ok(PluginRuntime {
@@ -366,7 +469,12 @@ impl PluginRuntime {
             kind,
         };
         let component = self.component(&reference.path).await.map_err(err)?;
-        let Some(info) = component.functions.iter().find(|f| f.name == reference.function) else {
+        let found = component
+            .functions
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.name == reference.function);
+        let Some((index, info)) = found else {
             return Err(err(LoadErrorKind::UnknownFunction {
                 function: reference.function.clone(),
                 available: component.functions.iter().map(|f| f.name.clone()).collect(),
@@ -388,6 +496,7 @@ impl PluginRuntime {
             metrics: PluginMetrics::new(&label),
             label,
             function: reference.function.clone(),
+            index: u32::try_from(index).unwrap_or(u32::MAX),
             config_json: reference.config_json.clone(),
             limits: reference.limits.clone(),
             on_error: reference.on_error,
@@ -417,6 +526,12 @@ impl PluginRuntime {
         .map_err(|e| LoadErrorKind::Compile(format!("{e:#}")))?;
         let pre = self.pre_instantiate(&component)?;
         let (exports, functions) = self.describe(&pre).await?;
+        tracing::info!(
+            path = %path.display(),
+            contract = exports.version(),
+            functions = functions.len(),
+            "plugin component loaded"
+        );
         let loaded = Arc::new(LoadedComponent {
             pre,
             exports,
@@ -430,17 +545,15 @@ impl PluginRuntime {
         lock(&self.components)
     }
 
-    fn pre_instantiate(&self, component: &Component) -> Result<PluginPre<State>, LoadErrorKind> {
-        let instance_pre = self
-            .linker
+    fn pre_instantiate(&self, component: &Component) -> Result<InstancePre<State>, LoadErrorKind> {
+        self.linker
             .instantiate_pre(component)
-            .map_err(|e| LoadErrorKind::Incompatible(format!("{e:#}")))?;
-        PluginPre::new(instance_pre).map_err(|e| LoadErrorKind::Incompatible(format!("{e:#}")))
+            .map_err(|e| LoadErrorKind::Incompatible(format!("{e:#}")))
     }
 
     /// Instantiates the component once to check its hook exports and ask
     /// which functions it offers.
-    async fn describe(&self, pre: &PluginPre<State>) -> Result<(HookExports, Vec<FunctionInfo>), LoadErrorKind> {
+    async fn describe(&self, pre: &InstancePre<State>) -> Result<(Contract, Vec<FunctionInfo>), LoadErrorKind> {
         let limits = Limits {
             cpu: LOAD_CPU,
             timeout: LOAD_TIMEOUT,
@@ -466,23 +579,9 @@ impl PluginRuntime {
         let mut store = self.store(call);
         let _running = self.ticker.running();
         let describe = async {
-            let instance = pre
-                .instance_pre()
-                .instantiate_async(&mut store)
-                .await
-                .map_err(describe_error)?;
-            let exports = HookExports::check(&instance, &mut store)?;
-            // Lifted as a bounded list, like every list a guest returns.
-            let functions = instance
-                .get_export_index(&mut store, None, HookExports::GUEST)
-                .and_then(|guest| instance.get_export_index(&mut store, Some(&guest), "functions"))
-                .ok_or_else(|| LoadErrorKind::Incompatible(format!("no export {}#functions", HookExports::GUEST)))?;
-            let (Bounded(functions),) = instance
-                .get_typed_func::<(), (Bounded<FunctionInfo>,)>(&mut store, &functions)
-                .map_err(|e| LoadErrorKind::Incompatible(format!("{e:#}")))?
-                .call_async(&mut store, ())
-                .await
-                .map_err(describe_error)?;
+            let instance = pre.instantiate_async(&mut store).await.map_err(describe_error)?;
+            let exports = Contract::check(&instance, &mut store)?;
+            let functions = exports.functions(&instance, &mut store).await?;
             untrusted::check_functions(&functions).map_err(LoadErrorKind::Describe)?;
             Ok((exports, functions))
         };
@@ -519,6 +618,7 @@ impl Session {
     pub fn anonymous() -> Self {
         Session {
             key_id: String::new(),
+            alias: None,
             rate: 0,
             per: 0,
             quota_max: -1,
@@ -553,6 +653,8 @@ pub struct Plugin {
     /// `file.wasm#function`, for logs.
     label: Arc<str>,
     function: String,
+    /// The function's index in the component's list (0.2 calls by index).
+    index: u32,
     config_json: String,
     wants_body: bool,
     limits: Limits,
@@ -724,6 +826,17 @@ impl Plugin {
         PluginError::InvalidOutcome(untrusted::escape(why, untrusted::MAX_TEXT_BYTES))
     }
 
+    /// The 0.2 input buffer for one call.
+    fn input(
+        &self,
+        ctx: &CallContext,
+        request: &RequestRecord<'_>,
+        session: &Session,
+        response: Option<&ResponseRecord<'_>>,
+    ) -> Vec<u8> {
+        wire::input(request, session, response, &ctx.api, &self.config_json)
+    }
+
     /// Runs a `request` function.
     pub async fn on_request(
         &self,
@@ -731,23 +844,39 @@ impl Plugin {
         request: &RequestRecord<'_>,
         session: &Session,
     ) -> Result<Outcome, PluginError> {
-        let params = (
-            self.function.as_str(),
-            request,
-            session,
-            &*ctx.api,
-            self.config_json.as_str(),
-        );
         let check = |outcome: &Outcome| untrusted::check_outcome(outcome, &self.limits, &ctx.routing);
-        self.invoke(ctx, &self.component.exports.on_request, params, check)
-            .await
+        match &self.component.exports {
+            Contract::V02 { on_request, .. } => {
+                let input = self.input(ctx, request, session, None);
+                self.invoke(ctx, on_request, (self.index, &input[..]), check).await
+            }
+            Contract::V01 { on_request, .. } => {
+                let session = SessionRecord01::from(session);
+                let params = (
+                    self.function.as_str(),
+                    request,
+                    &session,
+                    &*ctx.api,
+                    self.config_json.as_str(),
+                );
+                self.invoke(ctx, on_request, params, check).await
+            }
+        }
     }
 
     /// Runs an `auth` function.
     pub async fn on_auth(&self, ctx: &CallContext, request: &RequestRecord<'_>) -> Result<AuthOutcome, PluginError> {
-        let params = (self.function.as_str(), request, &*ctx.api, self.config_json.as_str());
-        let check = |outcome: &AuthOutcome| untrusted::check_auth(outcome, &self.limits);
-        self.invoke(ctx, &self.component.exports.on_auth, params, check).await
+        let check = |outcome: &AuthOutcome| untrusted::check_auth(outcome, &self.limits, &ctx.routing);
+        match &self.component.exports {
+            Contract::V02 { on_auth, .. } => {
+                let input = self.input(ctx, request, &Session::anonymous(), None);
+                self.invoke(ctx, on_auth, (self.index, &input[..]), check).await
+            }
+            Contract::V01 { on_auth, .. } => {
+                let params = (self.function.as_str(), request, &*ctx.api, self.config_json.as_str());
+                self.invoke(ctx, on_auth, params, check).await
+            }
+        }
     }
 
     /// Runs a `response` function.
@@ -758,17 +887,25 @@ impl Plugin {
         response: &ResponseRecord<'_>,
         session: &Session,
     ) -> Result<Response, PluginError> {
-        let params = (
-            self.function.as_str(),
-            request,
-            response,
-            session,
-            &*ctx.api,
-            self.config_json.as_str(),
-        );
         let check = |response: &Response| untrusted::check_response(response, &self.limits);
-        self.invoke(ctx, &self.component.exports.on_response, params, check)
-            .await
+        match &self.component.exports {
+            Contract::V02 { on_response, .. } => {
+                let input = self.input(ctx, request, session, Some(response));
+                self.invoke(ctx, on_response, (self.index, &input[..]), check).await
+            }
+            Contract::V01 { on_response, .. } => {
+                let session = SessionRecord01::from(session);
+                let params = (
+                    self.function.as_str(),
+                    request,
+                    response,
+                    &session,
+                    &*ctx.api,
+                    self.config_json.as_str(),
+                );
+                self.invoke(ctx, on_response, params, check).await
+            }
+        }
     }
 
     /// Instantiates the component in the lease's store unless it holds an
@@ -784,7 +921,7 @@ impl Plugin {
         let instance = match lease.instance {
             Some(instance) => instance,
             None => {
-                let instance = self.component.pre.instance_pre().instantiate_async(&mut *store).await?;
+                let instance = self.component.pre.instantiate_async(&mut *store).await?;
                 *lease.instance.insert(instance)
             }
         };

@@ -13,14 +13,17 @@
 //!   refused. They convert into the generated types for the rest of the
 //!   gateway, where `untrusted` applies the configured limits.
 //!
-//! Their shapes are the WIT records (`wit/plugin.wit`); a mismatch fails when
-//! a plugin loads, where every hook export is type-checked against them.
+//! Their shapes are the WIT records of the contract version they serve
+//! (`wit/0.1`, `plugin-sdk/wit`); a mismatch fails when a plugin loads,
+//! where every hook export is type-checked against them. A 0.1 plugin's
+//! records convert into the 0.2 types the rest of the gateway works in.
 
 use http::HeaderMap;
 use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext};
 use wasmtime::component::{ComponentType, Lift, Lower, WasmList};
 
-use super::bindings::{AuthOutcome, Outcome, RequestChanges, Response, Session};
+use super::bindings::v01::portcullis::plugin::types as v01;
+use super::bindings::{AuthOutcome, Authenticated, FunctionInfo, HookKind, Outcome, RequestChanges, Response, Session};
 
 /// Most entries of any list of strings lifted out of a guest, whatever the
 /// limits: the ceiling of `max_headers` and far above any session's.
@@ -130,7 +133,40 @@ impl From<ResponseWire> for Response {
     }
 }
 
-/// The WIT `request-changes` record, as a guest returns it.
+/// The 0.1 `request-changes` record, as a guest returns it.
+#[derive(Debug, ComponentType, Lift)]
+#[component(record)]
+pub struct RequestChangesWire01 {
+    method: Option<String>,
+    path: Option<String>,
+    query: Option<String>,
+    #[component(name = "set-headers")]
+    set_headers: Fields,
+    #[component(name = "remove-headers")]
+    remove_headers: Bounded<String>,
+    body: Option<Vec<u8>>,
+    upstream: Option<String>,
+    #[component(name = "session-metadata")]
+    session_metadata: Fields,
+}
+
+impl From<RequestChangesWire01> for RequestChanges {
+    fn from(c: RequestChangesWire01) -> Self {
+        RequestChanges {
+            method: c.method,
+            path: c.path,
+            query: c.query,
+            set_headers: c.set_headers.0,
+            remove_headers: c.remove_headers.0,
+            body: c.body,
+            upstream: c.upstream,
+            session_metadata: c.session_metadata.0,
+            response_headers: Vec::new(),
+        }
+    }
+}
+
+/// The 0.2 `request-changes` record, as a guest returns it.
 #[derive(Debug, ComponentType, Lift)]
 #[component(record)]
 pub struct RequestChangesWire {
@@ -145,9 +181,37 @@ pub struct RequestChangesWire {
     upstream: Option<String>,
     #[component(name = "session-metadata")]
     session_metadata: Fields,
+    #[component(name = "response-headers")]
+    response_headers: Fields,
 }
 
-/// The WIT `outcome` variant, as a guest returns it.
+impl From<RequestChangesWire> for RequestChanges {
+    fn from(c: RequestChangesWire) -> Self {
+        RequestChanges {
+            method: c.method,
+            path: c.path,
+            query: c.query,
+            set_headers: c.set_headers.0,
+            remove_headers: c.remove_headers.0,
+            body: c.body,
+            upstream: c.upstream,
+            session_metadata: c.session_metadata.0,
+            response_headers: c.response_headers.0,
+        }
+    }
+}
+
+/// The 0.1 `outcome` variant, as a guest returns it.
+#[derive(Debug, ComponentType, Lift)]
+#[component(variant)]
+pub enum OutcomeWire01 {
+    #[component(name = "continue")]
+    Continue(RequestChangesWire01),
+    #[component(name = "respond")]
+    Respond(ResponseWire),
+}
+
+/// The 0.2 `outcome` variant, as a guest returns it.
 #[derive(Debug, ComponentType, Lift)]
 #[component(variant)]
 pub enum OutcomeWire {
@@ -157,28 +221,28 @@ pub enum OutcomeWire {
     Respond(ResponseWire),
 }
 
-impl From<OutcomeWire> for Outcome {
-    fn from(wire: OutcomeWire) -> Self {
+impl From<OutcomeWire01> for Outcome {
+    fn from(wire: OutcomeWire01) -> Self {
         match wire {
-            OutcomeWire::Respond(response) => Outcome::Respond(response.into()),
-            OutcomeWire::Continue(c) => Outcome::Continue(RequestChanges {
-                method: c.method,
-                path: c.path,
-                query: c.query,
-                set_headers: c.set_headers.0,
-                remove_headers: c.remove_headers.0,
-                body: c.body,
-                upstream: c.upstream,
-                session_metadata: c.session_metadata.0,
-            }),
+            OutcomeWire01::Respond(response) => Outcome::Respond(response.into()),
+            OutcomeWire01::Continue(changes) => Outcome::Continue(changes.into()),
         }
     }
 }
 
-/// The WIT `session` record, as an auth function returns it.
+impl From<OutcomeWire> for Outcome {
+    fn from(wire: OutcomeWire) -> Self {
+        match wire {
+            OutcomeWire::Respond(response) => Outcome::Respond(response.into()),
+            OutcomeWire::Continue(changes) => Outcome::Continue(changes.into()),
+        }
+    }
+}
+
+/// The 0.1 `session` record, as an auth function returns it.
 #[derive(Debug, ComponentType, Lift)]
 #[component(record)]
-pub struct SessionWire {
+pub struct SessionWire01 {
     #[component(name = "key-id")]
     key_id: String,
     rate: u32,
@@ -194,31 +258,176 @@ pub struct SessionWire {
     expires: Option<i64>,
 }
 
-/// The WIT `auth-outcome` variant, as a guest returns it.
+/// The 0.2 `session` record, as an auth function returns it.
+#[derive(Debug, ComponentType, Lift)]
+#[component(record)]
+pub struct SessionWire {
+    #[component(name = "key-id")]
+    key_id: String,
+    alias: Option<String>,
+    rate: u32,
+    per: u32,
+    #[component(name = "quota-max")]
+    quota_max: i64,
+    #[component(name = "quota-remaining")]
+    quota_remaining: i64,
+    #[component(name = "quota-renewal-seconds")]
+    quota_renewal_seconds: u64,
+    metadata: Fields,
+    tags: Bounded<String>,
+    expires: Option<i64>,
+}
+
+impl From<SessionWire01> for Session {
+    fn from(s: SessionWire01) -> Self {
+        SessionWire {
+            key_id: s.key_id,
+            alias: None,
+            rate: s.rate,
+            per: s.per,
+            quota_max: s.quota_max,
+            quota_remaining: s.quota_remaining,
+            quota_renewal_seconds: s.quota_renewal_seconds,
+            metadata: s.metadata,
+            tags: s.tags,
+            expires: s.expires,
+        }
+        .into()
+    }
+}
+
+impl From<SessionWire> for Session {
+    fn from(s: SessionWire) -> Self {
+        Session {
+            key_id: s.key_id,
+            alias: s.alias,
+            rate: s.rate,
+            per: s.per,
+            quota_max: s.quota_max,
+            quota_remaining: s.quota_remaining,
+            quota_renewal_seconds: s.quota_renewal_seconds,
+            metadata: s.metadata.0,
+            tags: s.tags.0,
+            expires: s.expires,
+        }
+    }
+}
+
+/// The 0.2 `authenticated` record.
+#[derive(Debug, ComponentType, Lift)]
+#[component(record)]
+pub struct AuthenticatedWire {
+    session: SessionWire,
+    changes: RequestChangesWire,
+}
+
+/// The 0.1 `auth-outcome` variant, as a guest returns it: the session alone.
+#[derive(Debug, ComponentType, Lift)]
+#[component(variant)]
+pub enum AuthOutcomeWire01 {
+    #[component(name = "authenticated")]
+    Authenticated(SessionWire01),
+    #[component(name = "respond")]
+    Respond(ResponseWire),
+}
+
+/// The 0.2 `auth-outcome` variant, as a guest returns it (lifted and
+/// converted at once, never stored: its size does not matter).
+#[expect(clippy::large_enum_variant, reason = "a transient value, converted straight away")]
 #[derive(Debug, ComponentType, Lift)]
 #[component(variant)]
 pub enum AuthOutcomeWire {
     #[component(name = "authenticated")]
-    Authenticated(SessionWire),
+    Authenticated(AuthenticatedWire),
     #[component(name = "respond")]
     Respond(ResponseWire),
+}
+
+impl From<AuthOutcomeWire01> for AuthOutcome {
+    fn from(wire: AuthOutcomeWire01) -> Self {
+        match wire {
+            AuthOutcomeWire01::Respond(response) => AuthOutcome::Respond(response.into()),
+            AuthOutcomeWire01::Authenticated(session) => AuthOutcome::Authenticated(Authenticated {
+                session: session.into(),
+                changes: no_changes(),
+            }),
+        }
+    }
 }
 
 impl From<AuthOutcomeWire> for AuthOutcome {
     fn from(wire: AuthOutcomeWire) -> Self {
         match wire {
             AuthOutcomeWire::Respond(response) => AuthOutcome::Respond(response.into()),
-            AuthOutcomeWire::Authenticated(s) => AuthOutcome::Authenticated(Session {
-                key_id: s.key_id,
-                rate: s.rate,
-                per: s.per,
-                quota_max: s.quota_max,
-                quota_remaining: s.quota_remaining,
-                quota_renewal_seconds: s.quota_renewal_seconds,
-                metadata: s.metadata.0,
-                tags: s.tags.0,
-                expires: s.expires,
+            AuthOutcomeWire::Authenticated(a) => AuthOutcome::Authenticated(Authenticated {
+                session: a.session.into(),
+                changes: a.changes.into(),
             }),
+        }
+    }
+}
+
+/// A `continue` that changes nothing.
+pub fn no_changes() -> RequestChanges {
+    RequestChanges {
+        method: None,
+        path: None,
+        query: None,
+        set_headers: Vec::new(),
+        remove_headers: Vec::new(),
+        body: None,
+        upstream: None,
+        session_metadata: Vec::new(),
+        response_headers: Vec::new(),
+    }
+}
+
+/// The 0.1 `session` record, borrowed from the gateway's (0.2) session:
+/// what a 0.1 plugin receives (no alias).
+#[derive(Debug, ComponentType, Lower)]
+#[component(record)]
+pub struct SessionRecord01<'a> {
+    #[component(name = "key-id")]
+    key_id: &'a str,
+    rate: u32,
+    per: u32,
+    #[component(name = "quota-max")]
+    quota_max: i64,
+    #[component(name = "quota-remaining")]
+    quota_remaining: i64,
+    #[component(name = "quota-renewal-seconds")]
+    quota_renewal_seconds: u64,
+    metadata: &'a [(String, String)],
+    tags: &'a [String],
+    expires: Option<i64>,
+}
+
+impl<'a> From<&'a Session> for SessionRecord01<'a> {
+    fn from(s: &'a Session) -> Self {
+        SessionRecord01 {
+            key_id: &s.key_id,
+            rate: s.rate,
+            per: s.per,
+            quota_max: s.quota_max,
+            quota_remaining: s.quota_remaining,
+            quota_renewal_seconds: s.quota_renewal_seconds,
+            metadata: &s.metadata,
+            tags: &s.tags,
+            expires: s.expires,
+        }
+    }
+}
+
+impl From<v01::FunctionInfo> for FunctionInfo {
+    fn from(f: v01::FunctionInfo) -> Self {
+        FunctionInfo {
+            name: f.name,
+            kind: match f.kind {
+                v01::HookKind::Request => HookKind::Request,
+                v01::HookKind::Auth => HookKind::Auth,
+                v01::HookKind::Response => HookKind::Response,
+            },
+            wants_body: f.wants_body,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::config::Limits;
 use crate::config::RoutingPolicy;
 use crate::framing;
 
-/// Longest `key-id` an auth plugin may return.
+/// Longest `key-id` (and `alias`) an auth plugin may return.
 pub const MAX_KEY_ID_BYTES: usize = 256;
 /// Longest method a plugin may set.
 pub const MAX_METHOD_BYTES: usize = 32;
@@ -35,10 +35,13 @@ pub fn check_outcome(outcome: &Outcome, limits: &Limits, routing: &RoutingPolicy
 /// Checks an auth function's outcome. The session is checked on its own
 /// here; merged with what is stored, it is checked again by
 /// [`check_session_size`].
-pub fn check_auth(outcome: &AuthOutcome, limits: &Limits) -> Result<(), String> {
+pub fn check_auth(outcome: &AuthOutcome, limits: &Limits, routing: &RoutingPolicy) -> Result<(), String> {
     match outcome {
         AuthOutcome::Respond(response) => check_response(response, limits),
-        AuthOutcome::Authenticated(session) => check_session(session, limits),
+        AuthOutcome::Authenticated(a) => {
+            check_session(&a.session, limits)?;
+            check_changes(&a.changes, limits, routing)
+        }
     }
 }
 
@@ -50,6 +53,7 @@ pub fn check_response(response: &Response, limits: &Limits) -> Result<(), String
 
 fn check_changes(changes: &RequestChanges, limits: &Limits, routing: &RoutingPolicy) -> Result<(), String> {
     check_headers("set-headers", &changes.set_headers, limits)?;
+    check_headers("response-headers", &changes.response_headers, limits)?;
     check_count("remove-headers", changes.remove_headers.len(), limits.max_headers)?;
     check_bytes(
         "remove-headers",
@@ -119,6 +123,14 @@ fn check_session(session: &Session, limits: &Limits) -> Result<(), String> {
         return Err(format!(
             "invalid key-id {:?} (at most {MAX_KEY_ID_BYTES} bytes, no control characters)",
             cut(&session.key_id)
+        ));
+    }
+    if let Some(alias) = &session.alias
+        && (alias.len() > MAX_KEY_ID_BYTES || alias.chars().any(char::is_control))
+    {
+        return Err(format!(
+            "invalid alias {:?} (at most {MAX_KEY_ID_BYTES} bytes, no control characters)",
+            cut(alias)
         ));
     }
     check_session_size(

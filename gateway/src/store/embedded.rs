@@ -93,6 +93,20 @@ impl EmbeddedStore {
         .await
     }
 
+    pub async fn list(&self, limit: usize) -> Result<Vec<(String, SessionData)>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(SESSIONS).map_err(unavailable)?;
+            let mut sessions = Vec::new();
+            for entry in table.iter().map_err(unavailable)?.take(limit) {
+                let (id, text) = entry.map_err(unavailable)?;
+                sessions.push((id.value().to_owned(), decode(text.value())?));
+            }
+            Ok(sessions)
+        })
+        .await
+    }
+
     pub async fn put(&self, id: &str, session: &SessionData) -> Result<(), StoreError> {
         let (id, text) = (id.to_owned(), encode(session)?);
         self.blocking(move |db| {

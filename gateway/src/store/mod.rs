@@ -26,6 +26,9 @@ pub struct SessionData {
     /// The key's public id (never the key itself).
     #[serde(default)]
     pub key_id: String,
+    /// A human-readable name for the caller (Tyk's `alias`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
     /// `rate` requests per `per` seconds; 0 = unlimited.
     #[serde(default)]
     pub rate: u32,
@@ -200,6 +203,14 @@ impl SessionStore {
         match self.backend().await? {
             Backend::Embedded(s) => s.get(id).await,
             Backend::Redis(s) => s.get(id).await,
+        }
+    }
+
+    /// Up to `limit` stored sessions with their ids, in id order.
+    pub async fn list(&self, limit: usize) -> Result<Vec<(String, SessionData)>, StoreError> {
+        match self.backend().await? {
+            Backend::Embedded(s) => s.list(limit).await,
+            Backend::Redis(s) => s.list(limit).await,
         }
     }
 

@@ -77,6 +77,33 @@ impl RedisStore {
         text.as_deref().map(decode).transpose()
     }
 
+    pub async fn list(&self, limit: usize) -> Result<Vec<(String, SessionData)>, StoreError> {
+        let prefix = format!("{PREFIX}session:");
+        let mut connection = self.connection.clone();
+        let mut keys: Vec<String> = Vec::new();
+        {
+            let mut scan = connection
+                .scan_match::<_, String>(format!("{prefix}*"))
+                .await
+                .map_err(unavailable)?;
+            while keys.len() < limit {
+                match scan.next_item().await {
+                    Some(key) => keys.push(key.map_err(unavailable)?),
+                    None => break,
+                }
+            }
+        }
+        let mut sessions = Vec::with_capacity(keys.len());
+        for key in keys {
+            let text: Option<String> = connection.get(&key).await.map_err(unavailable)?;
+            if let (Some(id), Some(text)) = (key.strip_prefix(&prefix), text) {
+                sessions.push((id.to_owned(), decode(&text)?));
+            }
+        }
+        sessions.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(sessions)
+    }
+
     pub async fn put(&self, id: &str, session: &SessionData) -> Result<(), StoreError> {
         let text = encode(session)?;
         self.connection

@@ -13,7 +13,7 @@ pub use portcullis_upstreams as upstreams;
 pub mod pki;
 pub mod wire;
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("gateway/ is in the repository")
@@ -25,8 +25,19 @@ fn repo_root() -> PathBuf {
 /// which makes this a no-op.
 pub fn plugin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let guests = repo_root().join("example-plugins");
+    compiled(&BUILT, "example-plugins", name)
+}
+
+/// Example plugin `name` as written for the 0.1 contract and SDK, built from
+/// its frozen sources in `compat/v0.1/examples`.
+pub fn plugin_v01(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    compiled(&BUILT, "compat/v0.1/examples", name)
+}
+
+fn compiled(built: &OnceLock<PathBuf>, workspace: &str, name: &str) -> PathBuf {
+    let dir = built.get_or_init(|| {
+        let guests = repo_root().join(workspace);
         let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         build.args(["build", "--release", "--quiet"]).current_dir(&guests);
         for var in [
@@ -44,7 +55,10 @@ pub fn plugin(name: &str) -> PathBuf {
                 && !stderr.contains("can't find crate for `core`"),
             "the wasm32-wasip2 target is missing; run:\n\n    rustup target add wasm32-wasip2\n"
         );
-        assert!(output.status.success(), "building the plugins failed:\n{stderr}");
+        assert!(
+            output.status.success(),
+            "building the plugins in {workspace} failed:\n{stderr}"
+        );
         guests.join("target/wasm32-wasip2/release")
     });
     let path = dir.join(format!("{name}.wasm"));

@@ -16,7 +16,7 @@ fn header(req: &Request, _: &Context) -> Result<Outcome> {
 
 /// S3: answer `{"virtual":true,"user":<x-user>,"path":<path>}` directly.
 fn virtual_endpoint(req: &Request, _: &Context) -> Result<Outcome> {
-    let body = json!({ "virtual": true, "user": req.header("x-user"), "path": req.path });
+    let body = json!({ "virtual": true, "user": req.header("x-user"), "path": req.path() });
     Ok(Response::json(200, &body)?.into())
 }
 
@@ -28,7 +28,7 @@ fn noop(_: &Request, _: &Context) -> Result<Outcome> {
 
 /// Micro-benchmark: receives the body and continues unchanged.
 fn read_body(req: &Request, _: &Context) -> Result<Outcome> {
-    std::hint::black_box(req.body.as_ref().map(Vec::len));
+    std::hint::black_box(req.body().map(<[u8]>::len));
     Ok(Outcome::proceed())
 }
 

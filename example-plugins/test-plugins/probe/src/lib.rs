@@ -12,26 +12,26 @@ fn inspect(req: &Request, ctx: &Context) -> Result<Outcome> {
     let api_config: serde_json::Value = ctx.api_config()?;
     let body = json!({
         "request": {
-            "method": req.method,
-            "path": req.path,
-            "upstream_path": req.upstream_path,
-            "query": req.query,
-            "headers": req.headers,
-            "body": req.body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
-            "client_addr": req.client_addr,
-            "params": req.params,
-            "request_id": req.request_id,
+            "method": req.method(),
+            "path": req.path(),
+            "upstream_path": req.upstream_path(),
+            "query": req.query(),
+            "headers": req.headers().collect::<Vec<_>>(),
+            "body": req.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            "client_addr": req.client_addr(),
+            "params": req.params().collect::<Vec<_>>(),
+            "request_id": req.request_id(),
         },
         "session": {
-            "key_id": ctx.session.key_id,
-            "anonymous": ctx.session.is_anonymous(),
-            "quota_max": ctx.session.quota_max,
+            "key_id": ctx.session().key_id,
+            "anonymous": ctx.session().is_anonymous(),
+            "quota_max": ctx.session().quota_max,
         },
         "api": {
-            "id": ctx.api.id,
-            "name": ctx.api.name,
-            "listen_path": ctx.api.listen_path,
-            "upstream": ctx.api.upstream,
+            "id": ctx.api().id,
+            "name": ctx.api().name,
+            "listen_path": ctx.api().listen_path,
+            "upstream": ctx.api().upstream,
             "config": api_config,
         },
         "config": config,
@@ -104,7 +104,7 @@ fn record_order_response(req: &Request, response: Response, ctx: &Context) -> Re
 fn wrap_body(req: &Request, response: Response, _: &Context) -> Result<Response> {
     let text = String::from_utf8_lossy(&response.body).into_owned();
     let status = response.status;
-    let body = json!({ "wrapped": text, "status": status, "request_body": req.body.is_some() });
+    let body = json!({ "wrapped": text, "status": status, "request_body": req.body().is_some() });
     let mut wrapped = Response::json(201, &body)?;
     wrapped.headers.extend(
         response
@@ -117,7 +117,7 @@ fn wrap_body(req: &Request, response: Response, _: &Context) -> Result<Response>
 
 /// Answers with the session it was given.
 fn whoami(req: &Request, ctx: &Context) -> Result<Outcome> {
-    let s = &ctx.session;
+    let s = &ctx.session();
     let body = json!({
         "key_id": s.key_id,
         "rate": s.rate,
@@ -150,23 +150,39 @@ fn count(req: &Request, _: &Context) -> Result<Outcome> {
 
 /// Writes to stdout and stderr (a flood of it with `?flood`), then answers.
 fn print(req: &Request, _: &Context) -> Result<Outcome> {
-    println!("to stdout from {}", req.path);
+    println!("to stdout from {}", req.path());
     eprintln!("to stderr");
-    if req.query == "flood" {
+    if req.query() == "flood" {
         println!("{}", "x".repeat(20_000));
     }
     Ok(Response::text(200, "printed").into())
 }
 
 fn check_token(_: &Request, ctx: &Context) -> Result<AuthOutcome> {
-    Ok(AuthOutcome::Authenticated(ctx.session.clone()))
+    Ok(AuthOutcome::authenticated(ctx.session().clone()))
 }
 
 fn stamp(_: &Request, response: Response, _: &Context) -> Result<Response> {
     Ok(response.header("x-stamped", "yes"))
 }
 
+/// Sets the response headers its config lists (`{ headers: [[name, value], ...] }`)
+/// on the client's response and continues.
+fn respond_with_headers(_: &Request, ctx: &Context) -> Result<Outcome> {
+    #[derive(serde::Deserialize)]
+    struct Headers {
+        headers: Vec<(String, String)>,
+    }
+    let config: Headers = ctx.config()?;
+    let changes = config
+        .headers
+        .into_iter()
+        .fold(RequestChanges::new(), |c, (name, value)| c.response_header(name, value));
+    Ok(changes.into())
+}
+
 plugin! {
+    request "response-headers" => respond_with_headers,
     request(body) "inspect" => inspect,
     request "rewrite" => rewrite,
     request "fail" => fail,

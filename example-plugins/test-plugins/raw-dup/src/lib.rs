@@ -4,7 +4,7 @@
 //! than pick one of the two.
 
 wit_bindgen::generate!({
-    path: "../../../wit",
+    path: "../../../wit/0.1",
     world: "plugin",
 });
 

@@ -8,7 +8,7 @@
 //! endpoint per function serves every variant of its attack.
 
 wit_bindgen::generate!({
-    path: "../../../wit",
+    path: "../../../wit/0.1",
     world: "plugin",
 });
 

@@ -1,0 +1,85 @@
+//! `auth`: custom authentication. Accepts `Authorization: Bearer <token>`
+//! for the tokens its config lists, and creates the caller's session (rate
+//! limit, quota, tags, metadata) from the token's entry; any other caller
+//! gets 401 with a JSON error. The gateway then enforces the session's rate
+//! limit and quota and saves the session, so metadata that later plugins
+//! write persists across requests.
+//!
+//! A real deployment would verify a signed token (JWT, HMAC) or ask an
+//! identity service over outbound HTTP; the shape of the function is the
+//! same.
+//!
+//! ```yaml
+//! auth: { type: plugin }
+//! plugins:
+//!   auth:
+//!     path: auth.wasm
+//!     function: bearer-token
+//!     config:
+//!       tokens:
+//!         s3cr3t-alice: { user: alice, rate: 10, per: 60, quota: 1000, tags: [staff] }
+//! ```
+
+use std::collections::BTreeMap;
+
+use portcullis_sdk::{AuthOutcome, Context, Request, Response, Result, Session, plugin};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    tokens: BTreeMap<String, Grant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Grant {
+    user: String,
+    #[serde(default)]
+    rate: u32,
+    #[serde(default)]
+    per: u32,
+    /// Requests per `quota_renewal_seconds`; absent = unlimited.
+    #[serde(default)]
+    quota: Option<i64>,
+    #[serde(default)]
+    quota_renewal_seconds: u64,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+fn reject(message: &str) -> Result<AuthOutcome> {
+    let response = Response::json(401, &json!({ "error": message }))?.header("www-authenticate", "Bearer");
+    Ok(AuthOutcome::Respond(response))
+}
+
+fn bearer_token(req: &Request, ctx: &Context) -> Result<AuthOutcome> {
+    let config: Config = ctx.config()?;
+    let Some(header) = req.header("authorization") else {
+        return reject("missing bearer token");
+    };
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .unwrap_or_default()
+        .trim();
+    let Some(grant) = config.tokens.get(token) else {
+        return reject("invalid bearer token");
+    };
+    let mut session = Session::new(grant.user.as_str())
+        .with_rate(grant.rate, grant.per)
+        .with_metadata("user", grant.user.as_str())
+        .with_metadata("auth", "bearer-token");
+    if let Some(quota) = grant.quota {
+        session = session.with_quota(quota, grant.quota_renewal_seconds);
+    }
+    for tag in &grant.tags {
+        session = session.with_tag(tag.as_str());
+    }
+    Ok(AuthOutcome::Authenticated(session))
+}
+
+plugin! {
+    auth "bearer-token" => bearer_token,
+}

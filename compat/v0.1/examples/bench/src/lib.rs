@@ -1,0 +1,40 @@
+//! The plugins of the benchmark scenarios of `../shared/bench/peers.sh`
+//! (not an example), and of the in-process micro-benchmarks
+//! (`gateway/benches`). S4 (aggregate) uses the `aggregate` example plugin;
+//! `noop` measures the floor, what any plugin call costs.
+
+use portcullis_sdk::{Context, Outcome, Request, RequestChanges, Response, Result, plugin};
+use serde_json::json;
+
+/// S2: read `x-user`, send the upstream `x-gw-user: user=<x-user>`.
+fn header(req: &Request, _: &Context) -> Result<Outcome> {
+    let user = req.header("x-user").unwrap_or_default();
+    Ok(RequestChanges::new()
+        .set_header("x-gw-user", format!("user={user}"))
+        .into())
+}
+
+/// S3: answer `{"virtual":true,"user":<x-user>,"path":<path>}` directly.
+fn virtual_endpoint(req: &Request, _: &Context) -> Result<Outcome> {
+    let body = json!({ "virtual": true, "user": req.header("x-user"), "path": req.path });
+    Ok(Response::json(200, &body)?.into())
+}
+
+/// The floor: continues unchanged without reading anything, so all it
+/// costs is the fresh instance and the records crossing into it.
+fn noop(_: &Request, _: &Context) -> Result<Outcome> {
+    Ok(Outcome::proceed())
+}
+
+/// Micro-benchmark: receives the body and continues unchanged.
+fn read_body(req: &Request, _: &Context) -> Result<Outcome> {
+    std::hint::black_box(req.body.as_ref().map(Vec::len));
+    Ok(Outcome::proceed())
+}
+
+plugin! {
+    request "noop" => noop,
+    request "header" => header,
+    request "virtual" => virtual_endpoint,
+    request(body) "read-body" => read_body,
+}

@@ -1,0 +1,91 @@
+//! Write [Portcullis](https://github.com/portcullis-gateway/portcullis) gateway
+//! plugins in plain Rust.
+//!
+//! A plugin is a WebAssembly component (built for `wasm32-wasip2`) that exports
+//! any number of named functions. The gateway calls a function when a request
+//! reaches the endpoint or hook that names it, with the request, the caller's
+//! [`Session`], the [`Api`] definition and the plugin reference's own config.
+//! The function decides an [`Outcome`]: continue (possibly with
+//! [`RequestChanges`]) or answer with a [`Response`].
+//!
+//! This crate is the one dependency a plugin needs: the types, the
+//! [`plugin!`] macro that registers functions by name, outbound [`http`] and
+//! [`log`]ging. It does not cover anything the gateway does for you (routing,
+//! auth, rate limits, proxying).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use portcullis_sdk::{plugin, Context, Outcome, Request, RequestChanges, Response, Result};
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct Config {
+//!     greeting: String,
+//! }
+//!
+//! /// A virtual endpoint: answers without contacting any upstream.
+//! fn hello(req: &Request, ctx: &Context) -> Result<Outcome> {
+//!     let config: Config = ctx.config()?;
+//!     let name = req.param("name").unwrap_or("world");
+//!     let body = serde_json::json!({ "message": format!("{}, {name}!", config.greeting) });
+//!     Ok(Outcome::Respond(Response::json(200, &body)?))
+//! }
+//!
+//! /// A policy: tags the request and lets it through.
+//! fn tag(_req: &Request, _ctx: &Context) -> Result<Outcome> {
+//!     Ok(Outcome::Continue(RequestChanges::new().set_header("x-tagged", "yes")))
+//! }
+//!
+//! plugin! {
+//!     request "hello" => hello,
+//!     request "tag" => tag,
+//! }
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` and name it in
+//! an API definition:
+//!
+//! ```yaml
+//! endpoints:
+//!   - method: GET
+//!     path: /hello/{name}
+//!     plugin:
+//!       path: target/wasm32-wasip2/release/my_plugin.wasm
+//!       function: hello
+//!       config: { greeting: Hello }
+//! ```
+
+mod context;
+pub mod http;
+pub mod log;
+mod macros;
+mod types;
+
+#[doc(hidden)]
+pub mod __rt;
+
+pub use context::Context;
+pub use types::{Error, Result};
+
+/// Generated bindings of the `portcullis:plugin` WIT package. Plugin code
+/// rarely needs them directly: the useful types are re-exported at the crate
+/// root.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../../wit/0.1",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_guest",
+        default_bindings_module: "portcullis_sdk::bindings",
+        generate_all,
+    });
+}
+
+pub use bindings::portcullis::plugin::types::{
+    Api, AuthOutcome, HookKind, Outcome, Request, RequestChanges, Response, Session,
+};
+
+/// Re-exported for building and reading JSON bodies (`portcullis_sdk::serde_json`).
+pub use serde_json;

@@ -1,0 +1,189 @@
+//! The request as a function sees it, read from the gateway's input buffer
+//! without copying: each accessor borrows from the one buffer the call
+//! received.
+
+use std::ops::Range;
+use std::rc::Rc;
+
+use crate::wire::{Reader, Sections, text};
+use crate::{Error, Result};
+
+type Pair = (Range<usize>, Range<usize>);
+
+/// The request as the gateway sees it when the function runs.
+///
+/// Text is exactly as it arrived: [`Request::path`] keeps its
+/// percent-encoding and [`Request::query`] is the raw query string;
+/// [`Request::query_param`] decodes one parameter.
+#[derive(Debug)]
+pub struct Request {
+    input: Rc<Vec<u8>>,
+    method: Range<usize>,
+    path: Range<usize>,
+    upstream_path: Range<usize>,
+    query: Range<usize>,
+    client_addr: Range<usize>,
+    request_id: Range<usize>,
+    headers: Vec<Pair>,
+    params: Vec<Pair>,
+    body: Option<Range<usize>>,
+}
+
+impl Request {
+    /// Reads the request section of `input`.
+    pub(crate) fn parse(input: Rc<Vec<u8>>, sections: &Sections) -> Result<Self> {
+        let mut r = Reader::new(&input, sections.request.clone());
+        let method = r.str()?;
+        let path = r.str()?;
+        let upstream_path = r.str()?;
+        let query = r.str()?;
+        let client_addr = r.str()?;
+        let request_id = r.str()?;
+        let headers = r.fields()?;
+        let params = r.fields()?;
+        let body = r.opt(Reader::bytes)?;
+        Ok(Request {
+            method,
+            path,
+            upstream_path,
+            query,
+            client_addr,
+            request_id,
+            headers,
+            params,
+            body,
+            input,
+        })
+    }
+
+    fn text(&self, range: &Range<usize>) -> &str {
+        text(&self.input, range)
+    }
+
+    /// `GET`, `POST`, ... (upper-case).
+    pub fn method(&self) -> &str {
+        self.text(&self.method)
+    }
+
+    /// The path as the client sent it, percent-encoding kept.
+    pub fn path(&self) -> &str {
+        self.text(&self.path)
+    }
+
+    /// The path the upstream will receive: the listen path stripped when the
+    /// API says so, after earlier plugins' changes.
+    pub fn upstream_path(&self) -> &str {
+        self.text(&self.upstream_path)
+    }
+
+    /// The query string as the client sent it (raw, not decoded), without
+    /// the leading `?`; empty when there is none.
+    pub fn query(&self) -> &str {
+        self.text(&self.query)
+    }
+
+    /// The request target as the client sent it: path and, if any, `?` and
+    /// the query (`/orders/7?expand=items`).
+    pub fn uri(&self) -> String {
+        match self.query() {
+            "" => self.path().to_owned(),
+            query => format!("{}?{query}", self.path()),
+        }
+    }
+
+    /// The client's address, `ip:port`.
+    pub fn client_addr(&self) -> &str {
+        self.text(&self.client_addr)
+    }
+
+    /// The gateway's id for this request (also sent upstream as
+    /// `x-request-id`).
+    pub fn request_id(&self) -> &str {
+        self.text(&self.request_id)
+    }
+
+    /// Every header field in arrival order; names are lower-case and may
+    /// repeat.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.headers.iter().map(|(n, v)| (self.text(n), self.text(v)))
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Every value of header `name`, in arrival order.
+    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The parameters the endpoint's path template captured, e.g. `{id}`.
+    pub fn params(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.params.iter().map(|(n, v)| (self.text(n), self.text(v)))
+    }
+
+    /// The path parameter `name` captured by the endpoint template.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The first value of query parameter `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query().split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == name).then(|| percent_decode(v))
+        })
+    }
+
+    /// The body: present only when the function was registered with
+    /// `request(body)` or `auth(body)` (see [`plugin!`](crate::plugin)), and
+    /// never for a `response` function.
+    pub fn body(&self) -> Option<&[u8]> {
+        self.body.as_ref().map(|range| &self.input[range.clone()])
+    }
+
+    /// The body parsed as JSON. The function must be registered with
+    /// `request(body)` to receive a body.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        let body = self
+            .body()
+            .ok_or_else(|| Error::msg("no request body: register the function with `request(body)`"))?;
+        Ok(serde_json::from_slice(body)?)
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                i += 2;
+            }
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_percent_and_plus() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}
