@@ -1,9 +1,12 @@
-//! The boundary attacked by a plugin written without our SDK (`raw`, built
-//! straight from `wit/plugin.wit` with wit-bindgen): framing headers that
-//! disagree with the body, 1xx statuses, upstream overrides to anywhere,
-//! floods of metadata, headers and log lines, forged log text, and a
-//! component that lists a function twice. Each class holds at its root, and
-//! the assertions are about bytes and behaviour, never about timing.
+//! The boundary attacked by plugins written without our SDK, built straight
+//! from the WIT with wit-bindgen: `raw` (contract 0.1, `wit/0.1`) with
+//! framing headers that disagree with the body, 1xx statuses, upstream
+//! overrides to anywhere, floods of metadata, headers and log lines, forged
+//! log text, and a component that lists a function twice; `raw2` (contract
+//! 0.2) with what 0.2 added: headers for the client's response, an auth
+//! function's alias and request changes; and it echoes the input buffer, to
+//! check its layout. Each class holds at its root, and the assertions are
+//! about bytes and behaviour, never about timing.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -484,5 +487,132 @@ async fn a_component_listing_a_function_twice_does_not_load() {
     assert!(
         refused.contains("lists the function `check` more than once"),
         "{refused}"
+    );
+}
+
+/// An API whose `auth` is function `auth` of the 0.2 raw plugin, with one
+/// endpoint per request function.
+fn raw2_api(id: &str, upstream: &str, auth: Option<&str>) -> String {
+    let wasm = plugin("raw2").display().to_string();
+    let auth = auth.map_or(String::new(), |function| {
+        format!("auth: {{ type: plugin }}\nplugins:\n  auth: {{ path: {wasm}, function: {function} }}\n")
+    });
+    let mut text = format!("id: {id}\nname: {id}\nlisten_path: /{id}/\nupstream: {upstream}\n{auth}endpoints:\n");
+    for function in [
+        "echo-input",
+        "response-header-flood",
+        "response-header-split",
+        "response-header-framing",
+    ] {
+        text.push_str(&format!(
+            "  - path: /{function}\n    plugin: {{ path: {wasm}, function: {function} }}\n"
+        ));
+    }
+    text
+}
+
+/// Reads a `u32` length-prefixed item of the 0.2 input at `*at`.
+fn item<'a>(input: &'a [u8], at: &mut usize) -> &'a [u8] {
+    let len = u32::from_le_bytes(input[*at..*at + 4].try_into().expect("4 bytes")) as usize;
+    let item = &input[*at + 4..*at + 4 + len];
+    *at += 4 + len;
+    item
+}
+
+#[tokio::test]
+async fn the_02_input_is_laid_out_as_the_wit_says() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let gw = Gateway::start(ConfigDir::single(&raw2_api("r2", &echo, None)));
+    let response = client()
+        .get(gw.url("/r2/echo-input?a=%20b"))
+        .header("x-one", "1")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let input = response.bytes().await.expect("body").to_vec();
+    let mut at = 0;
+    let sections: Vec<&[u8]> = (0..5).map(|_| item(&input, &mut at)).collect();
+    assert_eq!(at, input.len(), "five sections and nothing else");
+    let mut at = 0;
+    let request: Vec<&[u8]> = (0..6).map(|_| item(sections[0], &mut at)).collect();
+    assert_eq!(request[0], b"GET");
+    assert_eq!(request[1], b"/r2/echo-input");
+    assert_eq!(request[3], b"a=%20b", "the query is raw");
+    let headers = u32::from_le_bytes(sections[0][at..at + 4].try_into().expect("count"));
+    assert!(headers >= 2, "host and x-one at least");
+    assert!(sections[0].windows(5).any(|w| w == b"x-one"));
+    assert_eq!(
+        sections[0].last(),
+        Some(&0),
+        "no body: the option's none tag ends the section"
+    );
+    assert_eq!(item(sections[1], &mut 0), b"", "anonymous session: empty key id");
+    assert!(sections[2].is_empty(), "no response for a request function");
+    assert_eq!(item(sections[3], &mut 0), b"r2", "the API's id first");
+    assert_eq!(sections[4], b"{}", "no config: {{}}");
+}
+
+// Multi-threaded: `exchange` blocks its thread while the upstream, in this
+// runtime, answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_for_the_clients_response_are_bounded_checked_and_framed_by_the_gateway() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let gw = Gateway::start(ConfigDir::single(&raw2_api("r2", &echo, None)));
+
+    let (status, _, body) = get_json(&gw.url("/r2/response-header-flood")).await;
+    assert_gateway_error(status, &body, 500, "plugin failed");
+    gw.wait_for_log("at most 10000 are read");
+
+    // A value with CR LF: refused, never written; the stream holds exactly
+    // one response per request.
+    for message in exchange(&gw, &["/r2/response-header-split", "/r2/response-header-split"]) {
+        assert_eq!(message.status, 500);
+        assert!(message.header("x-split").is_none() && message.header("x-forged").is_none());
+    }
+
+    // Framing and connection headers are the gateway's: dropped, the rest kept.
+    let messages = exchange(&gw, &["/r2/response-header-framing", "/r2/response-header-framing"]);
+    for message in &messages {
+        assert_eq!(message.status, 200);
+        assert_eq!(message.header("x-kept"), Some("yes"));
+        assert!(message.header("transfer-encoding").is_none());
+        assert_eq!(message.header("content-length"), Some(&*message.body.len().to_string()));
+        assert_no_hop_headers(message);
+    }
+}
+
+#[tokio::test]
+async fn an_auth_functions_alias_and_changes_are_checked_like_every_outcome() {
+    let (recorder, received) = recorder();
+    let up = upstream(recorder).await;
+    let apis = [
+        ("alias.yaml", raw2_api("alias", &up, Some("auth-alias-control"))),
+        (
+            "anywhere.yaml",
+            raw2_api("anywhere", &up, Some("auth-upstream-anywhere")),
+        ),
+        ("framing.yaml", raw2_api("framing", &up, Some("auth-framing"))),
+    ];
+    let apis: Vec<(&str, &str)> = apis.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let gw = Gateway::start(ConfigDir::new("apis: [apis/]\n", &apis));
+
+    let (status, _, body) = get_json(&gw.url("/alias/x")).await;
+    assert_gateway_error(status, &body, 500, "plugin failed");
+    let log = gw.wait_for_log("invalid alias");
+    assert!(!log.lines().any(|line| line.starts_with("forged log line")), "{log}");
+
+    let (status, _, body) = get_json(&gw.url("/anywhere/x")).await;
+    assert_gateway_error(status, &body, 500, "plugin failed");
+    gw.wait_for_log("169.254.169.254");
+
+    let (status, headers, _) = get_with(&gw.url("/framing/x"), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-auth-kept"], "yes");
+    assert_ne!(headers["content-length"], "999");
+    assert_eq!(
+        received.lock().expect("lock").len(),
+        1,
+        "only the accepted request reached the upstream"
     );
 }

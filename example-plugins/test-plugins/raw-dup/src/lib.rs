@@ -1,4 +1,4 @@
-//! Test-only plugin (not an example), built straight from `wit/plugin.wit`
+//! Test-only plugin (not an example), built straight from `wit/0.1/plugin.wit`
 //! with wit-bindgen: its `functions` lists `check` twice, with different
 //! kinds. The gateway must refuse it at load, naming the duplicate, rather
 //! than pick one of the two.

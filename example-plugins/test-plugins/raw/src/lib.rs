@@ -1,4 +1,4 @@
-//! Test-only plugin (not an example), built straight from `wit/plugin.wit`
+//! Test-only plugin (not an example), built straight from `wit/0.1/plugin.wit`
 //! with wit-bindgen and no SDK, the way an attacker would write one: it
 //! returns what the SDK's types would never let a plugin build (framing
 //! headers that disagree with the body, 1xx statuses, upstream overrides to
