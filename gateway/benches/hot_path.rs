@@ -10,7 +10,10 @@
 //! builds the plugins and unsets RUST_BACKTRACE) or
 //! `cargo bench -p portcullis --bench hot_path` after `cargo xtask plugins`.
 //! Words after `--` select the cases whose label contains one of them
-//! (`-- header routing`), e.g. to profile one case.
+//! (`-- header routing`), e.g. to profile one case. For instruction counts,
+//! run one case under `valgrind --tool=callgrind` with `HOT_PATH_CALLGRIND=1`
+//! at two `HOT_PATH_ITERATIONS` and divide the difference by the difference
+//! in calls (docs/benchmarks.md).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,8 +24,14 @@ use portcullis::outbound::{OutboundClient, RequestId};
 use portcullis::plugin::{PluginRuntime, RequestRecord, Session};
 use portcullis::routes::Routes;
 
-const ITERATIONS: usize = 20_000;
-const WARMUP: usize = 2_000;
+/// Iterations per case (`HOT_PATH_ITERATIONS`, default 20,000), after a
+/// tenth as many warm-up calls.
+fn iterations() -> usize {
+    std::env::var("HOT_PATH_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000)
+}
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; other words select cases.
@@ -41,7 +50,19 @@ fn main() -> anyhow::Result<()> {
     }
     let dir = tempfile::tempdir()?;
     std::fs::create_dir(dir.path().join("apis"))?;
-    std::fs::write(dir.path().join("gateway.yaml"), "apis: [apis/]\nplugin_cache: false\n")?;
+    // Under valgrind (`HOT_PATH_CALLGRIND=1`) the pooling allocator cannot
+    // reserve its default address space: a small pool, and compiled
+    // components cached between runs (compiling under valgrind is slow).
+    let gateway = if std::env::var_os("HOT_PATH_CALLGRIND").is_some() {
+        format!(
+            "apis: [apis/]\nplugin_cache: {}\nplugin_limits: {{ pool_size: 4, memory_mb: 16 }}\n",
+            root.join("target/hot-path-cache").display()
+        )
+    } else {
+        "apis: [apis/]\nplugin_cache: false\n".to_owned()
+    };
+    std::fs::write(dir.path().join("gateway.yaml"), gateway)?;
+    let (iterations, warmup) = (iterations(), iterations() / 10);
     let mut api = String::from(
         "id: bench\nlisten_path: /bench/\nstrip_listen_path: true\nupstream: http://127.0.0.1:9\nendpoints:\n",
     );
@@ -97,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             let label = match (endpoint, body) {
                 ("header-reused", _) => "plugin call: header, reused instance (reuse: 1000)".to_owned(),
                 (_, None) if endpoint.starts_with("v01-") => {
-                    format!("0.1 plugin call: {}, 10 headers, no body", &endpoint[4..])
+                    format!("plugin call (0.1): {}, 10 headers, no body", &endpoint[4..])
                 }
                 (_, None) => format!("plugin call: {endpoint}, 10 headers, no body"),
                 (_, Some(n)) => format!("plugin call: {endpoint}, 10 headers, {} KiB body", n >> 10),
@@ -112,13 +133,13 @@ fn main() -> anyhow::Result<()> {
             let body = body.map(|n| vec![b'x'; n]);
             let request = typical_request(&path, body.as_deref());
             let session = Session::anonymous();
-            let mut samples = Vec::with_capacity(ITERATIONS);
-            for i in 0..WARMUP + ITERATIONS {
+            let mut samples = Vec::with_capacity(iterations);
+            for i in 0..warmup + iterations {
                 let started = Instant::now();
                 let outcome = matched.endpoint.plugin.on_request(&ctx, &request, &session).await?;
                 let elapsed = started.elapsed();
                 std::hint::black_box(outcome);
-                if i >= WARMUP {
+                if i >= warmup {
                     samples.push(elapsed);
                 }
             }
@@ -129,9 +150,9 @@ fn main() -> anyhow::Result<()> {
         if !selected(label) {
             return anyhow::Ok(());
         }
-        let mut samples = Vec::with_capacity(ITERATIONS);
+        let mut samples = Vec::with_capacity(iterations);
         let paths = ["/bench/other7/42/items", "/filler13/x", "/bench/virtual", "/nowhere"];
-        for i in 0..WARMUP + ITERATIONS {
+        for i in 0..warmup + iterations {
             let path = paths[i % paths.len()];
             let started = Instant::now();
             let found = routes
@@ -139,7 +160,7 @@ fn main() -> anyhow::Result<()> {
                 .map(|(api, rest)| api.match_endpoint(&http::Method::GET, rest).is_some());
             let elapsed = started.elapsed();
             std::hint::black_box(found);
-            if i >= WARMUP {
+            if i >= warmup {
                 samples.push(elapsed);
             }
         }

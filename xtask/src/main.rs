@@ -214,10 +214,15 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     let built = plugins(root)?;
     let dest = root.join("bench/plugins");
     std::fs::create_dir_all(&dest)?;
+    // The same plugins built for the 0.1 contract, as `NAME-0.1.wasm`
+    // (bench/apis/o*.yaml): 0.1 against 0.2 in the same run.
+    let built_v01 = root.join("compat/v0.1/examples/target/wasm32-wasip2/release");
     for name in ["bench", "aggregate"] {
         let file = format!("{name}.wasm");
         std::fs::copy(built.join(&file), dest.join(&file))
             .with_context(|| format!("copying {file} into bench/plugins"))?;
+        std::fs::copy(built_v01.join(&file), dest.join(format!("{name}-0.1.wasm")))
+            .with_context(|| format!("copying the 0.1 {file} into bench/plugins"))?;
     }
     // The `dist` profile: release with fat LTO, what a production build uses.
     run(cargo()
@@ -262,6 +267,10 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     // (PEERS must be non-empty to override the default list: a space.)
     eprintln!("\n== peers.sh: the default configuration (one worker thread per CPU), same pinning ==");
     peers_run("portcullis-mt", urls, "", Some(" "))?;
+    // The same scenarios with the plugins built for the 0.1 contract.
+    let v01_urls = "S2=http://127.0.0.1:19000/o2 S3=http://127.0.0.1:19000/o3 S4=http://127.0.0.1:19000/o4";
+    eprintln!("\n== peers.sh: one worker, the plugins built for contract 0.1 (compat/v0.1) ==");
+    peers_run("portcullis-0.1", v01_urls, one_worker, Some(" "))?;
     eprintln!("\n== peers.sh: one worker, plugins with the opt-in instance reuse (reuse: 1000) ==");
     peers_run("portcullis-reuse", reuse_urls, one_worker, Some(" "))?;
     // S1 through a plugin that does nothing (bench/apis/f1.yaml): against S1
