@@ -42,7 +42,7 @@ pub use bindings::{Api, AuthOutcome, Authenticated, HookKind, Outcome, RequestCh
 use host::{CallInfo, State, Tick, lock};
 use records::SessionRecord01;
 use records::{AuthOutcomeWire, AuthOutcomeWire01, Bounded, ListTooLong, OutcomeWire, OutcomeWire01, ResponseWire};
-pub use records::{HeaderText, RequestRecord, ResponseRecord, no_changes};
+pub use records::{HeaderText, RequestRecord, ResponseRecord};
 use ticker::Ticker;
 
 use crate::config::RoutingPolicy;

@@ -368,7 +368,7 @@ impl From<AuthOutcomeWire> for AuthOutcome {
 }
 
 /// A `continue` that changes nothing.
-pub fn no_changes() -> RequestChanges {
+fn no_changes() -> RequestChanges {
     RequestChanges {
         method: None,
         path: None,
