@@ -56,6 +56,16 @@
 //!       config: { greeting: Hello }
 //! ```
 
+//!
+//! # The contract
+//!
+//! This crate speaks `portcullis:plugin@0.2.0`, whose WIT ships inside it
+//! (`wit/plugin.wit`; its doc comments are the reference). A call hands the
+//! function one input buffer: [`Request`]'s accessors borrow from it without
+//! copying, and [`Context::session`] and [`Context::api`] decode their parts
+//! only when called. Gateways that speak 0.2 also load plugins built with
+//! the 0.1 SDK, so upgrading a plugin is never forced by a gateway upgrade.
+
 mod context;
 pub mod http;
 pub mod log;
