@@ -244,6 +244,7 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
         api = tracing::field::Empty,
         endpoint = tracing::field::Empty,
         key_id = tracing::field::Empty,
+        alias = tracing::field::Empty,
     );
     // Kept for the log line should the request fail (both clones share
     // their bytes with the request).
@@ -459,7 +460,11 @@ async fn request_phase(
         }
     };
     if let Some(caller) = caller {
-        tracing::Span::current().record("key_id", caller.data.key_id.as_str());
+        let span = tracing::Span::current();
+        span.record("key_id", caller.data.key_id.as_str());
+        if let Some(alias) = &caller.data.alias {
+            span.record("alias", alias.as_str());
+        }
         // The quota is counted below, after post_auth; those hooks see what
         // is left before this request (read only if there are any).
         let remaining = if api.hooks.post_auth.is_empty() {

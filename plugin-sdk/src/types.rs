@@ -61,7 +61,7 @@ impl Session {
     }
 
     /// Names the caller: a human-readable alias for the key, shown by the
-    /// admin API and in the gateway's request log.
+    /// admin API and in the context of the gateway's debug log lines.
     pub fn with_alias(mut self, alias: impl Into<String>) -> Self {
         self.alias = Some(alias.into());
         self
