@@ -72,7 +72,6 @@ fn prepare(table: &[Entry], index: u32, input: Vec<u8>) -> Result<(&Handler, Req
         .and_then(|i| table.get(i))
         .ok_or_else(|| format!("no function number {index} in this plugin (it has {})", table.len()))?;
     let sections = Sections::split(&input).map_err(|e| e.to_string())?;
-    crate::context::check_config(&input, &sections).map_err(|e| e.to_string())?;
     let input = Rc::new(input);
     let request = Request::parse(Rc::clone(&input), &sections).map_err(|e| e.to_string())?;
     Ok((&entry.handler, request, Context::new(input, sections)))

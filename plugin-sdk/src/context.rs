@@ -69,7 +69,8 @@ impl Context {
     }
 
     /// The plugin reference's `config` from the YAML, as JSON text (`{}`
-    /// when it has none).
+    /// when it has none). Checked to be UTF-8 only when read: empty if it is
+    /// not, which [`Context::config`] reports as invalid.
     pub fn config_json(&self) -> &str {
         text(&self.input, &self.sections.config)
     }
@@ -93,14 +94,6 @@ impl Context {
     pub(crate) fn response(&self) -> Result<crate::Response> {
         read_response(&self.input, &self.sections)
     }
-}
-
-/// Checks the config section is UTF-8 (the other sections are checked as
-/// they are read).
-pub(crate) fn check_config(input: &[u8], sections: &Sections) -> Result<()> {
-    std::str::from_utf8(&input[sections.config.clone()])
-        .map(|_| ())
-        .map_err(|_| crate::Error::msg("malformed input from the gateway: config is not UTF-8"))
 }
 
 fn read_session(input: &[u8], sections: &Sections) -> Result<Session> {

@@ -21,11 +21,11 @@ impl Sections {
     pub fn split(input: &[u8]) -> Result<Self> {
         let mut r = Reader::new(input, 0..input.len());
         Ok(Sections {
-            request: r.section()?,
-            session: r.section()?,
-            response: r.section()?,
-            api: r.section()?,
-            config: r.section()?,
+            request: r.bytes()?,
+            session: r.bytes()?,
+            response: r.bytes()?,
+            api: r.bytes()?,
+            config: r.bytes()?,
         })
     }
 }
@@ -136,10 +136,6 @@ impl<'a> Reader<'a> {
             1 => read(self).map(Some),
             _ => Err(malformed("option tag")),
         }
-    }
-
-    fn section(&mut self) -> Result<Range<usize>> {
-        self.bytes()
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
-use crate::support::{ConfigDir, Gateway, client, get_with, plugin, plugin_v01, upstream, upstreams};
+use crate::support::{ConfigDir, Gateway, client, get_with, guest_cargo, plugin, plugin_v01, upstream, upstreams};
 
 const SECRET: &str = "contract-admin-secret";
 
@@ -181,14 +181,6 @@ async fn an_auth_function_changes_the_request_and_the_clients_response_and_names
 
 /// Runs `command`, failing the test with its output if it fails.
 fn run(command: &mut std::process::Command, what: &str) {
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-    ] {
-        command.env_remove(var);
-    }
     let output = command.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     assert!(
         output.status.success(),
@@ -204,11 +196,10 @@ fn run(command: &mut std::process::Command, what: &str) {
 #[tokio::test]
 async fn the_packaged_sdk_builds_a_plugin_outside_the_repository() {
     let root = crate::support::repo_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // Kept between runs (like every target/ directory) so a rerun is quick.
     let target = root.join("target/sdk-package");
     run(
-        std::process::Command::new(&cargo)
+        guest_cargo()
             .args([
                 "package",
                 "-p",
@@ -268,7 +259,7 @@ plugin! {
     .expect("write lib.rs");
     let shared_target = root.join("target/sdk-outside");
     run(
-        std::process::Command::new(&cargo)
+        guest_cargo()
             .args([
                 "build",
                 "--release",

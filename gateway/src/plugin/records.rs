@@ -152,17 +152,18 @@ pub struct RequestChangesWire01 {
 
 impl From<RequestChangesWire01> for RequestChanges {
     fn from(c: RequestChangesWire01) -> Self {
-        RequestChanges {
+        RequestChangesWire {
             method: c.method,
             path: c.path,
             query: c.query,
-            set_headers: c.set_headers.0,
-            remove_headers: c.remove_headers.0,
+            set_headers: c.set_headers,
+            remove_headers: c.remove_headers,
             body: c.body,
             upstream: c.upstream,
-            session_metadata: c.session_metadata.0,
-            response_headers: Vec::new(),
+            session_metadata: c.session_metadata,
+            response_headers: Bounded(Vec::new()),
         }
+        .into()
     }
 }
 

@@ -35,19 +35,26 @@ pub fn plugin_v01(name: &str) -> PathBuf {
     compiled(&BUILT, "compat/v0.1/examples", name)
 }
 
+/// `cargo` for building guest crates: without the host-side flags and
+/// target directory the test run may carry.
+pub fn guest_cargo() -> Command {
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cargo.env_remove(var);
+    }
+    cargo
+}
+
 fn compiled(built: &OnceLock<PathBuf>, workspace: &str, name: &str) -> PathBuf {
     let dir = built.get_or_init(|| {
         let guests = repo_root().join(workspace);
-        let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        let mut build = guest_cargo();
         build.args(["build", "--release", "--quiet"]).current_dir(&guests);
-        for var in [
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_TARGET",
-        ] {
-            build.env_remove(var);
-        }
         let output = build.output().expect("cannot run cargo to build the test plugins");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
