@@ -21,6 +21,7 @@ pub mod framing;
 pub mod metrics;
 pub mod outbound;
 pub mod plugin;
+pub mod plugin_tools;
 pub mod proxy;
 pub mod routes;
 pub mod server;

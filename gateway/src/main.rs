@@ -1,10 +1,16 @@
 //! The `portcullis` command: `serve` runs the gateway, `validate` checks a
-//! configuration and every plugin it names without serving.
+//! configuration and every plugin it names without serving, and `plugin`
+//! holds the plugin author's tools (`new`, `inspect`, `call`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
+use portcullis::plugin_tools::{self, call::CallArgs, scaffold::Kind};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,21 +51,103 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Tools for writing plugins: scaffold, inspect, run one call.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate that builds, tests and loads as it stands.
+    New {
+        /// The crate's name (also the `.wasm` file's).
+        name: String,
+        /// The kind of function it starts with.
+        #[arg(long, value_enum, default_value = "request")]
+        kind: Kind,
+        /// The directory to create it in (default: the current one).
+        #[arg(long, default_value = ".")]
+        path: PathBuf,
+        /// Use the SDK in this directory (default: this gateway's source
+        /// tree when present, else crates.io).
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
+    /// Describe a component: contract, functions, config schemas, imports,
+    /// size and SHA-256.
+    Inspect {
+        file: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one function once in the real sandbox, with the gateway's
+    /// limits, and print its outcome, log lines and what it used. The exit
+    /// status is 0 when the call succeeded.
+    Call {
+        file: PathBuf,
+        function: String,
+        /// The request: JSON ({"method","path","headers","params","body",...})
+        /// or a raw HTTP/1.1 request. Default: GET /.
+        #[arg(long, value_name = "FILE")]
+        request: Option<PathBuf>,
+        /// A path parameter, as an endpoint template would capture it
+        /// (repeatable; adds to the request's `params`).
+        #[arg(long, value_name = "NAME=VALUE")]
+        param: Vec<String>,
+        /// The plugin reference's config: JSON, or @FILE (JSON or YAML).
+        #[arg(long, value_name = "JSON|@FILE")]
+        config: Option<String>,
+        /// The caller's session, JSON ({"key_id","alias","metadata",...}).
+        #[arg(long, value_name = "FILE")]
+        session: Option<PathBuf>,
+        /// The API definition, JSON ({"id","name","listen_path","upstream","config"}).
+        #[arg(long, value_name = "FILE")]
+        api: Option<PathBuf>,
+        /// For a response function: the upstream's response, JSON
+        /// ({"status","headers","body"}). Default: 200, empty.
+        #[arg(long, value_name = "FILE")]
+        response: Option<PathBuf>,
+        /// Hosts outbound calls may reach (as `outbound.allow`); none by default.
+        #[arg(long, value_name = "HOST", num_args = 1..)]
+        allow: Vec<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // The plugin tools print their own report; their log shows warnings
+    // only, and `plugin call` keeps the plugin's own lines for its report.
+    let plugin_logs = Arc::new(Mutex::new(Vec::new()));
+    let default_filter = if matches!(cli.command, Command::Plugin { .. }) {
+        "warn,plugin=trace"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let registry = tracing_subscriber::registry().with(filter);
+    if matches!(
+        cli.command,
+        Command::Plugin {
+            command: PluginCommand::Call { .. }
+        }
+    ) {
+        registry
+            .with(plugin_tools::CaptureLogs(Arc::clone(&plugin_logs)))
+            .with(print().with_filter(tracing_subscriber::filter::filter_fn(|m| m.target() != "plugin")))
+            .init();
+    } else {
+        registry.with(print()).init();
+    }
     let workers = match &cli.command {
         Command::Serve { workers, .. } => *workers,
-        Command::Validate { .. } => None,
+        Command::Validate { .. } | Command::Plugin { .. } => None,
     };
     let mut builder = match workers {
         Some(0) => {
@@ -115,6 +203,76 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
+            Command::Plugin { command } => plugin_command(command, plugin_logs).await,
         }
+    })
+}
+
+/// The log, printed to stderr.
+fn print<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+}
+
+async fn plugin_command(command: PluginCommand, logs: Arc<Mutex<Vec<plugin_tools::call::LogLine>>>) -> ExitCode {
+    let result = match command {
+        PluginCommand::New { name, kind, path, sdk } => plugin_tools::scaffold::new(&name, kind, &path, sdk.as_deref())
+            .map(|dir| {
+                println!("created {}", dir.display());
+                println!("next: cd {} && cargo test && cargo build --release", dir.display());
+                ExitCode::SUCCESS
+            }),
+        PluginCommand::Inspect { file, json } => plugin_tools::inspect(&file).await.map(|inspection| {
+            if json {
+                println!("{:#}", plugin_tools::inspection_json(&file, &inspection));
+            } else {
+                print!("{}", plugin_tools::inspection_text(&file, &inspection));
+            }
+            ExitCode::SUCCESS
+        }),
+        PluginCommand::Call {
+            file,
+            function,
+            request,
+            param,
+            config,
+            session,
+            api,
+            response,
+            allow,
+            json,
+        } => {
+            let args = CallArgs {
+                file,
+                function,
+                request,
+                params: param,
+                response,
+                config,
+                session,
+                api,
+                allow,
+            };
+            plugin_tools::call::call(args, logs).await.map(|report| {
+                if json {
+                    println!("{:#}", serde_json::to_value(&report).unwrap_or_default());
+                } else {
+                    print!("{}", plugin_tools::call::text(&report));
+                }
+                if report.succeeded() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            })
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
     })
 }

@@ -284,6 +284,7 @@ impl ApiRoute {
             routing: Arc::clone(&self.routing),
             request_id,
             trace: TraceContext::from_headers(headers),
+            stats: None,
         }
     }
 }

@@ -281,6 +281,7 @@ fn exchange(parts: http::request::Parts, body: &'static [u8]) -> Exchange {
             routing: Arc::new(routing()),
             request_id: RequestId::none(),
             trace: TraceContext::default(),
+            stats: None,
         },
         session: Session::anonymous(),
         caller: None,

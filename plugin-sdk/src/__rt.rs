@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::sync::Once;
 
 pub use crate::bindings::exports::portcullis::plugin::guest::Guest;
+pub use crate::bindings::exports::portcullis::plugin::schemas::Guest as Schemas;
 use crate::bindings::portcullis::plugin::types::FunctionInfo;
 use crate::wire::Sections;
 pub use crate::{AuthOutcome, Context, HookKind, Outcome, Request, Response};
@@ -29,6 +30,8 @@ pub struct Entry {
     /// Whether the gateway passes the body in.
     pub wants_body: bool,
     pub handler: Handler,
+    /// The JSON Schema of the function's `config`, when it declares a type.
+    pub schema: Option<fn() -> String>,
 }
 
 impl Handler {
@@ -50,6 +53,15 @@ pub fn functions(table: &[Entry]) -> Vec<FunctionInfo> {
             wants_body: e.wants_body,
         })
         .collect()
+}
+
+/// The JSON Schema of `T`, as the `schemas` export hands it to the gateway.
+pub fn schema<T: schemars::JsonSchema + serde::de::DeserializeOwned>() -> String {
+    schemars::schema_for!(T).to_value().to_string()
+}
+
+pub fn config_schemas(table: &[Entry]) -> Vec<Option<String>> {
+    table.iter().map(|e| e.schema.map(|schema| schema())).collect()
 }
 
 /// Routes panics to the gateway's log (attributed to this plugin) before the

@@ -32,7 +32,7 @@ use crate::types::find_header;
 
 /// Sends `request` and waits for the response.
 pub fn send(request: &OutboundRequest) -> Result<OutboundResponse, HttpError> {
-    crate::bindings::portcullis::plugin::http::send(request)
+    crate::host::send(request)
 }
 
 /// `GET url` with no extra headers and the API's default timeout.
@@ -43,7 +43,7 @@ pub fn get(url: &str) -> Result<OutboundResponse, HttpError> {
 /// Sends every request concurrently and waits for all of them (up to the
 /// API's `outbound.timeout_ms`); one result per request, in order.
 pub fn fetch_all(requests: &[OutboundRequest]) -> Vec<Result<OutboundResponse, HttpError>> {
-    crate::bindings::portcullis::plugin::http::send_all(
+    crate::host::send_all(
         requests,
         BatchOptions {
             deadline_ms: None,
@@ -92,7 +92,7 @@ impl Batch {
 
     /// Runs the batch; one result per request, in order.
     pub fn send(&self) -> Vec<Result<OutboundResponse, HttpError>> {
-        crate::bindings::portcullis::plugin::http::send_all(&self.requests, self.options)
+        crate::host::send_all(&self.requests, self.options)
     }
 }
 

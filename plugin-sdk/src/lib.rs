@@ -71,8 +71,21 @@ pub mod http;
 pub mod log;
 mod macros;
 mod request;
+pub mod testing;
 mod types;
 mod wire;
+
+/// The gateway's host functions in a plugin; the fakes of [`testing`] in a
+/// native build (`cargo test`).
+mod host {
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) use crate::bindings::portcullis::plugin::{
+        http::{send, send_all},
+        log::log,
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) use crate::testing::{log, send, send_all};
+}
 
 #[doc(hidden)]
 pub mod __rt;

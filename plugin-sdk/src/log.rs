@@ -6,7 +6,7 @@ pub use crate::bindings::portcullis::plugin::log::Level;
 
 /// Writes one log line at `level`.
 pub fn log(level: Level, message: &str) {
-    crate::bindings::portcullis::plugin::log::log(level, message);
+    crate::host::log(level, message);
 }
 
 #[doc(hidden)]

@@ -144,13 +144,12 @@ pub(crate) fn text<'a>(input: &'a [u8], range: &Range<usize>) -> &'a str {
     std::str::from_utf8(&input[range.clone()]).unwrap_or_default()
 }
 
-/// Writes an input buffer: the gateway's side of the layout, here so the
-/// SDK's tests can make inputs without a gateway.
-#[cfg(test)]
+/// Writes an input buffer: the gateway's side of the layout, here so tests
+/// (the SDK's, and plugins' through [`crate::testing`]) make inputs without a
+/// gateway.
 #[derive(Debug, Default)]
 pub(crate) struct Writer(pub Vec<u8>);
 
-#[cfg(test)]
 impl Writer {
     pub fn u32(&mut self, value: u32) {
         self.0.extend_from_slice(&value.to_le_bytes());

@@ -25,10 +25,11 @@ use std::time::Duration;
 
 use portcullis_sdk::http::{Batch, Merged, OutboundRequest};
 use portcullis_sdk::{Context, Outcome, Request, Result, plugin};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
     services: BTreeMap<String, String>,
@@ -70,5 +71,5 @@ fn merge(req: &Request, ctx: &Context) -> Result<Outcome> {
 }
 
 plugin! {
-    request "merge" => merge,
+    request "merge" => merge: Config,
 }

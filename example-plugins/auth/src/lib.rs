@@ -25,16 +25,17 @@
 use std::collections::BTreeMap;
 
 use portcullis_sdk::{AuthOutcome, Context, Request, RequestChanges, Response, Result, Session, plugin};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
     tokens: BTreeMap<String, Grant>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Grant {
     user: String,
@@ -93,5 +94,5 @@ fn bearer_token(req: &Request, ctx: &Context) -> Result<AuthOutcome> {
 }
 
 plugin! {
-    auth "bearer-token" => bearer_token,
+    auth "bearer-token" => bearer_token: Config,
 }

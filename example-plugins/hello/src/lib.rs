@@ -6,10 +6,11 @@
 //! ```
 
 use portcullis_sdk::{Context, Outcome, Request, Response, Result, plugin};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 struct Config {
     /// The word before the name.
@@ -40,5 +41,5 @@ fn hello(req: &Request, ctx: &Context) -> Result<Outcome> {
 }
 
 plugin! {
-    request "hello" => hello,
+    request "hello" => hello: Config,
 }

@@ -14,10 +14,11 @@
 use std::collections::BTreeMap;
 
 use portcullis_sdk::{Context, Outcome, Request, RequestChanges, Response, Result, plugin};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
     header: String,
@@ -39,5 +40,5 @@ fn require_header(req: &Request, ctx: &Context) -> Result<Outcome> {
 }
 
 plugin! {
-    request "require-header" => require_header,
+    request "require-header" => require_header: Config,
 }

@@ -26,10 +26,11 @@
 use std::collections::BTreeMap;
 
 use portcullis_sdk::{Context, Outcome, Request, RequestChanges, Response, Result, plugin};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
     #[serde(default)]
@@ -66,5 +67,5 @@ fn by_region(req: &Request, ctx: &Context) -> Result<Outcome> {
 }
 
 plugin! {
-    request "by-region" => by_region,
+    request "by-region" => by_region: Config,
 }

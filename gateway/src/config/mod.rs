@@ -3,7 +3,9 @@
 //! checked. Errors name the file, the line when the YAML parser knows it, and
 //! the field. Loading the plugins themselves is the plugin runtime's job.
 
+mod locate;
 pub mod net;
+pub use locate::nearest as locate_field;
 mod schema;
 pub mod upstream;
 
@@ -37,6 +39,18 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// Adds where the field is written in the file, when the error names a
+    /// field but no position (errors found after parsing).
+    fn located(mut self) -> Self {
+        if self.location.is_none()
+            && let Some(field) = &self.field
+            && let Ok(text) = std::fs::read_to_string(&self.file)
+        {
+            self.location = locate::nearest(&text, field);
+        }
+        self
+    }
+
     pub fn new(file: &Path, field: Option<String>, message: impl Into<String>) -> Self {
         ConfigError {
             file: file.to_owned(),
@@ -244,8 +258,19 @@ pub struct PluginRef {
     /// How many calls one instance serves: 1 (the default) is a fresh
     /// instance per call.
     pub reuse: u32,
+    /// The digest the file must have (`sha256:`), when pinned.
+    pub sha256: Option<[u8; 32]>,
+    /// The YAML file that declares it.
+    pub file: PathBuf,
+    /// Where in that file: `endpoints[0].plugin`.
+    pub field: String,
+}
+
+impl PluginRef {
     /// Where it was declared, for errors: `apis/orders.yaml: endpoints[0].plugin`.
-    pub origin: String,
+    pub fn origin(&self) -> String {
+        format!("{}: {}", self.file.display(), self.field)
+    }
 }
 
 /// A fixed response for a failing plugin (`fallback:` on a reference).
@@ -282,6 +307,10 @@ fn fallback(file: &Path, field: &str, fallback: FallbackFile) -> Result<Fallback
 
 /// Loads and checks `file` and every API definition it names.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    load_unlocated(file).map_err(ConfigError::located)
+}
+
+fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
     let file = std::path::absolute(file).map_err(|e| ConfigError::new(file, None, e.to_string()))?;
     let gateway: GatewayFile = parse_yaml(&file)?;
     let base = file.parent().unwrap_or(Path::new("/"));
@@ -783,14 +812,41 @@ fn resolve_plugin(
         Some(f) => Some(fallback(file, &format!("{field}.fallback"), f)?),
         None => None,
     };
+    let sha256 = plugin
+        .sha256
+        .map(|hex| {
+            parse_sha256(&hex).ok_or_else(|| {
+                ConfigError::new(
+                    file,
+                    Some(format!("{field}.sha256")),
+                    format!("{hex:?} is not a SHA-256 digest: expected 64 hexadecimal digits"),
+                )
+            })
+        })
+        .transpose()?;
     Ok(PluginRef {
         fallback,
+        sha256,
         path: std::path::absolute(&path).unwrap_or(path),
         function: plugin.function,
         config_json: yaml_to_json(file, &format!("{field}.config"), plugin.config)?,
         limits,
         on_error: plugin.on_error,
         reuse: plugin.reuse.map_or(1, std::num::NonZeroU32::get),
-        origin: format!("{}: {field}", file.display()),
+        file: file.to_owned(),
+        field: field.to_owned(),
     })
+}
+
+/// A digest written as 64 hexadecimal digits (either case).
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (byte, pair) in digest.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(digest)
 }

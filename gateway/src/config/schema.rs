@@ -349,6 +349,10 @@ pub struct PluginFile {
     /// Faster, but calls share the guest's memory (see docs/security.md).
     #[serde(default)]
     pub reuse: Option<std::num::NonZeroU32>,
+    /// The SHA-256 of the `.wasm` file, in hex: loading fails unless the
+    /// file has exactly this digest (`portcullis plugin inspect` prints it).
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// A fixed response for a failing plugin.

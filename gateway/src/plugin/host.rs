@@ -36,6 +36,53 @@ const MAX_LOG_LINE: usize = 4096;
 /// Most bytes of stdout (and as many of stderr) kept from one call.
 const MAX_GUEST_OUTPUT: usize = 16 << 10;
 
+/// The store's limits ([`StoreLimits`], unchanged), remembering the most
+/// linear memory the guest was granted, for `portcullis plugin call`.
+pub struct Limiter {
+    inner: StoreLimits,
+    pub peak_memory: usize,
+}
+
+impl Limiter {
+    pub fn new(inner: StoreLimits) -> Self {
+        Limiter { inner, peak_memory: 0 }
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let granted = self.inner.memory_growing(current, desired, maximum)?;
+        if granted {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(granted)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
 /// Who is running, for log lines and outbound calls.
 #[derive(Debug, Clone)]
 pub struct CallInfo {
@@ -132,7 +179,7 @@ pub struct State {
     /// The guest's stdout and stderr, created with the WASI context.
     output: Option<[GuestOutput; 2]>,
     table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: Limiter,
     pub call: CallInfo,
     pub clock: GuestClock,
     outbound_calls: u32,
@@ -179,7 +226,7 @@ impl State {
             wasi: None,
             output: None,
             table: ResourceTable::new(),
-            limits,
+            limits: Limiter::new(limits),
             clock: GuestClock::new(call.limits.cpu),
             log: LogBudget::new(&call.limits),
             call,

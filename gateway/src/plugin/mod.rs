@@ -19,6 +19,7 @@ mod bindings;
 mod cache;
 mod host;
 mod records;
+mod schema;
 mod ticker;
 mod untrusted;
 mod wire;
@@ -43,6 +44,7 @@ use host::{CallInfo, State, Tick, lock};
 use records::SessionRecord01;
 use records::{AuthOutcomeWire, AuthOutcomeWire01, Bounded, ListTooLong, OutcomeWire, OutcomeWire01, ResponseWire};
 pub use records::{HeaderText, RequestRecord, ResponseRecord};
+pub use schema::{ConfigSchema, Violation};
 use ticker::Ticker;
 
 use crate::config::RoutingPolicy;
@@ -67,17 +69,51 @@ const MAX_IDLE_PER_PLUGIN: usize = 32;
 /// A plugin could not be loaded. Names the YAML reference, the file and what
 /// is wrong, and how to fix it where that is known.
 #[derive(Debug, thiserror::Error)]
-#[error("{origin}: plugin {}: {kind}", path.display())]
 pub struct LoadError {
-    pub origin: String,
+    /// The YAML file that names the plugin.
+    pub file: PathBuf,
+    /// Where in it: `endpoints[0].plugin`.
+    pub field: String,
     pub path: PathBuf,
     pub kind: LoadErrorKind,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = self.file.display();
+        match &self.kind {
+            // One line per violation, each where the field is written:
+            // `apis/x.yaml:12:9: endpoints[0].plugin.config.limit: ...`.
+            LoadErrorKind::Config { function, violations } => {
+                for (i, (location, v)) in violations.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    let at = location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default();
+                    write!(
+                        f,
+                        "{file}{at}: {}.config{}: {} (the config schema of `{function}` in {})",
+                        self.field,
+                        v.path,
+                        v.message,
+                        self.path.display()
+                    )?;
+                }
+                Ok(())
+            }
+            kind => write!(f, "{file}: {}: plugin {}: {kind}", self.field, self.path.display()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadErrorKind {
     #[error("cannot read: {0}")]
     Read(std::io::Error),
+    #[error(
+        "its SHA-256 is {actual}, but the configuration pins {expected} (`sha256:`): the file changed; inspect it, then update the pin"
+    )]
+    Digest { expected: String, actual: String },
     #[error(
         "not a valid WebAssembly component: {0} (build plugins with `cargo build --release --target wasm32-wasip2`)"
     )]
@@ -96,6 +132,18 @@ pub enum LoadErrorKind {
         actual: HookKind,
         expected: HookKind,
     },
+    /// The reference's `config` breaks the schema its function declares;
+    /// each violation with where its field is written (line, column).
+    #[error("its config does not satisfy the function's schema")]
+    Config {
+        function: String,
+        violations: Vec<(Option<(usize, usize)>, Violation)>,
+    },
+}
+
+/// Hex, as `sha256:` and `plugin inspect` write digests.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn list(names: &[String]) -> String {
@@ -135,7 +183,7 @@ pub enum PluginError {
 
 impl PluginError {
     /// A short name of the kind of failure, for metrics.
-    fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> &'static str {
         match self {
             PluginError::PoolExhausted(_) => "pool_exhausted",
             PluginError::Timeout(_) => "timeout",
@@ -177,6 +225,8 @@ struct LoadedComponent {
     pre: InstancePre<State>,
     exports: Contract,
     functions: Vec<FunctionInfo>,
+    /// The schema each function declares for its `config`, by index.
+    schemas: Vec<Option<ConfigSchema>>,
 }
 
 /// The parameters and result of one hook export of the `guest` interface.
@@ -348,6 +398,50 @@ impl Contract {
         }
     }
 
+    const SCHEMAS: &str = "portcullis:plugin/schemas@0.2.0";
+
+    /// The config schema each function declares (the optional `schemas`
+    /// export of 0.2), compiled; all `None` without the export.
+    async fn config_schemas(
+        &self,
+        instance: &Instance,
+        store: &mut Store<State>,
+        functions: &[FunctionInfo],
+    ) -> Result<Vec<Option<ConfigSchema>>, LoadErrorKind> {
+        let export = match self {
+            Contract::V02 { .. } => instance
+                .get_export_index(&mut *store, None, Self::SCHEMAS)
+                .and_then(|s| instance.get_export_index(&mut *store, Some(&s), "config-schemas")),
+            Contract::V01 { .. } => None,
+        };
+        let Some(export) = export else {
+            return Ok(functions.iter().map(|_| None).collect());
+        };
+        let (Bounded(schemas),) = instance
+            .get_typed_func::<(), (Bounded<Option<String>>,)>(&mut *store, &export)
+            .map_err(|e| LoadErrorKind::Incompatible(format!("{e:#}")))?
+            .call_async(&mut *store, ())
+            .await
+            .map_err(describe_error)?;
+        if schemas.len() != functions.len() {
+            return Err(LoadErrorKind::Describe(format!(
+                "it declares {} config schemas for {} functions",
+                schemas.len(),
+                functions.len()
+            )));
+        }
+        schemas
+            .into_iter()
+            .zip(functions)
+            .map(|(schema, function)| {
+                schema
+                    .map(ConfigSchema::compile)
+                    .transpose()
+                    .map_err(|why| LoadErrorKind::Describe(format!("function `{}`: {why}", function.name)))
+            })
+            .collect()
+    }
+
     /// Lists the component's functions (a bounded list, like every list a
     /// guest returns).
     async fn functions(
@@ -384,6 +478,37 @@ impl Contract {
         })
     }
 }
+
+/// What a component offers (`portcullis plugin inspect`).
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The contract version it speaks: `0.2` or `0.1`.
+    pub contract: &'static str,
+    pub functions: Vec<InspectedFunction>,
+    /// What it imports, by interface name.
+    pub imports: Vec<String>,
+    /// It imports no host functions (no WASI, no `log`, no `http`), so it
+    /// links as a single core instance: the cheapest kind to instantiate.
+    pub lean: bool,
+    /// File size in bytes.
+    pub size: usize,
+    /// The file's SHA-256, in hex (the value for `sha256:`).
+    pub sha256: String,
+}
+
+/// One function of a component.
+#[derive(Debug, Clone)]
+pub struct InspectedFunction {
+    pub name: String,
+    pub kind: HookKind,
+    pub wants_body: bool,
+    /// The JSON Schema it declares for its `config`.
+    pub config_schema: Option<String>,
+}
+
+/// What loading learns about a component: its contract, its functions and
+/// their config schemas.
+type Description = (Contract, Vec<FunctionInfo>, Vec<Option<ConfigSchema>>);
 
 /// Engine, linker and compiled components; one per process.
 pub struct PluginRuntime {
@@ -460,15 +585,48 @@ impl PluginRuntime {
         self.pool_size.saturating_sub(free)
     }
 
+    /// What a component offers, as `portcullis plugin inspect` reports it.
+    pub async fn inspect(self: &Arc<Self>, path: &Path) -> Result<Inspection, LoadErrorKind> {
+        let bytes = tokio::fs::read(path).await.map_err(LoadErrorKind::Read)?;
+        let component = self.component(path, None).await?;
+        let imports: Vec<String> = component
+            .pre
+            .component()
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let functions = component
+            .functions
+            .iter()
+            .zip(&component.schemas)
+            .map(|(f, schema)| InspectedFunction {
+                name: f.name.clone(),
+                kind: f.kind,
+                wants_body: f.wants_body,
+                config_schema: schema.as_ref().map(|s| s.text.clone()),
+            })
+            .collect();
+        Ok(Inspection {
+            contract: component.exports.version(),
+            functions,
+            lean: imports.iter().all(|i| i.starts_with("portcullis:plugin/types@")),
+            imports,
+            size: bytes.len(),
+            sha256: hex(&cache::content_hash(&bytes)),
+        })
+    }
+
     /// Loads the plugin a reference names, for a hook of kind `expected`.
     /// Components are compiled once per content hash and shared.
     pub async fn load(self: &Arc<Self>, reference: &PluginRef, expected: HookKind) -> Result<Plugin, LoadError> {
         let err = |kind| LoadError {
-            origin: reference.origin.clone(),
+            file: reference.file.clone(),
+            field: reference.field.clone(),
             path: reference.path.clone(),
             kind,
         };
-        let component = self.component(&reference.path).await.map_err(err)?;
+        let component = self.component(&reference.path, reference.sha256).await.map_err(err)?;
         let found = component
             .functions
             .iter()
@@ -486,6 +644,23 @@ impl PluginRuntime {
                 actual: info.kind,
                 expected,
             }));
+        }
+        if let Some(schema) = &component.schemas[index] {
+            let violations = schema.violations(&reference.config_json);
+            if !violations.is_empty() {
+                let text = tokio::fs::read_to_string(&reference.file).await.unwrap_or_default();
+                let violations = violations
+                    .into_iter()
+                    .map(|v| {
+                        let field = format!("{}.config{}", reference.field, v.path);
+                        (crate::config::locate_field(&text, &field), v)
+                    })
+                    .collect();
+                return Err(err(LoadErrorKind::Config {
+                    function: reference.function.clone(),
+                    violations,
+                }));
+            }
         }
         let file = reference.path.file_name().unwrap_or_default().to_string_lossy();
         let label: Arc<str> = format!("{file}#{}", reference.function).into();
@@ -509,9 +684,21 @@ impl PluginRuntime {
         })
     }
 
-    async fn component(self: &Arc<Self>, path: &Path) -> Result<Arc<LoadedComponent>, LoadErrorKind> {
+    async fn component(
+        self: &Arc<Self>,
+        path: &Path,
+        pinned: Option<[u8; 32]>,
+    ) -> Result<Arc<LoadedComponent>, LoadErrorKind> {
         let bytes = tokio::fs::read(path).await.map_err(LoadErrorKind::Read)?;
         let hash = cache::content_hash(&bytes);
+        if let Some(expected) = pinned
+            && expected != hash
+        {
+            return Err(LoadErrorKind::Digest {
+                expected: hex(&expected),
+                actual: hex(&hash),
+            });
+        }
         if let Some(loaded) = self.lock_components().get(&hash) {
             return Ok(Arc::clone(loaded));
         }
@@ -525,7 +712,7 @@ impl PluginRuntime {
         .map_err(|e| LoadErrorKind::Compile(e.to_string()))?
         .map_err(|e| LoadErrorKind::Compile(format!("{e:#}")))?;
         let pre = self.pre_instantiate(&component)?;
-        let (exports, functions) = self.describe(&pre).await?;
+        let (exports, functions, schemas) = self.describe(&pre).await?;
         tracing::info!(
             path = %path.display(),
             contract = exports.version(),
@@ -536,6 +723,7 @@ impl PluginRuntime {
             pre,
             exports,
             functions,
+            schemas,
         });
         self.lock_components().insert(hash, Arc::clone(&loaded));
         Ok(loaded)
@@ -552,8 +740,8 @@ impl PluginRuntime {
     }
 
     /// Instantiates the component once to check its hook exports and ask
-    /// which functions it offers.
-    async fn describe(&self, pre: &InstancePre<State>) -> Result<(Contract, Vec<FunctionInfo>), LoadErrorKind> {
+    /// which functions it offers and what config each accepts.
+    async fn describe(&self, pre: &InstancePre<State>) -> Result<Description, LoadErrorKind> {
         let limits = Limits {
             cpu: LOAD_CPU,
             timeout: LOAD_TIMEOUT,
@@ -583,7 +771,8 @@ impl PluginRuntime {
             let exports = Contract::check(&instance, &mut store)?;
             let functions = exports.functions(&instance, &mut store).await?;
             untrusted::check_functions(&functions).map_err(LoadErrorKind::Describe)?;
-            Ok((exports, functions))
+            let schemas = exports.config_schemas(&instance, &mut store, &functions).await?;
+            Ok((exports, functions, schemas))
         };
         match tokio::time::timeout(LOAD_TIMEOUT, describe).await {
             Ok(result) => result,
@@ -643,6 +832,17 @@ pub struct CallContext {
     pub request_id: RequestId,
     /// The client's trace context, carried by outbound calls.
     pub trace: TraceContext,
+    /// Where to note what each call used (`portcullis plugin call`).
+    pub stats: Option<Arc<Mutex<CallStats>>>,
+}
+
+/// What one call used.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallStats {
+    /// Time the guest ran (waits for outbound calls excluded).
+    pub cpu: Duration,
+    /// The most linear memory the instance had.
+    pub peak_memory_bytes: usize,
 }
 
 /// A loaded plugin reference: component + function + config + limits.
@@ -804,6 +1004,13 @@ impl Plugin {
         drop(running);
         self.metrics.observe(started.elapsed());
         lease.store.data_mut().finish_logs();
+        if let Some(stats) = &ctx.stats {
+            let state = lease.store.data();
+            *lock(stats) = CallStats {
+                cpu: state.clock.guest_time(),
+                peak_memory_bytes: state.limits.peak_memory,
+            };
+        }
         let result = match outcome {
             Err(_) => return Err(PluginError::Timeout(self.limits.timeout)),
             Ok(Err(e)) => return Err(self.classify_trap(e)),

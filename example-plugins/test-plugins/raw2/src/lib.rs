@@ -122,4 +122,18 @@ impl Guest for Raw {
     }
 }
 
+/// Declares a schema for `echo-input` only, so a test can check that a
+/// schema from a component built without the SDK is enforced too.
+impl exports::portcullis::plugin::schemas::Guest for Raw {
+    fn config_schemas() -> Vec<Option<String>> {
+        FUNCTIONS
+            .iter()
+            .map(|(name, _)| {
+                (*name == "echo-input")
+                    .then(|| r#"{"type": "object", "properties": {"mode": {"enum": ["raw"]}}}"#.to_owned())
+            })
+            .collect()
+    }
+}
+
 export!(Raw);
