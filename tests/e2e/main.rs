@@ -15,4 +15,5 @@ mod proxy;
 mod sandbox;
 mod support;
 mod tls;
+mod tools;
 mod tunnels;

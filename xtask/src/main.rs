@@ -86,24 +86,25 @@ fn plugins(root: &Path) -> anyhow::Result<PathBuf> {
     // the 0.1 contract, which the compatibility tests load beside them.
     for workspace in ["example-plugins", "compat/v0.1/examples"] {
         let dir = root.join(workspace);
-        let mut build = cargo();
-        build
-            .args(["build", "--release", "--manifest-path"])
-            .arg(dir.join("Cargo.toml"));
-        // Each guest workspace's own .cargo/config.toml sets the target and
-        // the 64 KiB stack; host-side flags must not leak into it.
-        for var in [
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_TARGET",
-        ] {
-            build.env_remove(var);
-        }
-        build.current_dir(&dir);
-        run(&mut build)?;
+        run(guest_cargo(&dir).args(["build", "--release"]))?;
     }
     Ok(root.join("example-plugins/target/wasm32-wasip2/release"))
+}
+
+/// Cargo in a guest workspace, whose own .cargo/config.toml sets the target,
+/// the stack size and the test runner: host-side flags must not leak in.
+fn guest_cargo(dir: &Path) -> Command {
+    let mut command = cargo();
+    command.current_dir(dir);
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        command.env_remove(var);
+    }
+    command
 }
 
 /// Whether `program` runs.
@@ -152,6 +153,9 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     // The workspace includes the SDK: its unit tests and doc examples run
     // on the host with the gateway's.
     run(cargo().current_dir(root).args(["test", "--workspace"]).args(extra))?;
+    // The example plugins' unit tests, the way a plugin author runs them:
+    // `cargo test` in the guest workspace (run natively by its runner).
+    run(guest_cargo(&root.join("example-plugins")).arg("test"))?;
     eprintln!("all tests passed");
     Ok(())
 }

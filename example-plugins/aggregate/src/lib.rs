@@ -73,3 +73,80 @@ fn merge(req: &Request, ctx: &Context) -> Result<Outcome> {
 plugin! {
     request "merge" => merge: Config,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_sdk::Response;
+    use portcullis_sdk::http::HttpError;
+    use portcullis_sdk::testing::{FakeHttp, TestContext, TestRequest};
+    use serde_json::json;
+
+    fn ctx() -> Context {
+        TestContext::new()
+            .config(&json!({ "services": {
+                "user": "http://users.internal/users/{id}",
+                "orders": "http://orders.internal/orders?user={id}"
+            } }))
+            .build()
+    }
+
+    fn body(response: &Response) -> Value {
+        serde_json::from_slice(&response.body).unwrap()
+    }
+
+    #[test]
+    fn merges_every_service_under_its_name() {
+        let http = FakeHttp::install();
+        http.respond_json("http://users.internal/users/7", 200, &json!({ "name": "ann" }))
+            .respond_json("http://orders.internal/orders?user=7", 200, &json!([1, 2]));
+        let req = TestRequest::get("/profile/7").param("id", "7").build();
+        let response = merge(&req, &ctx()).unwrap().responded().expect("answers itself");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.get_header("x-partial"), Some("false"));
+        let body = body(&response);
+        assert_eq!(
+            (&body["user"]["name"], &body["orders"], &body["id"]),
+            (&json!("ann"), &json!([1, 2]), &json!("7"))
+        );
+        let urls: Vec<String> = http.calls().into_iter().map(|c| c.url).collect();
+        assert_eq!(urls.len(), 2);
+        assert!(
+            http.calls()
+                .iter()
+                .all(|c| c.headers.contains(&("accept".into(), "application/json".into())))
+        );
+    }
+
+    #[test]
+    fn a_failing_service_gives_a_partial_result_that_says_why() {
+        let http = FakeHttp::install();
+        http.respond_json("http://users.internal/users/7", 200, &json!({ "name": "ann" }))
+            .fail(
+                "http://orders.internal/orders?user=7",
+                HttpError::Connect("connection refused".into()),
+            );
+        let req = TestRequest::get("/profile/7").param("id", "7").build();
+        let response = merge(&req, &ctx()).unwrap().responded().expect("answers itself");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.get_header("x-partial"), Some("true"));
+        let body = body(&response);
+        assert_eq!(body["user"]["name"], "ann");
+        assert_eq!(body["orders"], Value::Null, "{body}");
+        assert_eq!(body["errors"]["orders"], "connect: connection refused");
+    }
+
+    #[test]
+    fn a_timed_out_service_is_reported_too() {
+        let http = FakeHttp::install();
+        http.time_out("http://users.internal/users/7").respond_json(
+            "http://orders.internal/orders?user=7",
+            200,
+            &json!([]),
+        );
+        let req = TestRequest::get("/profile/7").param("id", "7").build();
+        let response = merge(&req, &ctx()).unwrap().responded().expect("answers itself");
+        assert_eq!(response.get_header("x-partial"), Some("true"));
+        assert!(body(&response).to_string().contains("timeout"));
+    }
+}

@@ -96,3 +96,48 @@ fn bearer_token(req: &Request, ctx: &Context) -> Result<AuthOutcome> {
 plugin! {
     auth "bearer-token" => bearer_token: Config,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_sdk::testing::{TestContext, TestRequest};
+
+    fn ctx() -> Context {
+        TestContext::new()
+            .config(&json!({ "tokens": { "t1": { "user": "alice", "alias": "Alice A.", "rate": 10, "per": 60 } } }))
+            .build()
+    }
+
+    #[test]
+    fn a_known_token_becomes_its_users_session_and_is_not_sent_upstream() {
+        let req = TestRequest::get("/").header("authorization", "Bearer t1").build();
+        let outcome = bearer_token(&req, &ctx()).unwrap();
+        let session = outcome.session().expect("authenticated");
+        assert_eq!(
+            (session.key_id.as_str(), session.alias.as_deref()),
+            ("alice", Some("Alice A."))
+        );
+        assert_eq!((session.rate, session.per), (10, 60));
+        let AuthOutcome::Authenticated(auth) = outcome else {
+            unreachable!()
+        };
+        assert_eq!(auth.changes.remove_headers, ["authorization"]);
+        assert_eq!(
+            auth.changes.response_headers,
+            [("x-served-for".to_owned(), "alice".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_missing_or_unknown_token_gets_a_401_with_a_challenge() {
+        for req in [
+            TestRequest::get("/").build(),
+            TestRequest::get("/").header("authorization", "Bearer nope").build(),
+        ] {
+            let outcome = bearer_token(&req, &ctx()).unwrap();
+            let response = outcome.rejection().expect("rejected");
+            assert_eq!(response.status, 401);
+            assert_eq!(response.get_header("www-authenticate"), Some("Bearer"));
+        }
+    }
+}

@@ -43,3 +43,37 @@ fn hello(req: &Request, ctx: &Context) -> Result<Outcome> {
 plugin! {
     request "hello" => hello: Config,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_sdk::testing::{TestContext, TestRequest};
+
+    #[test]
+    fn greets_the_name_in_the_path_with_the_configured_greeting() {
+        let req = TestRequest::get("/hello/ann?x=1")
+            .param("name", "ann")
+            .header("user-agent", "test")
+            .build();
+        let ctx = TestContext::new().config(&json!({ "greeting": "Hi" })).build();
+        let response = hello(&req, &ctx).unwrap().responded().expect("answers itself");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.get_header("x-served-by"), Some("hello.wasm"));
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["message"], "Hi, ann!");
+        assert_eq!(
+            (body["query"].as_str(), body["user_agent"].as_str()),
+            (Some("x=1"), Some("test"))
+        );
+    }
+
+    #[test]
+    fn without_a_config_it_says_hello_world() {
+        let response = hello(&TestRequest::get("/").build(), &TestContext::new().build())
+            .unwrap()
+            .responded()
+            .expect("answers itself");
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["message"], "Hello, world!");
+    }
+}

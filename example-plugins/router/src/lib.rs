@@ -69,3 +69,57 @@ fn by_region(req: &Request, ctx: &Context) -> Result<Outcome> {
 plugin! {
     request "by-region" => by_region: Config,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_sdk::testing::{TestContext, TestRequest};
+
+    fn ctx() -> Context {
+        TestContext::new()
+            .config(&json!({
+                "header": "x-region", "param": "region", "rest_param": "rest",
+                "upstreams": { "eu": "eu", "us": "http://10.0.0.2:8080" }
+            }))
+            .build()
+    }
+
+    #[test]
+    fn routes_by_header_first_then_by_path_parameter() {
+        let by_param = TestRequest::get("/eu/items/7")
+            .param("region", "eu")
+            .param("rest", "items/7")
+            .build();
+        let changes = by_region(&by_param, &ctx()).unwrap().continued().expect("routed");
+        assert_eq!(changes.upstream.as_deref(), Some("eu"));
+        assert_eq!(changes.path.as_deref(), Some("/items/7"));
+        let by_header = TestRequest::get("/eu/x")
+            .param("region", "eu")
+            .header("x-region", "US")
+            .build();
+        let changes = by_region(&by_header, &ctx()).unwrap().continued().expect("routed");
+        assert_eq!(changes.upstream.as_deref(), Some("http://10.0.0.2:8080"));
+    }
+
+    #[test]
+    fn an_unknown_or_missing_region_is_a_400() {
+        let unknown = TestRequest::get("/asia/x").param("region", "asia").build();
+        assert_eq!(
+            by_region(&unknown, &ctx())
+                .unwrap()
+                .responded()
+                .expect("refused")
+                .status,
+            400
+        );
+        let missing = TestRequest::get("/").build();
+        assert_eq!(
+            by_region(&missing, &ctx())
+                .unwrap()
+                .responded()
+                .expect("refused")
+                .status,
+            400
+        );
+    }
+}

@@ -173,25 +173,9 @@ rustflags = ["-C", "link-arg=-zstack-size=32768"]
 runner = ".cargo/test-on-host"
 "#;
 
-const TEST_ON_HOST: &str = r#"#!/bin/sh
-# Cargo runner for wasm32-wasip2, this crate's default target: `cargo test`
-# builds the test binary for wasm, then calls this with its path. Plugin tests
-# are plain Rust against portcullis_sdk::testing, so run the same test target
-# for the host instead.
-set -e
-bin=$(basename "$1" .wasm)
-shift
-target_dir=$(cd "$(dirname "$0")/.." && pwd)/target/host
-host=$(rustc -vV | sed -n 's/^host: //p')
-lib=$(printf %s "$CARGO_PKG_NAME" | tr - _)
-case "${bin%-*}" in
-    "$lib") which="--lib" ;;
-    *) which="--test ${bin%-*}" ;;
-esac
-# shellcheck disable=SC2086
-exec cargo test --quiet --manifest-path "$CARGO_MANIFEST_DIR/Cargo.toml" \
-    --target "$host" --target-dir "$target_dir" $which -- "$@"
-"#;
+/// The cargo runner that makes `cargo test` run natively; the example
+/// plugins' workspace uses the same file.
+const TEST_ON_HOST: &str = include_str!("../../../example-plugins/.cargo/test-on-host");
 
 fn lib_rs(kind: Kind) -> &'static str {
     match kind {
@@ -379,7 +363,7 @@ fn api_yaml(name: &str, kind: Kind, function: &str) -> String {
             plugin("{ greeting: Hello }")
         ),
         Kind::Auth => format!(
-            "{head}auth: plugin\nplugins:\n  auth: {}\n",
+            "{head}auth: {{ type: plugin }}\nplugins:\n  auth: {}\n",
             plugin("{ tokens: { secret-token: ann } }")
         ),
         Kind::Response => format!(

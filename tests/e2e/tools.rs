@@ -1,0 +1,363 @@
+//! The plugin author's tools, used as an author would: `portcullis plugin
+//! new` (the crate tests, builds and loads as it stands), `inspect`, `call`,
+//! and what they make checkable at load: config schemas and digest pins.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sha2::Digest;
+
+use crate::support::{ConfigDir, Gateway, get_json, guest_cargo, plugin, plugin_v01, repo_root, upstream, validate};
+
+fn portcullis(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .output()
+        .expect("run portcullis")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn hello_api(config: &str, extra: &str) -> String {
+    format!(
+        "id: a\nlisten_path: /a/\nupstream: http://127.0.0.1:9\nendpoints:\n  - method: GET\n    path: /hello/{{name}}\n    plugin:\n      path: {}\n      function: hello\n{extra}      config: {config}\n",
+        plugin("hello").display()
+    )
+}
+
+fn sha256_hex(file: &Path) -> String {
+    let digest = sha2::Sha256::digest(std::fs::read(file).expect("read plugin"));
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_config_that_breaks_its_functions_schema_is_a_load_error_with_file_line_and_field() {
+    // `config:` is on line 10 of the API file and its greeting on line 11; a
+    // field the schema does not know is reported on the config itself.
+    let config = ConfigDir::single(&hello_api("\n        greeting: 5\n        greting: Hi", ""));
+    let output = validate(&config);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("apis/api.yaml:11:9: endpoints[0].plugin.config.greeting: 5 is not of type \"string\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("apis/api.yaml:10:7: endpoints[0].plugin.config: Additional properties are not allowed ('greting' was unexpected)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the config schema of `hello`"), "{stderr}");
+
+    // A config the schema accepts loads as before.
+    let good = ConfigDir::single(&hello_api("{ greeting: Hi }", ""));
+    assert!(validate(&good).status.success());
+}
+
+#[tokio::test]
+async fn a_reload_with_a_bad_plugin_config_keeps_the_old_configuration_serving() {
+    let config = ConfigDir::single(&hello_api("{ greeting: Hi }", ""));
+    let gw = Gateway::start(config);
+    gw.config
+        .write_api("api.yaml", &hello_api("{ greeting: [not, text] }", ""));
+    gw.reload();
+    let log = gw.wait_for_log("reload failed; the previous configuration keeps serving");
+    assert!(log.contains("endpoints[0].plugin.config.greeting"), "{log}");
+    let (status, _, body) = get_json(&gw.url("/a/hello/ann")).await;
+    assert_eq!((status, body["message"].as_str()), (200, Some("Hi, ann!")));
+}
+
+#[test]
+fn a_pinned_digest_must_match_the_file() {
+    let hello = plugin("hello");
+    let digest = sha256_hex(&hello);
+    let pinned = |sha: &str| ConfigDir::single(&hello_api("{}", &format!("      sha256: {sha}\n")));
+    let output = validate(&pinned(&digest.to_uppercase()));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let other = "0".repeat(64);
+    let output = validate(&pinned(&other));
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains(&format!("its SHA-256 is {digest}")), "{stderr}");
+    assert!(stderr.contains(&format!("the configuration pins {other}")), "{stderr}");
+    assert!(stderr.contains("apis/api.yaml"), "{stderr}");
+
+    let output = validate(&pinned("abc"));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("apis/api.yaml:10:7: endpoints[0].plugin.sha256: \"abc\" is not a SHA-256 digest"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn inspect_reports_contract_functions_schemas_imports_and_the_digest_to_pin() {
+    let hello = plugin("hello");
+    let output = portcullis(&["plugin", "inspect", "--json", &hello.display().to_string()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["contract"], "0.2");
+    assert_eq!(report["sha256"], sha256_hex(&hello));
+    assert_eq!(report["size"], std::fs::metadata(&hello).expect("stat").len());
+    assert_eq!(report["lean"], false, "SDK plugins import log and WASI");
+    assert!(
+        report["imports"]
+            .as_array()
+            .expect("imports")
+            .iter()
+            .any(|i| i == "portcullis:plugin/log@0.2.0"),
+        "{report}"
+    );
+    let hello_fn = &report["functions"][0];
+    assert_eq!(
+        (hello_fn["name"].as_str(), hello_fn["kind"].as_str()),
+        (Some("hello"), Some("request"))
+    );
+    assert_eq!(hello_fn["wants_body"], false);
+    assert_eq!(hello_fn["config_schema"]["properties"]["greeting"]["type"], "string");
+
+    // A 0.1 component: its contract, no schemas.
+    let old = plugin_v01("hello");
+    let output = portcullis(&["plugin", "inspect", "--json", &old.display().to_string()]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["contract"], "0.1");
+    assert_eq!(report["functions"][0]["config_schema"], serde_json::Value::Null);
+
+    // Text for people: the line to paste into the YAML.
+    let output = portcullis(&["plugin", "inspect", &hello.display().to_string()]);
+    assert!(text(&output.stdout).contains(&format!("sha256: {}", sha256_hex(&hello))));
+
+    let output = portcullis(&["plugin", "inspect", "/no/such.wasm"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("/no/such.wasm: cannot read"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// `plugin call --json FILE FUNCTION ARGS...`: (exit code, report).
+fn call(file: &Path, function: &str, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let file = file.display().to_string();
+    let mut all = vec!["plugin", "call", "--json", &file, function];
+    all.extend_from_slice(args);
+    let output = portcullis(&all);
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("no JSON report; stderr:\n{}", text(&output.stderr)));
+    (output.status.code(), report)
+}
+
+#[test]
+fn call_runs_one_invocation_and_reports_its_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let request = dir.path().join("request.json");
+    std::fs::write(
+        &request,
+        r#"{"method": "GET", "path": "/a/hello/ann?x=1", "headers": {"user-agent": "curl"}, "params": {"name": "ann"}}"#,
+    )
+    .expect("write");
+    let (code, report) = call(
+        &plugin("hello"),
+        "hello",
+        &[
+            "--request",
+            &request.display().to_string(),
+            "--config",
+            r#"{"greeting": "Hey"}"#,
+        ],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["outcome"], "respond");
+    assert_eq!(report["response"]["status"], 200);
+    let body: serde_json::Value =
+        serde_json::from_str(report["response"]["body"].as_str().expect("text body")).expect("JSON body");
+    assert_eq!(
+        (
+            body["message"].as_str(),
+            body["query"].as_str(),
+            body["user_agent"].as_str()
+        ),
+        (Some("Hey, ann!"), Some("x=1"), Some("curl"))
+    );
+    assert!(report["cpu_us"].as_u64().expect("cpu") > 0);
+    assert!(report["peak_memory_bytes"].as_u64().expect("memory") >= 64 << 10);
+
+    // A raw HTTP/1.1 request, and an auth function: the session it creates
+    // and the changes it makes.
+    let raw = dir.path().join("request.http");
+    std::fs::write(
+        &raw,
+        "GET /secure/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer t1\r\n\r\n",
+    )
+    .expect("write");
+    let (code, report) = call(
+        &plugin("auth"),
+        "bearer-token",
+        &[
+            "--request",
+            &raw.display().to_string(),
+            "--config",
+            r#"{"tokens": {"t1": {"user": "alice", "alias": "Alice"}}}"#,
+        ],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["outcome"], "authenticated");
+    assert_eq!(
+        (
+            report["session"]["key_id"].as_str(),
+            report["session"]["alias"].as_str()
+        ),
+        (Some("alice"), Some("Alice"))
+    );
+    assert_eq!(
+        report["changes"]["remove_headers"],
+        serde_json::json!(["authorization"])
+    );
+
+    // The config is checked against the function's schema, as at load.
+    let output = portcullis(&[
+        "plugin",
+        "call",
+        &plugin("hello").display().to_string(),
+        "hello",
+        "--config",
+        r#"{"greting": "Hey"}"#,
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("'greting' was unexpected"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn call_reports_a_failing_plugin_with_the_status_and_reason_the_gateway_would_give() {
+    let hostile = plugin("hostile");
+    let (code, report) = call(&hostile, "spin", &[]);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["outcome"], "failed");
+    assert_eq!(
+        (report["error"]["status"].as_u64(), report["error"]["reason"].as_str()),
+        (Some(504), Some("cpu_budget"))
+    );
+    assert!(
+        report["cpu_us"].as_u64().expect("cpu") >= 50_000,
+        "ran its whole budget: {report}"
+    );
+
+    let (code, report) = call(&hostile, "panic", &[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        (report["error"]["status"].as_u64(), report["error"]["reason"].as_str()),
+        (Some(500), Some("trap"))
+    );
+    let logs = report["logs"].to_string();
+    assert!(
+        logs.contains("plugin panicked") && logs.contains("ERROR"),
+        "the panic message is in the log: {logs}"
+    );
+
+    let output = portcullis(&["plugin", "call", &hostile.display().to_string(), "no-such-function"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("no function `no-such-function`; the component exports: spin,"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_reaches_only_the_hosts_it_is_allowed() {
+    let users = upstream(axum::Router::new().route(
+        "/users/7",
+        axum::routing::get(|| async { axum::Json(serde_json::json!({ "name": "ann" })) }),
+    ))
+    .await;
+    let host = users.trim_start_matches("http://").to_owned();
+    let aggregate = plugin("aggregate");
+    let config = format!(r#"{{"services": {{"user": "{users}/users/{{id}}"}}}}"#);
+    let run = move |allow: Vec<String>| {
+        let (aggregate, config) = (aggregate.clone(), config.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["--param".to_owned(), "id=7".to_owned(), "--config".to_owned(), config];
+            if !allow.is_empty() {
+                args.push("--allow".into());
+                args.extend(allow);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            call(&aggregate, "merge", &args)
+        })
+    };
+    let (code, report) = run(vec![host.clone()]).await.expect("join");
+    assert_eq!(code, Some(0), "{report}");
+    let body: serde_json::Value =
+        serde_json::from_str(report["response"]["body"].as_str().expect("body")).expect("JSON");
+    assert_eq!(body["user"]["name"], "ann", "{report}");
+
+    let (code, report) = run(Vec::new()).await.expect("join");
+    assert_eq!(code, Some(0), "the plugin handles the refusal itself: {report}");
+    let body: serde_json::Value =
+        serde_json::from_str(report["response"]["body"].as_str().expect("body")).expect("JSON");
+    assert_eq!(body["errors"]["user"], format!("not allowed: {host}"), "{report}");
+}
+
+/// `cargo ARGS` in a scaffolded crate, with a target directory shared by
+/// the test runs so dependencies build once.
+fn cargo_in(dir: &Path, args: &[&str]) -> Output {
+    guest_cargo()
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", repo_root().join("target/scaffold-test"))
+        .output()
+        .expect("run cargo")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_plugin_tests_builds_and_serves_without_edits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let parent = dir.path().display().to_string();
+    for (name, kind) in [("greeter", "request"), ("gatekeeper", "auth"), ("stamper", "response")] {
+        let output = portcullis(&["plugin", "new", name, "--kind", kind, "--path", &parent]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let crate_dir = dir.path().join(name);
+        let output = cargo_in(&crate_dir, &["test"]);
+        let stdout = text(&output.stdout);
+        assert!(
+            output.status.success(),
+            "cargo test in the {kind} scaffold:\n{stdout}\n{}",
+            text(&output.stderr)
+        );
+        assert!(stdout.contains("test result: ok."), "the tests ran: {stdout}");
+        let output = cargo_in(&crate_dir, &["build", "--release"]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    let wasm = |name: &str| repo_root().join(format!("target/scaffold-test/wasm32-wasip2/release/{name}.wasm"));
+
+    // A failing test fails `cargo test`: the native runner passes it on.
+    let greeter = dir.path().join("greeter");
+    let lib = greeter.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).expect("read lib.rs");
+    std::fs::write(&lib, source.replace(r#""Hi, ann!""#, r#""Bye, ann!""#)).expect("write lib.rs");
+    let output = cargo_in(&greeter, &["test"]);
+    assert!(!output.status.success(), "a failing test must fail cargo test");
+    assert!(text(&output.stdout).contains("FAILED"), "{}", text(&output.stdout));
+    std::fs::write(&lib, source).expect("restore lib.rs");
+
+    // Each component loads, its sample API points at it; the request one
+    // serves its endpoint.
+    for name in ["greeter", "gatekeeper", "stamper"] {
+        let api = std::fs::read_to_string(dir.path().join(name).join("api.yaml"))
+            .expect("api.yaml")
+            .replace(
+                &format!("target/wasm32-wasip2/release/{name}.wasm"),
+                &wasm(name).display().to_string(),
+            );
+        let config = ConfigDir::single(&api);
+        let output = validate(&config);
+        assert!(output.status.success(), "{name}: {}", text(&output.stderr));
+        if name == "greeter" {
+            let gw = Gateway::start(config);
+            let (status, _, body) = get_json(&gw.url("/greeter/hello/ann")).await;
+            assert_eq!((status, body["message"].as_str()), (200, Some("Hello, ann!")));
+        }
+    }
+}
