@@ -377,7 +377,7 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
 
     let mut report = Report {
         function: args.function.clone(),
-        kind: kind_name(kind),
+        kind: super::kind(kind),
         outcome: "failed",
         changes: None,
         response: None,
@@ -445,14 +445,6 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
     report.peak_memory_bytes = stats.peak_memory_bytes;
     report.logs = std::mem::take(&mut *logs.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(report)
-}
-
-fn kind_name(kind: HookKind) -> &'static str {
-    match kind {
-        HookKind::Request => "request",
-        HookKind::Auth => "auth",
-        HookKind::Response => "response",
-    }
 }
 
 fn body_json(body: &[u8]) -> serde_json::Value {

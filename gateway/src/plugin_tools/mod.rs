@@ -21,6 +21,7 @@ pub async fn inspect(file: &Path) -> anyhow::Result<Inspection> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
+/// A hook kind as the YAML and the reports name it.
 fn kind(kind: HookKind) -> &'static str {
     match kind {
         HookKind::Request => "request",
