@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use crate::access_log::AccessLog;
 use crate::config::{self, AuthConfig, Config, StoreConfig};
 use crate::outbound::OutboundClient;
 use crate::plugin::PluginRuntime;
@@ -96,6 +97,7 @@ pub async fn serve(config_file: PathBuf, overrides: ListenOverrides) -> anyhow::
         }
     }
     let admin = config.admin.clone();
+    let access_log = config.access_log.clone();
     let routes = Routes::build(config, &runtime, None).await?;
     tracing::info!(
         apis = routes.apis().len(),
@@ -121,7 +123,13 @@ pub async fn serve(config_file: PathBuf, overrides: ListenOverrides) -> anyhow::
         None => None,
     };
     let live_tls = tls.as_ref().map(|(_, live)| Arc::clone(live));
-    let gateway = Arc::new(Gateway::new(routes, store, live_tls.clone()));
+    let mut gateway = Gateway::new(routes, store, live_tls.clone());
+    if let Some(target) = &access_log {
+        let log = AccessLog::open(target)
+            .with_context(|| format!("cannot open the access log {target} (access_log.path)"))?;
+        gateway = gateway.with_access_log(log);
+    }
+    let gateway = Arc::new(gateway);
     let admin_addr = match admin {
         None => None,
         Some(admin) => {

@@ -12,6 +12,7 @@
 //! [`upstream`], [`outbound`] and [`plugin`] build on it; [`error`] maps
 //! their failures to responses, and [`server`] sits on top.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -126,6 +126,7 @@ struct Metrics {
     plugin_duration: HistogramFamily<PluginLabel>,
     reloads: Family<ResultLabel, Counter>,
     instances_in_use: Gauge,
+    access_log_dropped: Counter,
     upstream_requests: Family<TargetCodeLabels, Counter>,
     upstream_errors: Family<TargetReasonLabels, Counter>,
     upstream_duration: HistogramFamily<TargetLabels>,
@@ -158,6 +159,7 @@ fn metrics() -> &'static Metrics {
         let plugin_duration: HistogramFamily<PluginLabel> = Family::new_with_constructor(plugin_histogram);
         let reloads = Family::<ResultLabel, Counter>::default();
         let instances_in_use = Gauge::default();
+        let access_log_dropped = Counter::default();
         let cert_expiry = Family::<CertLabels, Gauge<f64, AtomicU64>>::default();
         let upstream_requests = Family::<TargetCodeLabels, Counter>::default();
         let upstream_errors = Family::<TargetReasonLabels, Counter>::default();
@@ -198,6 +200,11 @@ fn metrics() -> &'static Metrics {
             "config_reloads",
             "Configuration reloads (SIGHUP or POST /reload), by result",
             reloads.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
         );
         registry.register(
             "plugin_instances_in_use",
@@ -256,6 +263,7 @@ fn metrics() -> &'static Metrics {
             plugin_duration,
             reloads,
             instances_in_use,
+            access_log_dropped,
         }
     })
 }
@@ -457,6 +465,11 @@ pub fn retried(api: &Arc<str>, upstream: &Arc<str>, reason: &str) {
 }
 
 /// One configuration reload, successful or not.
+/// The access log dropped a line: its writer fell behind.
+pub fn access_log_dropped() {
+    metrics().access_log_dropped.inc();
+}
+
 pub fn reloaded(ok: bool) {
     let result = if ok { "ok" } else { "error" };
     metrics().reloads.get_or_create(&ResultLabel { result }).inc();

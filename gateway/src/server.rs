@@ -32,12 +32,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
+use crate::access_log::{AccessLog, Counted, Entry, Logged, Usage};
 use crate::auth::{self, Caller, Denied, LimitHeaders};
 use crate::config::{Destination, Limits, OnError};
 use crate::error::RequestError;
 use crate::framing;
 use crate::metrics::ApiMetrics;
 use crate::outbound::RequestId;
+use crate::plugin::CallStats;
 use crate::plugin::{
     self, AuthOutcome, Authenticated, CallContext, HeaderText, Outcome, Plugin, PluginError, RequestChanges,
     RequestRecord, ResponseRecord, Session,
@@ -56,6 +58,8 @@ type Request = http::Request<Body>;
 pub struct Gateway {
     routes: ArcSwap<Routes>,
     store: SessionStore,
+    /// One line per request, when configured.
+    access_log: Option<AccessLog>,
     /// The HTTPS listener's certificates, replaced by reloads.
     tls: Option<Arc<LiveTls>>,
 }
@@ -66,8 +70,19 @@ impl Gateway {
         Gateway {
             routes: ArcSwap::from_pointee(routes),
             store,
+            access_log: None,
             tls,
         }
+    }
+
+    /// Writes one line per request to `log`.
+    pub fn with_access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
+        self
+    }
+
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_ref()
     }
 
     pub fn tls(&self) -> Option<&Arc<LiveTls>> {
@@ -249,14 +264,35 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
     // Kept for the log line should the request fail (both clones share
     // their bytes with the request).
     let (method, uri) = (request.method().clone(), request.uri().clone());
+    let mut entry = gateway.access_log.as_ref().map(|log| {
+        Entry::new(
+            log,
+            started,
+            request_id.as_str(),
+            client.addr.clone(),
+            method.as_str(),
+            uri.path(),
+        )
+    });
+    let request = match &entry {
+        Some(entry) => {
+            let count = Arc::clone(&entry.bytes_in);
+            request.map(|body| Body::new(Counted::new(body, count)))
+        }
+        None => request,
+    };
+    let usage = entry.as_ref().map(|e| (Arc::clone(&e.usage), Arc::clone(&e.plugins)));
     let routes = gateway.routes.load_full();
-    let (api, result) = serve(gateway, &routes, client, &request_id, request)
+    let (api, result) = serve(gateway, &routes, client, &request_id, request, usage)
         .instrument(span.clone())
         .await;
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
             let status = error.status();
+            if let Some(entry) = &mut entry {
+                entry.error = Some(error.to_string());
+            }
             span.in_scope(|| {
                 let (path, request_id) = (uri.path(), request_id.as_str());
                 if status.is_server_error() {
@@ -281,7 +317,14 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
         .insert(RequestId::HEADER, request_id.header().clone());
     let metrics = api.map_or(ApiMetrics::unrouted(), |api| &api.metrics);
     metrics.observe(response.status().as_u16(), started.elapsed());
-    response
+    match entry {
+        Some(mut entry) => {
+            entry.status = response.status().as_u16();
+            entry.api = api.map(|api| api.id.to_string());
+            response.map(|body| Body::new(Logged::new(body, entry)))
+        }
+        None => response,
+    }
 }
 
 /// The request as it moves through the chain.
@@ -302,6 +345,8 @@ struct Exchange {
     limit_headers: LimitHeaders,
     /// Headers request-phase plugins set on the client's response.
     response_headers: HeaderMap,
+    /// What the access log records as the request is served.
+    usage: Option<Arc<std::sync::Mutex<Usage>>>,
 }
 
 enum BodyState {
@@ -324,18 +369,24 @@ async fn serve<'r>(
     client: Arc<Peer>,
     request_id: &RequestId,
     request: Request,
+    usage: Option<Accounting>,
 ) -> (Option<&'r ApiRoute>, Result<Response, RequestError>) {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     match routes.route(&path) {
         Some((api, rest)) => {
-            let served = serve_api(gateway, api, rest, client, request_id, parts, body).await;
+            let served = serve_api(gateway, api, rest, client, request_id, parts, body, usage).await;
             (Some(api), served)
         }
         None => (None, Err(RequestError::NoRoute)),
     }
 }
 
+/// Where the access log's entry collects what serving the request used:
+/// upstream time, key id and endpoint; and the plugin calls' totals.
+type Accounting = (Arc<std::sync::Mutex<Usage>>, Arc<std::sync::Mutex<CallStats>>);
+
+#[expect(clippy::too_many_arguments, reason = "one call site, each argument distinct")]
 async fn serve_api(
     gateway: &Gateway,
     api: &ApiRoute,
@@ -344,6 +395,7 @@ async fn serve_api(
     request_id: &RequestId,
     parts: Parts,
     body: Body,
+    accounting: Option<Accounting>,
 ) -> Result<Response, RequestError> {
     let span = tracing::Span::current();
     span.record("api", &*api.id);
@@ -367,8 +419,17 @@ async fn serve_api(
     if let Some(m) = &matched {
         span.record("endpoint", m.endpoint.template.as_str());
     }
+    let mut ctx = api.call_context(request_id.clone(), &parts.headers);
+    let usage = accounting.map(|(usage, plugins)| {
+        ctx.stats = Some(plugins);
+        if let Some(m) = &matched {
+            lock(&usage).endpoint = Some(m.endpoint.template.clone());
+        }
+        usage
+    });
     let mut ex = Exchange {
-        ctx: api.call_context(request_id.clone(), &parts.headers),
+        ctx,
+        usage,
         destination: api.upstreams.default_destination(),
         upstream_path: if api.strip_listen_path {
             rest.to_owned()
@@ -397,7 +458,7 @@ async fn serve_api(
     save_metadata(gateway, &mut ex).await;
     let mut response = match phase? {
         Phase::Respond(response) => response,
-        Phase::Upstream => match to_upstream(api, &mut ex).await? {
+        Phase::Upstream => match ex.timed_upstream(api).await? {
             Upstreamed::Response(response) => response,
             // The connection now belongs to the tunnel: there is no
             // response for hooks to change (a 101 is not theirs to make).
@@ -475,6 +536,9 @@ async fn request_phase(
                 .map_err(Denied::from)?
         };
         ex.session = auth::to_wit(&caller.data, remaining);
+        if let Some(usage) = &ex.usage {
+            lock(usage).key_id = Some(ex.session.key_id.clone());
+        }
         ex.caller = Some(caller);
     }
     if let Some((plugin, changes)) = auth_changes
@@ -625,6 +689,24 @@ async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, Re
 }
 
 /// The body length a request declares, if it declares one.
+impl Exchange {
+    /// [`to_upstream`], noting in the access log's entry how long the
+    /// upstream took to answer.
+    async fn timed_upstream(&mut self, api: &ApiRoute) -> Result<Upstreamed, RequestError> {
+        let started = Instant::now();
+        let upstreamed = to_upstream(api, self).await;
+        if let Some(usage) = &self.usage {
+            lock(usage).upstream_time = Some(started.elapsed());
+        }
+        upstreamed
+    }
+}
+
+/// Locks `mutex`, ignoring poisoning (the data is valid whatever panicked).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)

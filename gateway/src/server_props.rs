@@ -288,6 +288,7 @@ fn exchange(parts: http::request::Parts, body: &'static [u8]) -> Exchange {
         metadata_dirty: false,
         limit_headers: Default::default(),
         response_headers: Default::default(),
+        usage: None,
     }
 }
 

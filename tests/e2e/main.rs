@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `portcullis` binary, the real compiled plugins
 //! and real upstream HTTP servers on loopback, all on OS-chosen ports.
 
+mod access_log;
 mod aggregation;
 mod balancing;
 mod boundary;

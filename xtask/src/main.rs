@@ -245,7 +245,7 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     // The same scenarios with `reuse: 1000` on the plugins (bench/apis/r*.yaml).
     let reuse_urls = "S2=http://127.0.0.1:19000/r2 S3=http://127.0.0.1:19000/r3 S4=http://127.0.0.1:19000/r4";
     // RUST_BACKTRACE makes every wasmtime Store drop slower; benchmarks run without it.
-    let peers_run = |name: &str, urls: &str, workers: &str, others: Option<&str>| {
+    let peers_run_with = |config: &Path, name: &str, urls: &str, workers: &str, others: Option<&str>| {
         let gateway_cmd = format!(
             "exec env -u RUST_BACKTRACE {} serve --config {}{workers}",
             binary.display(),
@@ -265,6 +265,9 @@ fn bench(root: &Path) -> anyhow::Result<()> {
         }
         run(&mut command)
     };
+    let peers_run = |name: &str, urls: &str, workers: &str, others: Option<&str>| {
+        peers_run_with(&config, name, urls, workers, others)
+    };
     // Like the peers: one worker, pinned to the server CPU.
     let one_worker = " --workers ${BENCH_WORKERS:-1}";
     peers_run("portcullis", urls, one_worker, None)?;
@@ -281,6 +284,27 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     // above, what a fresh instance costs on the proxy path.
     eprintln!("\n== peers.sh: one worker, S1 with a no-op plugin (the floor of a fresh instance) ==");
     peers_run("portcullis-noop", "S1=http://127.0.0.1:19000/f1", one_worker, Some(" "))?;
+    // S1 again with the access log on (a file on the local disk): what
+    // writing one JSON line per request costs.
+    eprintln!("\n== peers.sh: one worker, S1 with the access log written to a file ==");
+    let logged = root.join("target/bench-access-log");
+    std::fs::create_dir_all(&logged)?;
+    let _ = std::fs::remove_file(logged.join("access.log"));
+    let logged_config = logged.join("gateway.yaml");
+    std::fs::write(
+        &logged_config,
+        format!(
+            "listen: 127.0.0.1:19000\napis: [{}]\naccess_log: {{ path: access.log }}\n",
+            root.join("bench/apis/s1.yaml").display()
+        ),
+    )?;
+    peers_run_with(
+        &logged_config,
+        "portcullis-access-log",
+        "S1=http://127.0.0.1:19000/s1",
+        one_worker,
+        Some(" "),
+    )?;
     eprintln!("\n== bench/balance.sh: S1 to one and to two upstream servers, beside nginx ==");
     run(Command::new("bash")
         .arg(root.join("bench/balance.sh"))

@@ -65,6 +65,8 @@ impl ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
+    /// Where the access log goes; `None`: no access log.
+    pub access_log: Option<crate::access_log::Target>,
     /// The plain-HTTP listener; `None` when `listen: false`.
     pub listen: Option<String>,
     /// The HTTPS listener, its certificates loaded and checked.
@@ -409,8 +411,20 @@ fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
         Some(tls) => Some(Arc::new(server_tls(&file, base, tls)?)),
     };
 
+    let access_log = match &gateway.access_log {
+        Some(log) if log.path.trim().is_empty() => {
+            return Err(ConfigError::new(
+                &file,
+                Some("access_log.path".into()),
+                "empty: name a file (relative to this file) or `stdout`",
+            ));
+        }
+        Some(log) => Some(crate::access_log::target(base, &log.path)),
+        None => None,
+    };
     Ok(Config {
         file,
+        access_log,
         session_store,
         admin,
         listen,

@@ -11,6 +11,9 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayFile {
+    /// One JSON line per request; absent: no access log.
+    #[serde(default)]
+    pub access_log: Option<AccessLogFile>,
     /// Address of the plain-HTTP public listener; `false` turns it off.
     #[serde(default)]
     pub listen: ListenSetting,
@@ -327,6 +330,14 @@ impl<T> OneOrMany<T> {
             OneOrMany::Many(v) => v,
         }
     }
+}
+
+/// `access_log:` in the gateway file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    /// A file (relative to the gateway file) or `stdout`.
+    pub path: String,
 }
 
 /// A plugin reference: which component, which function, with what config.

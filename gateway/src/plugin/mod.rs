@@ -832,16 +832,20 @@ pub struct CallContext {
     pub request_id: RequestId,
     /// The client's trace context, carried by outbound calls.
     pub trace: TraceContext,
-    /// Where to note what each call used (`portcullis plugin call`).
+    /// Where to add up what the calls used (the access log, `portcullis
+    /// plugin call`).
     pub stats: Option<Arc<Mutex<CallStats>>>,
 }
 
-/// What one call used.
+/// What the plugin calls of one request (or one `plugin call`) used.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallStats {
-    /// Time the guest ran (waits for outbound calls excluded).
+    pub calls: u32,
+    /// Time the calls took, outbound waits included.
+    pub time: Duration,
+    /// Time the guests ran (waits for outbound calls excluded).
     pub cpu: Duration,
-    /// The most linear memory the instance had.
+    /// The most linear memory an instance had.
     pub peak_memory_bytes: usize,
 }
 
@@ -1006,10 +1010,11 @@ impl Plugin {
         lease.store.data_mut().finish_logs();
         if let Some(stats) = &ctx.stats {
             let state = lease.store.data();
-            *lock(stats) = CallStats {
-                cpu: state.clock.guest_time(),
-                peak_memory_bytes: state.limits.peak_memory,
-            };
+            let mut stats = lock(stats);
+            stats.calls += 1;
+            stats.time += started.elapsed();
+            stats.cpu += state.clock.guest_time();
+            stats.peak_memory_bytes = stats.peak_memory_bytes.max(state.limits.peak_memory);
         }
         let result = match outcome {
             Err(_) => return Err(PluginError::Timeout(self.limits.timeout)),

@@ -1,0 +1,277 @@
+//! The access log: one JSON line per request, written when the response has
+//! been sent (or the client went away), like nginx's.
+//!
+//! Lines are formatted on the request's task and handed to a writer thread
+//! through a bounded queue, so a slow disk never blocks serving: when the
+//! queue is full the line is dropped and counted
+//! (`portcullis_access_log_dropped_total`). The writer flushes whenever the
+//! queue runs empty.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::plugin::CallStats;
+
+/// Lines waiting for the writer at most.
+const QUEUE: usize = 16 * 1024;
+
+/// Where the lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Stdout,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Stdout => f.write_str("stdout"),
+            Target::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// The log's sending side; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    queue: SyncSender<String>,
+}
+
+impl AccessLog {
+    /// Opens (appends to) the file, or stdout, and starts the writer thread.
+    pub fn open(target: &Target) -> std::io::Result<Self> {
+        let out: Box<dyn Write + Send> = match target {
+            Target::Stdout => Box::new(std::io::stdout()),
+            Target::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+        };
+        let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(lines, std::io::BufWriter::new(out)))?;
+        Ok(AccessLog { queue })
+    }
+
+    fn send(&self, line: String) {
+        if let Err(TrySendError::Full(_)) = self.queue.try_send(line) {
+            crate::metrics::access_log_dropped();
+        }
+    }
+}
+
+fn write_lines(lines: Receiver<String>, mut out: std::io::BufWriter<Box<dyn Write + Send>>) {
+    while let Ok(line) = lines.recv() {
+        let mut next = Some(line);
+        while let Some(line) = next {
+            if out.write_all(line.as_bytes()).is_err() {
+                return;
+            }
+            next = lines.try_recv().ok();
+        }
+        if out.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// What the request's upstream and caller were, filled in as it is served.
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// Time to the upstream's response head.
+    pub upstream_time: Option<Duration>,
+    /// The caller's key id, once authenticated.
+    pub key_id: Option<String>,
+    /// The endpoint template the request matched.
+    pub endpoint: Option<String>,
+}
+
+/// One request's entry, completed when its response body ends.
+#[derive(Debug)]
+pub struct Entry {
+    log: AccessLog,
+    time: SystemTime,
+    started: Instant,
+    pub request_id: String,
+    pub client: String,
+    pub method: String,
+    pub path: String,
+    pub api: Option<String>,
+    pub status: u16,
+    pub error: Option<String>,
+    /// Request body bytes read, counted as they are read.
+    pub bytes_in: Arc<AtomicU64>,
+    pub usage: Arc<Mutex<Usage>>,
+    /// The totals of the request's plugin calls.
+    pub plugins: Arc<Mutex<CallStats>>,
+}
+
+impl Entry {
+    pub fn new(log: &AccessLog, started: Instant, request_id: &str, client: String, method: &str, path: &str) -> Self {
+        Entry {
+            log: log.clone(),
+            time: SystemTime::now(),
+            started,
+            request_id: request_id.to_owned(),
+            client,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            api: None,
+            status: 0,
+            error: None,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            usage: Arc::new(Mutex::new(Usage::default())),
+            plugins: Arc::new(Mutex::new(CallStats::default())),
+        }
+    }
+
+    /// Writes the line: the body sent `bytes_out` bytes, and `complete`
+    /// says whether it was sent to its end.
+    fn finish(&self, bytes_out: u64, complete: bool) {
+        let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let plugins = *self.plugins.lock().unwrap_or_else(|p| p.into_inner());
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        let line = serde_json::json!({
+            "time": humantime::format_rfc3339_millis(self.time).to_string(),
+            "request_id": self.request_id,
+            "client": self.client,
+            "method": self.method,
+            "path": self.path,
+            "api": self.api,
+            "endpoint": usage.endpoint,
+            "status": self.status,
+            "bytes_in": self.bytes_in.load(Ordering::Relaxed),
+            "bytes_out": bytes_out,
+            "complete": complete,
+            "duration_ms": ms(self.started.elapsed()),
+            "upstream_ms": usage.upstream_time.map(ms),
+            "plugin_ms": ms(plugins.time),
+            "key_id": usage.key_id,
+            "error": self.error,
+        });
+        let mut text = line.to_string();
+        text.push('\n');
+        self.log.send(text);
+    }
+}
+
+/// A body that counts the bytes it yields into `count`.
+#[derive(Debug)]
+pub struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
+        Counted { inner, count }
+    }
+}
+
+impl<B> HttpBody for Counted<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that writes the request's entry when it ends, or when
+/// it is dropped before its end (the client went away).
+#[derive(Debug)]
+pub struct Logged<B> {
+    inner: B,
+    entry: Option<Entry>,
+    sent: u64,
+}
+
+impl<B> Logged<B> {
+    pub fn new(inner: B, entry: Entry) -> Self {
+        Logged {
+            inner,
+            entry: Some(entry),
+            sent: 0,
+        }
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(entry) = self.entry.take() {
+            entry.finish(self.sent, complete);
+        }
+    }
+}
+
+impl<B> Drop for Logged<B> {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+impl<B> HttpBody for Logged<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(true);
+                }
+            }
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The file an `access_log.path` names: `stdout`, or a path relative to
+/// the gateway file's directory.
+pub fn target(base: &Path, path: &str) -> Target {
+    if path == "stdout" {
+        Target::Stdout
+    } else {
+        Target::File(base.join(path))
+    }
+}

@@ -1,0 +1,123 @@
+//! The access log: one JSON line per request, with what operators need to
+//! find it again (request id, client, API, endpoint, key) and what it cost.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{ConfigDir, Gateway, client, plugin, upstream, upstreams};
+
+/// The log's lines once there are `n` (they are written after the response).
+fn lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "{} lines of {n}:\n{text}", lines.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_request_gets_one_line_with_its_api_endpoint_key_sizes_and_times() {
+    let echo = upstream(upstreams::echo("one")).await;
+    let api = format!(
+        "id: shop\nlisten_path: /shop/\nupstream: {echo}\nauth: {{ type: plugin }}\nplugins:\n  auth:\n    path: {auth}\n    function: bearer-token\n    config: {{ tokens: {{ t1: {{ user: alice }} }} }}\nendpoints:\n  - method: GET\n    path: /hello/{{name}}\n    plugin: {{ path: {hello}, function: hello }}\n",
+        auth = plugin("auth").display(),
+        hello = plugin("hello").display(),
+    );
+    let config = ConfigDir::new(
+        "apis: [apis/]\naccess_log: { path: logs/access.log }\n",
+        &[("shop.yaml", &api)],
+    );
+    std::fs::create_dir(config.dir.path().join("logs")).expect("mkdir logs");
+    let log = config.dir.path().join("logs/access.log");
+    let gw = Gateway::start(config);
+    let http = client();
+
+    let proxied = http
+        .post(gw.url("/shop/orders?x=1"))
+        .header("authorization", "Bearer t1")
+        .header("x-request-id", "req-proxied")
+        .body("abcdef")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(proxied.status(), 200);
+    let proxied_len = proxied.bytes().await.expect("body").len();
+    let virtual_ = http
+        .get(gw.url("/shop/hello/ann"))
+        .header("authorization", "Bearer t1")
+        .send()
+        .await
+        .expect("request");
+    let virtual_len = virtual_.bytes().await.expect("body").len();
+    let refused = http.get(gw.url("/shop/orders")).send().await.expect("request");
+    assert_eq!(refused.status(), 401);
+    refused.bytes().await.expect("body");
+    let unrouted = http.get(gw.url("/nowhere")).send().await.expect("request");
+    assert_eq!(unrouted.status(), 404);
+    unrouted.bytes().await.expect("body");
+
+    let lines = lines(&log, 4);
+    assert_eq!(lines.len(), 4, "one line per request: {lines:?}");
+    let p = &lines[0];
+    assert_eq!(
+        (p["method"].as_str(), p["path"].as_str(), p["request_id"].as_str()),
+        (Some("POST"), Some("/shop/orders"), Some("req-proxied"))
+    );
+    assert_eq!((p["api"].as_str(), p["status"].as_u64()), (Some("shop"), Some(200)));
+    assert_eq!(p["endpoint"], serde_json::Value::Null, "no endpoint matched");
+    assert_eq!(
+        (p["bytes_in"].as_u64(), p["bytes_out"].as_u64()),
+        (Some(6), Some(proxied_len as u64))
+    );
+    assert_eq!(p["key_id"], "alice");
+    assert!(p["client"].as_str().expect("client").starts_with("127.0.0.1:"), "{p}");
+    assert!(p["upstream_ms"].as_f64().expect("upstream time") > 0.0, "{p}");
+    assert!(
+        p["plugin_ms"].as_f64().expect("plugin time") > 0.0,
+        "the auth plugin ran: {p}"
+    );
+    assert!(p["duration_ms"].as_f64().expect("duration") >= p["upstream_ms"].as_f64().expect("upstream"));
+    assert_eq!(
+        (p["complete"].as_bool(), &p["error"]),
+        (Some(true), &serde_json::Value::Null)
+    );
+    assert!(p["time"].as_str().expect("time").ends_with('Z'), "{p}");
+
+    let v = &lines[1];
+    assert_eq!(
+        (v["endpoint"].as_str(), v["status"].as_u64()),
+        (Some("/hello/{name}"), Some(200))
+    );
+    assert_eq!(v["bytes_out"].as_u64(), Some(virtual_len as u64));
+    assert_eq!(
+        v["upstream_ms"],
+        serde_json::Value::Null,
+        "a virtual endpoint has no upstream"
+    );
+
+    let r = &lines[2];
+    assert_eq!((r["status"].as_u64(), r["key_id"].is_null()), (Some(401), true));
+
+    let u = &lines[3];
+    assert_eq!((u["status"].as_u64(), u["api"].is_null()), (Some(404), true));
+    assert_eq!(u["error"], "no API matches this path");
+}
+
+#[test]
+fn an_empty_access_log_path_is_refused_with_its_line() {
+    let config = ConfigDir::new(
+        "apis: [apis/]\naccess_log: { path: '' }\n",
+        &[("a.yaml", "id: a\nlisten_path: /a/\nupstream: http://127.0.0.1:9\n")],
+    );
+    let output = crate::support::validate(&config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("gateway.yaml:2:15: access_log.path: empty"), "{stderr}");
+}
