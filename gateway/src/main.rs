@@ -110,6 +110,10 @@ enum PluginCommand {
         /// ({"status","headers","body"}). Default: 200, empty.
         #[arg(long, value_name = "FILE")]
         response: Option<PathBuf>,
+        /// Take the limits from this gateway file's `plugin_limits`
+        /// (default: the gateway's defaults).
+        #[arg(long, value_name = "FILE")]
+        gateway: Option<PathBuf>,
         /// Hosts outbound calls may reach (as `outbound.allow`); none by default.
         #[arg(long, value_name = "HOST", num_args = 1..)]
         allow: Vec<String>,
@@ -243,10 +247,12 @@ async fn plugin_command(command: PluginCommand, logs: Arc<Mutex<Vec<plugin_tools
             session,
             api,
             response,
+            gateway,
             allow,
             json,
         } => {
             let args = CallArgs {
+                gateway,
                 file,
                 function,
                 request,

@@ -248,6 +248,20 @@ fn call_reports_a_failing_plugin_with_the_status_and_reason_the_gateway_would_gi
         "ran its whole budget: {report}"
     );
 
+    // The limits of a gateway file, when given one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = dir.path().join("gateway.yaml");
+    std::fs::write(&gateway, "apis: []\nplugin_limits: { cpu_ms: 5 }\n").expect("write");
+    let (code, report) = call(&hostile, "spin", &["--gateway", &gateway.display().to_string()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("CPU budget of 5ms"),
+        "{report}"
+    );
+
     let (code, report) = call(&hostile, "panic", &[]);
     assert_eq!(code, Some(1));
     assert_eq!(

@@ -27,6 +27,8 @@ pub struct CallArgs {
     pub config: Option<String>,
     pub session: Option<PathBuf>,
     pub api: Option<PathBuf>,
+    /// A gateway file whose `plugin_limits` apply.
+    pub gateway: Option<PathBuf>,
     pub allow: Vec<String>,
 }
 
@@ -304,7 +306,10 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
         .collect::<anyhow::Result<Vec<_>>>()?;
     let upstream = BaseUrl::parse(&api.upstream).map_err(|e| anyhow::anyhow!("--api upstream: {e}"))?;
 
-    let limits = Limits::default();
+    let limits = match &args.gateway {
+        Some(file) => crate::config::load(file)?.limits,
+        None => Limits::default(),
+    };
     let runtime = Arc::new(PluginRuntime::new(&limits, None, OutboundClient::new(16))?);
     let file = std::path::absolute(&args.file)?;
     let inspection = runtime
