@@ -43,7 +43,7 @@ impl std::fmt::Display for Target {
 /// The log's sending side; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
-    queue: SyncSender<String>,
+    queue: SyncSender<Vec<u8>>,
 }
 
 impl AccessLog {
@@ -60,18 +60,18 @@ impl AccessLog {
         Ok(AccessLog { queue })
     }
 
-    fn send(&self, line: String) {
+    fn send(&self, line: Vec<u8>) {
         if let Err(TrySendError::Full(_)) = self.queue.try_send(line) {
             crate::metrics::access_log_dropped();
         }
     }
 }
 
-fn write_lines(lines: Receiver<String>, mut out: std::io::BufWriter<Box<dyn Write + Send>>) {
+fn write_lines(lines: Receiver<Vec<u8>>, mut out: std::io::BufWriter<Box<dyn Write + Send>>) {
     while let Ok(line) = lines.recv() {
         let mut next = Some(line);
         while let Some(line) = next {
-            if out.write_all(line.as_bytes()).is_err() {
+            if out.write_all(&line).is_err() {
                 return;
             }
             next = lines.try_recv().ok();
@@ -138,28 +138,57 @@ impl Entry {
         let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let plugins = *self.plugins.lock().unwrap_or_else(|p| p.into_inner());
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-        let line = serde_json::json!({
-            "time": humantime::format_rfc3339_millis(self.time).to_string(),
-            "request_id": self.request_id,
-            "client": self.client,
-            "method": self.method,
-            "path": self.path,
-            "api": self.api,
-            "endpoint": usage.endpoint,
-            "status": self.status,
-            "bytes_in": self.bytes_in.load(Ordering::Relaxed),
-            "bytes_out": bytes_out,
-            "complete": complete,
-            "duration_ms": ms(self.started.elapsed()),
-            "upstream_ms": usage.upstream_time.map(ms),
-            "plugin_ms": ms(plugins.time),
-            "key_id": usage.key_id,
-            "error": self.error,
-        });
-        let mut text = line.to_string();
-        text.push('\n');
+        let line = Line {
+            time: humantime::format_rfc3339_millis(self.time),
+            request_id: &self.request_id,
+            client: &self.client,
+            method: &self.method,
+            path: &self.path,
+            api: self.api.as_deref(),
+            endpoint: usage.endpoint.as_deref(),
+            status: self.status,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out,
+            complete,
+            duration_ms: ms(self.started.elapsed()),
+            upstream_ms: usage.upstream_time.map(ms),
+            plugin_ms: ms(plugins.time),
+            key_id: usage.key_id.as_deref(),
+            error: self.error.as_deref(),
+        };
+        let mut text = Vec::with_capacity(384);
+        if serde_json::to_writer(&mut text, &line).is_err() {
+            return;
+        }
+        text.push(b'\n');
         self.log.send(text);
     }
+}
+
+/// One line, in this field order.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    #[serde(serialize_with = "display")]
+    time: humantime::Rfc3339Timestamp,
+    request_id: &'a str,
+    client: &'a str,
+    method: &'a str,
+    path: &'a str,
+    api: Option<&'a str>,
+    endpoint: Option<&'a str>,
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    complete: bool,
+    duration_ms: f64,
+    upstream_ms: Option<f64>,
+    plugin_ms: f64,
+    key_id: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+fn display<S: serde::Serializer>(value: &impl std::fmt::Display, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// A body that counts the bytes it yields into `count`.
