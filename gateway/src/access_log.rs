@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::plugin::CallStats;
+use crate::plugin::{CallStats, lock};
 
 /// Lines waiting for the writer at most.
 const QUEUE: usize = 16 * 1024;
@@ -135,8 +135,8 @@ impl Entry {
     /// Writes the line: the body sent `bytes_out` bytes, and `complete`
     /// says whether it was sent to its end.
     fn finish(&self, bytes_out: u64, complete: bool) {
-        let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        let plugins = *self.plugins.lock().unwrap_or_else(|p| p.into_inner());
+        let usage = lock(&self.usage);
+        let plugins = *lock(&self.plugins);
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         let line = Line {
             time: humantime::format_rfc3339_millis(self.time),

@@ -375,3 +375,24 @@ async fn a_new_plugin_tests_builds_and_serves_without_edits() {
         }
     }
 }
+
+/// A schema declared by a component built straight from the WIT, without
+/// the SDK (`raw2` declares one for `echo-input`), is enforced the same way.
+#[test]
+fn a_schema_from_a_component_written_without_the_sdk_is_enforced() {
+    let api = |config: &str| {
+        format!(
+            "id: r\nlisten_path: /r/\nupstream: http://127.0.0.1:9\nendpoints:\n  - path: /x\n    plugin:\n      path: {}\n      function: echo-input\n      config: {config}\n",
+            plugin("raw2").display()
+        )
+    };
+    assert!(validate(&ConfigDir::single(&api("{ mode: raw }"))).status.success());
+    let output = validate(&ConfigDir::single(&api("{ mode: cooked }")));
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("apis/api.yaml:9:17: endpoints[0].plugin.config.mode: \"cooked\" is not one of \"raw\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the config schema of `echo-input`"), "{stderr}");
+}

@@ -161,7 +161,7 @@ impl GuestClock {
 }
 
 /// Locks `mutex`, ignoring poisoning (the data is valid whatever panicked).
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -40,7 +40,8 @@ use wasmtime::{
 
 use bindings::FunctionInfo;
 pub use bindings::{Api, AuthOutcome, Authenticated, HookKind, Outcome, RequestChanges, Response, Session};
-use host::{CallInfo, State, Tick, lock};
+pub use host::lock;
+use host::{CallInfo, State, Tick};
 use records::SessionRecord01;
 use records::{AuthOutcomeWire, AuthOutcomeWire01, Bounded, ListTooLong, OutcomeWire, OutcomeWire01, ResponseWire};
 pub use records::{HeaderText, RequestRecord, ResponseRecord};

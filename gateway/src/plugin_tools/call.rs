@@ -445,10 +445,10 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
             }
         }
     }
-    let stats = *stats.lock().unwrap_or_else(|p| p.into_inner());
+    let stats = *crate::plugin::lock(&stats);
     report.cpu_us = u64::try_from(stats.cpu.as_micros()).unwrap_or(u64::MAX);
     report.peak_memory_bytes = stats.peak_memory_bytes;
-    report.logs = std::mem::take(&mut *logs.lock().unwrap_or_else(|p| p.into_inner()));
+    report.logs = std::mem::take(&mut *crate::plugin::lock(&logs));
     Ok(report)
 }
 

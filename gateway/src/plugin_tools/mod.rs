@@ -126,6 +126,6 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLogs {
             level: event.metadata().level().to_string(),
             message: message.0,
         };
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        crate::plugin::lock(&self.0).push(line);
     }
 }
