@@ -129,6 +129,11 @@ fn main() -> anyhow::Result<()> {
             let path = format!("/bench/{endpoint}");
             let (api, rest) = routes.route(&path).expect("bench API");
             let matched = api.match_endpoint(&http::Method::GET, rest).expect("endpoint");
+            let plugin = matched
+                .endpoint
+                .plugin
+                .as_ref()
+                .expect("the bench endpoint has a plugin");
             let ctx = api.call_context(RequestId::none(), &http::HeaderMap::new());
             let body = body.map(|n| vec![b'x'; n]);
             let request = typical_request(&path, body.as_deref());
@@ -136,7 +141,7 @@ fn main() -> anyhow::Result<()> {
             let mut samples = Vec::with_capacity(iterations);
             for i in 0..warmup + iterations {
                 let started = Instant::now();
-                let outcome = matched.endpoint.plugin.on_request(&ctx, &request, &session).await?;
+                let outcome = plugin.on_request(&ctx, &request, &session).await?;
                 let elapsed = started.elapsed();
                 std::hint::black_box(outcome);
                 if i >= warmup {

@@ -129,7 +129,8 @@ fn describe_api(api: &ApiRoute) -> Value {
             json!({
                 "methods": e.methods().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
                 "path": e.template,
-                "plugin": e.plugin.label(),
+                "plugin": e.plugin.as_ref().map(|p| p.label()),
+                "rate_limit": e.rate_limit.as_ref().map(|l| l.describe()),
             })
         })
         .collect();
@@ -139,6 +140,7 @@ fn describe_api(api: &ApiRoute) -> Value {
         "listen_path": api.listen_path,
         "upstream": api.upstreams.default_url(),
         "auth": auth,
+        "rate_limit": api.rate_limit.as_ref().map(|l| l.describe()),
         "plugins": {
             "pre": labels(&api.hooks.pre),
             "post_auth": labels(&api.hooks.post_auth),

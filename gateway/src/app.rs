@@ -40,8 +40,13 @@ pub fn summary(routes: &Routes) -> String {
         routes.plugin_count()
     );
     for api in routes.apis() {
+        let limit = api
+            .rate_limit
+            .as_ref()
+            .map(|l| format!(", rate limit {}", l.describe()))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "  {} {} -> {}\n",
+            "  {} {} -> {}{limit}\n",
             api.id,
             api.listen_path,
             api.upstreams.summary()
@@ -51,11 +56,13 @@ pub fn summary(routes: &Routes) -> String {
                 .methods()
                 .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
                 .unwrap_or_else(|| "*".into());
-            out.push_str(&format!(
-                "    {methods} {} => {}\n",
-                endpoint.template,
-                endpoint.plugin.label()
-            ));
+            let plugin = endpoint.plugin.as_ref().map_or("(no plugin)", |p| p.label());
+            let limit = endpoint
+                .rate_limit
+                .as_ref()
+                .map(|l| format!(", rate limit {}", l.describe()))
+                .unwrap_or_default();
+            out.push_str(&format!("    {methods} {} => {plugin}{limit}\n", endpoint.template));
         }
     }
     out
@@ -87,7 +94,12 @@ pub async fn serve(config_file: PathBuf, overrides: ListenOverrides) -> anyhow::
         )),
     };
     let store = SessionStore::new(config.session_store.clone());
-    let needs_store = config.admin.is_some() || config.apis.iter().any(|api| !matches!(api.auth, AuthConfig::Keyless));
+    let needs_store = config.admin.is_some()
+        || config.apis.iter().any(|api| {
+            !matches!(api.auth, AuthConfig::Keyless)
+                || api.rate_limit.is_some()
+                || api.endpoints.iter().any(|e| e.rate_limit.is_some())
+        });
     if needs_store {
         match (&config.session_store, store.open().await) {
             (_, Ok(())) => {}

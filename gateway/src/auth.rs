@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::config::{LimitBy, RateLimit};
 use crate::plugin::Session;
 use crate::store::{self, Decision, SessionData, SessionStore, StoreError};
 
@@ -39,6 +40,11 @@ pub enum Denied {
 pub struct LimitHeaders(pub Vec<(HeaderName, HeaderValue)>);
 
 impl LimitHeaders {
+    /// Adds `other`'s headers after these, so its values win.
+    pub fn extend(&mut self, other: LimitHeaders) {
+        self.0.extend(other.0);
+    }
+
     pub fn apply(&self, headers: &mut HeaderMap) {
         for (name, value) in &self.0 {
             headers.insert(name.clone(), value.clone());
@@ -198,25 +204,7 @@ pub async fn enforce_limits(store: &SessionStore, caller: &Caller) -> Result<(Li
     let mut headers = LimitHeaders::default();
     let data = &caller.data;
     if data.rate > 0 && data.per > 0 {
-        let decision = store
-            .acquire(
-                &format!("rate:{}", caller.counter_id),
-                u64::from(data.rate),
-                u64::from(data.per),
-                now,
-            )
-            .await?;
-        let reset = (decision.reset_at - now).max(0);
-        headers.push("x-ratelimit-limit", data.rate);
-        headers.push(
-            "x-ratelimit-remaining",
-            u64::from(data.rate).saturating_sub(decision.used),
-        );
-        headers.push("x-ratelimit-reset", reset);
-        if !decision.allowed {
-            headers.push("retry-after", reset.max(1));
-            return Err(Denied::RateLimited(headers));
-        }
+        headers = count_rate(store, &format!("rate:{}", caller.counter_id), data.rate, data.per, now).await?;
     }
     let mut remaining = -1;
     if data.quota_max >= 0 {
@@ -243,6 +231,80 @@ pub async fn enforce_limits(store: &SessionStore, caller: &Caller) -> Result<(Li
         }
     }
     Ok((headers, remaining))
+}
+
+/// Counts one request against a rate counter of `rate` requests per `per`
+/// seconds; the `X-RateLimit-*` headers say where the caller stands, with
+/// `Retry-After` when refused. A refused request is not counted.
+async fn count_rate(
+    store: &SessionStore,
+    counter: &str,
+    rate: u32,
+    per: u32,
+    now: i64,
+) -> Result<LimitHeaders, Denied> {
+    let decision = store.acquire(counter, u64::from(rate), u64::from(per), now).await?;
+    let reset = (decision.reset_at - now).max(0);
+    let mut headers = LimitHeaders::default();
+    headers.push("x-ratelimit-limit", rate);
+    headers.push("x-ratelimit-remaining", u64::from(rate).saturating_sub(decision.used));
+    headers.push("x-ratelimit-reset", reset);
+    if decision.allowed {
+        Ok(headers)
+    } else {
+        headers.push("retry-after", reset.max(1));
+        Err(Denied::RateLimited(headers))
+    }
+}
+
+/// A `rate_limit` of an API or endpoint, with the name of its counters.
+#[derive(Debug)]
+pub struct RateLimiter {
+    /// `limit:<api>:<scope>:<rate>/<per>:`; the caller's bucket follows.
+    /// The rate is part of the name, so a reload that changes it starts
+    /// fresh windows rather than inheriting the old ones.
+    prefix: String,
+    limit: RateLimit,
+}
+
+impl RateLimiter {
+    /// `scope` is `api`, or the endpoint's methods and template.
+    pub fn new(api_id: &str, scope: &str, limit: RateLimit) -> Self {
+        RateLimiter {
+            prefix: format!("limit:{api_id}:{scope}:{}/{}:", limit.rate, limit.per),
+            limit,
+        }
+    }
+
+    /// `100 per 1 s by client_ip`, for the admin API and the start-up summary.
+    pub fn describe(&self) -> String {
+        let by = match &self.limit.by {
+            LimitBy::ClientIp => "client_ip".to_owned(),
+            LimitBy::Header(name) => format!("header:{name}"),
+            LimitBy::Api => "api".to_owned(),
+        };
+        format!("{} per {} s by {by}", self.limit.rate, self.limit.per)
+    }
+
+    /// Counts this request in its caller's bucket: the client's IP, the
+    /// header's value (callers without it share one bucket), or the API.
+    pub async fn check(
+        &self,
+        store: &SessionStore,
+        client_ip: &str,
+        headers: &HeaderMap,
+    ) -> Result<LimitHeaders, Denied> {
+        let counter = match &self.limit.by {
+            LimitBy::ClientIp => format!("{}ip:{client_ip}", self.prefix),
+            // Hashed: the value is the caller's, of any length and content.
+            LimitBy::Header(name) => match headers.get(name) {
+                Some(value) => format!("{}h:{}", self.prefix, &store::key_hash_bytes(value.as_bytes())[..32]),
+                None => format!("{}h:-", self.prefix),
+            },
+            LimitBy::Api => format!("{}all", self.prefix),
+        };
+        count_rate(store, &counter, self.limit.rate, self.limit.per, now()).await
+    }
 }
 
 pub fn quota_remaining(quota_max: i64, decision: &Decision) -> i64 {

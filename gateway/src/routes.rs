@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::Method;
 
+use crate::auth::RateLimiter;
 use crate::config::RoutingPolicy;
 use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef, UpstreamTimeouts};
 use crate::metrics::ApiMetrics;
@@ -51,6 +52,8 @@ pub struct ApiRoute {
     /// The record plugins receive.
     pub record: Arc<Api>,
     pub auth: Auth,
+    /// `rate_limit` on the whole API.
+    pub rate_limit: Option<RateLimiter>,
     pub hooks: Hooks,
     pub metrics: ApiMetrics,
     endpoints: matchit::Router<Vec<usize>>,
@@ -89,7 +92,8 @@ async fn load_all(runtime: &Arc<PluginRuntime>, refs: &[PluginRef], kind: HookKi
 pub struct Endpoint {
     methods: Option<Vec<Method>>,
     pub template: String,
-    pub plugin: Plugin,
+    pub plugin: Option<Plugin>,
+    pub rate_limit: Option<RateLimiter>,
 }
 
 /// A matched endpoint and the parameters its template captured.
@@ -172,11 +176,27 @@ impl ApiRoute {
         // Endpoints sharing a template (different methods) share a route.
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
         for (i, endpoint) in api.endpoints.iter().enumerate() {
-            let plugin = runtime.load(&endpoint.plugin, HookKind::Request).await?;
+            let plugin = match &endpoint.plugin {
+                Some(reference) => Some(runtime.load(reference, HookKind::Request).await?),
+                None => None,
+            };
+            let methods = endpoint.methods.clone();
+            let rate_limit = endpoint.rate_limit.clone().map(|limit| {
+                let scope = match &methods {
+                    Some(methods) => format!(
+                        "{} {}",
+                        methods.iter().map(Method::as_str).collect::<Vec<_>>().join(","),
+                        endpoint.path
+                    ),
+                    None => endpoint.path.clone(),
+                };
+                RateLimiter::new(&api.id, &scope, limit)
+            });
             endpoint_list.push(Endpoint {
-                methods: endpoint.methods.clone(),
+                methods,
                 template: endpoint.path.clone(),
                 plugin,
+                rate_limit,
             });
             match groups
                 .iter_mut()
@@ -215,6 +235,10 @@ impl ApiRoute {
         let upstreams = ApiUpstreams::build(api, previous);
         Ok(ApiRoute {
             auth,
+            rate_limit: api
+                .rate_limit
+                .clone()
+                .map(|limit| RateLimiter::new(&api.id, "api", limit)),
             hooks,
             metrics: ApiMetrics::new(&id),
             id,
@@ -266,7 +290,7 @@ impl ApiRoute {
 
     fn plugin_count(&self) -> usize {
         let hooks = &self.hooks;
-        self.endpoint_list.len()
+        self.endpoint_list.iter().filter(|e| e.plugin.is_some()).count()
             + hooks.pre.len()
             + hooks.post_auth.len()
             + hooks.post.len()

@@ -1,8 +1,9 @@
 //! The public listener and the request path:
 //!
 //! listener -> match API (longest listen path) -> match endpoint (method +
-//! template) -> `pre` hooks -> auth (keyless, API key, or `auth` plugin) ->
-//! `post_auth` hooks -> rate limit and quota -> endpoint plugin -> `post`
+//! template) -> `rate_limit`s (endpoint's, API's) -> `pre` hooks -> auth
+//! (keyless, API key, or `auth` plugin) -> `post_auth` hooks -> the key's
+//! rate limit and quota -> endpoint plugin -> `post`
 //! hooks -> upstream (streamed) or the plugin's response -> `response` hooks
 //! -> client.
 //!
@@ -419,6 +420,23 @@ async fn serve_api(
     if let Some(m) = &matched {
         span.record("endpoint", m.endpoint.template.as_str());
     }
+    // Limits on every caller come first: a refused request costs no plugin
+    // call. The endpoint's is counted before the API's, so a request the
+    // endpoint refuses does not use the API's allowance.
+    let mut limit_headers = LimitHeaders::default();
+    let client_ip = client.ip.to_str().unwrap_or_default();
+    for limiter in [
+        matched.as_ref().and_then(|m| m.endpoint.rate_limit.as_ref()),
+        api.rate_limit.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut headers = limiter.check(&gateway.store, client_ip, &parts.headers).await?;
+        // The most specific limit's headers win: the endpoint's over the API's.
+        headers.extend(limit_headers);
+        limit_headers = headers;
+    }
     let mut ctx = api.call_context(request_id.clone(), &parts.headers);
     let usage = accounting.map(|(usage, plugins)| {
         ctx.stats = Some(plugins);
@@ -443,7 +461,7 @@ async fn serve_api(
         session: Session::anonymous(),
         caller: None,
         metadata_dirty: false,
-        limit_headers: LimitHeaders::default(),
+        limit_headers,
         response_headers: HeaderMap::new(),
     };
 
@@ -451,7 +469,7 @@ async fn serve_api(
         gateway,
         api,
         rest,
-        matched.as_ref().map(|m| &m.endpoint.plugin),
+        matched.as_ref().and_then(|m| m.endpoint.plugin.as_ref()),
         &mut ex,
     )
     .await;
@@ -555,7 +573,7 @@ async fn request_phase(
 
     if let Some(caller) = &ex.caller {
         let (headers, remaining) = auth::enforce_limits(store, caller).await?;
-        ex.limit_headers = headers;
+        ex.limit_headers.extend(headers);
         ex.session.quota_remaining = remaining;
     }
 

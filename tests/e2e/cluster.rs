@@ -142,6 +142,30 @@ async fn two_nodes_share_one_quota_and_one_rate_limit_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_share_one_keyless_rate_limit() {
+    assert!(
+        redis_available(),
+        "redis-server is needed: `cargo xtask test` installs it"
+    );
+    let redis = Redis::start();
+    let echo = upstream(upstreams::echo("up")).await;
+    let api = format!("id: open\nlisten_path: /o/\nupstream: {echo}\nrate_limit: {{ rate: 4, per: 60, by: api }}\n");
+    let gateway_yaml = format!("apis: [apis/]\nsession_store: {}\n", redis.url());
+    let a = Gateway::start(ConfigDir::new(&gateway_yaml, &[("open.yaml", &api)]));
+    let b = Gateway::start(ConfigDir::new(&gateway_yaml, &[("open.yaml", &api)]));
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let url = if i % 2 == 0 { a.url("/o/x") } else { b.url("/o/x") };
+        statuses.push(get_with(&url, &[]).await.0);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 429, 429, 429],
+        "four per minute across both nodes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn redis_down_is_503_and_service_resumes_when_it_returns() {
     assert!(
         redis_available(),

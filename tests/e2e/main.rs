@@ -13,6 +13,7 @@ mod keys;
 mod metrics;
 mod plugins;
 mod proxy;
+mod rate_limits;
 mod sandbox;
 mod support;
 mod tls;

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use schema::OnError;
 use schema::{
     AllowEntry, ApiFile, AuthFile, CacheSetting, ClientAuthFile, FallbackFile, GatewayFile, LimitsFile, ListenSetting,
     PluginFile, TlsFile, UpstreamTlsFile,
 };
+pub use schema::{LimitByFile as LimitBy, OnError};
 
 pub use crate::store::StoreConfig;
 
@@ -215,7 +215,28 @@ pub struct ApiConfig {
     pub hooks: HooksConfig,
     /// The API's `config`, as JSON text.
     pub config_json: String,
+    /// `rate_limit` on the whole API.
+    pub rate_limit: Option<RateLimit>,
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// `rate_limit:` of an API or endpoint: at most `rate` requests per `per`
+/// seconds for each caller as `by` tells them apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub rate: u32,
+    pub per: u32,
+    pub by: LimitBy,
+}
+
+impl From<schema::RateLimitFile> for RateLimit {
+    fn from(file: schema::RateLimitFile) -> Self {
+        RateLimit {
+            rate: file.rate.get(),
+            per: file.per.get(),
+            by: file.by,
+        }
+    }
 }
 
 /// What one API lets its plugins reach.
@@ -243,7 +264,8 @@ pub struct EndpointConfig {
     pub methods: Option<Vec<http::Method>>,
     /// Path template relative to the listen path, e.g. `/summary/{id}`.
     pub path: String,
-    pub plugin: PluginRef,
+    pub plugin: Option<PluginRef>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// A plugin reference, resolved: which component, which function, and how.
@@ -656,11 +678,22 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
                 .map(|m| http::Method::from_bytes(m.0.as_bytes()).expect("validated as upper-case ASCII"))
                 .collect()
         });
-        let plugin = resolve_plugin(file, base, &format!("{field}.plugin"), endpoint.plugin, defaults)?;
+        if endpoint.plugin.is_none() && endpoint.rate_limit.is_none() {
+            return Err(ConfigError::new(
+                file,
+                Some(field),
+                "an endpoint needs a `plugin`, a `rate_limit`, or both",
+            ));
+        }
+        let plugin = endpoint
+            .plugin
+            .map(|p| resolve_plugin(file, base, &format!("{field}.plugin"), p, defaults))
+            .transpose()?;
         endpoints.push(EndpointConfig {
             methods,
             path: endpoint.path.0,
             plugin,
+            rate_limit: endpoint.rate_limit.map(RateLimit::from),
         });
     }
 
@@ -764,6 +797,7 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         upstream_tls,
         forward_client_cert: api.forward_client_cert,
         config_json: yaml_to_json(file, "config", api.config)?,
+        rate_limit: api.rate_limit.map(RateLimit::from),
         endpoints,
         auth,
         hooks,

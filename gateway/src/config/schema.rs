@@ -230,6 +230,9 @@ pub struct ApiFile {
     /// The API's own config, handed to every plugin as `api.config`.
     #[serde(default)]
     pub config: Option<serde_yaml::Value>,
+    /// A limit on every request to the API, keyed or not.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitFile>,
     #[serde(default)]
     pub endpoints: Vec<EndpointFile>,
 }
@@ -313,7 +316,59 @@ pub struct EndpointFile {
     #[serde(default)]
     pub method: Option<OneOrMany<MethodName>>,
     pub path: EndpointPath,
-    pub plugin: PluginFile,
+    /// The endpoint's plugin; an endpoint may have only a `rate_limit`.
+    #[serde(default)]
+    pub plugin: Option<PluginFile>,
+    /// A limit on the requests this endpoint matches.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitFile>,
+}
+
+/// `rate_limit:` of an API or an endpoint: at most `rate` requests per
+/// `per` seconds for each caller as `by` tells them apart.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    pub rate: std::num::NonZeroU32,
+    pub per: std::num::NonZeroU32,
+    #[serde(default)]
+    pub by: LimitByFile,
+}
+
+/// `rate_limit.by`: `client_ip` (the default), `header:NAME` or `api`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum LimitByFile {
+    #[default]
+    ClientIp,
+    Header(http::HeaderName),
+    Api,
+}
+
+impl<'de> Deserialize<'de> for LimitByFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct By;
+        impl serde::de::Visitor<'_> for By {
+            type Value = LimitByFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client_ip, header:NAME or api")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<LimitByFile, E> {
+                match s {
+                    "client_ip" => Ok(LimitByFile::ClientIp),
+                    "api" => Ok(LimitByFile::Api),
+                    _ => match s.strip_prefix("header:") {
+                        Some(name) => http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+                            .map(LimitByFile::Header)
+                            .map_err(|_| E::custom(format!("invalid header name {name:?} in {s:?}"))),
+                        None => Err(E::custom(format!(
+                            "unknown rate_limit.by {s:?}: expected client_ip, header:NAME or api"
+                        ))),
+                    },
+                }
+            }
+        }
+        deserializer.deserialize_str(By)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -143,10 +143,12 @@ enum Backend {
 
 /// Keys are stored by their SHA-256, never in clear.
 pub fn key_hash(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    key_hash_bytes(key.as_bytes())
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn key_hash_bytes(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A new random API key and its public id.
