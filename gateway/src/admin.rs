@@ -6,7 +6,7 @@
 //!
 //! | route | does |
 //! |---|---|
-//! | `GET /health` | `{"status":"ok","apis":N}` while the gateway serves (no secret) |
+//! | `GET /health` | `{"status":"ok","apis":N,...}` with the configuration's digest and load time (no secret) |
 //! | `GET /metrics` | Prometheus metrics, text format (no secret) |
 //! | `GET /apis` | APIs with auth, hooks, endpoints and plugins |
 //! | `GET /keys` | every stored session: API keys' and auth plugins' (by key id) |
@@ -14,9 +14,9 @@
 //! | `GET /keys/{key}` | the key's session and remaining quota; `{key}` may also be the key id of a session an auth plugin created |
 //! | `PUT /keys/{key}` | replace the key's session |
 //! | `DELETE /keys/{key}` | revoke the key, or delete an auth plugin's session by key id |
-//! | `POST /reload` | reload the configuration (like SIGHUP) |
+//! | `POST /reload` | reload the configuration (like SIGHUP); `?cluster=true`: every node on the same Redis |
+//! | `GET /cluster` | the nodes seen in the last minute: configuration digest, last reload |
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -29,7 +29,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::auth;
-use crate::plugin::PluginRuntime;
+use crate::cluster::{BroadcastError, Control, Trigger};
 use crate::routes::{ApiRoute, Auth};
 use crate::server::Gateway;
 use crate::store::{self, SessionData, StoreError};
@@ -38,18 +38,16 @@ const SECRET_HEADER: &str = "x-admin-secret";
 
 #[derive(Clone)]
 struct Admin {
+    control: Arc<Control>,
     gateway: Arc<Gateway>,
-    runtime: Arc<PluginRuntime>,
-    config_file: PathBuf,
     secret: Arc<str>,
 }
 
 /// The admin app.
-pub fn router(gateway: Arc<Gateway>, runtime: Arc<PluginRuntime>, config_file: PathBuf, secret: &str) -> axum::Router {
+pub fn router(control: Arc<Control>, secret: &str) -> axum::Router {
     let state = Admin {
-        gateway,
-        runtime,
-        config_file,
+        gateway: Arc::clone(control.gateway()),
+        control,
         secret: secret.into(),
     };
     axum::Router::new()
@@ -58,6 +56,7 @@ pub fn router(gateway: Arc<Gateway>, runtime: Arc<PluginRuntime>, config_file: P
         .route("/keys", post(create_key).get(list_keys))
         .route("/keys/{key}", get(read_key).put(update_key).delete(delete_key))
         .route("/reload", post(reload))
+        .route("/cluster", get(cluster))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
         .layer(middleware::from_fn_with_state(state.clone(), require_secret))
         // Added after the layer: probes and scrapers send no secret.
@@ -67,7 +66,15 @@ pub fn router(gateway: Arc<Gateway>, runtime: Arc<PluginRuntime>, config_file: P
 }
 
 async fn health(State(admin): State<Admin>) -> Response {
-    Json(json!({ "status": "ok", "apis": admin.gateway.routes().apis().len() })).into_response()
+    let report = admin.control.report();
+    Json(json!({
+        "status": "ok",
+        "apis": admin.gateway.routes().apis().len(),
+        "node": report.id,
+        "config": { "hash": report.config_hash, "loaded_at": report.loaded_at_text() },
+        "last_reload": report.last_reload,
+    }))
+    .into_response()
 }
 
 async fn metrics(State(admin): State<Admin>) -> Response {
@@ -79,7 +86,7 @@ async fn metrics(State(admin): State<Admin>) -> Response {
             .flat_map(|api| api.upstreams.groups())
             .flat_map(|group| group.states()),
     );
-    let text = crate::metrics::encode(admin.runtime.instances_in_use());
+    let text = crate::metrics::encode(admin.control.runtime().instances_in_use());
     (
         [(
             http::header::CONTENT_TYPE,
@@ -332,16 +339,53 @@ async fn delete_key(State(admin): State<Admin>, Path(key): Path<String>) -> Resp
     }
 }
 
-async fn reload(State(admin): State<Admin>) -> Response {
-    match crate::app::reload(&admin.gateway, &admin.runtime, &admin.config_file).await {
-        Ok(()) => Json(json!({ "reloaded": true })).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "reload failed; the previous configuration keeps serving");
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({ "reloaded": false, "error": e.to_string() })),
-            )
-                .into_response()
+/// `POST /reload`: this node; with `?cluster=true`, every node sharing its
+/// Redis (each from its own files).
+async fn reload(State(admin): State<Admin>, uri: http::Uri) -> Response {
+    let cluster = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|pair| matches!(pair, "cluster" | "cluster=true" | "cluster=1"));
+    let (result, announced) = if cluster {
+        let (result, announced) = admin.control.reload_cluster(Trigger::Admin).await;
+        (result, Some(announced))
+    } else {
+        (admin.control.reload(Trigger::Admin).await, None)
+    };
+    let mut body = json!({ "reloaded": result.is_ok(), "node": admin.control.node_id() });
+    if let Err(e) = &result {
+        body["error"] = e.to_string().into();
+    }
+    let mut status = if result.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    match announced {
+        None => {}
+        Some(Ok(())) => body["broadcast"] = true.into(),
+        Some(Err(e)) => {
+            body["broadcast"] = false.into();
+            body["broadcast_error"] = e.to_string().into();
+            status = match e {
+                BroadcastError::NoCluster => StatusCode::BAD_REQUEST,
+                BroadcastError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
         }
+    }
+    (status, Json(body)).into_response()
+}
+
+/// `GET /cluster`: the nodes seen in the last minute, each with its
+/// configuration digest and last reload; `converged` when they all serve
+/// the same configuration.
+async fn cluster(State(admin): State<Admin>) -> Response {
+    match admin.control.nodes().await {
+        Ok(nodes) => {
+            let converged = nodes.windows(2).all(|w| w[0].config_hash == w[1].config_hash);
+            Json(json!({ "nodes": nodes, "converged": converged })).into_response()
+        }
+        Err(e) => store_error(e),
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::access_log::AccessLog;
+use crate::cluster::{Control, Trigger};
 use crate::config::{self, AuthConfig, Config, StoreConfig};
 use crate::outbound::OutboundClient;
 use crate::plugin::PluginRuntime;
@@ -68,21 +69,26 @@ pub fn summary(routes: &Routes) -> String {
     out
 }
 
-/// Where to listen instead of what the configuration says (`--listen`,
-/// `--listen-tls`).
+/// What `serve`'s flags say beyond the configuration file.
 #[derive(Debug, Default, Clone)]
-pub struct ListenOverrides {
-    pub plain: Option<String>,
-    pub tls: Option<String>,
+pub struct ServeOptions {
+    /// Where to listen instead of `listen` (`--listen`).
+    pub listen: Option<String>,
+    /// Where to serve HTTPS instead of `tls.listen` (`--listen-tls`).
+    pub listen_tls: Option<String>,
+    /// This node's id in the cluster (`--node-id`); `None`: the default.
+    pub node_id: Option<String>,
+    /// SIGHUP reloads the whole cluster (`--broadcast`).
+    pub broadcast: bool,
 }
 
 /// Serves until SIGINT/SIGTERM. SIGHUP reloads the configuration; a reload
 /// that fails is logged and the running configuration keeps serving.
-pub async fn serve(config_file: PathBuf, overrides: ListenOverrides) -> anyhow::Result<()> {
+pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Result<()> {
     let config = config::load(&config_file)?;
     let runtime = runtime_for(&config)?;
-    let listen = overrides.plain.or_else(|| config.listen.clone());
-    let tls = match (&config.tls, overrides.tls) {
+    let listen = options.listen.or_else(|| config.listen.clone());
+    let tls = match (&config.tls, options.listen_tls) {
         (None, Some(_)) => anyhow::bail!(
             "--listen-tls needs a `tls:` block with certificates in {}",
             config_file.display()
@@ -142,6 +148,9 @@ pub async fn serve(config_file: PathBuf, overrides: ListenOverrides) -> anyhow::
         gateway = gateway.with_access_log(log);
     }
     let gateway = Arc::new(gateway);
+    let node_id = options.node_id.unwrap_or_else(crate::cluster::default_node_id);
+    tracing::info!(node = %node_id, "node id");
+    let control = Arc::new(Control::new(Arc::clone(&gateway), runtime, config_file, node_id));
     let admin_addr = match admin {
         None => None,
         Some(admin) => {
@@ -149,12 +158,7 @@ pub async fn serve(config_file: PathBuf, overrides: ListenOverrides) -> anyhow::
                 .await
                 .with_context(|| format!("cannot listen on {} (admin_listen)", admin.listen))?;
             let admin_addr = admin_listener.local_addr()?;
-            let app = crate::admin::router(
-                Arc::clone(&gateway),
-                Arc::clone(&runtime),
-                config_file.clone(),
-                &admin.secret,
-            );
+            let app = crate::admin::router(Arc::clone(&control), &admin.secret);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(admin_listener, app).await {
                     tracing::error!(error = %e, "admin listener failed");
@@ -163,7 +167,8 @@ pub async fn serve(config_file: PathBuf, overrides: ListenOverrides) -> anyhow::
             Some(admin_addr)
         }
     };
-    tokio::spawn(reload_on_sighup(Arc::clone(&gateway), runtime, config_file));
+    control.start();
+    tokio::spawn(reload_on_sighup(control, options.broadcast));
 
     if let Some(live) = live_tls {
         tokio::spawn(live.watch());
@@ -245,22 +250,25 @@ fn current_tls_listen(routes: &Routes) -> &str {
 }
 
 #[cfg(unix)]
-async fn reload_on_sighup(gateway: Arc<Gateway>, runtime: Arc<PluginRuntime>, config_file: PathBuf) {
+async fn reload_on_sighup(control: Arc<Control>, broadcast: bool) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload by restarting");
         return;
     };
     while hangups.recv().await.is_some() {
-        tracing::info!(file = %config_file.display(), "SIGHUP: reloading configuration");
-        if let Err(e) = reload(&gateway, &runtime, &config_file).await {
-            tracing::error!(error = %e, "reload failed; the previous configuration keeps serving");
+        if broadcast {
+            if let (_, Err(e)) = control.reload_cluster(Trigger::Signal).await {
+                tracing::error!(error = %e, "SIGHUP: the cluster reload was not announced; this node reloaded alone");
+            }
+        } else {
+            let _ = control.reload(Trigger::Signal).await;
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn reload_on_sighup(_: Arc<Gateway>, _: Arc<PluginRuntime>, _: PathBuf) {}
+async fn reload_on_sighup(_: Arc<Control>, _: bool) {}
 
 async fn shutdown_signal() {
     let ctrl_c = async {

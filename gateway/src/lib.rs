@@ -16,6 +16,7 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod framing;

@@ -44,6 +44,15 @@ enum Command {
         /// runs a single-threaded event loop, like one nginx worker.
         #[arg(long)]
         workers: Option<usize>,
+        /// This node's id in `GET /cluster` (default: $PORTCULLIS_NODE_ID,
+        /// else `<hostname>:<pid>`). Keep it across restarts to rejoin as
+        /// the same node.
+        #[arg(long, value_name = "ID")]
+        node_id: Option<String>,
+        /// SIGHUP reloads every node sharing this node's Redis session
+        /// store, not just this one (as `POST /reload?cluster=true` does).
+        #[arg(long)]
+        broadcast: bool,
     },
     /// Load a configuration and every plugin it names, report, and exit.
     Validate {
@@ -180,12 +189,16 @@ fn main() -> ExitCode {
                 config,
                 listen,
                 listen_tls,
+                node_id,
+                broadcast,
                 ..
             } => match portcullis::app::serve(
                 config,
-                portcullis::app::ListenOverrides {
-                    plain: listen,
-                    tls: listen_tls,
+                portcullis::app::ServeOptions {
+                    listen,
+                    listen_tls,
+                    node_id: node_id.or_else(|| std::env::var("PORTCULLIS_NODE_ID").ok()),
+                    broadcast,
                 },
             )
             .await

@@ -31,6 +31,10 @@ pub struct Routes {
     /// Sorted by listen path, longest first.
     apis: Vec<ApiRoute>,
     pub config: Config,
+    /// [`Config::digest`] of the files this table was built from.
+    pub digest: String,
+    /// When it was built.
+    pub loaded_at: std::time::SystemTime,
 }
 
 #[derive(Debug)]
@@ -111,13 +115,23 @@ impl Routes {
         runtime: &Arc<PluginRuntime>,
         previous: Option<&Routes>,
     ) -> Result<Self, BuildError> {
+        // Before the plugins load: a file changed while they do changes the
+        // digest of the next reload, not this one's.
+        let digest = config
+            .digest()
+            .map_err(|(file, e)| ConfigError::new(&file, None, format!("cannot read: {e}")))?;
         let mut apis = Vec::with_capacity(config.apis.len());
         for api in &config.apis {
             let before = previous.and_then(|p| p.apis.iter().find(|a| *a.id == *api.id));
             apis.push(ApiRoute::build(api, runtime, before.map(|b| &b.upstreams)).await?);
         }
         apis.sort_by_key(|api| std::cmp::Reverse(api.listen_path.len()));
-        Ok(Routes { apis, config })
+        Ok(Routes {
+            apis,
+            config,
+            digest,
+            loaded_at: std::time::SystemTime::now(),
+        })
     }
 
     /// Publishes the certificates this configuration loaded (upstream CAs

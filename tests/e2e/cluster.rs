@@ -1,6 +1,7 @@
 //! Several gateway nodes on one real Redis: one shared quota and rate limit,
 //! enforced exactly; Redis going away fails requests with 503 (not hangs),
-//! and service resumes when it returns.
+//! and service resumes when it returns; a reload broadcast to the cluster
+//! converges, and `GET /cluster` shows a node that refused it, and why.
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{ConfigDir, Gateway, admin_post, closed_port, get_with, upstream, upstreams};
+use crate::support::{ConfigDir, Gateway, admin_post, client, closed_port, get_json, get_with, upstream, upstreams};
 
 const SECRET: &str = "cluster-admin-secret";
 
@@ -204,5 +205,143 @@ async fn redis_down_is_503_and_service_resumes_when_it_returns() {
             "the gateway did not recover (last status {status})"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A node of a three-node cluster: admin API on, its own files, `id`.
+fn cluster_node(redis: &Redis, id: &str, api: &str, args: &[&str]) -> Gateway {
+    let gateway_yaml = format!(
+        "apis: [apis/]\nsession_store: {}\nadmin_listen: 127.0.0.1:0\nadmin_secret: {SECRET}\n",
+        redis.url()
+    );
+    let mut all = vec!["--node-id", id];
+    all.extend(args);
+    Gateway::start_with(ConfigDir::new(&gateway_yaml, &[("api.yaml", api)]), &all)
+}
+
+async fn cluster_view(gw: &Gateway) -> serde_json::Value {
+    let response = client()
+        .get(gw.admin("/cluster"))
+        .header("x-admin-secret", SECRET)
+        .send()
+        .await
+        .expect("GET /cluster");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("JSON")
+}
+
+/// Polls `GET /cluster` on `gw` until `done` holds of its node list.
+async fn wait_for_cluster(gw: &Gateway, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = cluster_view(gw).await;
+        if done(view["nodes"].as_array().expect("nodes")) {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "{what}; GET /cluster said {view:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn member<'a>(nodes: &'a [serde_json::Value], id: &str) -> &'a serde_json::Value {
+    nodes
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("node {id} in {nodes:?}"))
+}
+
+async fn served_by(gw: &Gateway) -> String {
+    let (status, _, body) = get_json(&gw.url("/svc/x")).await;
+    assert_eq!(status, 200, "{body}");
+    body["upstream"].as_str().expect("echo").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broadcast_reload_converges_a_refusing_node_says_why_and_a_restarted_node_rejoins() {
+    assert!(
+        redis_available(),
+        "redis-server is needed: `cargo xtask test` installs it"
+    );
+    let redis = Redis::start();
+    let one = upstream(upstreams::echo("one")).await;
+    let two = upstream(upstreams::echo("two")).await;
+    let api = |upstream: &str| format!("id: svc\nlisten_path: /svc/\nupstream: {upstream}\n");
+    let n1 = cluster_node(&redis, "n1", &api(&one), &["--broadcast"]);
+    let n2 = cluster_node(&redis, "n2", &api(&one), &[]);
+    let n3 = cluster_node(&redis, "n3", &api(&one), &[]);
+
+    let view = wait_for_cluster(&n2, "three nodes on one configuration", |nodes| nodes.len() == 3).await;
+    assert_eq!(view["converged"], true, "{view:#}");
+    let first_hash = view["nodes"][0]["config_hash"].as_str().expect("hash").to_owned();
+    assert_eq!(first_hash.len(), 64, "a SHA-256");
+    let (status, _, health) = get_json(&n1.admin("/health")).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["node"], "n1");
+    assert_eq!(health["config"]["hash"], first_hash.as_str(), "{health}");
+    assert!(
+        health["config"]["loaded_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{health}"
+    );
+
+    // New files on n1 and n2; a broken one on n3. One reload, on n1.
+    n1.config.write_api("api.yaml", &api(&two));
+    n2.config.write_api("api.yaml", &api(&two));
+    n3.config
+        .write_api("api.yaml", "id: svc\nlisten_path: /svc/\nupstream: [\n");
+    let (status, body) = admin_post(&format!("{}?cluster=true", n1.admin("/reload")), SECRET, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["reloaded"], &body["broadcast"]),
+        (&json!(true), &json!(true)),
+        "{body}"
+    );
+
+    let view = wait_for_cluster(
+        &n3,
+        "n2 converges on n1's new configuration and n3 refuses it",
+        |nodes| {
+            nodes.len() == 3
+                && member(nodes, "n2")["last_reload"]["ok"] == true
+                && member(nodes, "n3")["last_reload"]["ok"] == false
+        },
+    )
+    .await;
+    let nodes = view["nodes"].as_array().expect("nodes");
+    let new_hash = member(nodes, "n1")["config_hash"].as_str().expect("hash").to_owned();
+    assert_ne!(new_hash, first_hash);
+    assert_eq!(member(nodes, "n2")["config_hash"], new_hash.as_str());
+    assert_eq!(member(nodes, "n2")["last_reload"]["trigger"], "cluster reload from n1");
+    let n3_node = member(nodes, "n3");
+    assert_eq!(n3_node["config_hash"], first_hash.as_str(), "n3 kept its configuration");
+    let why = n3_node["last_reload"]["error"].as_str().expect("error");
+    assert!(why.contains("apis/api.yaml:3"), "the file and line: {why}");
+    assert_eq!(view["converged"], false);
+    assert_eq!(served_by(&n2).await, "two");
+    assert_eq!(served_by(&n3).await, "one", "n3 keeps serving its old configuration");
+
+    // n3, fixed and restarted under the same id, rejoins on the new files.
+    let started_before = n3_node["started_at"].as_str().expect("started_at").to_owned();
+    n3.config.write_api("api.yaml", &api(&two));
+    let n3 = n3.restart();
+    let view = wait_for_cluster(&n1, "n3 rejoins on the new configuration", |nodes| {
+        nodes.len() == 3
+            && member(nodes, "n3")["config_hash"] == new_hash.as_str()
+            && member(nodes, "n3")["started_at"] != started_before.as_str()
+    })
+    .await;
+    assert_eq!(view["converged"], true, "{view:#}");
+    assert_eq!(served_by(&n3).await, "two");
+
+    // SIGHUP on a node started with --broadcast reloads them all.
+    for gw in [&n1, &n2, &n3] {
+        gw.config.write_api("api.yaml", &api(&one));
+    }
+    n1.reload();
+    wait_for_cluster(&n2, "every node back on the first configuration", |nodes| {
+        nodes.len() == 3 && nodes.iter().all(|n| n["config_hash"] == first_hash.as_str())
+    })
+    .await;
+    for gw in [&n1, &n2, &n3] {
+        assert_eq!(served_by(gw).await, "one");
     }
 }

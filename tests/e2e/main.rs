@@ -19,3 +19,4 @@ mod support;
 mod tls;
 mod tools;
 mod tunnels;
+mod watch;

@@ -79,7 +79,50 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Directory for compiled plugins; `None` disables the cache.
     pub plugin_cache: Option<PathBuf>,
+    /// Reload when a file in [`Config::sources`] changes.
+    pub watch: bool,
     pub apis: Vec<ApiConfig>,
+}
+
+impl Config {
+    /// Every file the configuration was read from: the gateway file, the
+    /// API files and the plugins they name, each once.
+    pub fn sources(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.file.clone()];
+        files.extend(self.apis.iter().map(|api| api.file.clone()));
+        let mut plugins: Vec<PathBuf> = self
+            .apis
+            .iter()
+            .flat_map(ApiConfig::plugin_refs)
+            .map(|p| p.path.clone())
+            .collect();
+        plugins.sort();
+        plugins.dedup();
+        files.extend(plugins);
+        files
+    }
+
+    /// A SHA-256 of what [`Config::sources`] hold: equal on two nodes when
+    /// their gateway files, API files and plugins are the same, wherever
+    /// each node keeps them.
+    pub fn digest(&self) -> Result<String, (PathBuf, std::io::Error)> {
+        use sha2::{Digest, Sha256};
+        let base = self.file.parent().unwrap_or(Path::new("/"));
+        let mut entries = Vec::new();
+        for file in self.sources() {
+            let content = Sha256::digest(std::fs::read(&file).map_err(|e| (file.clone(), e))?);
+            let name = file.strip_prefix(base).unwrap_or(&file).to_string_lossy().into_owned();
+            entries.push((name, content));
+        }
+        entries.sort();
+        let mut all = Sha256::new();
+        for (name, content) in entries {
+            all.update(name.as_bytes());
+            all.update([0]);
+            all.update(content);
+        }
+        Ok(crate::plugin::hex(&all.finalize()))
+    }
 }
 
 /// Limits of one plugin invocation (see docs/security.md).
@@ -236,6 +279,23 @@ impl From<schema::RateLimitFile> for RateLimit {
             per: file.per.get(),
             by: file.by,
         }
+    }
+}
+
+impl ApiConfig {
+    /// Every plugin reference of the API: auth, hooks and endpoints.
+    pub fn plugin_refs(&self) -> impl Iterator<Item = &PluginRef> {
+        let auth = match &self.auth {
+            AuthConfig::Plugin(plugin) => Some(&**plugin),
+            _ => None,
+        };
+        let hooks = &self.hooks;
+        auth.into_iter()
+            .chain(&hooks.pre)
+            .chain(&hooks.post_auth)
+            .chain(&hooks.post)
+            .chain(&hooks.response)
+            .chain(self.endpoints.iter().filter_map(|e| e.plugin.as_ref()))
     }
 }
 
@@ -454,6 +514,7 @@ fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
         limits: defaults,
         max_outbound_in_flight: gateway.max_outbound_in_flight.max(1),
         plugin_cache,
+        watch: gateway.watch,
         apis,
     })
 }

@@ -63,6 +63,9 @@ pub struct GatewayFile {
     /// reads it from an environment variable.
     #[serde(default)]
     pub admin_secret: Option<String>,
+    /// Reload by itself when the configuration's files or plugins change.
+    #[serde(default)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,8 @@
 mod embedded;
 mod redis_store;
 
+pub use redis_store::{RELOAD_CHANNEL, RedisStore};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -148,7 +150,7 @@ pub fn key_hash(key: &str) -> String {
 
 /// The SHA-256 of `bytes`, in hex.
 pub fn key_hash_bytes(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::plugin::hex(&Sha256::digest(bytes))
 }
 
 /// A new random API key and its public id.
@@ -189,6 +191,26 @@ impl SessionStore {
                 Ok(backend)
             })
             .await
+    }
+
+    /// The Redis backend, when the store is Redis: what nodes of a cluster
+    /// share. `Ok(None)` for the embedded store.
+    pub async fn redis(&self) -> Result<Option<&redis_store::RedisStore>, StoreError> {
+        if !matches!(self.config, StoreConfig::Redis(_)) {
+            return Ok(None);
+        }
+        match self.backend().await? {
+            Backend::Redis(s) => Ok(Some(s)),
+            Backend::Embedded(_) => Ok(None),
+        }
+    }
+
+    /// The Redis URL, when the store is Redis.
+    pub fn redis_url(&self) -> Option<&str> {
+        match &self.config {
+            StoreConfig::Redis(url) => Some(url),
+            StoreConfig::Embedded(_) => None,
+        }
     }
 
     /// Makes every counter update durable (the embedded store commits them

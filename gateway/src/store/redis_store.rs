@@ -13,6 +13,9 @@ use super::{Decision, SessionData, StoreError, decode, encode};
 
 const PREFIX: &str = "portcullis:";
 
+/// The channel cluster-wide reloads are announced on.
+pub const RELOAD_CHANNEL: &str = "portcullis:reload";
+
 /// KEYS[1] counter; ARGV: limit, window_secs (0 = endless), now, NEVER.
 /// Returns {allowed (0/1), used, reset_at}.
 const ACQUIRE: &str = r"
@@ -152,5 +155,63 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(super::current(used.zip(reset_at), now))
+    }
+
+    /// Writes this node's report, kept for `ttl_secs`.
+    pub async fn put_node(&self, id: &str, report: &str, ttl_secs: u64) -> Result<(), StoreError> {
+        self.connection
+            .clone()
+            .set_ex::<_, _, ()>(format!("{PREFIX}node:{id}"), report, ttl_secs)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The reports of every node seen within their time to live.
+    pub async fn nodes(&self) -> Result<Vec<String>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut keys: Vec<String> = Vec::new();
+        {
+            let mut scan = connection
+                .scan_match::<_, String>(format!("{PREFIX}node:*"))
+                .await
+                .map_err(unavailable)?;
+            while let Some(key) = scan.next_item().await {
+                keys.push(key.map_err(unavailable)?);
+            }
+        }
+        let mut reports = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(report) = connection.get::<_, Option<String>>(&key).await.map_err(unavailable)? {
+                reports.push(report);
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Starts a cluster-wide reload: bumps the reload generation (which
+    /// nodes compare on every heartbeat, so none misses it) and publishes
+    /// `message` (so they hear of it at once). Returns the new generation.
+    pub async fn broadcast_reload(&self, message: &str) -> Result<u64, StoreError> {
+        let mut connection = self.connection.clone();
+        let generation: u64 = connection
+            .incr(format!("{PREFIX}reload:generation"), 1)
+            .await
+            .map_err(unavailable)?;
+        connection
+            .publish::<_, _, ()>(RELOAD_CHANNEL, message)
+            .await
+            .map_err(unavailable)?;
+        Ok(generation)
+    }
+
+    /// The number of cluster-wide reloads started so far.
+    pub async fn reload_generation(&self) -> Result<u64, StoreError> {
+        let generation: Option<u64> = self
+            .connection
+            .clone()
+            .get(format!("{PREFIX}reload:generation"))
+            .await
+            .map_err(unavailable)?;
+        Ok(generation.unwrap_or(0))
     }
 }

@@ -137,6 +137,8 @@ pub struct Gateway {
     pub tls_url: Option<String>,
     log: Arc<Mutex<String>>,
     pub config: ConfigDir,
+    /// `serve`'s arguments besides the config and listen addresses.
+    args: Vec<String>,
 }
 
 impl Gateway {
@@ -144,9 +146,18 @@ impl Gateway {
         Self::try_start(config).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Starts the gateway with more `serve` arguments (kept for restarts).
+    pub fn start_with(config: ConfigDir, args: &[&str]) -> Self {
+        Self::try_start_with(config, args.iter().map(|a| a.to_string()).collect()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Starts the gateway; `Err` carries its stderr if it exits instead of
     /// listening.
     pub fn try_start(config: ConfigDir) -> Result<Self, String> {
+        Self::try_start_with(config, Vec::new())
+    }
+
+    fn try_start_with(config: ConfigDir, args: Vec<String>) -> Result<Self, String> {
         let gateway_text = std::fs::read_to_string(config.gateway_file()).unwrap_or_default();
         let has_tls = gateway_text.lines().any(|l| l.starts_with("tls:"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
@@ -154,7 +165,8 @@ impl Gateway {
             .arg("serve")
             .arg("--config")
             .arg(config.gateway_file())
-            .args(["--listen", "127.0.0.1:0"]);
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&args);
         if has_tls {
             command.args(["--listen-tls", "127.0.0.1:0"]);
         }
@@ -206,6 +218,7 @@ impl Gateway {
                     tls_url,
                     log,
                     config,
+                    args,
                 })
             }
             None => {
@@ -252,7 +265,7 @@ impl Gateway {
             dir: tempfile::TempDir::new().expect("placeholder"),
         };
         let config = std::mem::replace(&mut self.config, config);
-        Gateway::start(config)
+        Gateway::try_start_with(config, std::mem::take(&mut self.args)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The gateway process's resident memory, in KiB (Linux).
