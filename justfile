@@ -27,3 +27,7 @@ bench:
 # and an example configuration, FROM scratch.
 image:
     cargo xtask image
+
+# Build the image, then run it and check its promises (podman or docker).
+image-test:
+    cargo xtask image-test

@@ -9,6 +9,7 @@ mod chain;
 mod cluster;
 mod config_errors;
 mod contract;
+mod deploy;
 mod keys;
 mod metrics;
 mod plugins;

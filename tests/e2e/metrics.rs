@@ -77,10 +77,7 @@ async fn health_answers_without_the_secret_and_the_rest_still_needs_it() {
     let body: Value = response.json().await.expect("json");
     assert_eq!((&body["status"], &body["apis"]), (&json!("ok"), &json!(1)), "{body}");
     assert!(body["node"].as_str().is_some_and(|n| !n.is_empty()), "{body}");
-    assert!(
-        body["config"]["hash"].as_str().is_some_and(|h| h.len() == 64),
-        "{body}"
-    );
+    assert!(body["config"]["hash"].as_str().is_some_and(|h| h.len() == 64), "{body}");
     assert_eq!(body["last_reload"], Value::Null, "no reload yet: {body}");
     let response = client().get(gw.admin("/apis")).send().await.expect("apis");
     assert_eq!(response.status(), 401);

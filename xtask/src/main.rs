@@ -1,5 +1,5 @@
 //! The project's everyday commands, in Rust so a fresh machine needs nothing
-//! but rustup's toolchain: `cargo xtask demo | test | lint | plugins | bench | image`.
+//! but rustup's toolchain: `cargo xtask demo | test | lint | plugins | bench | image | image-test`.
 //!
 //! Each command installs what it needs first (the `wasm32-wasip2` target)
 //! and says what it runs.
@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 
 use anyhow::{Context, bail};
+
+mod image_test;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -20,7 +22,10 @@ commands:
   bench     release build, then ../shared/bench/peers.sh (or $PEERS_SH) with portcullis beside nginx,
             nginx+Lua, nginx+njs, HAProxy and Caddy (settings via peers.sh's environment, e.g. REPEAT=1)
   image     build the container image portcullis:VERSION with podman (or docker): the dist binary,
-            its shared libraries and an example configuration, FROM scratch";
+            its shared libraries and an example configuration, FROM scratch
+  image-test  build the image, then run it (podman or docker) and check what docs/operations.md
+            promises: its user, the bundled example, a mounted configuration, the cache and store
+            volumes, a clean stop on SIGTERM, the CA bundle";
 
 fn main() -> ExitCode {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
         Some("plugins") => plugins(&root).map(|_| ()),
         Some("bench") => bench(&root),
         Some("image") => image(&root),
+        Some("image-test") => image_test::image_test(&root),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
