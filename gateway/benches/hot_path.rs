@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
                 .plugin
                 .as_ref()
                 .expect("the bench endpoint has a plugin");
-            let ctx = api.call_context(RequestId::none(), &http::HeaderMap::new());
+            let ctx = api.call_context(RequestId::none(), &http::HeaderMap::new(), None);
             let body = body.map(|n| vec![b'x'; n]);
             let request = typical_request(&path, body.as_deref());
             let session = Session::anonymous();

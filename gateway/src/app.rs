@@ -116,6 +116,7 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
     }
     let admin = config.admin.clone();
     let access_log = config.access_log.clone();
+    let traces = config.tracing.as_ref().map(crate::telemetry::init).transpose()?;
     let routes = Routes::build(config, &runtime, None).await?;
     tracing::info!(
         apis = routes.apis().len(),
@@ -193,6 +194,11 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
         .serve(Listeners { plain, tls }, shutdown_signal())
         .await;
     gateway.store().flush();
+    if let Some(traces) = traces {
+        // The blocking exporter may wait on the collector: not on a
+        // request-serving thread.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -228,6 +234,9 @@ async fn try_reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file
             None
         }
     };
+    if config.tracing != current.config.tracing {
+        tracing::warn!("tracing takes effect at the next restart");
+    }
     if config.session_store != current.config.session_store {
         tracing::warn!("session_store takes effect at the next restart");
     }

@@ -166,12 +166,13 @@ impl Control {
         result
     }
 
-    /// Reloads this node, then has every node of the cluster reload from
-    /// its own files (announced even if this node's reload failed: the
-    /// others' files are their own).
+    /// Has every node of the cluster reload from its own files, this one
+    /// included. The others hear of it first, so they reload alongside
+    /// this node, and whether or not its own reload succeeds: their files
+    /// are their own.
     pub async fn reload_cluster(&self, trigger: Trigger) -> (Result<(), BuildError>, Result<(), BroadcastError>) {
-        // Announced first, so this node's own reload does not wait for
-        // Redis, and counted as seen here so it does not reload twice.
+        // The generation it bumps counts as seen here, so this node's own
+        // heartbeat does not reload it a second time.
         let announced = self.announce().await;
         (self.reload(trigger).await, announced)
     }
@@ -322,26 +323,28 @@ impl Control {
     /// has then stayed the same for one more look (an editor's or a
     /// ConfigMap's several writes make one reload).
     async fn watch(self: Arc<Self>) {
-        let mut seen = Fingerprint::of(&self.gateway.routes());
+        // What the files looked like at the last look, while watching.
+        let mut seen: Option<Fingerprint> = None;
         let mut changed = false;
         loop {
             tokio::time::sleep(WATCH_INTERVAL).await;
             let routes = self.gateway.routes();
             if !routes.config.watch {
-                seen = Fingerprint::of(&routes);
-                changed = false;
+                (seen, changed) = (None, false);
                 continue;
             }
             let now = Fingerprint::of(&routes);
-            if now != seen {
-                (seen, changed) = (now, true);
-                continue;
+            match &seen {
+                Some(before) if *before != now => changed = true,
+                Some(_) if changed => {
+                    changed = false;
+                    let _ = self.reload(Trigger::Watch).await;
+                    seen = Some(Fingerprint::of(&self.gateway.routes()));
+                    continue;
+                }
+                _ => {}
             }
-            if changed {
-                changed = false;
-                let _ = self.reload(Trigger::Watch).await;
-                seen = Fingerprint::of(&self.gateway.routes());
-            }
+            seen = Some(now);
         }
     }
 }

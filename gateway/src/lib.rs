@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;

@@ -14,9 +14,12 @@ use http::uri::{Scheme, Uri};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body as _;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use tokio::sync::Semaphore;
 
 use crate::config::{AllowRule, Limits, OutboundConfig};
+use crate::telemetry;
 use crate::tls::ClientTls;
 use crate::upstream::{Failure, HttpClient, failure, pooled_client, root_cause};
 
@@ -66,13 +69,19 @@ fn port_of(uri: &Uri) -> u16 {
 pub struct TraceContext {
     traceparent: Option<HeaderValue>,
     tracestate: Option<HeaderValue>,
+    /// With traces on: the span calls made now are children of (the
+    /// request's, or a plugin invocation's). Outbound calls then carry
+    /// their own span's `traceparent` instead of the client's.
+    pub span: Option<opentelemetry::Context>,
 }
 
 impl TraceContext {
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    /// The client's trace context, and the request's span if traced.
+    pub fn from_headers(headers: &HeaderMap, span: Option<opentelemetry::Context>) -> Self {
         TraceContext {
             traceparent: headers.get("traceparent").cloned(),
             tracestate: headers.get("tracestate").cloned(),
+            span,
         }
     }
 }
@@ -249,9 +258,26 @@ impl OutboundClient {
         *outgoing.uri_mut() = uri;
         headers.reserve(3);
         headers.append(RequestId::HEADER, request_id.header().clone());
-        for (name, value) in [("traceparent", &trace.traceparent), ("tracestate", &trace.tracestate)] {
-            if let Some(value) = value {
-                headers.append(HeaderName::from_static(name), value.clone());
+        let span = trace.span.as_ref().map(|parent| {
+            let uri = outgoing.uri();
+            let span = telemetry::child(
+                parent,
+                format!("{} {}", outgoing.method(), uri.host().unwrap_or_default()),
+                SpanKind::Client,
+                vec![
+                    KeyValue::new("http.request.method", outgoing.method().to_string()),
+                    KeyValue::new("url.full", uri.to_string()),
+                    KeyValue::new("server.address", uri.host().unwrap_or_default().to_owned()),
+                ],
+            );
+            telemetry::inject(&span, &mut headers);
+            span
+        });
+        if span.is_none() {
+            for (name, value) in [("traceparent", &trace.traceparent), ("tracestate", &trace.tracestate)] {
+                if let Some(value) = value {
+                    headers.append(HeaderName::from_static(name), value.clone());
+                }
             }
         }
         *outgoing.headers_mut() = headers;
@@ -294,9 +320,23 @@ impl OutboundClient {
                 body,
             })
         };
-        tokio::time::timeout(timeout, call)
+        let result = tokio::time::timeout(timeout, call)
             .await
-            .map_err(|_| OutboundError::Timeout)?
+            .map_err(|_| OutboundError::Timeout)
+            .and_then(|r| r);
+        if let Some(span) = span {
+            match &result {
+                Ok(response) => {
+                    telemetry::record(
+                        &span,
+                        vec![KeyValue::new("http.response.status_code", i64::from(response.status))],
+                    );
+                    telemetry::end(&span, None);
+                }
+                Err(e) => telemetry::end(&span, Some(e.to_string())),
+            }
+        }
+        result
     }
 }
 

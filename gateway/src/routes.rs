@@ -314,15 +314,22 @@ impl ApiRoute {
 
     /// The context plugin calls under this API need. Outbound calls carry
     /// the request id and the client's W3C trace context headers.
-    pub fn call_context(&self, request_id: RequestId, headers: &http::HeaderMap) -> CallContext {
+    /// `span` is the request's trace span, when traces are on.
+    pub fn call_context(
+        &self,
+        request_id: RequestId,
+        headers: &http::HeaderMap,
+        span: Option<opentelemetry::Context>,
+    ) -> CallContext {
         CallContext {
             api: Arc::clone(&self.record),
             api_id: Arc::clone(&self.id),
             outbound: Arc::clone(&self.outbound),
             routing: Arc::clone(&self.routing),
             request_id,
-            trace: TraceContext::from_headers(headers),
+            trace: TraceContext::from_headers(headers, span),
             stats: None,
+            hook: "pre",
         }
     }
 }

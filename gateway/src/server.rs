@@ -48,9 +48,12 @@ use crate::plugin::{CallStats, lock};
 use crate::proxy;
 use crate::routes::{ApiRoute, Auth, Routes};
 use crate::store::SessionStore;
+use crate::telemetry;
 use crate::tls::{self, LiveTls};
 use crate::tunnel;
 use crate::upstream::{Affinity, OutBody, Outgoing, UpstreamError};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 type Request = http::Request<Body>;
 
@@ -283,8 +286,15 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
         None => request,
     };
     let usage = entry.as_ref().map(|e| (Arc::clone(&e.usage), Arc::clone(&e.plugins)));
+    let trace = telemetry::request_span(
+        request.headers(),
+        method.as_str(),
+        uri.path(),
+        request_id.as_str(),
+        &client.addr,
+    );
     let routes = gateway.routes.load_full();
-    let (api, result) = serve(gateway, &routes, client, &request_id, request, usage)
+    let (api, result) = serve(gateway, &routes, client, &request_id, request, usage, trace.clone())
         .instrument(span.clone())
         .await;
     let mut response = match result {
@@ -318,6 +328,18 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
         .insert(RequestId::HEADER, request_id.header().clone());
     let metrics = api.map_or(ApiMetrics::unrouted(), |api| &api.metrics);
     metrics.observe(response.status().as_u16(), started.elapsed());
+    if let Some(trace) = trace {
+        let status = response.status();
+        telemetry::record(
+            &trace,
+            vec![KeyValue::new("http.response.status_code", i64::from(status.as_u16()))],
+        );
+        if status.is_server_error() {
+            telemetry::fail(&trace, status.as_str());
+        }
+        // Ends with the body: sent to its end, or abandoned.
+        response = response.map(|body| Body::new(telemetry::SpanBody::new(body, trace)));
+    }
     match entry {
         Some(mut entry) => {
             entry.status = response.status().as_u16();
@@ -348,6 +370,8 @@ struct Exchange {
     response_headers: HeaderMap,
     /// What the access log records as the request is served.
     usage: Option<Arc<std::sync::Mutex<Usage>>>,
+    /// With traces on, while the upstream exchange runs: its span.
+    upstream_span: Option<opentelemetry::Context>,
 }
 
 enum BodyState {
@@ -371,12 +395,13 @@ async fn serve<'r>(
     request_id: &RequestId,
     request: Request,
     usage: Option<Accounting>,
+    trace: Option<opentelemetry::Context>,
 ) -> (Option<&'r ApiRoute>, Result<Response, RequestError>) {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     match routes.route(&path) {
         Some((api, rest)) => {
-            let served = serve_api(gateway, api, rest, client, request_id, parts, body, usage).await;
+            let served = serve_api(gateway, api, rest, client, request_id, parts, body, usage, trace).await;
             (Some(api), served)
         }
         None => (None, Err(RequestError::NoRoute)),
@@ -397,6 +422,7 @@ async fn serve_api(
     parts: Parts,
     body: Body,
     accounting: Option<Accounting>,
+    trace: Option<opentelemetry::Context>,
 ) -> Result<Response, RequestError> {
     let span = tracing::Span::current();
     span.record("api", &*api.id);
@@ -437,7 +463,14 @@ async fn serve_api(
         headers.extend(limit_headers);
         limit_headers = headers;
     }
-    let mut ctx = api.call_context(request_id.clone(), &parts.headers);
+    if let Some(trace) = &trace {
+        let mut attributes = vec![KeyValue::new("portcullis.api", api.id.to_string())];
+        if let Some(m) = &matched {
+            attributes.push(KeyValue::new("http.route", m.endpoint.template.clone()));
+        }
+        telemetry::record(trace, attributes);
+    }
+    let mut ctx = api.call_context(request_id.clone(), &parts.headers, trace);
     let usage = accounting.map(|(usage, plugins)| {
         ctx.stats = Some(plugins);
         if let Some(m) = &matched {
@@ -463,6 +496,7 @@ async fn serve_api(
         metadata_dirty: false,
         limit_headers,
         response_headers: HeaderMap::new(),
+        upstream_span: None,
     };
 
     let phase = request_phase(
@@ -503,7 +537,7 @@ async fn request_phase(
     ex: &mut Exchange,
 ) -> Result<Phase, RequestError> {
     for plugin in &api.hooks.pre {
-        if let Some(response) = ex.request_hook(plugin).await? {
+        if let Some(response) = ex.request_hook(plugin, "pre").await? {
             return Ok(Phase::Respond(response));
         }
     }
@@ -521,6 +555,7 @@ async fn request_phase(
         }
         Auth::Plugin(plugin) => {
             ex.buffer_body_for(plugin).await?;
+            ex.ctx.hook = "auth";
             let headers = HeaderText::new(&ex.parts.headers);
             let request = ex.plugin_request(plugin.wants_body(), &headers);
             match plugin.on_auth(&ex.ctx, &request).await {
@@ -566,7 +601,7 @@ async fn request_phase(
     }
 
     for plugin in &api.hooks.post_auth {
-        if let Some(response) = ex.request_hook(plugin).await? {
+        if let Some(response) = ex.request_hook(plugin, "post_auth").await? {
             return Ok(Phase::Respond(response));
         }
     }
@@ -577,8 +612,13 @@ async fn request_phase(
         ex.session.quota_remaining = remaining;
     }
 
-    for plugin in endpoint.into_iter().chain(&api.hooks.post) {
-        if let Some(response) = ex.request_hook(plugin).await? {
+    if let Some(plugin) = endpoint
+        && let Some(response) = ex.request_hook(plugin, "endpoint").await?
+    {
+        return Ok(Phase::Respond(response));
+    }
+    for plugin in &api.hooks.post {
+        if let Some(response) = ex.request_hook(plugin, "post").await? {
             return Ok(Phase::Respond(response));
         }
     }
@@ -712,12 +752,41 @@ impl Exchange {
     /// upstream took to answer.
     /// Without an access log this is `to_upstream` alone: no clock read.
     async fn timed_upstream(&mut self, api: &ApiRoute) -> Result<Upstreamed, RequestError> {
-        let Some(usage) = self.usage.clone() else {
+        if self.usage.is_none() && self.ctx.trace.span.is_none() {
             return to_upstream(api, self).await;
-        };
+        }
         let started = Instant::now();
+        self.upstream_span = self.ctx.trace.span.as_ref().map(|parent| {
+            telemetry::child(
+                parent,
+                format!("upstream {}", api.id),
+                SpanKind::Client,
+                vec![
+                    KeyValue::new("portcullis.api", api.id.to_string()),
+                    KeyValue::new("http.request.method", self.parts.method.to_string()),
+                    KeyValue::new("url.path", self.upstream_path.clone()),
+                ],
+            )
+        });
         let upstreamed = to_upstream(api, self).await;
-        lock(&usage).upstream_time = Some(started.elapsed());
+        if let Some(usage) = &self.usage {
+            lock(usage).upstream_time = Some(started.elapsed());
+        }
+        if let Some(span) = self.upstream_span.take() {
+            match &upstreamed {
+                Ok(Upstreamed::Response(response) | Upstreamed::Switched(response)) => {
+                    telemetry::record(
+                        &span,
+                        vec![KeyValue::new(
+                            "http.response.status_code",
+                            i64::from(response.status().as_u16()),
+                        )],
+                    );
+                    telemetry::end(&span, None);
+                }
+                Err(error) => telemetry::end(&span, Some(error.to_string())),
+            }
+        }
         upstreamed
     }
 }
@@ -741,6 +810,9 @@ impl Exchange {
             std::mem::replace(&mut self.parts, http::Request::new(()).into_parts().0)
         };
         proxy::forwarded_request_headers(&mut parts.headers, &self.client.ip, &self.client.proto);
+        if let Some(span) = &self.upstream_span {
+            telemetry::inject(span, &mut parts.headers);
+        }
         parts
             .headers
             .insert(RequestId::HEADER, self.ctx.request_id.header().clone());
@@ -813,7 +885,8 @@ impl Exchange {
 
     /// Runs one `request` plugin; `Some` if it answered (or failed into a
     /// fallback response).
-    async fn request_hook(&mut self, plugin: &Plugin) -> Result<Option<Response>, RequestError> {
+    async fn request_hook(&mut self, plugin: &Plugin, hook: &'static str) -> Result<Option<Response>, RequestError> {
+        self.ctx.hook = hook;
         self.buffer_body_for(plugin).await?;
         let headers = HeaderText::new(&self.parts.headers);
         let request = self.plugin_request(plugin.wants_body(), &headers);
@@ -938,6 +1011,7 @@ impl Exchange {
     /// if the plugin reads it; otherwise it keeps streaming and only status
     /// and headers can change.
     async fn response_hook(&mut self, plugin: &Plugin, response: Response) -> Result<Response, RequestError> {
+        self.ctx.hook = "response";
         let (parts, body) = response.into_parts();
         let (bytes, body) = if plugin.wants_body() {
             let limit = plugin.limits().max_body_bytes;

@@ -282,6 +282,7 @@ fn exchange(parts: http::request::Parts, body: &'static [u8]) -> Exchange {
             request_id: RequestId::none(),
             trace: TraceContext::default(),
             stats: None,
+            hook: "test",
         },
         session: Session::anonymous(),
         caller: None,
@@ -289,6 +290,7 @@ fn exchange(parts: http::request::Parts, body: &'static [u8]) -> Exchange {
         limit_headers: Default::default(),
         response_headers: Default::default(),
         usage: None,
+        upstream_span: None,
     }
 }
 

@@ -19,5 +19,6 @@ mod sandbox;
 mod support;
 mod tls;
 mod tools;
+mod traces;
 mod tunnels;
 mod watch;

@@ -81,6 +81,8 @@ pub struct Config {
     pub plugin_cache: Option<PathBuf>,
     /// Reload when a file in [`Config::sources`] changes.
     pub watch: bool,
+    /// Where traces go; `None`: no traces.
+    pub tracing: Option<crate::telemetry::TracingConfig>,
     pub apis: Vec<ApiConfig>,
 }
 
@@ -504,6 +506,7 @@ fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
         Some(log) => Some(crate::access_log::target(base, &log.path)),
         None => None,
     };
+    let tracing = gateway.tracing.map(|t| tracing_config(&file, t)).transpose()?;
     Ok(Config {
         file,
         access_log,
@@ -515,6 +518,7 @@ fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
         max_outbound_in_flight: gateway.max_outbound_in_flight.max(1),
         plugin_cache,
         watch: gateway.watch,
+        tracing,
         apis,
     })
 }
@@ -613,6 +617,54 @@ fn default_data_dir() -> PathBuf {
 
 /// `env:NAME` reads the secret from the environment; anything else is the
 /// secret itself. Short secrets are refused.
+fn tracing_config(file: &Path, t: schema::TracingFile) -> Result<crate::telemetry::TracingConfig, ConfigError> {
+    let bad = |sub: &str, why: String| ConfigError::new(file, Some(format!("tracing.{sub}")), why);
+    let url: http::Uri = t
+        .endpoint
+        .parse()
+        .map_err(|e| bad("endpoint", format!("invalid URL {:?}: {e}", t.endpoint)))?;
+    match url.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(bad(
+                "endpoint",
+                "https:// collectors are not supported yet: send to a collector on http:// (an agent on the node, a sidecar)".into(),
+            ));
+        }
+        _ => return Err(bad("endpoint", format!("{:?}: expected an http:// URL", t.endpoint))),
+    }
+    let endpoint = if matches!(url.path(), "" | "/") {
+        format!("{}/v1/traces", t.endpoint.trim_end_matches('/'))
+    } else {
+        t.endpoint.clone()
+    };
+    if !(0.0..=1.0).contains(&t.sampling_ratio) {
+        return Err(bad(
+            "sampling_ratio",
+            format!("{} is not between 0 and 1", t.sampling_ratio),
+        ));
+    }
+    let mut headers = std::collections::BTreeMap::new();
+    for (name, value) in t.headers {
+        let value = match value.strip_prefix("env:") {
+            Some(var) => std::env::var(var).map_err(|_| {
+                bad(
+                    &format!("headers.{name}"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?,
+            None => value,
+        };
+        headers.insert(name, value);
+    }
+    Ok(crate::telemetry::TracingConfig {
+        endpoint,
+        service_name: t.service_name,
+        sampling_ratio: t.sampling_ratio,
+        headers,
+    })
+}
+
 fn resolve_secret(file: &Path, secret: &str) -> Result<String, ConfigError> {
     let field = || Some("admin_secret".to_owned());
     let value = match secret.strip_prefix("env:") {

@@ -66,6 +66,33 @@ pub struct GatewayFile {
     /// Reload by itself when the configuration's files or plugins change.
     #[serde(default)]
     pub watch: bool,
+    /// Export traces over OTLP/HTTP.
+    #[serde(default)]
+    pub tracing: Option<TracingFile>,
+}
+
+/// `tracing:` in the gateway file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingFile {
+    /// The collector: `http://host:4318` (`/v1/traces` is added) or the
+    /// full traces URL.
+    pub endpoint: String,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    #[serde(default = "default_sampling_ratio")]
+    pub sampling_ratio: f64,
+    /// Values may be `env:VARIABLE`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+fn default_service_name() -> String {
+    "portcullis".into()
+}
+
+fn default_sampling_ratio() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,6 +52,9 @@ use crate::config::RoutingPolicy;
 use crate::config::{Fallback, Limits, OnError, PluginRef};
 use crate::metrics::PluginMetrics;
 use crate::outbound::{OutboundClient, OutboundPolicy, RequestId, TraceContext};
+use crate::telemetry;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 pub use untrusted::{check_outcome, check_response, check_session_size};
 
 /// How often the epoch advances; the granularity of CPU budgets.
@@ -236,7 +239,36 @@ struct LoadedComponent {
 trait HookSignature {
     type Params<'a>: ComponentNamedList + Lower + Send + Sync;
     type Wire: Lift + Into<Self::Value> + Send + Sync + 'static;
-    type Value;
+    type Value: OutcomeName;
+}
+
+/// How a call ended, for its trace span.
+trait OutcomeName {
+    fn outcome_name(&self) -> &'static str;
+}
+
+impl OutcomeName for Outcome {
+    fn outcome_name(&self) -> &'static str {
+        match self {
+            Outcome::Continue(_) => "continue",
+            Outcome::Respond(_) => "respond",
+        }
+    }
+}
+
+impl OutcomeName for AuthOutcome {
+    fn outcome_name(&self) -> &'static str {
+        match self {
+            AuthOutcome::Authenticated(_) => "authenticated",
+            AuthOutcome::Respond(_) => "respond",
+        }
+    }
+}
+
+impl OutcomeName for Response {
+    fn outcome_name(&self) -> &'static str {
+        "response"
+    }
 }
 
 /// What a hook export returns: the plugin's value or its own error.
@@ -836,6 +868,9 @@ pub struct CallContext {
     /// Where to add up what the calls used (the access log, `portcullis
     /// plugin call`).
     pub stats: Option<Arc<Mutex<CallStats>>>,
+    /// The hook point the call is made for (`pre`, `auth`, `endpoint`...),
+    /// for its trace span.
+    pub hook: &'static str,
 }
 
 /// What the plugin calls of one request (or one `plugin call`) used.
@@ -979,6 +1014,25 @@ impl Plugin {
         params: H::Params<'_>,
         check: impl FnOnce(&H::Value) -> Result<(), String>,
     ) -> Result<H::Value, PluginError> {
+        // With traces on, the call has its own span, and the context the
+        // instance sees makes its outbound calls children of it.
+        let traced = ctx.trace.span.as_ref().map(|parent| {
+            let span = telemetry::child(
+                parent,
+                format!("plugin {}", self.function),
+                SpanKind::Internal,
+                vec![
+                    KeyValue::new("portcullis.api", ctx.api_id.to_string()),
+                    KeyValue::new("portcullis.hook", ctx.hook),
+                    KeyValue::new("portcullis.plugin.path", self.path.display().to_string()),
+                    KeyValue::new("portcullis.plugin.function", self.function.clone()),
+                ],
+            );
+            let mut ctx = ctx.clone();
+            ctx.trace.span = Some(span.clone());
+            (ctx, span)
+        });
+        let ctx = traced.as_ref().map_or(ctx, |(ctx, _)| ctx);
         let result = self.run(ctx, hook, params).await.and_then(|value| match check(&value) {
             Ok(()) => Ok(value),
             Err(why) => Err(PluginError::InvalidOutcome(untrusted::escape(
@@ -988,6 +1042,14 @@ impl Plugin {
         });
         if let Err(error) = &result {
             self.metrics.failed(error.reason());
+        }
+        if let Some((_, span)) = &traced {
+            let outcome = match &result {
+                Ok(value) => value.outcome_name(),
+                Err(error) => error.reason(),
+            };
+            telemetry::record(span, vec![KeyValue::new("portcullis.plugin.outcome", outcome)]);
+            telemetry::end(span, result.as_ref().err().map(ToString::to_string));
         }
         result
     }
@@ -1009,6 +1071,22 @@ impl Plugin {
         drop(running);
         self.metrics.observe(started.elapsed());
         lease.store.data_mut().finish_logs();
+        if let Some(span) = &ctx.trace.span {
+            let state = lease.store.data();
+            telemetry::record(
+                span,
+                vec![
+                    KeyValue::new(
+                        "portcullis.plugin.cpu_us",
+                        i64::try_from(state.clock.guest_time().as_micros()).unwrap_or(i64::MAX),
+                    ),
+                    KeyValue::new(
+                        "portcullis.plugin.peak_memory_bytes",
+                        i64::try_from(state.limits.peak_memory).unwrap_or(i64::MAX),
+                    ),
+                ],
+            );
+        }
         if let Some(stats) = &ctx.stats {
             let state = lease.store.data();
             let mut stats = lock(stats);

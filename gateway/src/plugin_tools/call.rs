@@ -363,6 +363,7 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
         request_id: RequestId::none(),
         trace: TraceContext::default(),
         stats: Some(Arc::clone(&stats)),
+        hook: "call",
     };
     let request = RequestRecord {
         method: &input.method,
