@@ -324,7 +324,9 @@ impl Control {
     /// ConfigMap's several writes make one reload).
     async fn watch(self: Arc<Self>) {
         // What the files looked like at the last look, while watching.
-        let mut seen: Option<Fingerprint> = None;
+        let routes = self.gateway.routes();
+        let mut seen = routes.config.watch.then(|| Fingerprint::of(&routes));
+        drop(routes);
         let mut changed = false;
         loop {
             tokio::time::sleep(WATCH_INTERVAL).await;
