@@ -325,16 +325,7 @@ impl OutboundClient {
             .map_err(|_| OutboundError::Timeout)
             .and_then(|r| r);
         if let Some(span) = span {
-            match &result {
-                Ok(response) => {
-                    telemetry::record(
-                        &span,
-                        vec![KeyValue::new("http.response.status_code", i64::from(response.status))],
-                    );
-                    telemetry::end(&span, None);
-                }
-                Err(e) => telemetry::end(&span, Some(e.to_string())),
-            }
+            telemetry::end_call(&span, result.as_ref().map(|r| r.status).map_err(ToString::to_string));
         }
         result
     }

@@ -749,8 +749,9 @@ async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, Re
 /// The body length a request declares, if it declares one.
 impl Exchange {
     /// [`to_upstream`], noting in the access log's entry how long the
-    /// upstream took to answer.
-    /// Without an access log this is `to_upstream` alone: no clock read.
+    /// upstream took to answer, under its own span when traced. With
+    /// neither an access log nor traces this is `to_upstream` alone: no
+    /// clock read.
     async fn timed_upstream(&mut self, api: &ApiRoute) -> Result<Upstreamed, RequestError> {
         if self.usage.is_none() && self.ctx.trace.span.is_none() {
             return to_upstream(api, self).await;
@@ -773,19 +774,11 @@ impl Exchange {
             lock(usage).upstream_time = Some(started.elapsed());
         }
         if let Some(span) = self.upstream_span.take() {
-            match &upstreamed {
-                Ok(Upstreamed::Response(response) | Upstreamed::Switched(response)) => {
-                    telemetry::record(
-                        &span,
-                        vec![KeyValue::new(
-                            "http.response.status_code",
-                            i64::from(response.status().as_u16()),
-                        )],
-                    );
-                    telemetry::end(&span, None);
-                }
-                Err(error) => telemetry::end(&span, Some(error.to_string())),
-            }
+            let status = match &upstreamed {
+                Ok(Upstreamed::Response(response) | Upstreamed::Switched(response)) => Ok(response.status().as_u16()),
+                Err(error) => Err(error.to_string()),
+            };
+            telemetry::end_call(&span, status);
         }
         upstreamed
     }

@@ -129,6 +129,18 @@ pub fn end(cx: &Context, error: Option<String>) {
     span.end();
 }
 
+/// Ends the span of a call to another service: with the status it
+/// answered, or failed with why there was no answer.
+pub fn end_call(cx: &Context, status: Result<u16, String>) {
+    match status {
+        Ok(status) => {
+            record(cx, vec![KeyValue::new("http.response.status_code", i64::from(status))]);
+            end(cx, None);
+        }
+        Err(error) => end(cx, Some(error)),
+    }
+}
+
 /// Sets `traceparent` (and `tracestate`) to the span of `cx`: what the
 /// next hop continues.
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {

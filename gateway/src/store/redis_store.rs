@@ -82,6 +82,19 @@ impl RedisStore {
 
     pub async fn list(&self, limit: usize) -> Result<Vec<(String, SessionData)>, StoreError> {
         let prefix = format!("{PREFIX}session:");
+        let mut sessions = Vec::new();
+        for (key, text) in self.values(&prefix, limit).await? {
+            if let Some(id) = key.strip_prefix(&prefix) {
+                sessions.push((id.to_owned(), decode(&text)?));
+            }
+        }
+        sessions.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(sessions)
+    }
+
+    /// Up to `limit` string keys under `prefix`, with their values (keys
+    /// that expire between the scan and the read are left out).
+    async fn values(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
         let mut connection = self.connection.clone();
         let mut keys: Vec<String> = Vec::new();
         {
@@ -96,15 +109,13 @@ impl RedisStore {
                 }
             }
         }
-        let mut sessions = Vec::with_capacity(keys.len());
+        let mut values = Vec::with_capacity(keys.len());
         for key in keys {
-            let text: Option<String> = connection.get(&key).await.map_err(unavailable)?;
-            if let (Some(id), Some(text)) = (key.strip_prefix(&prefix), text) {
-                sessions.push((id.to_owned(), decode(&text)?));
+            if let Some(value) = connection.get::<_, Option<String>>(&key).await.map_err(unavailable)? {
+                values.push((key, value));
             }
         }
-        sessions.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(sessions)
+        Ok(values)
     }
 
     pub async fn put(&self, id: &str, session: &SessionData) -> Result<(), StoreError> {
@@ -168,24 +179,9 @@ impl RedisStore {
 
     /// The reports of every node seen within their time to live.
     pub async fn nodes(&self) -> Result<Vec<String>, StoreError> {
-        let mut connection = self.connection.clone();
-        let mut keys: Vec<String> = Vec::new();
-        {
-            let mut scan = connection
-                .scan_match::<_, String>(format!("{PREFIX}node:*"))
-                .await
-                .map_err(unavailable)?;
-            while let Some(key) = scan.next_item().await {
-                keys.push(key.map_err(unavailable)?);
-            }
-        }
-        let mut reports = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(report) = connection.get::<_, Option<String>>(&key).await.map_err(unavailable)? {
-                reports.push(report);
-            }
-        }
-        Ok(reports)
+        // More nodes than any cluster has.
+        let reports = self.values(&format!("{PREFIX}node:"), 10_000).await?;
+        Ok(reports.into_iter().map(|(_, report)| report).collect())
     }
 
     /// Starts a cluster-wide reload: bumps the reload generation (which
