@@ -60,3 +60,44 @@ async fn a_watched_configuration_reloads_when_its_files_change() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A Kubernetes ConfigMap volume: each file is a symlink through `..data`,
+/// and an update swaps `..data` to a new directory in one rename.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configmap_style_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let one = upstream(upstreams::echo("one")).await;
+    let two = upstream(upstreams::echo("two")).await;
+    let files = |upstream: &str| {
+        [
+            ("gateway.yaml", "apis: ['*.api.yaml']\nwatch: true\n".to_owned()),
+            (
+                "svc.api.yaml",
+                format!("id: svc\nlisten_path: /svc/\nupstream: {upstream}\n"),
+            ),
+        ]
+    };
+    let config = ConfigDir::new("apis: []\n", &[]);
+    let dir = config.dir.path().to_owned();
+    std::fs::remove_file(dir.join("gateway.yaml")).expect("rm");
+    let version = |name: &str, upstream: &str| {
+        std::fs::create_dir(dir.join(name)).expect("mkdir");
+        for (file, text) in files(upstream) {
+            std::fs::write(dir.join(name).join(file), text).expect("write");
+        }
+    };
+    version("..v1", &one);
+    symlink("..v1", dir.join("..data")).expect("symlink");
+    for (file, _) in files(&one) {
+        symlink(format!("..data/{file}"), dir.join(file)).expect("symlink");
+    }
+    let gw = Gateway::start(config);
+    wait_until_served_by(&gw, "one").await;
+
+    version("..v2", &two);
+    symlink("..v2", dir.join("..data_tmp")).expect("symlink");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap");
+    std::fs::remove_dir_all(dir.join("..v1")).expect("rm old");
+    wait_until_served_by(&gw, "two").await;
+}
