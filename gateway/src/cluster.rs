@@ -300,7 +300,10 @@ impl Control {
                         tracing::debug!("subscribed to cluster reloads");
                         let mut messages = pubsub.on_message();
                         while let Some(message) = messages.next().await {
+                            // Whoever can write to Redis can publish: the
+                            // origin only names the trigger, bounded.
                             let origin: String = message.get_payload().unwrap_or_default();
+                            let origin: String = origin.chars().filter(|c| !c.is_control()).take(128).collect();
                             if origin != self.node_id {
                                 self.catch_up(Some(&origin)).await;
                             }
