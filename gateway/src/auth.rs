@@ -291,11 +291,11 @@ impl RateLimiter {
     pub async fn check(
         &self,
         store: &SessionStore,
-        client_ip: &str,
+        client_ip: &HeaderValue,
         headers: &HeaderMap,
     ) -> Result<LimitHeaders, Denied> {
         let counter = match &self.limit.by {
-            LimitBy::ClientIp => format!("{}ip:{client_ip}", self.prefix),
+            LimitBy::ClientIp => format!("{}ip:{}", self.prefix, client_ip.to_str().unwrap_or_default()),
             // Hashed: the value is the caller's, of any length and content.
             LimitBy::Header(name) => match headers.get(name) {
                 Some(value) => format!("{}h:{}", self.prefix, &store::key_hash_bytes(value.as_bytes())[..32]),

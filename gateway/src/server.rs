@@ -450,7 +450,6 @@ async fn serve_api(
     // call. The endpoint's is counted before the API's, so a request the
     // endpoint refuses does not use the API's allowance.
     let mut limit_headers = LimitHeaders::default();
-    let client_ip = client.ip.to_str().unwrap_or_default();
     for limiter in [
         matched.as_ref().and_then(|m| m.endpoint.rate_limit.as_ref()),
         api.rate_limit.as_ref(),
@@ -458,7 +457,7 @@ async fn serve_api(
     .into_iter()
     .flatten()
     {
-        let mut headers = limiter.check(&gateway.store, client_ip, &parts.headers).await?;
+        let mut headers = limiter.check(&gateway.store, &client.ip, &parts.headers).await?;
         // The most specific limit's headers win: the endpoint's over the API's.
         headers.extend(limit_headers);
         limit_headers = headers;

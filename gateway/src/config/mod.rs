@@ -646,15 +646,7 @@ fn tracing_config(file: &Path, t: schema::TracingFile) -> Result<crate::telemetr
     }
     let mut headers = std::collections::BTreeMap::new();
     for (name, value) in t.headers {
-        let value = match value.strip_prefix("env:") {
-            Some(var) => std::env::var(var).map_err(|_| {
-                bad(
-                    &format!("headers.{name}"),
-                    format!("environment variable {var} is not set"),
-                )
-            })?,
-            None => value,
-        };
+        let value = env_or_literal(file, &format!("tracing.headers.{name}"), &value)?;
         headers.insert(name, value);
     }
     Ok(crate::telemetry::TracingConfig {
@@ -665,15 +657,28 @@ fn tracing_config(file: &Path, t: schema::TracingFile) -> Result<crate::telemetr
     })
 }
 
+/// `value`, or the environment variable it names as `env:VARIABLE`.
+fn env_or_literal(file: &Path, field: &str, value: &str) -> Result<String, ConfigError> {
+    match value.strip_prefix("env:") {
+        Some(name) => std::env::var(name).map_err(|_| {
+            ConfigError::new(
+                file,
+                Some(field.to_owned()),
+                format!("environment variable {name} is not set"),
+            )
+        }),
+        None => Ok(value.to_owned()),
+    }
+}
+
 fn resolve_secret(file: &Path, secret: &str) -> Result<String, ConfigError> {
-    let field = || Some("admin_secret".to_owned());
-    let value = match secret.strip_prefix("env:") {
-        Some(name) => std::env::var(name)
-            .map_err(|_| ConfigError::new(file, field(), format!("environment variable {name} is not set")))?,
-        None => secret.to_owned(),
-    };
+    let value = env_or_literal(file, "admin_secret", secret)?;
     if value.len() < 16 {
-        return Err(ConfigError::new(file, field(), "must be at least 16 characters"));
+        return Err(ConfigError::new(
+            file,
+            Some("admin_secret".into()),
+            "must be at least 16 characters",
+        ));
     }
     Ok(value)
 }
