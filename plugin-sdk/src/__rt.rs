@@ -70,9 +70,16 @@ fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
+            flush_output();
             crate::log::log(crate::log::Level::Error, &format!("plugin panicked: {info}"));
         }));
     });
+}
+
+/// Logs what the call wrote to stdout and stderr (see `console`).
+fn flush_output() {
+    #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+    crate::console::flush();
 }
 
 /// The function at `index` (the gateway calls by position in the list
@@ -94,25 +101,31 @@ fn wrong_kind(handler: &Handler, wanted: &str) -> String {
 }
 
 pub fn on_request(table: &[Entry], index: u32, input: Vec<u8>) -> Result<Outcome, String> {
-    match prepare(table, index, input)? {
+    let result = match prepare(table, index, input)? {
         (Handler::Request(f), request, ctx) => f(&request, &ctx).map_err(|e| e.to_string()),
         (other, ..) => Err(wrong_kind(other, "request")),
-    }
+    };
+    flush_output();
+    result
 }
 
 pub fn on_auth(table: &[Entry], index: u32, input: Vec<u8>) -> Result<AuthOutcome, String> {
-    match prepare(table, index, input)? {
+    let result = match prepare(table, index, input)? {
         (Handler::Auth(f), request, ctx) => f(&request, &ctx).map_err(|e| e.to_string()),
         (other, ..) => Err(wrong_kind(other, "auth")),
-    }
+    };
+    flush_output();
+    result
 }
 
 pub fn on_response(table: &[Entry], index: u32, input: Vec<u8>) -> Result<Response, String> {
-    match prepare(table, index, input)? {
-        (Handler::Response(f), request, ctx) => {
-            let response = ctx.response().map_err(|e| e.to_string())?;
-            f(&request, response, &ctx).map_err(|e| e.to_string())
-        }
+    let result = match prepare(table, index, input)? {
+        (Handler::Response(f), request, ctx) => ctx
+            .response()
+            .map_err(|e| e.to_string())
+            .and_then(|response| f(&request, response, &ctx).map_err(|e| e.to_string())),
         (other, ..) => Err(wrong_kind(other, "response")),
-    }
+    };
+    flush_output();
+    result
 }

@@ -66,6 +66,8 @@
 //! only when called. Gateways that speak 0.2 also load plugins built with
 //! the 0.1 SDK, so upgrading a plugin is never forced by a gateway upgrade.
 
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+mod console;
 mod context;
 pub mod http;
 pub mod log;

@@ -101,7 +101,7 @@ fn inspect_reports_contract_functions_schemas_imports_and_the_digest_to_pin() {
     assert_eq!(report["contract"], "0.2");
     assert_eq!(report["sha256"], sha256_hex(&hello));
     assert_eq!(report["size"], std::fs::metadata(&hello).expect("stat").len());
-    assert_eq!(report["lean"], false, "SDK plugins import log and WASI");
+    assert_eq!(report["lean"], false, "SDK plugins import log");
     assert!(
         report["imports"]
             .as_array()
@@ -136,6 +136,28 @@ fn inspect_reports_contract_functions_schemas_imports_and_the_digest_to_pin() {
         "{}",
         text(&output.stderr)
     );
+}
+
+/// Rust's std reaches WASI from every plugin (its panic hook reads the
+/// environment and writes to stderr); the SDK answers those calls itself,
+/// so that a plugin, even one that prints, imports none of WASI and links
+/// as two core instances fewer. A Rust upgrade that routes std through
+/// other C functions would show here first.
+#[test]
+fn sdk_plugins_import_no_wasi_even_when_they_print() {
+    // `probe` prints with println! and eprintln!; `aggregate` calls out.
+    for name in ["hello", "auth", "policy", "router", "aggregate", "probe", "bench"] {
+        let output = portcullis(&["plugin", "inspect", "--json", &plugin(name).display().to_string()]);
+        assert!(output.status.success(), "{name}: {}", text(&output.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let imports = report["imports"].as_array().expect("imports");
+        assert!(
+            imports
+                .iter()
+                .all(|i| i.as_str().is_some_and(|i| i.starts_with("portcullis:plugin/"))),
+            "{name} imports more than the plugin contract: {imports:?}"
+        );
+    }
 }
 
 /// `plugin call --json FILE FUNCTION ARGS...`: (exit code, report).
