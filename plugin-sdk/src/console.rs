@@ -42,9 +42,16 @@ struct Kept {
     dropped: usize,
 }
 
+impl Kept {
+    const EMPTY: Kept = Kept {
+        bytes: Vec::new(),
+        dropped: 0,
+    };
+}
+
 thread_local! {
     /// stdout, then stderr.
-    static OUTPUT: RefCell<[Kept; 2]> = RefCell::default();
+    static OUTPUT: RefCell<[Kept; 2]> = const { RefCell::new([Kept::EMPTY, Kept::EMPTY]) };
 }
 
 fn keep(stream: usize, data: &[u8]) {
