@@ -6,10 +6,9 @@
 //! plugin links, whether or not it prints anything: its default panic hook
 //! reads `RUST_BACKTRACE` (`getenv`) and writes to stderr (`write`), and an
 //! abort calls `abort`. Left to wasi-libc, those pull in about twenty WASI
-//! imports that take or return lists, and wit-component then links the
-//! plugin as three core instances (the plugin, a shim and a fixup with a
-//! start function) instead of one plus a shim for `log`: a fresh instance
-//! costs about 12 % more instructions (docs/benchmarks.md). The gateway
+//! imports, with their resource types, trampolines and indirect lowerings
+//! for every fresh instance to set up: about 12 % more instructions per
+//! call than without them (docs/benchmarks.md). The gateway
 //! gives plugins no environment and nothing to write to but their log, so
 //! the answers here are the same the gateway's WASI would give:
 //!

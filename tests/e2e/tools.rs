@@ -140,9 +140,9 @@ fn inspect_reports_contract_functions_schemas_imports_and_the_digest_to_pin() {
 
 /// Rust's std reaches WASI from every plugin (its panic hook reads the
 /// environment and writes to stderr); the SDK answers those calls itself,
-/// so that a plugin, even one that prints, imports none of WASI and links
-/// as two core instances fewer. A Rust upgrade that routes std through
-/// other C functions would show here first.
+/// so that a plugin, even one that prints, imports none of WASI: about
+/// twenty imports fewer to set up per fresh instance. A Rust upgrade that
+/// routes std through other C functions would show here first.
 #[test]
 fn sdk_plugins_import_no_wasi_even_when_they_print() {
     // `probe` prints with println! and eprintln!; `aggregate` calls out.
