@@ -615,8 +615,8 @@ fn default_data_dir() -> PathBuf {
         .join("portcullis")
 }
 
-/// `env:NAME` reads the secret from the environment; anything else is the
-/// secret itself. Short secrets are refused.
+/// The `tracing:` block: an http:// collector (`/v1/traces` added to a bare
+/// host), a sampling ratio in [0, 1], and headers that may be `env:NAME`.
 fn tracing_config(file: &Path, t: schema::TracingFile) -> Result<crate::telemetry::TracingConfig, ConfigError> {
     let bad = |sub: &str, why: String| ConfigError::new(file, Some(format!("tracing.{sub}")), why);
     let url: http::Uri = t
@@ -671,6 +671,8 @@ fn env_or_literal(file: &Path, field: &str, value: &str) -> Result<String, Confi
     }
 }
 
+/// `env:NAME` reads the secret from the environment; anything else is the
+/// secret itself. Short secrets are refused.
 fn resolve_secret(file: &Path, secret: &str) -> Result<String, ConfigError> {
     let value = env_or_literal(file, "admin_secret", secret)?;
     if value.len() < 16 {
