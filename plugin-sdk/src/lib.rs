@@ -81,10 +81,9 @@ mod wire;
 /// native build (`cargo test`).
 mod host {
     #[cfg(target_arch = "wasm32")]
-    pub(crate) use crate::bindings::portcullis::plugin::{
-        http::{send, send_all},
-        log::log,
-    };
+    pub(crate) use crate::bindings::portcullis::plugin::http::{send, send_all};
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) use crate::log::log_in_parts as log;
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) use crate::testing::{log, send, send_all};
 }

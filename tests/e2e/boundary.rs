@@ -511,6 +511,50 @@ fn raw2_api(id: &str, upstream: &str, auth: Option<&str>) -> String {
     text
 }
 
+/// `log-part` (integers only, so that SDK plugins link as one core
+/// instance) called as the SDK never would: lengths over 96, levels that
+/// change mid-line, control characters, bytes that are not UTF-8, a line
+/// far over 4 KiB, and a line never ended.
+#[tokio::test]
+async fn log_parts_from_a_raw_component_are_bounded_and_escaped() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let api = format!(
+        "id: parts\nlisten_path: /parts/\nupstream: {echo}\nendpoints:\n  - path: /\n    plugin: {{ path: {}, function: log-parts }}\n",
+        plugin("raw2").display()
+    );
+    let gw = Gateway::start(ConfigDir::single(&api));
+    let (status, _, _) = get_json(&gw.url("/parts/")).await;
+    assert_eq!(status, 200);
+    let log = gw.wait_for_log("parts-unfinished");
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}:\n{log}"))
+    };
+
+    let joined = format!("{}{}parts-ok", "a".repeat(96), "b".repeat(96));
+    let ok = line("parts-ok");
+    assert!(ok.contains(&joined) && ok.contains("WARN"), "{ok}");
+    assert!(ok.contains("raw2.wasm#log-parts"), "attributed: {ok}");
+
+    let forge = line("parts-forge");
+    assert!(forge.contains("parts-forge\\n1999-01-01T00:00\\u{1b}[2J"), "{forge}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("1999-01-01T00:00")),
+        "a forged line:\n{log}"
+    );
+
+    assert!(line("parts-bad-").contains("parts-bad-\u{fffd}\u{fffd}!"));
+
+    // 9,600 bytes sent, 4,096 kept: 42 whole parts and 64 bytes of the 43rd.
+    let long = line("parts-long-");
+    assert!(long.contains("zzz... (5504 more bytes cut)"), "{long}");
+    assert_eq!(long.matches("parts-long-").count(), 43, "{long}");
+
+    let unfinished = line("parts-unfinished");
+    assert!(unfinished.contains("ERROR"), "{unfinished}");
+}
+
 /// Reads a `u32` length-prefixed item of the 0.2 input at `*at`.
 fn item<'a>(input: &'a [u8], at: &mut usize) -> &'a [u8] {
     let len = u32::from_le_bytes(input[*at..*at + 4].try_into().expect("4 bytes")) as usize;

@@ -101,7 +101,8 @@ fn inspect_reports_contract_functions_schemas_imports_and_the_digest_to_pin() {
     assert_eq!(report["contract"], "0.2");
     assert_eq!(report["sha256"], sha256_hex(&hello));
     assert_eq!(report["size"], std::fs::metadata(&hello).expect("stat").len());
-    assert_eq!(report["lean"], false, "SDK plugins import log");
+    assert_eq!(report["lean"], true, "an SDK plugin that makes no outbound calls");
+    assert_eq!(report["core_instances"], 1);
     assert!(
         report["imports"]
             .as_array()
@@ -145,7 +146,8 @@ fn inspect_reports_contract_functions_schemas_imports_and_the_digest_to_pin() {
 /// routes std through other C functions would show here first.
 #[test]
 fn sdk_plugins_import_no_wasi_even_when_they_print() {
-    // `probe` prints with println! and eprintln!; `aggregate` calls out.
+    // `probe` prints with println! and eprintln!, and panics on request;
+    // `aggregate` calls out, which takes lists across the boundary.
     for name in ["hello", "auth", "policy", "router", "aggregate", "probe", "bench"] {
         let output = portcullis(&["plugin", "inspect", "--json", &plugin(name).display().to_string()]);
         assert!(output.status.success(), "{name}: {}", text(&output.stderr));
@@ -157,6 +159,12 @@ fn sdk_plugins_import_no_wasi_even_when_they_print() {
                 .all(|i| i.as_str().is_some_and(|i| i.starts_with("portcullis:plugin/"))),
             "{name} imports more than the plugin contract: {imports:?}"
         );
+        // Logging, printing and panicking go through `log-part`, which takes
+        // integers only, so only outbound HTTP makes an SDK plugin link a
+        // shim and a fixup instance beside its own.
+        let expected = if name == "aggregate" { 3 } else { 1 };
+        assert_eq!(report["core_instances"], expected, "{name}: {report}");
+        assert_eq!(report["lean"], expected == 1, "{name}: {report}");
     }
 }
 

@@ -33,6 +33,9 @@ use crate::outbound::{self, OutboundClient, OutboundError, OutboundPolicy, Reque
 /// Longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;
 
+/// Most bytes of a line one `log-part` call carries.
+const LOG_PART_BYTES: usize = 96;
+
 /// Most bytes of stdout (and as many of stderr) kept from one call.
 const MAX_GUEST_OUTPUT: usize = 16 << 10;
 
@@ -184,6 +187,17 @@ pub struct State {
     pub clock: GuestClock,
     outbound_calls: u32,
     log: LogBudget,
+    /// A line the guest is writing through `log-part`, until its last part.
+    partial_line: PartialLine,
+}
+
+/// A log line arriving in parts: its first [`MAX_LOG_LINE`] bytes, how many
+/// more there were, and the level of the last part.
+#[derive(Debug, Default)]
+struct PartialLine {
+    bytes: Vec<u8>,
+    beyond: usize,
+    level: Option<Level>,
 }
 
 /// What one invocation may still log: lines and bytes left, and what was
@@ -231,6 +245,7 @@ impl State {
             log: LogBudget::new(&call.limits),
             call,
             outbound_calls: 0,
+            partial_line: PartialLine::default(),
         }
     }
 
@@ -247,7 +262,10 @@ impl State {
     /// Ends the call's logging: what the guest wrote to stdout (as `info`
     /// lines) and stderr (as `warn` lines), attributed like its log calls,
     /// then one line saying how many lines the budget suppressed, if any.
+    /// A line the guest left unfinished in `log-part` comes first, as it
+    /// stands.
     pub fn finish_logs(&mut self) {
+        self.end_partial_line();
         self.flush_output();
         let suppressed = std::mem::take(&mut self.log.suppressed);
         if suppressed > 0 {
@@ -273,12 +291,12 @@ impl State {
             .zip([(Level::Info, "stdout"), (Level::Warn, "stderr")])
         {
             for line in String::from_utf8_lossy(&bytes).lines() {
-                log::Host::log(self, level, line.to_owned());
+                self.write_log(level, line, 0);
             }
             if dropped > 0 {
                 let note =
                     format!("({dropped} more bytes of {name} dropped: the limit is {MAX_GUEST_OUTPUT} per call)");
-                log::Host::log(self, level, note);
+                self.write_log(level, &note, 0);
             }
         }
     }
@@ -424,6 +442,14 @@ impl types::Host for State {}
 
 impl log::Host for State {
     fn log(&mut self, level: Level, message: String) {
+        self.write_log(level, &message, 0);
+    }
+}
+
+impl State {
+    /// Writes one of the plugin's log lines, of which the guest's side
+    /// already cut `cut` bytes, if the log filter and the budget let it.
+    fn write_log(&mut self, level: Level, message: &str, cut: usize) {
         // Lines the log filter drops cost nothing and count for nothing.
         let enabled = match level {
             Level::Trace => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
@@ -432,10 +458,10 @@ impl log::Host for State {
             Level::Warn => tracing::enabled!(target: "plugin", tracing::Level::WARN),
             Level::Error => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
         };
-        if !enabled || !self.log.take(message.len().min(MAX_LOG_LINE)) {
+        if !enabled || !self.log.take((message.len() + cut).min(MAX_LOG_LINE)) {
             return;
         }
-        let message = untrusted::escape(&message, MAX_LOG_LINE);
+        let message = untrusted::escape_cut(message, MAX_LOG_LINE, cut);
         let (plugin, api, request_id) = (&*self.call.plugin, &*self.call.api_id, self.call.request_id.as_str());
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, api, request_id, "{message}"),
@@ -445,9 +471,28 @@ impl log::Host for State {
             Level::Error => tracing::error!(target: "plugin", plugin, api, request_id, "{message}"),
         }
     }
-}
 
-impl State {
+    /// Adds a `log-part` to the open line, ending it if it is the last.
+    fn log_part(&mut self, level: Level, len: u8, last: bool, words: [u64; LOG_PART_BYTES / 8]) {
+        let len = usize::from(len).min(LOG_PART_BYTES);
+        let line = &mut self.partial_line;
+        let room = MAX_LOG_LINE.saturating_sub(line.bytes.len()).min(len);
+        line.bytes.extend(words.iter().flat_map(|w| w.to_le_bytes()).take(room));
+        line.beyond += len - room;
+        line.level = Some(level);
+        if last {
+            self.end_partial_line();
+        }
+    }
+
+    /// Writes the line open in `log-part`, if there is one.
+    fn end_partial_line(&mut self) {
+        let line = std::mem::take(&mut self.partial_line);
+        if let Some(level) = line.level {
+            self.write_log(level, &String::from_utf8_lossy(&line.bytes), line.beyond);
+        }
+    }
+
     /// Takes one call from the invocation's budget, or says why not.
     fn take_call(&mut self) -> Result<(), HttpError> {
         if self.outbound_calls >= self.call.limits.max_outbound_calls {
@@ -604,15 +649,42 @@ impl v02::types::Host for State {}
 
 impl v02::log::Host for State {
     fn log(&mut self, level: v02::log::Level, message: String) {
+        self.write_log(level.into(), &message, 0);
+    }
+
+    fn log_part(
+        &mut self,
+        level: v02::log::Level,
+        len: u8,
+        last: bool,
+        w0: u64,
+        w1: u64,
+        w2: u64,
+        w3: u64,
+        w4: u64,
+        w5: u64,
+        w6: u64,
+        w7: u64,
+        w8: u64,
+        w9: u64,
+        w10: u64,
+        w11: u64,
+    ) {
+        let words = [w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11];
+        State::log_part(self, level.into(), len, last, words);
+    }
+}
+
+impl From<v02::log::Level> for Level {
+    fn from(level: v02::log::Level) -> Self {
         use v02::log::Level as L;
-        let level = match level {
+        match level {
             L::Trace => Level::Trace,
             L::Debug => Level::Debug,
             L::Info => Level::Info,
             L::Warn => Level::Warn,
             L::Error => Level::Error,
-        };
-        log::Host::log(self, level, message);
+        }
     }
 }
 

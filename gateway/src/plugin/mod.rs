@@ -520,9 +520,11 @@ pub struct Inspection {
     pub functions: Vec<InspectedFunction>,
     /// What it imports, by interface name.
     pub imports: Vec<String>,
-    /// It imports no host functions (no WASI, no `log`, no `http`), so it
-    /// links as a single core instance: the cheapest kind to instantiate.
-    pub lean: bool,
+    /// How many core module instances one instantiation links: one for a
+    /// component whose imports take no strings or lists (the cheapest kind
+    /// to instantiate), three for most others (a shim and a fixup module
+    /// carry the indirect imports).
+    pub core_instances: usize,
     /// File size in bytes.
     pub size: usize,
     /// The file's SHA-256, in hex (the value for `sha256:`).
@@ -542,6 +544,24 @@ pub struct InspectedFunction {
 /// What loading learns about a component: its contract, its functions and
 /// their config schemas.
 type Description = (Contract, Vec<FunctionInfo>, Vec<Option<ConfigSchema>>);
+
+/// How many core module instances instantiating the component `bytes`
+/// creates (the modules it instantiates, not the instances it assembles
+/// from exports).
+fn core_instances(bytes: &[u8]) -> usize {
+    wasmparser::Parser::new(0)
+        .parse_all(bytes)
+        .filter_map(|payload| match payload {
+            Ok(wasmparser::Payload::InstanceSection(reader)) => Some(
+                reader
+                    .into_iter()
+                    .filter(|i| matches!(i, Ok(wasmparser::Instance::Instantiate { .. })))
+                    .count(),
+            ),
+            _ => None,
+        })
+        .sum()
+}
 
 /// Engine, linker and compiled components; one per process.
 pub struct PluginRuntime {
@@ -643,8 +663,8 @@ impl PluginRuntime {
         Ok(Inspection {
             contract: component.exports.version(),
             functions,
-            lean: imports.iter().all(|i| i.starts_with("portcullis:plugin/types@")),
             imports,
+            core_instances: core_instances(&bytes),
             size: bytes.len(),
             sha256: hex(&cache::content_hash(&bytes)),
         })

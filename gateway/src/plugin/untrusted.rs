@@ -242,6 +242,12 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
 /// escaped, so the text cannot start a forged log line or rewrite the
 /// terminal; cut to `max` bytes with a note of how much was cut.
 pub fn escape(text: &str, max: usize) -> String {
+    escape_cut(text, max, 0)
+}
+
+/// [`escape`] for text of which `cut` more bytes were already dropped
+/// before it got here; the note counts them too.
+pub fn escape_cut(text: &str, max: usize, cut: usize) -> String {
     let kept = &text[..floor_char_boundary(text, max)];
     let mut out = String::with_capacity(kept.len() + 16);
     for c in kept.chars() {
@@ -257,8 +263,9 @@ pub fn escape(text: &str, max: usize) -> String {
             c => out.push(c),
         }
     }
-    if kept.len() < text.len() {
-        out.push_str(&format!("... ({} more bytes cut)", text.len() - kept.len()));
+    let cut = cut + (text.len() - kept.len());
+    if cut > 0 {
+        out.push_str(&format!("... ({cut} more bytes cut)"));
     }
     out
 }

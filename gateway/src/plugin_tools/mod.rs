@@ -53,7 +53,8 @@ pub fn inspection_json(file: &Path, i: &Inspection) -> serde_json::Value {
         "contract": i.contract,
         "functions": functions,
         "imports": i.imports,
-        "lean": i.lean,
+        "lean": i.core_instances == 1,
+        "core_instances": i.core_instances,
         "size": i.size,
         "sha256": i.sha256,
     })
@@ -67,10 +68,13 @@ pub fn inspection_text(file: &Path, i: &Inspection) -> String {
         i.contract,
         i.size,
         i.sha256,
-        if i.lean {
-            "yes: imports no host functions, links as one core instance"
+        if i.core_instances == 1 {
+            "yes: links as one core instance".to_owned()
         } else {
-            "no: imports host functions (see imports), linked through shim instances"
+            format!(
+                "no: links as {} core instances (imports that take strings or lists, see imports)",
+                i.core_instances
+            )
         }
     );
     out.push_str(&format!("functions ({}):\n", i.functions.len()));

@@ -3,7 +3,8 @@
 //! attacker would write one. It attacks what 0.2 added: headers for the
 //! client's response, an auth function's request changes and the session's
 //! alias; and it answers with the raw input buffer, so a test can check the
-//! layout the gateway sends against the WIT's description.
+//! layout the gateway sends against the WIT's description. `log-parts`
+//! sends the `log-part` import what the SDK never would.
 
 wit_bindgen::generate!({
     path: "../../../plugin-sdk/wit",
@@ -11,6 +12,7 @@ wit_bindgen::generate!({
 });
 
 use exports::portcullis::plugin::guest::Guest;
+use portcullis::plugin::log::{Level, log_part};
 use portcullis::plugin::types::{
     AuthOutcome, Authenticated, FunctionInfo, HookKind, Outcome, RequestChanges, Response, Session,
 };
@@ -20,7 +22,7 @@ use portcullis::plugin::types::{
 const FORGED_RESPONSE: &str = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\nx-forged: yes\r\n\r\nforged";
 
 /// The functions, by index (the gateway calls by position).
-const FUNCTIONS: [(&str, HookKind); 7] = [
+const FUNCTIONS: [(&str, HookKind); 8] = [
     ("echo-input", HookKind::Request),
     ("response-header-flood", HookKind::Request),
     ("response-header-split", HookKind::Request),
@@ -28,9 +30,44 @@ const FUNCTIONS: [(&str, HookKind); 7] = [
     ("auth-alias-control", HookKind::Auth),
     ("auth-upstream-anywhere", HookKind::Auth),
     ("auth-framing", HookKind::Auth),
+    ("log-parts", HookKind::Request),
 ];
 
 struct Raw;
+
+/// Calls `log-part` with `bytes` (zero-padded to 96) and a `len` that may
+/// claim more than 96.
+fn part(level: Level, len: u8, last: bool, bytes: &[u8]) {
+    let mut w = [0u64; 12];
+    for (word, chunk) in w.iter_mut().zip(bytes.chunks(8)) {
+        let mut le = [0u8; 8];
+        le[..chunk.len()].copy_from_slice(chunk);
+        *word = u64::from_le_bytes(le);
+    }
+    log_part(
+        level, len, last, w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11],
+    );
+}
+
+/// What `log-parts` sends: every way a guest can misuse `log-part`.
+fn log_parts() {
+    // A `len` over 96 counts as 96; the level of the last part counts.
+    part(Level::Debug, 255, false, &[b'a'; 96]);
+    part(Level::Trace, 96, false, &[b'b'; 96]);
+    part(Level::Warn, 8, true, b"parts-ok");
+    // Control characters cannot start a line of their own.
+    part(Level::Warn, 32, true, b"parts-forge\n1999-01-01T00:00\x1b[2J");
+    // Bytes that are not UTF-8 are replaced.
+    part(Level::Warn, 13, true, b"parts-bad-\xff\xfe!");
+    // 100 parts of 96 bytes: the line is cut at 4 KiB, the rest counted.
+    for i in 0..100 {
+        let mut bytes = [b'z'; 96];
+        bytes[..11].copy_from_slice(b"parts-long-");
+        part(Level::Warn, 96, i == 99, &bytes);
+    }
+    // Never ended: written when the function returns.
+    part(Level::Error, 16, false, b"parts-unfinished");
+}
 
 fn changes(response_headers: Vec<(String, String)>) -> RequestChanges {
     RequestChanges {
@@ -94,6 +131,10 @@ impl Guest for Raw {
                 pair("connection", "close"),
                 pair("x-kept", "yes"),
             ])),
+            7 => {
+                log_parts();
+                Outcome::Continue(changes(Vec::new()))
+            }
             other => return Err(format!("no request function {other}")),
         })
     }
