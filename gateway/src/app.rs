@@ -169,7 +169,9 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
         }
     };
     control.start();
-    tokio::spawn(reload_on_sighup(control, options.broadcast));
+    // Installed before the `listening` lines: a SIGHUP sent as soon as they
+    // appear must reload, not meet the default action and end the process.
+    tokio::spawn(reload_on_sighup(hangups(), control, options.broadcast));
 
     if let Some(live) = live_tls {
         tokio::spawn(live.watch());
@@ -258,13 +260,20 @@ fn current_tls_listen(routes: &Routes) -> &str {
     routes.config.tls.as_ref().map_or("", |t| t.settings.listen.as_str())
 }
 
+/// The stream of SIGHUPs, from now on.
 #[cfg(unix)]
-async fn reload_on_sighup(control: Arc<Control>, broadcast: bool) {
+fn hangups() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+    let hangups = signal(SignalKind::hangup()).ok();
+    if hangups.is_none() {
         tracing::warn!("cannot listen for SIGHUP; reload by restarting");
-        return;
-    };
+    }
+    hangups
+}
+
+#[cfg(unix)]
+async fn reload_on_sighup(hangups: Option<tokio::signal::unix::Signal>, control: Arc<Control>, broadcast: bool) {
+    let Some(mut hangups) = hangups else { return };
     while hangups.recv().await.is_some() {
         if broadcast {
             if let (_, Err(e)) = control.reload_cluster(Trigger::Signal).await {
@@ -277,7 +286,10 @@ async fn reload_on_sighup(control: Arc<Control>, broadcast: bool) {
 }
 
 #[cfg(not(unix))]
-async fn reload_on_sighup(_: Arc<Control>, _: bool) {}
+fn hangups() {}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_: (), _: Arc<Control>, _: bool) {}
 
 async fn shutdown_signal() {
     let ctrl_c = async {
