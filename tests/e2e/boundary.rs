@@ -515,7 +515,7 @@ fn raw2_api(id: &str, upstream: &str, auth: Option<&str>) -> String {
 /// instance) called as the SDK never would: lengths over 96, levels that
 /// change mid-line, control characters, bytes that are not UTF-8, a line
 /// far over 4 KiB, and a line never ended.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn log_parts_from_a_raw_component_are_bounded_and_escaped() {
     let echo = upstream(upstreams::echo("up")).await;
     let api = format!(
