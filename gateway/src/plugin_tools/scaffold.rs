@@ -145,9 +145,9 @@ serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
 
 [profile.release]
-# Speed over size: compiled code is shared by every instance, so a larger
-# component costs nothing per call, and it runs faster (docs/benchmarks.md).
-opt-level = 3
+# Small read-only data, so the stack, the data and the start of the heap
+# share the one memory page a fresh instance resets (docs/benchmarks.md).
+opt-level = "s"
 lto = true
 codegen-units = 1
 strip = "debuginfo"
