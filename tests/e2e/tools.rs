@@ -179,6 +179,25 @@ fn call(file: &Path, function: &str, args: &[&str]) -> (Option<i32>, serde_json:
     (output.status.code(), report)
 }
 
+/// A fresh instance resets all the memory it used when it is dropped, so
+/// the examples are built to fit their stack, data and first allocations in
+/// one 64 KiB page (32 KiB stack, `opt-level = "s"`: at opt-level 3 the
+/// read-only data triples and `hello` needs a second page; see
+/// docs/benchmarks.md).
+#[test]
+fn example_calls_fit_in_one_page_of_guest_memory() {
+    for (name, function) in [
+        ("hello", "hello"),
+        ("bench", "virtual"),
+        ("bench", "header"),
+        ("bench", "noop"),
+    ] {
+        let (code, report) = call(&plugin(name), function, &["--param", "name=ann"]);
+        assert_eq!(code, Some(0), "{name}#{function}: {report}");
+        assert_eq!(report["peak_memory_bytes"], 64 << 10, "{name}#{function}: {report}");
+    }
+}
+
 #[test]
 fn call_runs_one_invocation_and_reports_its_outcome() {
     let dir = tempfile::tempdir().expect("tempdir");
