@@ -51,6 +51,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn take(&mut self, len: usize) -> Result<Range<usize>> {
         let start = self.at;
         let end = start
@@ -61,6 +62,7 @@ impl<'a> Reader<'a> {
         Ok(start..end)
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let range = self.take(N)?;
         let mut out = [0; N];
@@ -68,6 +70,7 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    #[inline]
     pub fn u8(&mut self) -> Result<u8> {
         Ok(self.array::<1>()?[0])
     }
@@ -76,6 +79,7 @@ impl<'a> Reader<'a> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     pub fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.array()?))
     }
@@ -89,6 +93,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A count or length, as a `usize`.
+    #[inline]
     pub fn len(&mut self) -> Result<usize> {
         usize::try_from(self.u32()?).map_err(|_| malformed("length"))
     }
@@ -103,12 +108,14 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
+    #[inline]
     pub fn bytes(&mut self) -> Result<Range<usize>> {
         let len = self.len()?;
         self.take(len)
     }
 
     /// A string: its range, checked to be UTF-8.
+    #[inline]
     pub fn str(&mut self) -> Result<Range<usize>> {
         let range = self.bytes()?;
         std::str::from_utf8(&self.input[range.clone()]).map_err(|_| malformed("text is not UTF-8"))?;
@@ -122,7 +129,11 @@ impl<'a> Reader<'a> {
 
     pub fn fields(&mut self) -> Result<Vec<(Range<usize>, Range<usize>)>> {
         let count = self.count(8)?;
-        (0..count).map(|_| Ok((self.str()?, self.str()?))).collect()
+        let mut fields = Vec::with_capacity(count);
+        for _ in 0..count {
+            fields.push((self.str()?, self.str()?));
+        }
+        Ok(fields)
     }
 
     pub fn owned_fields(&mut self) -> Result<Vec<(String, String)>> {
