@@ -445,3 +445,36 @@ fn a_schema_from_a_component_written_without_the_sdk_is_enforced() {
     );
     assert!(stderr.contains("the config schema of `echo-input`"), "{stderr}");
 }
+
+/// `PORTCULLIS_PERF_MAP=1` names the plugins' compiled functions for `perf`
+/// in `/tmp/perf-PID.map`, and nothing is written without it.
+#[test]
+fn a_perf_map_names_plugin_functions_when_asked() {
+    let hello = plugin("hello").display().to_string();
+    let run = |perf_map: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .args(["plugin", "call", &hello, "hello", "--param", "name=ann"])
+            .stdout(std::process::Stdio::null());
+        if let Some(value) = perf_map {
+            command.env("PORTCULLIS_PERF_MAP", value);
+        } else {
+            command.env_remove("PORTCULLIS_PERF_MAP");
+        }
+        let child = command.spawn().expect("run portcullis plugin call");
+        let pid = child.id();
+        let status = child.wait_with_output().expect("wait for portcullis").status;
+        assert!(status.success(), "plugin call with PORTCULLIS_PERF_MAP={perf_map:?}: {status}");
+        // wasmtime writes it there whatever TMPDIR says.
+        let path = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+        let map = std::fs::read_to_string(&path).ok();
+        let _ = std::fs::remove_file(&path);
+        map
+    };
+    let map = run(Some("1")).expect("a perf map");
+    for name in ["portcullis:plugin/guest@0.2.0#on-request", "hello::hello"] {
+        assert!(map.lines().any(|l| l.contains(name)), "{name} not in the perf map:\n{map}");
+    }
+    assert_eq!(run(None), None);
+    assert_eq!(run(Some("0")), None);
+}

@@ -563,6 +563,11 @@ fn core_instances(bytes: &[u8]) -> usize {
         .sum()
 }
 
+/// `PORTCULLIS_PERF_MAP=1`: write a perf map of compiled plugin code.
+fn perf_map_requested() -> bool {
+    std::env::var_os("PORTCULLIS_PERF_MAP").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 /// Engine, linker and compiled components; one per process.
 pub struct PluginRuntime {
     engine: Engine,
@@ -607,6 +612,11 @@ impl PluginRuntime {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if perf_map_requested() {
+            // Names plugin code for `perf` (/tmp/perf-PID.map): without it a
+            // profile shows guest time as anonymous `[JIT]` addresses.
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
 
         let ticker = Ticker::start(&engine, EPOCH_TICK)?;
