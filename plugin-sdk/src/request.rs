@@ -110,16 +110,24 @@ impl Request {
 
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.headers
+            .iter()
+            .find(|(n, _)| self.is_name(n, name))
+            .map(|(_, v)| self.text(v))
     }
 
     /// Every value of header `name`, in arrival order.
     pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.headers
+            .iter()
+            .filter(move |(n, _)| self.is_name(n, name))
+            .map(|(_, v)| self.text(v))
+    }
+
+    /// Whether the header name at `range` is `name`, ignoring ASCII case.
+    /// Compared as bytes: only the values returned are read as text.
+    fn is_name(&self, range: &Range<usize>, name: &str) -> bool {
+        self.input[range.clone()].eq_ignore_ascii_case(name.as_bytes())
     }
 
     /// The parameters the endpoint's path template captured, e.g. `{id}`.
@@ -129,7 +137,10 @@ impl Request {
 
     /// The path parameter `name` captured by the endpoint template.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.params
+            .iter()
+            .find(|(n, _)| self.input[n.clone()] == *name.as_bytes())
+            .map(|(_, v)| self.text(v))
     }
 
     /// The first value of query parameter `name`, percent-decoded.
@@ -179,6 +190,23 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::percent_decode;
+    use crate::testing::TestRequest;
+
+    #[test]
+    fn header_names_match_in_any_case_and_params_exactly() {
+        let req = TestRequest::get("/users/7")
+            .header("x-user", "ann")
+            .header("Accept", "a/b")
+            .header("X-USER", "bob")
+            .param("id", "7")
+            .build();
+        assert_eq!(req.header("X-User"), Some("ann"));
+        assert_eq!(req.header("accept"), Some("a/b"));
+        assert_eq!(req.header_all("x-user").collect::<Vec<_>>(), ["ann", "bob"]);
+        assert_eq!(req.header("x-use"), None);
+        assert_eq!(req.param("id"), Some("7"));
+        assert_eq!(req.param("ID"), None);
+    }
 
     #[test]
     fn decodes_percent_and_plus() {
