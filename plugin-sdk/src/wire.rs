@@ -42,6 +42,9 @@ fn malformed(what: &str) -> Error {
     Error::msg(format!("malformed input from the gateway: {what}"))
 }
 
+// The small readers are `#[inline]`: plugins build at `opt-level = "s"`,
+// where each was otherwise a call for every length and string of the input,
+// a third of a simple function's time (docs/benchmarks.md).
 impl<'a> Reader<'a> {
     pub fn new(input: &'a [u8], range: Range<usize>) -> Self {
         Reader {
