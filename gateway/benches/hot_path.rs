@@ -24,10 +24,6 @@ use portcullis::outbound::{OutboundClient, RequestId};
 use portcullis::plugin::{PluginRuntime, RequestRecord, Session};
 use portcullis::routes::Routes;
 
-/// The `portcullis` binary's allocator, so the numbers are the shipped ones.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Iterations per case (`HOT_PATH_ITERATIONS`, default 20,000), after a
 /// tenth as many warm-up calls.
 fn iterations() -> usize {

@@ -12,6 +12,13 @@
 //! [`upstream`], [`outbound`] and [`plugin`] build on it; [`error`] maps
 //! their failures to responses, and [`server`] sits on top.
 
+/// mimalloc instead of the system allocator: fewer instructions per request
+/// on every path (docs/benchmarks.md, "The allocator"). Declared here, not in
+/// `main.rs`, so that everything built on this crate (the binary, `hot_path`,
+/// the `bare_proxy` floor, the tests) allocates the way the gateway ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod access_log;
 pub mod admin;
 pub mod app;
