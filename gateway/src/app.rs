@@ -57,7 +57,13 @@ pub fn summary(routes: &Routes) -> String {
                 .methods()
                 .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
                 .unwrap_or_else(|| "*".into());
-            let plugin = endpoint.plugin.as_ref().map_or("(no plugin)", |p| p.label());
+            let plugin = endpoint.plugin.as_ref().map_or_else(
+                || "(no plugin)".to_owned(),
+                |p| match p.fan_out_names() {
+                    Some(names) => format!("{} after fan-out to {}", p.label(), names.join(", ")),
+                    None => p.label().to_owned(),
+                },
+            );
             let limit = endpoint
                 .rate_limit
                 .as_ref()

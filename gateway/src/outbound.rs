@@ -181,6 +181,57 @@ pub enum OutboundError {
     Other(String),
 }
 
+/// Why a batch stopped before every call had finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchStop {
+    /// The deadline passed.
+    Deadline,
+    /// Enough calls had succeeded.
+    Enough,
+}
+
+/// Runs `calls` (each tagged with its index among `len` results)
+/// concurrently inside the caller's task, until all have finished, the
+/// deadline passes, or `min_successes` of them answered 2xx. Results come
+/// back in index order; `None` where a call was not given or was still
+/// running when the batch stopped (dropping it cancelled it), and then the
+/// second value says why.
+pub async fn batch<F>(
+    len: usize,
+    calls: impl IntoIterator<Item = (usize, F)>,
+    deadline: Duration,
+    min_successes: Option<u32>,
+) -> (Vec<Option<Result<OutboundResponse, OutboundError>>>, BatchStop)
+where
+    F: Future<Output = Result<OutboundResponse, OutboundError>>,
+{
+    use futures_util::StreamExt;
+    let mut results: Vec<Option<_>> = (0..len).map(|_| None).collect();
+    let mut running: futures_util::stream::FuturesUnordered<_> = calls
+        .into_iter()
+        .map(|(i, call)| async move { (i, call.await) })
+        .collect();
+    let deadline = tokio::time::Instant::now() + deadline;
+    let mut successes = 0;
+    let stop = loop {
+        match tokio::time::timeout_at(deadline, running.next()).await {
+            Ok(Some((i, result))) => {
+                if result.as_ref().is_ok_and(|r| (200..300).contains(&r.status)) {
+                    successes += 1;
+                }
+                results[i] = Some(result);
+                if min_successes.is_some_and(|n| successes >= n) {
+                    break BatchStop::Enough;
+                }
+            }
+            // Every call finished: nothing is left to stop.
+            Ok(None) => break BatchStop::Deadline,
+            Err(_) => break BatchStop::Deadline,
+        }
+    };
+    (results, stop)
+}
+
 /// The gateway's shared outbound client: keep-alive connections pooled across
 /// all plugin invocations, and a gateway-wide cap on calls in flight.
 ///

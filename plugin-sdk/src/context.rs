@@ -4,6 +4,7 @@
 use std::cell::OnceCell;
 use std::rc::Rc;
 
+use crate::http::{HttpError, OutboundResponse};
 use crate::wire::{Reader, Sections, text};
 use crate::{Result, Session};
 
@@ -83,6 +84,19 @@ impl Context {
         serde_json::from_str(self.config_json()).map_err(|e| crate::Error::msg(format!("invalid plugin config: {e}")))
     }
 
+    /// The results of the calls the plugin reference's `fan_out` declares,
+    /// which the gateway made, concurrently, before calling the function:
+    /// `(name, result)` in name order, each as [`crate::http::send`] would
+    /// have returned it (a call still running at the fan-out's deadline is
+    /// `Timeout`; one stopped because `first` calls had succeeded is
+    /// `Cancelled`). Empty when the reference has no `fan_out`.
+    ///
+    /// Reading them imports nothing: a function that only merges what the
+    /// gateway fetched stays on the lean path (docs/writing-plugins.md).
+    pub fn fan_out(&self) -> Result<Vec<(String, std::result::Result<OutboundResponse, HttpError>)>> {
+        read_fan_out(&self.input, &self.sections)
+    }
+
     /// The API definition's own `config`, deserialised into your own type.
     pub fn api_config<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_str(&self.api().config).map_err(|e| crate::Error::msg(format!("invalid API config: {e}")))
@@ -124,6 +138,53 @@ fn read_api(input: &[u8], sections: &Sections) -> Result<Api> {
         upstream: r.string()?,
         config: r.string()?,
     })
+}
+
+fn read_fan_out(
+    input: &[u8],
+    sections: &Sections,
+) -> Result<Vec<(String, std::result::Result<OutboundResponse, HttpError>)>> {
+    let mut r = Reader::new(input, sections.fan_out.clone());
+    if r.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = r.count(4)?;
+    let mut results = Vec::with_capacity(count);
+    for _ in 0..count {
+        // Each entry is its own length-prefixed range: fields a later
+        // gateway appends to it are skipped.
+        let mut e = Reader::new(input, r.bytes()?);
+        let name = e.string()?;
+        let result = match e.u8()? {
+            0 => Ok(OutboundResponse {
+                status: e.u16()?,
+                headers: e.owned_fields()?,
+                body: input[e.bytes()?].to_vec(),
+            }),
+            1 => {
+                let case = e.u8()?;
+                let detail = e.string()?;
+                Err(match case {
+                    0 => HttpError::NotAllowed(detail),
+                    1 => HttpError::InvalidRequest(detail),
+                    2 => HttpError::Connect(detail),
+                    3 => HttpError::Timeout,
+                    4 => HttpError::TooLarge,
+                    5 => HttpError::CallLimit,
+                    7 => HttpError::Cancelled,
+                    // `other`, and any case a later gateway adds.
+                    _ => HttpError::Other(detail),
+                })
+            }
+            _ => {
+                return Err(crate::Error::msg(
+                    "malformed input from the gateway: fan-out result tag",
+                ));
+            }
+        };
+        results.push((name, result));
+    }
+    Ok(results)
 }
 
 fn read_response(input: &[u8], sections: &Sections) -> Result<crate::Response> {

@@ -186,12 +186,13 @@ pub struct Merged {
 }
 
 impl Merged {
-    /// Merges `(name, result)` pairs, for example names zipped with the
-    /// results of [`Batch::send`].
-    pub fn new<'a>(parts: impl IntoIterator<Item = (&'a str, Result<OutboundResponse, HttpError>)>) -> Self {
+    /// Merges `(name, result)` pairs: names zipped with the results of
+    /// [`Batch::send`], or the results of the reference's `fan_out`
+    /// ([`crate::Context::fan_out`]).
+    pub fn new<N: AsRef<str>>(parts: impl IntoIterator<Item = (N, Result<OutboundResponse, HttpError>)>) -> Self {
         let mut merged = Merged::default();
         for (name, result) in parts {
-            merged.add(name, result);
+            merged.add(name.as_ref(), result);
         }
         merged
     }

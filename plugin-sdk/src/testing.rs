@@ -158,6 +158,7 @@ pub struct TestContext {
     session: Session,
     api: Api,
     config: String,
+    fan_out: Vec<(String, Result<OutboundResponse, HttpError>)>,
 }
 
 impl Default for TestContext {
@@ -179,7 +180,15 @@ impl TestContext {
                 config: "{}".into(),
             },
             config: "{}".into(),
+            fan_out: Vec::new(),
         }
+    }
+
+    /// Adds the result of one `fan_out` call, as the gateway would pass it
+    /// ([`Context::fan_out`]); results keep the order they are added in.
+    pub fn fan_out(mut self, name: impl Into<String>, result: Result<OutboundResponse, HttpError>) -> Self {
+        self.fan_out.push((name.into(), result));
+        self
     }
 
     /// The caller's session.
@@ -240,6 +249,7 @@ fn input(request: &TestRequest, ctx: &TestContext) -> (Rc<Vec<u8>>, Sections) {
         }
     });
     w.section(|w| w.0.extend_from_slice(ctx.config.as_bytes()));
+    w.section(|w| w.fan_out(&ctx.fan_out));
     let sections = Sections::split(&w.0).expect("the test input is well-formed");
     (Rc::new(w.0), sections)
 }

@@ -5,9 +5,10 @@
 
 use std::ops::Range;
 
+use crate::http::{HttpError, OutboundResponse};
 use crate::{Error, Result};
 
-/// The five sections of an input, as byte ranges of it.
+/// The sections of an input, as byte ranges of it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Sections {
     pub request: Range<usize>,
@@ -15,6 +16,8 @@ pub(crate) struct Sections {
     pub response: Range<usize>,
     pub api: Range<usize>,
     pub config: Range<usize>,
+    /// Empty when the gateway sent none (0.2.0 gateways send five sections).
+    pub fan_out: Range<usize>,
 }
 
 impl Sections {
@@ -26,6 +29,7 @@ impl Sections {
             response: r.bytes()?,
             api: r.bytes()?,
             config: r.bytes()?,
+            fan_out: if r.is_empty() { 0..0 } else { r.bytes()? },
         })
     }
 }
@@ -93,6 +97,11 @@ impl<'a> Reader<'a> {
 
     pub fn i64(&mut self) -> Result<i64> {
         Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    /// Whether everything has been read.
+    pub fn is_empty(&self) -> bool {
+        self.at >= self.end
     }
 
     /// A count or length, as a `usize`.
@@ -207,6 +216,41 @@ impl Writer {
         let len = u32::try_from(self.0.len() - at - 4).unwrap_or(u32::MAX);
         self.0[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
+
+    /// The `fan-out` section's content: nothing when there are no results.
+    pub fn fan_out(&mut self, results: &[(String, std::result::Result<OutboundResponse, HttpError>)]) {
+        if results.is_empty() {
+            return;
+        }
+        self.len(results.len());
+        for (name, result) in results {
+            self.section(|w| {
+                w.str(name);
+                match result {
+                    Ok(response) => {
+                        w.0.push(0);
+                        w.0.extend_from_slice(&response.status.to_le_bytes());
+                        w.fields(&response.headers);
+                        w.bytes(&response.body);
+                    }
+                    Err(error) => {
+                        let (case, detail) = match error {
+                            HttpError::NotAllowed(host) => (0, host.as_str()),
+                            HttpError::InvalidRequest(why) => (1, why.as_str()),
+                            HttpError::Connect(why) => (2, why.as_str()),
+                            HttpError::Timeout => (3, ""),
+                            HttpError::TooLarge => (4, ""),
+                            HttpError::CallLimit => (5, ""),
+                            HttpError::Other(why) => (6, why.as_str()),
+                            HttpError::Cancelled => (7, ""),
+                        };
+                        w.0.extend_from_slice(&[1, case]);
+                        w.str(detail);
+                    }
+                }
+            });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +258,7 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
+    use crate::http::{HttpError, OutboundResponse};
     use crate::{Context, Request};
 
     fn input(headers: &[(String, String)], config: &str) -> Vec<u8> {
@@ -296,6 +341,67 @@ mod tests {
         assert_eq!(ctx.api().listen_path, "/shop/");
         assert_eq!(ctx.config_json(), "{\"k\":true}");
         assert!(ctx.response().is_err(), "a request function's input has no response");
+        assert!(
+            ctx.fan_out().expect("none").is_empty(),
+            "a 0.2.0 gateway's five sections"
+        );
+    }
+
+    #[test]
+    fn reads_fan_out_results_and_skips_what_an_entry_appends() {
+        let results = vec![
+            (
+                "a".to_owned(),
+                Ok(OutboundResponse {
+                    status: 201,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: b"[1]".to_vec(),
+                }),
+            ),
+            ("b".to_owned(), Err(HttpError::Connect("refused".into()))),
+            ("c".to_owned(), Err(HttpError::Cancelled)),
+        ];
+        let mut input = input(&[], "{}");
+        let mut w = Writer::default();
+        w.section(|w| w.fan_out(&results));
+        input.extend_from_slice(&w.0);
+        let (_, ctx) = parse(input.clone()).expect("well-formed");
+        let read = ctx.fan_out().expect("well-formed");
+        assert_eq!(read.len(), 3);
+        let (name, Ok(a)) = &read[0] else { panic!("{read:?}") };
+        assert_eq!((name.as_str(), a.status, &a.body[..]), ("a", 201, &b"[1]"[..]));
+        assert_eq!(a.header("Content-Type"), Some("application/json"));
+        assert!(matches!(&read[1], (n, Err(HttpError::Connect(why))) if n == "b" && why == "refused"));
+        assert!(matches!(&read[2], (n, Err(HttpError::Cancelled)) if n == "c"));
+
+        // A later gateway's extra field at the end of an entry is skipped.
+        let mut w = Writer::default();
+        w.section(|w| {
+            w.len(1);
+            w.section(|w| {
+                w.str("x");
+                w.0.extend_from_slice(&[1, 3]);
+                w.str("");
+                w.0.extend_from_slice(b"appended");
+            });
+        });
+        let mut later = self::input(&[], "{}");
+        later.extend_from_slice(&w.0);
+        let (_, ctx) = parse(later).expect("well-formed");
+        assert!(matches!(&ctx.fan_out().expect("well-formed")[..], [(n, Err(HttpError::Timeout))] if n == "x"));
+
+        // Every truncation of the section is an error, never a panic.
+        let five = self::input(&[], "{}").len();
+        for cut in five + 1..input.len() {
+            let mut bad = input.clone();
+            bad.truncate(cut);
+            assert!(parse(bad).is_err(), "cut at {cut}");
+        }
+        // So is an entry count or a length that lies.
+        let mut lying = self::input(&[], "{}");
+        lying.extend_from_slice(&[8, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f, 3, 0, 0, 0]);
+        let (_, ctx) = parse(lying).expect("the section itself is whole");
+        assert!(ctx.fan_out().is_err());
     }
 
     #[test]

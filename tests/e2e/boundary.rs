@@ -576,8 +576,8 @@ async fn the_02_input_is_laid_out_as_the_wit_says() {
     assert_eq!(response.status(), 200);
     let input = response.bytes().await.expect("body").to_vec();
     let mut at = 0;
-    let sections: Vec<&[u8]> = (0..5).map(|_| item(&input, &mut at)).collect();
-    assert_eq!(at, input.len(), "five sections and nothing else");
+    let sections: Vec<&[u8]> = (0..6).map(|_| item(&input, &mut at)).collect();
+    assert_eq!(at, input.len(), "six sections and nothing else");
     let mut at = 0;
     let request: Vec<&[u8]> = (0..6).map(|_| item(sections[0], &mut at)).collect();
     assert_eq!(request[0], b"GET");
@@ -595,6 +595,55 @@ async fn the_02_input_is_laid_out_as_the_wit_says() {
     assert!(sections[2].is_empty(), "no response for a request function");
     assert_eq!(item(sections[3], &mut 0), b"r2", "the API's id first");
     assert_eq!(sections[4], b"{}", "no config: {{}}");
+    assert!(sections[5].is_empty(), "no fan-out");
+}
+
+#[tokio::test]
+async fn the_fan_out_section_is_laid_out_as_the_wit_says() {
+    let records = upstream(upstreams::records("users")).await;
+    let down = crate::support::closed_port();
+    let api = format!(
+        "id: fo\nlisten_path: /fo/\nupstream: {records}\noutbound: {{ allow: ['{}', '{down}'] }}\nendpoints:\n  - path: /input/{{id}}\n    plugin:\n      path: {}\n      function: echo-input\n      fan_out:\n        calls:\n          user: {records}/users/{{id}}\n          down: http://{down}/x\n",
+        records.trim_start_matches("http://"),
+        plugin("raw2").display()
+    );
+    let gw = Gateway::start(ConfigDir::single(&api));
+    let response = client().get(gw.url("/fo/input/4")).send().await.expect("request");
+    assert_eq!(response.status(), 200);
+    let input = response.bytes().await.expect("body").to_vec();
+    let mut at = 0;
+    let sections: Vec<&[u8]> = (0..6).map(|_| item(&input, &mut at)).collect();
+    assert_eq!(at, input.len(), "six sections and nothing else");
+    let fan_out = sections[5];
+    assert_eq!(u32::from_le_bytes(fan_out[..4].try_into().expect("count")), 2);
+    let mut at = 4;
+    let (down_entry, user_entry) = (item(fan_out, &mut at), item(fan_out, &mut at));
+    assert_eq!(at, fan_out.len(), "two entries and nothing else");
+
+    // In name order: `down` first, an error of case 2 (`connect`).
+    let mut e = 0;
+    assert_eq!(item(down_entry, &mut e), b"down");
+    assert_eq!(&down_entry[e..e + 2], &[1, 2], "tag 1 (error), case 2 (connect)");
+    e += 2;
+    assert!(!item(down_entry, &mut e).is_empty(), "the reason");
+    assert_eq!(e, down_entry.len());
+
+    let mut e = 0;
+    assert_eq!(item(user_entry, &mut e), b"user");
+    assert_eq!(user_entry[e], 0, "tag 0 (response)");
+    assert_eq!(u16::from_le_bytes([user_entry[e + 1], user_entry[e + 2]]), 200);
+    e += 3;
+    let headers = u32::from_le_bytes(user_entry[e..e + 4].try_into().expect("count"));
+    e += 4;
+    for _ in 0..headers * 2 {
+        item(user_entry, &mut e);
+    }
+    let body: serde_json::Value = serde_json::from_slice(item(user_entry, &mut e)).expect("JSON");
+    assert_eq!(
+        (&body["id"], &body["name"]),
+        (&serde_json::json!(4), &serde_json::json!("user-4"))
+    );
+    assert_eq!(e, user_entry.len());
 }
 
 // Multi-threaded: `exchange` blocks its thread while the upstream, in this

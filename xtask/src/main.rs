@@ -286,6 +286,24 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     peers_run("portcullis-0.1", v01_urls, one_worker, Some(" "))?;
     eprintln!("\n== peers.sh: one worker, plugins with the opt-in instance reuse (reuse: 1000) ==");
     peers_run("portcullis-reuse", reuse_urls, one_worker, Some(" "))?;
+    // S4 with the calls made by the gateway (`fan_out`): merged by the
+    // aggregate example (bench/apis/h4.yaml), then by a component that
+    // imports no `http` and so links as one core instance (l4.yaml).
+    eprintln!(
+        "\n== peers.sh: one worker, S4 with a host-run fan-out (aggregate#combine, then the lean bench#combine) =="
+    );
+    peers_run(
+        "portcullis-fan-out",
+        "S4=http://127.0.0.1:19000/h4",
+        one_worker,
+        Some(" "),
+    )?;
+    peers_run(
+        "portcullis-fan-out-lean",
+        "S4=http://127.0.0.1:19000/l4",
+        one_worker,
+        Some(" "),
+    )?;
     // S1 through a plugin that does nothing (bench/apis/f1.yaml): against S1
     // above, what a fresh instance costs on the proxy path.
     eprintln!("\n== peers.sh: one worker, S1 with a no-op plugin (the floor of a fresh instance) ==");

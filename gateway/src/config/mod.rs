@@ -3,6 +3,7 @@
 //! checked. Errors name the file, the line when the YAML parser knows it, and
 //! the field. Loading the plugins themselves is the plugin runtime's job.
 
+mod fan_out;
 mod locate;
 pub mod net;
 pub use locate::nearest as locate_field;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use fan_out::{FanOut, FanOutCall};
 use schema::{
     AllowEntry, ApiFile, AuthFile, CacheSetting, ClientAuthFile, FallbackFile, GatewayFile, LimitsFile, ListenSetting,
     PluginFile, TlsFile, UpstreamTlsFile,
@@ -350,6 +352,8 @@ pub struct PluginRef {
     pub file: PathBuf,
     /// Where in that file: `endpoints[0].plugin`.
     pub field: String,
+    /// Calls the gateway makes before the function runs.
+    pub fan_out: Option<FanOut>,
 }
 
 impl PluginRef {
@@ -788,6 +792,11 @@ fn yaml_to_json(file: &Path, field: &str, value: Option<serde_yaml::Value>) -> R
 fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<ApiConfig, ConfigError> {
     let api: ApiFile = parse_yaml(file)?;
     let base = file.parent().unwrap_or(Path::new("/"));
+    let allow = parse_allow(&api.outbound.allow);
+    let hook_scope = fan_out::Scope {
+        allow: &allow,
+        endpoint_path: None,
+    };
 
     let mut endpoints = Vec::with_capacity(api.endpoints.len());
     for (i, endpoint) in api.endpoints.into_iter().enumerate() {
@@ -807,7 +816,13 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         }
         let plugin = endpoint
             .plugin
-            .map(|p| resolve_plugin(file, base, &format!("{field}.plugin"), p, defaults))
+            .map(|p| {
+                let scope = fan_out::Scope {
+                    allow: &allow,
+                    endpoint_path: Some(&endpoint.path.0),
+                };
+                resolve_plugin(file, base, &format!("{field}.plugin"), p, defaults, &scope)
+            })
             .transpose()?;
         endpoints.push(EndpointConfig {
             methods,
@@ -821,7 +836,7 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         plugins
             .into_iter()
             .enumerate()
-            .map(|(i, p)| resolve_plugin(file, base, &format!("plugins.{hook}[{i}]"), p, defaults))
+            .map(|(i, p)| resolve_plugin(file, base, &format!("plugins.{hook}[{i}]"), p, defaults, &hook_scope))
             .collect()
     };
     let hooks_file = api.plugins;
@@ -833,9 +848,14 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
                 "an auth plugin cannot fail open (`continue` would let unauthenticated callers in); use `fail`, optionally with a fallback",
             ));
         }
-        (AuthFile::Plugin, Some(plugin)) => {
-            AuthConfig::Plugin(Box::new(resolve_plugin(file, base, "plugins.auth", plugin, defaults)?))
-        }
+        (AuthFile::Plugin, Some(plugin)) => AuthConfig::Plugin(Box::new(resolve_plugin(
+            file,
+            base,
+            "plugins.auth",
+            plugin,
+            defaults,
+            &hook_scope,
+        )?)),
         (AuthFile::Plugin, None) => {
             return Err(ConfigError::new(
                 file,
@@ -911,7 +931,7 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
                 .max(1),
         ),
         outbound: OutboundConfig {
-            allow: parse_allow(&api.outbound.allow),
+            allow,
             timeout: Duration::from_millis(api.outbound.timeout_ms),
         },
         upstream_tls,
@@ -937,6 +957,7 @@ fn resolve_plugin(
     field: &str,
     plugin: PluginFile,
     defaults: &Limits,
+    scope: &fan_out::Scope<'_>,
 ) -> Result<PluginRef, ConfigError> {
     let path = base.join(&plugin.path);
     if !path.is_file() {
@@ -992,9 +1013,14 @@ fn resolve_plugin(
             })
         })
         .transpose()?;
+    let fan_out = plugin
+        .fan_out
+        .map(|f| fan_out::resolve(file, &format!("{field}.fan_out"), f, scope, &limits))
+        .transpose()?;
     Ok(PluginRef {
         fallback,
         sha256,
+        fan_out,
         path: std::path::absolute(&path).unwrap_or(path),
         function: plugin.function,
         config_json: yaml_to_json(file, &format!("{field}.config"), plugin.config)?,

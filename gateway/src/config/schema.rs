@@ -449,6 +449,72 @@ pub struct PluginFile {
     /// file has exactly this digest (`portcullis plugin inspect` prints it).
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Outbound calls the gateway makes before the function runs, whose
+    /// results the function reads from its input (a host-run fan-out).
+    #[serde(default)]
+    pub fan_out: Option<FanOutFile>,
+}
+
+/// `fan_out:` of a plugin reference.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanOutFile {
+    /// The calls by name: a URL, or a call with method, headers and timeout.
+    pub calls: std::collections::BTreeMap<String, FanOutCallFile>,
+    /// Deadline for the whole batch; the API's `outbound.timeout_ms` when absent.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// Stop once this many calls have succeeded (2xx); the rest are cancelled.
+    #[serde(default)]
+    pub first: Option<std::num::NonZeroU32>,
+}
+
+/// One call of a fan-out: written as its URL alone, or in full.
+#[derive(Debug)]
+pub struct FanOutCallFile(pub FanOutCallSpec);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanOutCallSpec {
+    /// `http://` or `https://` URL; `{name}` is replaced by the endpoint's
+    /// path parameter of that name.
+    pub url: String,
+    #[serde(default)]
+    pub method: Option<MethodName>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for FanOutCallFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FanOutCallFile;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a URL, or a map with `url` and optionally `method`, `headers`, `body`, `timeout_ms`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<Self::Value, E> {
+                Ok(FanOutCallFile(FanOutCallSpec {
+                    url: url.to_owned(),
+                    method: None,
+                    headers: Default::default(),
+                    body: None,
+                    timeout_ms: None,
+                }))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                FanOutCallSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(FanOutCallFile)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A fixed response for a failing plugin.

@@ -16,9 +16,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
@@ -28,7 +25,7 @@ use super::bindings::v02::portcullis::plugin as v02;
 use super::bindings::{BatchOptions, HttpError, Level, OutboundRequest, OutboundResponse};
 use super::untrusted;
 use crate::config::Limits;
-use crate::outbound::{self, OutboundClient, OutboundError, OutboundPolicy, RequestId, TraceContext};
+use crate::outbound::{self, BatchStop, OutboundClient, OutboundError, OutboundPolicy, RequestId, TraceContext};
 
 /// Longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;
@@ -99,6 +96,9 @@ pub struct CallInfo {
     pub client: OutboundClient,
     /// The plugin reference's limits (outbound calls, bodies, headers, logs).
     pub limits: Limits,
+    /// Outbound calls the gateway already made for this invocation (its
+    /// `fan_out`): they count against `limits.max_outbound_calls`.
+    pub calls_made: u32,
 }
 
 /// Accounts guest execution time separately from the time an invocation
@@ -243,8 +243,8 @@ impl State {
             limits: Limiter::new(limits),
             clock: GuestClock::new(call.limits.cpu),
             log: LogBudget::new(&call.limits),
+            outbound_calls: call.calls_made,
             call,
-            outbound_calls: 0,
             partial_line: PartialLine::default(),
         }
     }
@@ -255,8 +255,8 @@ impl State {
     pub fn begin(&mut self, call: CallInfo) {
         self.clock = GuestClock::new(call.limits.cpu);
         self.log = LogBudget::new(&call.limits);
+        self.outbound_calls = call.calls_made;
         self.call = call;
-        self.outbound_calls = 0;
     }
 
     /// Ends the call's logging: what the guest wrote to stdout (as `info`
@@ -512,19 +512,18 @@ impl State {
     }
 
     /// One outbound call as a future that borrows nothing from the store, so
-    /// a batch can run several at once. Yields the URL (for the log) and the
-    /// result; [`Self::outbound_result`] turns them into what the guest sees.
+    /// a batch can run several at once; [`Self::outbound_result`] turns its
+    /// result into what the guest sees.
     fn call_future(
         &self,
         request: OutboundRequest,
-    ) -> impl Future<Output = (String, Result<outbound::OutboundResponse, OutboundError>)> + Send + 'static {
+    ) -> impl Future<Output = Result<outbound::OutboundResponse, OutboundError>> + Send + 'static {
         let client = self.call.client.clone();
         let policy = Arc::clone(&self.call.outbound);
         let request_id = self.call.request_id.clone();
         let trace = self.call.trace.clone();
         let limits = self.call.limits.clone();
         async move {
-            let url = request.url.clone();
             let request = outbound::OutboundRequest {
                 method: request.method,
                 url: request.url,
@@ -532,7 +531,7 @@ impl State {
                 body: request.body,
                 timeout: request.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
             };
-            (url, client.send(&policy, request, &limits, &request_id, &trace).await)
+            client.send(&policy, request, &limits, &request_id, &trace).await
         }
     }
 
@@ -560,7 +559,7 @@ impl State {
                 let url = untrusted::escape(url, MAX_LOG_LINE);
                 tracing::debug!(plugin, request_id, url, error = %e, "outbound call failed");
             }
-            to_wit_error(e)
+            HttpError::from(e)
         })
     }
 }
@@ -573,14 +572,16 @@ fn to_wit_response(response: outbound::OutboundResponse) -> OutboundResponse {
     }
 }
 
-fn to_wit_error(e: OutboundError) -> HttpError {
-    match e {
-        OutboundError::NotAllowed(host) => HttpError::NotAllowed(host),
-        OutboundError::Invalid(why) => HttpError::InvalidRequest(why),
-        OutboundError::Connect(why) => HttpError::Connect(why),
-        OutboundError::Timeout => HttpError::Timeout,
-        OutboundError::TooLarge(_) => HttpError::TooLarge,
-        OutboundError::Other(why) => HttpError::Other(why),
+impl From<OutboundError> for HttpError {
+    fn from(e: OutboundError) -> Self {
+        match e {
+            OutboundError::NotAllowed(host) => HttpError::NotAllowed(host),
+            OutboundError::Invalid(why) => HttpError::InvalidRequest(why),
+            OutboundError::Connect(why) => HttpError::Connect(why),
+            OutboundError::Timeout => HttpError::Timeout,
+            OutboundError::TooLarge(_) => HttpError::TooLarge,
+            OutboundError::Other(why) => HttpError::Other(why),
+        }
     }
 }
 
@@ -588,7 +589,8 @@ impl http::Host for State {
     async fn send(&mut self, request: OutboundRequest) -> Result<OutboundResponse, HttpError> {
         self.take_call()?;
         let waiting = Instant::now();
-        let (url, result) = self.call_future(request).await;
+        let url = request.url.clone();
+        let result = self.call_future(request).await;
         self.clock.host_wait += waiting.elapsed();
         self.outbound_result(&url, result)
     }
@@ -602,42 +604,35 @@ impl http::Host for State {
         let deadline = options
             .deadline_ms
             .map_or(self.call.outbound.timeout, |ms| Duration::from_millis(ms.into()));
-        let mut results: Vec<Option<Result<OutboundResponse, HttpError>>> = (0..requests.len()).map(|_| None).collect();
-        // The calls run concurrently inside this host call (no task per
-        // call); dropping the set cancels whatever is still in flight.
-        let mut calls = FuturesUnordered::new();
+        let len = requests.len();
+        let mut urls = Vec::with_capacity(len);
+        let mut refused = Vec::new();
+        let mut calls = Vec::with_capacity(len);
         for (i, request) in requests.into_iter().enumerate() {
+            urls.push(request.url.clone());
             match self.take_call() {
-                Ok(()) => {
-                    let call = self.call_future(request);
-                    calls.push(async move { (i, call.await) });
-                }
-                Err(refused) => results[i] = Some(Err(refused)),
+                Ok(()) => calls.push((i, self.call_future(request))),
+                Err(refusal) => refused.push((i, refusal)),
             }
         }
-        let deadline = tokio::time::Instant::now() + deadline;
-        let mut successes = 0;
-        let unfinished = loop {
-            match tokio::time::timeout_at(deadline, calls.next()).await {
-                Ok(Some((i, (url, result)))) => {
-                    let result = self.outbound_result(&url, result);
-                    if result.as_ref().is_ok_and(|r| (200..300).contains(&r.status)) {
-                        successes += 1;
-                    }
-                    results[i] = Some(result);
-                    if options.min_successes.is_some_and(|n| successes >= n) {
-                        break HttpError::Cancelled;
-                    }
-                }
-                Ok(None) => break HttpError::Other("call did not complete".into()),
-                Err(_) => break HttpError::Timeout,
-            }
-        };
-        drop(calls);
+        let (results, stop) = outbound::batch(len, calls, deadline, options.min_successes).await;
         self.clock.host_wait += waiting.elapsed();
+        let unfinished = match stop {
+            BatchStop::Deadline => HttpError::Timeout,
+            BatchStop::Enough => HttpError::Cancelled,
+        };
+        let mut refused = refused.into_iter().peekable();
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(unfinished.clone())))
+            .zip(urls)
+            .enumerate()
+            .map(|(i, (result, url))| match result {
+                Some(result) => self.outbound_result(&url, result),
+                None => match refused.next_if(|(r, _)| *r == i) {
+                    Some((_, refusal)) => Err(refusal),
+                    None => Err(unfinished.clone()),
+                },
+            })
             .collect()
     }
 }

@@ -38,8 +38,8 @@ use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
 };
 
-use bindings::FunctionInfo;
 pub use bindings::{Api, AuthOutcome, Authenticated, HookKind, Outcome, RequestChanges, Response, Session};
+use bindings::{FunctionInfo, HttpError};
 pub use host::lock;
 use host::{CallInfo, State, Tick};
 use records::SessionRecord01;
@@ -49,9 +49,9 @@ pub use schema::{ConfigSchema, Violation};
 use ticker::Ticker;
 
 use crate::config::RoutingPolicy;
-use crate::config::{Fallback, Limits, OnError, PluginRef};
+use crate::config::{Fallback, FanOut, Limits, OnError, PluginRef};
 use crate::metrics::PluginMetrics;
-use crate::outbound::{OutboundClient, OutboundPolicy, RequestId, TraceContext};
+use crate::outbound::{self, BatchStop, OutboundClient, OutboundPolicy, RequestId, TraceContext};
 use crate::telemetry;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
@@ -136,6 +136,10 @@ pub enum LoadErrorKind {
         actual: HookKind,
         expected: HookKind,
     },
+    #[error(
+        "`fan_out` needs a plugin built against contract 0.2, which passes the results in its input; this component speaks 0.1 (rebuild it with portcullis-sdk 0.2)"
+    )]
+    FanOutNeeds02,
     /// The reference's `config` breaks the schema its function declares;
     /// each violation with where its field is written (line, column).
     #[error("its config does not satisfy the function's schema")]
@@ -725,6 +729,9 @@ impl PluginRuntime {
                 }));
             }
         }
+        if reference.fan_out.is_some() && matches!(component.exports, Contract::V01 { .. }) {
+            return Err(err(LoadErrorKind::FanOutNeeds02));
+        }
         let file = reference.path.file_name().unwrap_or_default().to_string_lossy();
         let label: Arc<str> = format!("{file}#{}", reference.function).into();
         Ok(Plugin {
@@ -740,6 +747,7 @@ impl PluginRuntime {
             on_error: reference.on_error,
             fallback: reference.fallback.clone(),
             path: reference.path.clone(),
+            fan_out: reference.fan_out.clone(),
             reuse: (reference.reuse > 1).then(|| Reuse {
                 max_calls: reference.reuse,
                 idle: Mutex::new(Vec::new()),
@@ -820,6 +828,7 @@ impl PluginRuntime {
             outbound: Arc::new(OutboundPolicy::default()),
             client: self.client.clone(),
             limits,
+            calls_made: 0,
         };
         // Wait for a free instance slot: loading may overlap with traffic.
         let _slot = self
@@ -931,6 +940,8 @@ pub struct Plugin {
     on_error: OnError,
     fallback: Option<Fallback>,
     path: PathBuf,
+    /// Calls made for the function before it runs.
+    fan_out: Option<FanOut>,
     /// Instances kept between calls, when the reference opted in.
     reuse: Option<Reuse>,
     metrics: PluginMetrics,
@@ -982,6 +993,12 @@ impl Plugin {
         &self.label
     }
 
+    /// The names of the reference's fan-out calls, if it has one.
+    pub fn fan_out_names(&self) -> Option<Vec<&str>> {
+        let fan_out = self.fan_out.as_ref()?;
+        Some(fan_out.calls.iter().map(|c| c.name.as_str()).collect())
+    }
+
     /// Whether the function reads the body (so the gateway must buffer it).
     pub fn wants_body(&self) -> bool {
         self.wants_body
@@ -1016,6 +1033,10 @@ impl Plugin {
             outbound: Arc::clone(&ctx.outbound),
             client: self.runtime.client.clone(),
             limits: self.limits.clone(),
+            calls_made: self
+                .fan_out
+                .as_ref()
+                .map_or(0, |f| u32::try_from(f.calls.len()).unwrap_or(u32::MAX)),
         };
         if let Some(mut lease) = self.reuse.as_ref().and_then(Reuse::take) {
             lease.store.data_mut().begin(call);
@@ -1147,15 +1168,76 @@ impl Plugin {
         PluginError::InvalidOutcome(untrusted::escape(why, untrusted::MAX_TEXT_BYTES))
     }
 
-    /// The 0.2 input buffer for one call.
-    fn input(
+    /// The 0.2 input buffer for one call, after the reference's fan-out
+    /// if it has one.
+    async fn input(
         &self,
         ctx: &CallContext,
         request: &RequestRecord<'_>,
         session: &Session,
         response: Option<&ResponseRecord<'_>>,
     ) -> Vec<u8> {
-        wire::input(request, session, response, &ctx.api, &self.config_json)
+        let fanned = match &self.fan_out {
+            Some(fan_out) => {
+                let started = Instant::now();
+                let results = self.run_fan_out(ctx, fan_out, request.params).await;
+                if let Some(stats) = &ctx.stats {
+                    lock(stats).time += started.elapsed();
+                }
+                results
+            }
+            None => Vec::new(),
+        };
+        wire::input(request, session, response, &ctx.api, &self.config_json, &fanned)
+    }
+
+    /// Makes the fan-out's calls, concurrently, within its deadline; one
+    /// result per call, in the order of `fan_out.calls`.
+    async fn run_fan_out(
+        &self,
+        ctx: &CallContext,
+        fan_out: &FanOut,
+        params: &[(String, String)],
+    ) -> Vec<(String, Result<outbound::OutboundResponse, HttpError>)> {
+        let client = &self.runtime.client;
+        let calls = fan_out.calls.iter().enumerate().map(|(i, call)| {
+            let request = outbound::OutboundRequest {
+                method: call.method.to_string(),
+                url: call.url.fill(params),
+                headers: call.headers.clone(),
+                body: call.body.clone(),
+                timeout: call.timeout,
+            };
+            (
+                i,
+                client.send(&ctx.outbound, request, &self.limits, &ctx.request_id, &ctx.trace),
+            )
+        });
+        let deadline = fan_out.deadline.unwrap_or(ctx.outbound.timeout);
+        let (results, stop) = outbound::batch(fan_out.calls.len(), calls, deadline, fan_out.first).await;
+        fan_out
+            .calls
+            .iter()
+            .zip(results)
+            .map(|(call, result)| {
+                let result = match result {
+                    Some(Ok(response)) => Ok(response),
+                    Some(Err(e)) => {
+                        tracing::debug!(
+                            plugin = &*self.label,
+                            request_id = ctx.request_id.as_str(),
+                            call = call.name,
+                            error = %e,
+                            "fan-out call failed"
+                        );
+                        Err(HttpError::from(e))
+                    }
+                    None if stop == BatchStop::Enough => Err(HttpError::Cancelled),
+                    None => Err(HttpError::Timeout),
+                };
+                (call.name.clone(), result)
+            })
+            .collect()
     }
 
     /// Runs a `request` function.
@@ -1168,7 +1250,7 @@ impl Plugin {
         let check = |outcome: &Outcome| untrusted::check_outcome(outcome, &self.limits, &ctx.routing);
         match &self.component.exports {
             Contract::V02 { on_request, .. } => {
-                let input = self.input(ctx, request, session, None);
+                let input = self.input(ctx, request, session, None).await;
                 self.invoke(ctx, on_request, (self.index, &input[..]), check).await
             }
             Contract::V01 { on_request, .. } => {
@@ -1190,7 +1272,7 @@ impl Plugin {
         let check = |outcome: &AuthOutcome| untrusted::check_auth(outcome, &self.limits, &ctx.routing);
         match &self.component.exports {
             Contract::V02 { on_auth, .. } => {
-                let input = self.input(ctx, request, &Session::anonymous(), None);
+                let input = self.input(ctx, request, &Session::anonymous(), None).await;
                 self.invoke(ctx, on_auth, (self.index, &input[..]), check).await
             }
             Contract::V01 { on_auth, .. } => {
@@ -1211,7 +1293,7 @@ impl Plugin {
         let check = |response: &Response| untrusted::check_response(response, &self.limits);
         match &self.component.exports {
             Contract::V02 { on_response, .. } => {
-                let input = self.input(ctx, request, session, Some(response));
+                let input = self.input(ctx, request, session, Some(response)).await;
                 self.invoke(ctx, on_response, (self.index, &input[..]), check).await
             }
             Contract::V01 { on_response, .. } => {

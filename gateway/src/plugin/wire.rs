@@ -3,19 +3,28 @@
 //! one per string. The layout is specified in `plugin-sdk/wit/plugin.wit`
 //! (the package documentation); the SDK's `wire` module reads it.
 
-use super::bindings::{Api, Session};
+use super::bindings::{Api, HttpError, Session};
 use super::records::{RequestRecord, ResponseRecord};
+use crate::outbound::OutboundResponse;
+
+/// The results of a reference's fan-out, by call name.
+pub type FanOutResults = [(String, Result<OutboundResponse, HttpError>)];
 
 /// Writes the input of one call. `response` is present for `response`
-/// functions only.
+/// functions only; `fan_out` is empty unless the reference has one.
 pub fn input(
     request: &RequestRecord<'_>,
     session: &Session,
     response: Option<&ResponseRecord<'_>>,
     api: &Api,
     config: &str,
+    fan_out: &FanOutResults,
 ) -> Vec<u8> {
-    let body = request.body.map_or(0, <[u8]>::len) + response.map_or(0, |r| r.body.len());
+    let fanned: usize = fan_out
+        .iter()
+        .map(|(_, r)| r.as_ref().map_or(0, |r| r.body.len() + 64 * r.headers.len()))
+        .sum();
+    let body = request.body.map_or(0, <[u8]>::len) + response.map_or(0, |r| r.body.len()) + fanned;
     let mut w = Writer(Vec::with_capacity(512 + body + config.len()));
     w.section(|w| {
         for text in [
@@ -60,7 +69,46 @@ pub fn input(
         }
     });
     w.section(|w| w.0.extend_from_slice(config.as_bytes()));
+    w.section(|w| {
+        if fan_out.is_empty() {
+            return;
+        }
+        w.len(fan_out.len());
+        for (name, result) in fan_out {
+            w.section(|w| {
+                w.str(name);
+                match result {
+                    Ok(response) => {
+                        w.0.push(0);
+                        w.0.extend_from_slice(&response.status.to_le_bytes());
+                        w.fields(response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                        w.bytes(&response.body);
+                    }
+                    Err(error) => {
+                        let (case, detail) = error_case(error);
+                        w.0.push(1);
+                        w.0.push(case);
+                        w.str(detail);
+                    }
+                }
+            });
+        }
+    });
     w.0
+}
+
+/// An `http-error` as its case's index in the WIT variant and its text.
+fn error_case(error: &HttpError) -> (u8, &str) {
+    match error {
+        HttpError::NotAllowed(host) => (0, host),
+        HttpError::InvalidRequest(why) => (1, why),
+        HttpError::Connect(why) => (2, why),
+        HttpError::Timeout => (3, ""),
+        HttpError::TooLarge => (4, ""),
+        HttpError::CallLimit => (5, ""),
+        HttpError::Other(why) => (6, why),
+        HttpError::Cancelled => (7, ""),
+    }
 }
 
 struct Writer(Vec<u8>);

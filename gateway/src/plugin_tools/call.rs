@@ -337,6 +337,7 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
         sha256: None,
         file: PathBuf::from("--config"),
         field: "plugin".into(),
+        fan_out: None,
     };
     let plugin = runtime.load(&reference, kind).await?;
 

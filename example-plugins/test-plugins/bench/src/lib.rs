@@ -1,8 +1,10 @@
 //! The plugins of the benchmark scenarios of `../shared/bench/peers.sh`
 //! (not an example), and of the in-process micro-benchmarks
-//! (`gateway/benches`). S4 (aggregate) uses the `aggregate` example plugin;
-//! `noop` measures the floor, what any plugin call costs.
+//! (`gateway/benches`). S4 (aggregate) uses the `aggregate` example plugin,
+//! and `combine` here for the host-run fan-out on the lean path; `noop`
+//! measures the floor, what any plugin call costs.
 
+use portcullis_sdk::http::Merged;
 use portcullis_sdk::{Context, Outcome, Request, RequestChanges, Response, Result, plugin};
 use serde_json::json;
 
@@ -26,6 +28,13 @@ fn noop(_: &Request, _: &Context) -> Result<Outcome> {
     Ok(Outcome::proceed())
 }
 
+/// S4 with a host-run fan-out: merges what the gateway fetched, as the
+/// `aggregate` example's `combine` does, in a component that imports no
+/// `http` (one core instance).
+fn combine(_: &Request, ctx: &Context) -> Result<Outcome> {
+    Ok(Merged::new(ctx.fan_out()?).into_response()?.into())
+}
+
 /// Micro-benchmark: receives the body and continues unchanged.
 fn read_body(req: &Request, _: &Context) -> Result<Outcome> {
     std::hint::black_box(req.body().map(<[u8]>::len));
@@ -36,5 +45,6 @@ plugin! {
     request "noop" => noop,
     request "header" => header,
     request "virtual" => virtual_endpoint,
+    request "combine" => combine,
     request(body) "read-body" => read_body,
 }
