@@ -188,6 +188,45 @@ async fn the_fan_out_counts_against_the_plugins_own_call_limit() {
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
+#[tokio::test]
+async fn with_every_instance_slot_busy_no_call_is_made() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (gate, arrived) = upstreams::gate(std::sync::Arc::clone(&release));
+    let gate = upstream(gate).await;
+    let (counter, hits) = upstreams::counter();
+    let counter = upstream(counter).await;
+    // `/busy` holds the only slot while its plugin waits on the gate.
+    let api = format!(
+        "id: pool\nlisten_path: /p/\nupstream: {gate}\noutbound: {{ allow: ['{}', '{}'], timeout_ms: 60000 }}\nendpoints:\n  - path: /busy\n    plugin: {{ path: {}, function: outbound-slow, limits: {{ timeout_ms: 60000 }} }}\n  - path: /fan/{{id}}\n    plugin:\n      path: {}\n      function: combine\n      fan_out: {{ calls: {{ n: '{counter}/n' }} }}\n",
+        host(&gate),
+        host(&counter),
+        plugin("hostile").display(),
+        plugin("aggregate").display(),
+    );
+    let gw = Gateway::start(ConfigDir::new(
+        "apis: [apis/]\nplugin_limits: { pool_size: 1 }\n",
+        &[("pool.yaml", &api)],
+    ));
+    let busy_url = gw.url(&format!("/p/busy?url={gate}/hold"));
+    let busy = tokio::spawn(async move { get_json(&busy_url).await });
+    while arrived.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(!busy.is_finished(), "the busy request ended early: {:?}", busy.await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, _, body) = get_json(&gw.url("/p/fan/1")).await;
+    crate::support::assert_gateway_error(status, &body, 503, "plugin capacity exhausted, retry later");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no fan-out call was sent"
+    );
+
+    release.notify_waiters();
+    busy.await.expect("join");
+    let (status, _, body) = get_json(&gw.url("/p/fan/1")).await;
+    assert_eq!((status, &body["n"]), (200, &json!({ "n": 1 })), "{body}");
+}
+
 /// Runs `validate`, expects failure, returns stderr.
 fn validate_error(text: &str) -> String {
     let output = validate(&ConfigDir::single(text));

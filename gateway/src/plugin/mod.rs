@@ -1176,9 +1176,18 @@ impl Plugin {
         request: &RequestRecord<'_>,
         session: &Session,
         response: Option<&ResponseRecord<'_>>,
-    ) -> Vec<u8> {
+    ) -> Result<Vec<u8>, PluginError> {
         let fanned = match &self.fan_out {
             Some(fan_out) => {
+                // A call that would find no instance slot fails before the
+                // fan-out: an overloaded gateway sheds load rather than
+                // sending its backends calls whose results it cannot use.
+                let idle = self.reuse.as_ref().is_some_and(|r| !lock(&r.idle).is_empty());
+                if !idle && self.runtime.slots.available_permits() == 0 {
+                    let error = PluginError::PoolExhausted(self.runtime.pool_size);
+                    self.metrics.failed(error.reason());
+                    return Err(error);
+                }
                 let started = Instant::now();
                 let results = self.run_fan_out(ctx, fan_out, request.params).await;
                 if let Some(stats) = &ctx.stats {
@@ -1188,7 +1197,14 @@ impl Plugin {
             }
             None => Vec::new(),
         };
-        wire::input(request, session, response, &ctx.api, &self.config_json, &fanned)
+        Ok(wire::input(
+            request,
+            session,
+            response,
+            &ctx.api,
+            &self.config_json,
+            &fanned,
+        ))
     }
 
     /// Makes the fan-out's calls, concurrently, within its deadline; one
@@ -1250,7 +1266,7 @@ impl Plugin {
         let check = |outcome: &Outcome| untrusted::check_outcome(outcome, &self.limits, &ctx.routing);
         match &self.component.exports {
             Contract::V02 { on_request, .. } => {
-                let input = self.input(ctx, request, session, None).await;
+                let input = self.input(ctx, request, session, None).await?;
                 self.invoke(ctx, on_request, (self.index, &input[..]), check).await
             }
             Contract::V01 { on_request, .. } => {
@@ -1272,7 +1288,7 @@ impl Plugin {
         let check = |outcome: &AuthOutcome| untrusted::check_auth(outcome, &self.limits, &ctx.routing);
         match &self.component.exports {
             Contract::V02 { on_auth, .. } => {
-                let input = self.input(ctx, request, &Session::anonymous(), None).await;
+                let input = self.input(ctx, request, &Session::anonymous(), None).await?;
                 self.invoke(ctx, on_auth, (self.index, &input[..]), check).await
             }
             Contract::V01 { on_auth, .. } => {
@@ -1293,7 +1309,7 @@ impl Plugin {
         let check = |response: &Response| untrusted::check_response(response, &self.limits);
         match &self.component.exports {
             Contract::V02 { on_response, .. } => {
-                let input = self.input(ctx, request, session, Some(response)).await;
+                let input = self.input(ctx, request, session, Some(response)).await?;
                 self.invoke(ctx, on_response, (self.index, &input[..]), check).await
             }
             Contract::V01 { on_response, .. } => {
