@@ -110,7 +110,7 @@ async fn a_request_s_span_tree_has_its_plugins_its_outbound_calls_and_its_upstre
     let stock = upstream(upstreams::records("stock-service")).await;
     let host = |url: &str| url.trim_start_matches("http://").to_owned();
     let api = format!(
-        "id: shop\nlisten_path: /shop/\nstrip_listen_path: true\nupstream: {echo}\noutbound:\n  allow: ['{}', '{}']\nauth: {{ type: plugin }}\nplugins:\n  auth:\n    path: {auth}\n    function: bearer-token\n    config: {{ tokens: {{ t1: {{ user: alice }} }} }}\nendpoints:\n  - method: GET\n    path: /summary/{{id}}\n    plugin:\n      path: {aggregate}\n      function: merge\n      config:\n        services:\n          user: '{users}/users/{{id}}'\n          stock: '{stock}/stock/{{id}}'\n",
+        "id: shop\nlisten_path: /shop/\nstrip_listen_path: true\nupstream: {echo}\noutbound:\n  allow: ['{}', '{}']\nauth: {{ type: plugin }}\nplugins:\n  auth:\n    path: {auth}\n    function: bearer-token\n    config: {{ tokens: {{ t1: {{ user: alice }} }} }}\nendpoints:\n  - method: GET\n    path: /summary/{{id}}\n    plugin:\n      path: {aggregate}\n      function: merge\n      config:\n        services:\n          user: '{users}/users/{{id}}'\n          stock: '{stock}/stock/{{id}}'\n  - method: GET\n    path: /overview/{{id}}\n    plugin:\n      path: {aggregate}\n      function: combine\n      fan_out:\n        calls:\n          user: '{users}/users/{{id}}'\n          stock: '{stock}/stock/{{id}}'\n",
         host(&users),
         host(&stock),
         auth = plugin("auth").display(),
@@ -196,6 +196,43 @@ async fn a_request_s_span_tree_has_its_plugins_its_outbound_calls_and_its_upstre
     let mut expected = [format!("{stock}/stock/8"), format!("{users}/users/8")];
     expected.sort();
     assert_eq!(targets, expected);
+
+    // A host-run fan-out: its own span beside the plugin's, with the calls
+    // as its children.
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let response = http
+        .get(gw.url("/shop/overview/8"))
+        .header("authorization", "Bearer t1")
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    response.bytes().await.expect("body");
+    let spans = spans_of(&received, trace_id, 6);
+    let server = spans.iter().find(|s| s.kind == SERVER).expect("server span");
+    let under_server = children(&spans, server);
+    let fan_out = under_server
+        .iter()
+        .find(|s| s.name == "fan-out combine")
+        .unwrap_or_else(|| panic!("a fan-out span under the request's: {spans:#?}"));
+    assert_eq!(attribute(fan_out, "portcullis.fan_out.calls").as_deref(), Some("2"));
+    assert_eq!(attribute(fan_out, "portcullis.fan_out.failed").as_deref(), Some("0"));
+    assert!(
+        under_server.iter().any(
+            |s| attribute(s, "portcullis.plugin.function").as_deref() == Some("combine") && s.name != "fan-out combine"
+        ),
+        "the plugin's own span: {spans:#?}"
+    );
+    let mut targets: Vec<String> = children(&spans, fan_out)
+        .iter()
+        .map(|s| {
+            assert_eq!(s.kind, CLIENT);
+            attribute(s, "url.full").expect("url.full")
+        })
+        .collect();
+    targets.sort();
+    assert_eq!(targets, expected, "one span per call, under the fan-out's");
 
     // Proxied: the upstream's span, and the upstream continues it.
     let trace_id = "0af7651916cd43dd8448eb211c80319c";

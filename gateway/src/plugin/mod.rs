@@ -1189,7 +1189,40 @@ impl Plugin {
                     return Err(error);
                 }
                 let started = Instant::now();
-                let results = self.run_fan_out(ctx, fan_out, request.params).await;
+                // With traces on, the fan-out has its own span (beside the
+                // plugin call's), and its calls are children of it.
+                let traced = ctx.trace.span.as_ref().map(|parent| {
+                    let span = telemetry::child(
+                        parent,
+                        format!("fan-out {}", self.function),
+                        SpanKind::Internal,
+                        vec![
+                            KeyValue::new("portcullis.api", ctx.api_id.to_string()),
+                            KeyValue::new("portcullis.hook", ctx.hook),
+                            KeyValue::new("portcullis.plugin.function", self.function.clone()),
+                            KeyValue::new(
+                                "portcullis.fan_out.calls",
+                                i64::try_from(fan_out.calls.len()).unwrap_or(i64::MAX),
+                            ),
+                        ],
+                    );
+                    let mut ctx = ctx.clone();
+                    ctx.trace.span = Some(span.clone());
+                    (ctx, span)
+                });
+                let call_ctx = traced.as_ref().map_or(ctx, |(ctx, _)| ctx);
+                let results = self.run_fan_out(call_ctx, fan_out, request.params).await;
+                if let Some((_, span)) = &traced {
+                    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+                    telemetry::record(
+                        span,
+                        vec![KeyValue::new(
+                            "portcullis.fan_out.failed",
+                            i64::try_from(failed).unwrap_or(i64::MAX),
+                        )],
+                    );
+                    telemetry::end(span, None);
+                }
                 if let Some(stats) = &ctx.stats {
                     lock(stats).time += started.elapsed();
                 }
