@@ -768,8 +768,13 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigEr
             .map(|(l, c)| format!(" at line {l} column {c}"))
             .unwrap_or_default();
         let mut message = message.strip_suffix(suffix.as_str()).unwrap_or(&message).to_owned();
-        // serde_yaml sometimes starts with the field path; we print our own.
-        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
+        // serde_yaml sometimes starts with the field path, or with its
+        // parent's (an unknown field); we print our own.
+        if let Some((head, rest)) = message.split_once(": ")
+            && !head.is_empty()
+            && !head.contains(' ')
+            && path.starts_with(head)
+        {
             message = rest.to_owned();
         }
         ConfigError {
