@@ -561,6 +561,9 @@ Portcullis is running on {base} with demo/gateway.yaml. Try:
   # aggregation: one response merged from three internal services
   curl -s {base}/orders/summary/7
 
+  # the same, with the gateway making the calls (fan_out) and the plugin merging
+  curl -s {base}/orders/overview/7
+
   # dynamic routing: the region picks the upstream
   curl -s {base}/shop/us/items/7
   curl -s -H 'x-region: eu' {base}/shop/us/items/7
