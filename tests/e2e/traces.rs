@@ -123,11 +123,13 @@ async fn a_request_s_span_tree_has_its_plugins_its_outbound_calls_and_its_upstre
     // A fan-out, continuing the client's trace.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client_span = "00f067aa0ba902b7";
-    let response = http
-        .get(gw.url("/shop/summary/8"))
-        .header("authorization", "Bearer t1")
-        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
-        .send()
+    let authorized_get = |path: &str, traceparent: String| {
+        http.get(gw.url(path))
+            .header("authorization", "Bearer t1")
+            .header("traceparent", traceparent)
+            .send()
+    };
+    let response = authorized_get("/shop/summary/8", format!("00-{trace_id}-{client_span}-01"))
         .await
         .expect("request");
     assert_eq!(response.status(), 200);
@@ -200,11 +202,7 @@ async fn a_request_s_span_tree_has_its_plugins_its_outbound_calls_and_its_upstre
     // A host-run fan-out: its own span beside the plugin's, with the calls
     // as its children.
     let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
-    let response = http
-        .get(gw.url("/shop/overview/8"))
-        .header("authorization", "Bearer t1")
-        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
-        .send()
+    let response = authorized_get("/shop/overview/8", format!("00-{trace_id}-{client_span}-01"))
         .await
         .expect("request");
     assert_eq!(response.status(), 200);
@@ -236,11 +234,7 @@ async fn a_request_s_span_tree_has_its_plugins_its_outbound_calls_and_its_upstre
 
     // Proxied: the upstream's span, and the upstream continues it.
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
-    let response = http
-        .get(gw.url("/shop/orders/1"))
-        .header("authorization", "Bearer t1")
-        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
-        .send()
+    let response = authorized_get("/shop/orders/1", format!("00-{trace_id}-b7ad6b7169203331-01"))
         .await
         .expect("request");
     assert_eq!(response.status(), 200);

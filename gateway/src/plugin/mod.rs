@@ -1067,22 +1067,7 @@ impl Plugin {
     ) -> Result<H::Value, PluginError> {
         // With traces on, the call has its own span, and the context the
         // instance sees makes its outbound calls children of it.
-        let traced = ctx.trace.span.as_ref().map(|parent| {
-            let span = telemetry::child(
-                parent,
-                format!("plugin {}", self.function),
-                SpanKind::Internal,
-                vec![
-                    KeyValue::new("portcullis.api", ctx.api_id.to_string()),
-                    KeyValue::new("portcullis.hook", ctx.hook),
-                    KeyValue::new("portcullis.plugin.path", self.path.display().to_string()),
-                    KeyValue::new("portcullis.plugin.function", self.function.clone()),
-                ],
-            );
-            let mut ctx = ctx.clone();
-            ctx.trace.span = Some(span.clone());
-            (ctx, span)
-        });
+        let traced = self.traced(ctx, "plugin", Vec::new());
         let ctx = traced.as_ref().map_or(ctx, |(ctx, _)| ctx);
         let result = self.run(ctx, hook, params).await.and_then(|value| match check(&value) {
             Ok(()) => Ok(value),
@@ -1168,6 +1153,34 @@ impl Plugin {
         PluginError::InvalidOutcome(untrusted::escape(why, untrusted::MAX_TEXT_BYTES))
     }
 
+    /// With traces on: a span under the request's, `{what} {function}`,
+    /// with the plugin's attributes and `extra`, and a copy of `ctx` whose
+    /// outbound calls are its children.
+    fn traced(
+        &self,
+        ctx: &CallContext,
+        what: &str,
+        extra: Vec<KeyValue>,
+    ) -> Option<(CallContext, opentelemetry::Context)> {
+        let parent = ctx.trace.span.as_ref()?;
+        let mut attributes = vec![
+            KeyValue::new("portcullis.api", ctx.api_id.to_string()),
+            KeyValue::new("portcullis.hook", ctx.hook),
+            KeyValue::new("portcullis.plugin.path", self.path.display().to_string()),
+            KeyValue::new("portcullis.plugin.function", self.function.clone()),
+        ];
+        attributes.extend(extra);
+        let span = telemetry::child(
+            parent,
+            format!("{what} {}", self.function),
+            SpanKind::Internal,
+            attributes,
+        );
+        let mut ctx = ctx.clone();
+        ctx.trace.span = Some(span.clone());
+        Some((ctx, span))
+    }
+
     /// The 0.2 input buffer for one call, after the reference's fan-out
     /// if it has one.
     async fn input(
@@ -1178,56 +1191,7 @@ impl Plugin {
         response: Option<&ResponseRecord<'_>>,
     ) -> Result<Vec<u8>, PluginError> {
         let fanned = match &self.fan_out {
-            Some(fan_out) => {
-                // A call that would find no instance slot fails before the
-                // fan-out: an overloaded gateway sheds load rather than
-                // sending its backends calls whose results it cannot use.
-                let idle = self.reuse.as_ref().is_some_and(|r| !lock(&r.idle).is_empty());
-                if !idle && self.runtime.slots.available_permits() == 0 {
-                    let error = PluginError::PoolExhausted(self.runtime.pool_size);
-                    self.metrics.failed(error.reason());
-                    return Err(error);
-                }
-                let started = Instant::now();
-                // With traces on, the fan-out has its own span (beside the
-                // plugin call's), and its calls are children of it.
-                let traced = ctx.trace.span.as_ref().map(|parent| {
-                    let span = telemetry::child(
-                        parent,
-                        format!("fan-out {}", self.function),
-                        SpanKind::Internal,
-                        vec![
-                            KeyValue::new("portcullis.api", ctx.api_id.to_string()),
-                            KeyValue::new("portcullis.hook", ctx.hook),
-                            KeyValue::new("portcullis.plugin.function", self.function.clone()),
-                            KeyValue::new(
-                                "portcullis.fan_out.calls",
-                                i64::try_from(fan_out.calls.len()).unwrap_or(i64::MAX),
-                            ),
-                        ],
-                    );
-                    let mut ctx = ctx.clone();
-                    ctx.trace.span = Some(span.clone());
-                    (ctx, span)
-                });
-                let call_ctx = traced.as_ref().map_or(ctx, |(ctx, _)| ctx);
-                let results = self.run_fan_out(call_ctx, fan_out, request.params).await;
-                if let Some((_, span)) = &traced {
-                    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-                    telemetry::record(
-                        span,
-                        vec![KeyValue::new(
-                            "portcullis.fan_out.failed",
-                            i64::try_from(failed).unwrap_or(i64::MAX),
-                        )],
-                    );
-                    telemetry::end(span, None);
-                }
-                if let Some(stats) = &ctx.stats {
-                    lock(stats).time += started.elapsed();
-                }
-                results
-            }
+            Some(fan_out) => self.run_fan_out(ctx, fan_out, request.params).await?,
             None => Vec::new(),
         };
         Ok(wire::input(
@@ -1240,9 +1204,43 @@ impl Plugin {
         ))
     }
 
+    /// Runs the reference's fan-out, unless no instance slot is free: an
+    /// overloaded gateway sheds the request rather than send its backends
+    /// calls whose results it cannot use. Its time counts as the plugin's.
+    async fn run_fan_out(
+        &self,
+        ctx: &CallContext,
+        fan_out: &FanOut,
+        params: &[(String, String)],
+    ) -> Result<Vec<(String, Result<outbound::OutboundResponse, HttpError>)>, PluginError> {
+        let idle = self.reuse.as_ref().is_some_and(|r| !lock(&r.idle).is_empty());
+        if !idle && self.runtime.slots.available_permits() == 0 {
+            let error = PluginError::PoolExhausted(self.runtime.pool_size);
+            self.metrics.failed(error.reason());
+            return Err(error);
+        }
+        let started = Instant::now();
+        // With traces on, the fan-out has its own span (beside the plugin
+        // call's), and its calls are children of it.
+        let calls = i64::try_from(fan_out.calls.len()).unwrap_or(i64::MAX);
+        let traced = self.traced(ctx, "fan-out", vec![KeyValue::new("portcullis.fan_out.calls", calls)]);
+        let results = self
+            .fan_out_calls(traced.as_ref().map_or(ctx, |(ctx, _)| ctx), fan_out, params)
+            .await;
+        if let Some((_, span)) = &traced {
+            let failed = i64::try_from(results.iter().filter(|(_, r)| r.is_err()).count()).unwrap_or(i64::MAX);
+            telemetry::record(span, vec![KeyValue::new("portcullis.fan_out.failed", failed)]);
+            telemetry::end(span, None);
+        }
+        if let Some(stats) = &ctx.stats {
+            lock(stats).time += started.elapsed();
+        }
+        Ok(results)
+    }
+
     /// Makes the fan-out's calls, concurrently, within its deadline; one
     /// result per call, in the order of `fan_out.calls`.
-    async fn run_fan_out(
+    async fn fan_out_calls(
         &self,
         ctx: &CallContext,
         fan_out: &FanOut,
