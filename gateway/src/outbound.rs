@@ -49,17 +49,8 @@ impl OutboundPolicy {
 impl OutboundPolicy {
     /// Whether `uri`'s host and port are on the list.
     pub fn allows(&self, uri: &Uri) -> bool {
-        let Some(host) = uri.host() else {
-            return false;
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        self.allow.iter().any(|rule| rule.allows(&host, port_of(uri)))
+        AllowRule::any_allows(&self.allow, uri)
     }
-}
-
-fn port_of(uri: &Uri) -> u16 {
-    uri.port_u16()
-        .unwrap_or(if uri.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 })
 }
 
 /// What every outbound call carries from the client's request besides its

@@ -254,14 +254,10 @@ fn check_url(url: &str, scope: &Scope<'_>) -> Result<UrlTemplate, String> {
     if !matches!(uri.scheme(), Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS) {
         return Err(format!("{url:?} is not an absolute http:// or https:// URL"));
     }
-    let host = uri.host().unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 });
-    if !scope.allow.iter().any(|rule| rule.allows(&host, port)) {
+    if !AllowRule::any_allows(scope.allow, &uri) {
+        let authority = uri.authority().map_or("", |a| a.as_str());
         return Err(format!(
-            "{host}:{port} is not on the API's outbound.allow list (every fan-out call must be)"
+            "{authority} is not on the API's outbound.allow list (every fan-out call must be)"
         ));
     }
     Ok(template)

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use fan_out::{FanOut, FanOutCall};
+pub use fan_out::FanOut;
 use schema::{
     AllowEntry, ApiFile, AuthFile, CacheSetting, ClientAuthFile, FallbackFile, GatewayFile, LimitsFile, ListenSetting,
     PluginFile, TlsFile, UpstreamTlsFile,

@@ -130,6 +130,19 @@ impl AllowRule {
         Ok(AllowRule { host, port })
     }
 
+    /// Whether any of `rules` matches `uri`'s host and port (the scheme's
+    /// default port when it names none).
+    pub fn any_allows(rules: &[AllowRule], uri: &Uri) -> bool {
+        let Some(host) = uri.host() else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 });
+        rules.iter().any(|rule| rule.allows(&host, port))
+    }
+
     /// Whether the rule matches `host` (lower-case, no brackets) and `port`.
     pub fn allows(&self, host: &str, port: u16) -> bool {
         let host_ok = match &self.host {

@@ -1206,13 +1206,15 @@ impl Plugin {
 
     /// Runs the reference's fan-out, unless no instance slot is free: an
     /// overloaded gateway sheds the request rather than send its backends
-    /// calls whose results it cannot use. Its time counts as the plugin's.
+    /// calls whose results it cannot use. A check, not a reservation: a
+    /// slot taken while the calls run still fails the request at the lease,
+    /// after them. Its time counts as the plugin's.
     async fn run_fan_out(
         &self,
         ctx: &CallContext,
         fan_out: &FanOut,
         params: &[(String, String)],
-    ) -> Result<Vec<(String, Result<outbound::OutboundResponse, HttpError>)>, PluginError> {
+    ) -> Result<Vec<wire::FanOutResult>, PluginError> {
         let idle = self.reuse.as_ref().is_some_and(|r| !lock(&r.idle).is_empty());
         if !idle && self.runtime.slots.available_permits() == 0 {
             let error = PluginError::PoolExhausted(self.runtime.pool_size);
@@ -1245,7 +1247,7 @@ impl Plugin {
         ctx: &CallContext,
         fan_out: &FanOut,
         params: &[(String, String)],
-    ) -> Vec<(String, Result<outbound::OutboundResponse, HttpError>)> {
+    ) -> Vec<wire::FanOutResult> {
         let client = &self.runtime.client;
         let calls = fan_out.calls.iter().enumerate().map(|(i, call)| {
             let request = outbound::OutboundRequest {

@@ -7,8 +7,8 @@ use super::bindings::{Api, HttpError, Session};
 use super::records::{RequestRecord, ResponseRecord};
 use crate::outbound::OutboundResponse;
 
-/// The results of a reference's fan-out, by call name.
-pub type FanOutResults = [(String, Result<OutboundResponse, HttpError>)];
+/// One result of a reference's fan-out, with its call's name.
+pub type FanOutResult = (String, Result<OutboundResponse, HttpError>);
 
 /// Writes the input of one call. `response` is present for `response`
 /// functions only; `fan_out` is empty unless the reference has one.
@@ -18,7 +18,7 @@ pub fn input(
     response: Option<&ResponseRecord<'_>>,
     api: &Api,
     config: &str,
-    fan_out: &FanOutResults,
+    fan_out: &[FanOutResult],
 ) -> Vec<u8> {
     let fanned: usize = fan_out
         .iter()
