@@ -123,9 +123,15 @@ enum PluginCommand {
         /// (default: the gateway's defaults).
         #[arg(long, value_name = "FILE")]
         gateway: Option<PathBuf>,
-        /// Hosts outbound calls may reach (as `outbound.allow`); none by default.
+        /// Hosts outbound calls may reach (as `outbound.allow`), the
+        /// plugin's own and the fan-out's; none by default.
         #[arg(long, value_name = "HOST", num_args = 1..)]
         allow: Vec<String>,
+        /// The reference's `fan_out` block ({"calls": {NAME: URL, ...}}),
+        /// JSON, or @FILE (JSON or YAML): the gateway makes the calls before
+        /// the function runs, and the function reads their results.
+        #[arg(long, value_name = "JSON|@FILE")]
+        fan_out: Option<String>,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -262,6 +268,7 @@ async fn plugin_command(command: PluginCommand, logs: Arc<Mutex<Vec<plugin_tools
             response,
             gateway,
             allow,
+            fan_out,
             json,
         } => {
             let args = CallArgs {
@@ -275,6 +282,7 @@ async fn plugin_command(command: PluginCommand, logs: Arc<Mutex<Vec<plugin_tools
                 session,
                 api,
                 allow,
+                fan_out,
             };
             plugin_tools::call::call(args, logs).await.map(|report| {
                 if json {

@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 
 use sha2::Digest;
 
-use crate::support::{ConfigDir, Gateway, get_json, guest_cargo, plugin, plugin_v01, repo_root, upstream, validate};
+use crate::support::{
+    ConfigDir, Gateway, closed_port, get_json, guest_cargo, plugin, plugin_v01, repo_root, upstream, validate,
+};
 
 fn portcullis(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -361,6 +363,110 @@ async fn call_reaches_only_the_hosts_it_is_allowed() {
     let body: serde_json::Value =
         serde_json::from_str(report["response"]["body"].as_str().expect("body")).expect("JSON");
     assert_eq!(body["errors"]["user"], format!("not allowed: {host}"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_runs_a_fan_out_before_the_function() {
+    let users = upstream(axum::Router::new().route(
+        "/users/{id}",
+        axum::routing::get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
+            axum::Json(serde_json::json!({ "name": format!("user-{id}") }))
+        }),
+    ))
+    .await;
+    let host = users.trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let block = dir.path().join("fan-out.yaml");
+    std::fs::write(
+        &block,
+        format!(
+            "calls:\n  user: {users}/users/{{id}}\n  stock: {{ url: 'http://{}/stock', timeout_ms: 500 }}\n",
+            closed_port()
+        ),
+    )
+    .expect("write");
+    let run = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            call(&plugin("aggregate"), "combine", &args)
+        })
+    };
+    let args = |fan_out: String, allow: &[&str]| {
+        let mut args = vec!["--param".to_owned(), "id=7".to_owned(), "--fan-out".to_owned(), fan_out];
+        args.push("--allow".into());
+        args.extend(allow.iter().map(|a| (*a).to_owned()));
+        args
+    };
+
+    // From a YAML file, as the block is written in an API file: one call
+    // answers, the other cannot connect, and the function merges both.
+    let (code, report) = run(args(format!("@{}", block.display()), &[&host, "127.0.0.1"]))
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0), "{report}");
+    let body: serde_json::Value =
+        serde_json::from_str(report["response"]["body"].as_str().expect("body")).expect("JSON");
+    assert_eq!(
+        (&body["user"]["name"], &body["id"]),
+        (&serde_json::json!("user-7"), &serde_json::json!("7")),
+        "{report}"
+    );
+    assert!(body["errors"]["stock"].is_string(), "{report}");
+    let headers = report["response"]["headers"].as_array().expect("headers");
+    assert!(headers.contains(&serde_json::json!(["x-partial", "true"])), "{report}");
+
+    // Checked as the gateway checks it at load, with where and why.
+    for (fan_out, allow, expected) in [
+        (
+            format!(r#"{{"calls": {{"user": "{users}/users/{{id}}"}}}}"#),
+            "example.com",
+            format!("--fan-out: calls.user: {host} is not on the API's outbound.allow list"),
+        ),
+        (
+            format!(r#"{{"calls": {{"user": "{users}/users/{{name}}"}}}}"#),
+            host.as_str(),
+            "uses {name}, which the endpoint's path does not capture (it captures: id)".to_owned(),
+        ),
+        (
+            r#"{"cals": {}}"#.to_owned(),
+            host.as_str(),
+            "--fan-out:1:2: cals: unknown field `cals`, expected one of `calls`".to_owned(),
+        ),
+    ] {
+        let output = portcullis(&[
+            "plugin",
+            "call",
+            &plugin("aggregate").display().to_string(),
+            "combine",
+            "--param",
+            "id=7",
+            "--allow",
+            allow,
+            "--fan-out",
+            &fan_out,
+        ]);
+        assert_eq!(output.status.code(), Some(2), "{fan_out}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(&expected), "{fan_out}: {stderr}");
+    }
+
+    // A 0.1 plugin cannot read the results: refused, as at load.
+    let output = portcullis(&[
+        "plugin",
+        "call",
+        &plugin_v01("aggregate").display().to_string(),
+        "merge",
+        "--allow",
+        &host,
+        "--fan-out",
+        &format!(r#"{{"calls": {{"user": "{users}/users/1"}}}}"#),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("`fan_out` needs a plugin built against contract 0.2"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 /// `cargo ARGS` in a scaffolded crate, with a target directory shared by

@@ -115,7 +115,7 @@ impl UrlTemplate {
 
 /// The names an endpoint path template captures, and whether each is a
 /// catch-all: `/files/{owner}/{*path}` gives `owner` and `path`.
-fn template_params(template: &str) -> Vec<(&str, bool)> {
+pub fn template_params(template: &str) -> Vec<(&str, bool)> {
     template
         .split('/')
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
@@ -129,9 +129,10 @@ fn template_params(template: &str) -> Vec<(&str, bool)> {
 /// Where a plugin reference sits: what its fan-out may reach and fill in.
 pub struct Scope<'a> {
     pub allow: &'a [AllowRule],
-    /// The endpoint's path template; `None` for API-wide hooks, which run
-    /// before (or without) an endpoint's parameters.
-    pub endpoint_path: Option<&'a str>,
+    /// The path parameters the reference's requests carry, and whether each
+    /// is a catch-all (`template_params`); `None` for API-wide hooks, which
+    /// run before (or without) an endpoint's parameters.
+    pub params: Option<Vec<(&'a str, bool)>>,
 }
 
 pub fn resolve(
@@ -141,7 +142,15 @@ pub fn resolve(
     scope: &Scope<'_>,
     limits: &Limits,
 ) -> Result<FanOut, ConfigError> {
-    let bad = |sub: String, why: String| ConfigError::new(file, Some(format!("{field}.{sub}")), why);
+    // `field` is empty for a block that stands alone (`plugin call --fan-out`).
+    let bad = |sub: String, why: String| {
+        let at = if field.is_empty() {
+            sub
+        } else {
+            format!("{field}.{sub}")
+        };
+        ConfigError::new(file, Some(at), why)
+    };
     if fan_out.calls.is_empty() {
         return Err(bad("calls".into(), "a fan-out needs at least one call".into()));
     }
@@ -206,7 +215,7 @@ pub fn resolve(
 /// placeholders only after the authority and naming the endpoint's
 /// parameters.
 fn check_url(url: &str, scope: &Scope<'_>) -> Result<UrlTemplate, String> {
-    let params = scope.endpoint_path.map(template_params).unwrap_or_default();
+    let params = scope.params.as_deref().unwrap_or_default();
     let mut template = UrlTemplate::parse(url).map_err(|why| format!("{url:?}: {why}"))?;
     let authority_end = url
         .find("://")
@@ -224,7 +233,7 @@ fn check_url(url: &str, scope: &Scope<'_>) -> Result<UrlTemplate, String> {
         if let Piece::Param { name, keep_slashes } = piece {
             match params.iter().find(|(p, _)| p == name) {
                 Some(&(_, catch_all)) => *keep_slashes = catch_all,
-                None if scope.endpoint_path.is_none() => {
+                None if scope.params.is_none() => {
                     return Err(format!(
                         "{url:?} uses {{{name}}}, but only an endpoint's plugin has path parameters to fill it"
                     ));
@@ -271,7 +280,7 @@ mod tests {
         let allow = [AllowRule::parse("users.internal").expect("valid")];
         let scope = Scope {
             allow: &allow,
-            endpoint_path: Some("/profile/{id}/{*rest}"),
+            params: Some(template_params("/profile/{id}/{*rest}")),
         };
         check_url(url, &scope).expect("valid")
     }
@@ -301,11 +310,11 @@ mod tests {
         let allow = [AllowRule::parse("users.internal:80").expect("valid")];
         let endpoint = Scope {
             allow: &allow,
-            endpoint_path: Some("/p/{id}"),
+            params: Some(template_params("/p/{id}")),
         };
         let hook = Scope {
             allow: &allow,
-            endpoint_path: None,
+            params: None,
         };
         for (url, scope, expected) in [
             ("http://elsewhere/x", &endpoint, "not on the API's outbound.allow list"),
@@ -324,7 +333,7 @@ mod tests {
         let any_port = [AllowRule::parse("users.internal").expect("valid")];
         let scope = Scope {
             allow: &any_port,
-            endpoint_path: None,
+            params: None,
         };
         assert!(check_url("http://users.internal:8080/x", &scope).is_ok());
     }

@@ -757,7 +757,12 @@ fn expand_api_pattern(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String
 
 fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|e| ConfigError::new(file, None, format!("cannot read: {e}")))?;
-    let deserializer = serde_yaml::Deserializer::from_str(&text);
+    parse_yaml_text(file, &text)
+}
+
+/// Parses `text`, read from `file` (which only names it in errors).
+fn parse_yaml_text<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    let deserializer = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -786,6 +791,25 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigEr
     })
 }
 
+/// A `fan_out` block written outside a configuration file (`portcullis
+/// plugin call --fan-out`): YAML or JSON `text` from `source` (which names
+/// it in errors), checked as one in an API file is, against `allow` and
+/// for requests that carry the path parameters `params`.
+pub fn fan_out_from_text(
+    source: &Path,
+    text: &str,
+    allow: &[AllowRule],
+    params: &[&str],
+    limits: &Limits,
+) -> Result<FanOut, ConfigError> {
+    let file: schema::FanOutFile = parse_yaml_text(source, text)?;
+    let scope = fan_out::Scope {
+        allow,
+        params: Some(params.iter().map(|p| (*p, false)).collect()),
+    };
+    fan_out::resolve(source, "", file, &scope, limits).map_err(ConfigError::located)
+}
+
 fn yaml_to_json(file: &Path, field: &str, value: Option<serde_yaml::Value>) -> Result<String, ConfigError> {
     match value {
         None | Some(serde_yaml::Value::Null) => Ok("{}".into()),
@@ -800,7 +824,7 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
     let allow = parse_allow(&api.outbound.allow);
     let hook_scope = fan_out::Scope {
         allow: &allow,
-        endpoint_path: None,
+        params: None,
     };
 
     let mut endpoints = Vec::with_capacity(api.endpoints.len());
@@ -824,7 +848,7 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
             .map(|p| {
                 let scope = fan_out::Scope {
                     allow: &allow,
-                    endpoint_path: Some(&endpoint.path.0),
+                    params: Some(fan_out::template_params(&endpoint.path.0)),
                 };
                 resolve_plugin(file, base, &format!("{field}.plugin"), p, defaults, &scope)
             })

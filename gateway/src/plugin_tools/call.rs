@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-use crate::config::{AllowRule, BaseUrl, Limits, OnError, PluginRef, RoutingPolicy};
+use crate::config::{AllowRule, BaseUrl, FanOut, Limits, OnError, PluginRef, RoutingPolicy};
 use crate::outbound::{OutboundClient, OutboundPolicy, RequestId, TraceContext};
 use crate::plugin::{
     Api, AuthOutcome, CallContext, CallStats, HookKind, Outcome, PluginRuntime, RequestChanges, RequestRecord,
@@ -30,6 +30,8 @@ pub struct CallArgs {
     /// A gateway file whose `plugin_limits` apply.
     pub gateway: Option<PathBuf>,
     pub allow: Vec<String>,
+    /// The reference's `fan_out` block: JSON, or `@FILE`.
+    pub fan_out: Option<String>,
 }
 
 /// How the call ended.
@@ -285,6 +287,29 @@ fn read_config(arg: Option<&str>) -> anyhow::Result<String> {
     Ok(value.to_string())
 }
 
+/// `--fan-out`: a `fan_out` block as JSON text, or `@FILE` holding JSON or
+/// YAML, checked as the gateway checks one in an API file.
+fn read_fan_out(
+    arg: &str,
+    allow: &[AllowRule],
+    params: &[(String, String)],
+    limits: &Limits,
+) -> anyhow::Result<FanOut> {
+    let (source, text) = match arg.strip_prefix('@') {
+        Some(file) => (
+            PathBuf::from(file),
+            std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?,
+        ),
+        None => (PathBuf::from("--fan-out"), arg.to_owned()),
+    };
+    let names: Vec<&str> = params.iter().map(|(name, _)| name.as_str()).collect();
+    crate::config::fan_out_from_text(&source, &text, allow, &names, limits).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n(here `--allow HOST` is the API's outbound.allow, and `--param NAME=VALUE` a path parameter the endpoint captures)"
+        )
+    })
+}
+
 /// Runs the call and reports how it ended. `Err` is for inputs that could
 /// not be read or a plugin that could not be loaded; a failing plugin is a
 /// report with an error.
@@ -310,6 +335,11 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
         Some(file) => crate::config::load(file)?.limits,
         None => Limits::default(),
     };
+    let fan_out = args
+        .fan_out
+        .as_deref()
+        .map(|arg| read_fan_out(arg, &allow, &input.params, &limits))
+        .transpose()?;
     let runtime = Arc::new(PluginRuntime::new(&limits, None, OutboundClient::new(16))?);
     let file = std::path::absolute(&args.file)?;
     let inspection = runtime
@@ -337,7 +367,7 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
         sha256: None,
         file: PathBuf::from("--config"),
         field: "plugin".into(),
-        fan_out: None,
+        fan_out,
     };
     let plugin = runtime.load(&reference, kind).await?;
 
