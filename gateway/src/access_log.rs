@@ -4,8 +4,10 @@
 //! Lines are formatted on the request's task and handed to a writer thread
 //! through a bounded queue, so a slow disk never blocks serving: when the
 //! queue is full the line is dropped and counted
-//! (`portcullis_access_log_dropped_total`). The writer flushes whenever the
-//! queue runs empty.
+//! (`portcullis_access_log_dropped_total`). The writer writes out what has
+//! gathered, then rests for `BATCH`: under load a request neither wakes it
+//! nor costs a write of its own, and an idle log still writes a line as soon
+//! as it comes. Closing writes out the rest.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,10 @@ use crate::plugin::{CallStats, lock};
 
 /// Lines waiting for the writer at most.
 const QUEUE: usize = 16 * 1024;
+
+/// How long the writer rests after writing, while lines gather (at most a
+/// line's wait under load).
+const BATCH: Duration = Duration::from_millis(10);
 
 /// Where the lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +50,7 @@ impl std::fmt::Display for Target {
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     queue: SyncSender<Vec<u8>>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl AccessLog {
@@ -54,15 +61,31 @@ impl AccessLog {
             Target::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         };
         let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_lines(lines, std::io::BufWriter::new(out)))?;
-        Ok(AccessLog { queue })
+        Ok(AccessLog {
+            queue,
+            writer: Arc::new(Mutex::new(Some(writer))),
+        })
     }
 
     fn send(&self, line: Vec<u8>) {
         if let Err(TrySendError::Full(_)) = self.queue.try_send(line) {
             crate::metrics::access_log_dropped();
+        }
+    }
+
+    /// Writes out every line sent so far and stops the writer (at
+    /// shutdown, once no request is left). Blocks for up to `BATCH` and
+    /// the write; lines sent afterwards are dropped.
+    pub fn close(&self) {
+        let Some(writer) = lock(&self.writer).take() else {
+            return;
+        };
+        // An empty line, which no entry is, tells the writer to stop.
+        if self.queue.send(Vec::new()).is_ok() {
+            let _ = writer.join();
         }
     }
 }
@@ -71,6 +94,10 @@ fn write_lines(lines: Receiver<Vec<u8>>, mut out: std::io::BufWriter<Box<dyn Wri
     while let Ok(line) = lines.recv() {
         let mut next = Some(line);
         while let Some(line) = next {
+            if line.is_empty() {
+                let _ = out.flush();
+                return;
+            }
             if out.write_all(&line).is_err() {
                 return;
             }
@@ -79,6 +106,7 @@ fn write_lines(lines: Receiver<Vec<u8>>, mut out: std::io::BufWriter<Box<dyn Wri
         if out.flush().is_err() {
             return;
         }
+        std::thread::sleep(BATCH);
     }
 }
 

@@ -202,6 +202,9 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
         .serve(Listeners { plain, tls }, shutdown_signal())
         .await;
     gateway.store().flush();
+    if let Some(log) = gateway.access_log().cloned() {
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
     if let Some(traces) = traces {
         // The blocking exporter may wait on the collector: not on a
         // request-serving thread.

@@ -110,6 +110,42 @@ async fn each_request_gets_one_line_with_its_api_endpoint_key_sizes_and_times() 
     assert_eq!(u["error"], "no API matches this path");
 }
 
+/// The writer gathers lines between writes; a graceful shutdown writes
+/// out every line of the requests it served, none left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_shutdown_writes_every_line_out() {
+    let echo = upstream(upstreams::echo("one")).await;
+    // Outside the configuration's directory, which goes with the gateway.
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("access.log");
+    let config = ConfigDir::new(
+        &format!("apis: [apis/]\naccess_log: {{ path: '{}' }}\n", log.display()),
+        &[("a.yaml", &format!("id: a\nlisten_path: /a/\nupstream: {echo}\n"))],
+    );
+    let gw = Gateway::start(config);
+    let http = client();
+    const REQUESTS: usize = 300;
+    for i in 0..REQUESTS {
+        let response = http.get(gw.url(&format!("/a/{i}"))).send().await.expect("request");
+        assert_eq!(response.status(), 200);
+        response.bytes().await.expect("body");
+    }
+    drop(http);
+    assert!(gw.stop().success());
+    // Read once, after the exit: no waiting for the writer.
+    let text = std::fs::read_to_string(&log).expect("the log");
+    let paths: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).expect("each line is JSON");
+            line["path"].as_str().expect("path").to_owned()
+        })
+        .collect();
+    assert_eq!(paths.len(), REQUESTS, "lines written before the exit");
+    let expected: Vec<String> = (0..REQUESTS).map(|i| format!("/a/{i}")).collect();
+    assert_eq!(paths, expected);
+}
+
 #[test]
 fn an_empty_access_log_path_is_refused_with_its_line() {
     let config = ConfigDir::new(

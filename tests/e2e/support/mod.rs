@@ -278,6 +278,17 @@ impl Gateway {
             .expect("VmRSS in /proc status")
     }
 
+    /// Sends SIGTERM and waits for the gateway to shut down gracefully;
+    /// its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        self.child.wait().expect("wait for the gateway")
+    }
+
     /// Sends SIGHUP (reload).
     pub fn reload(&self) {
         let status = Command::new("kill")
