@@ -46,16 +46,33 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// The log's sending side; cheap to clone.
+/// The log's sending side; cheap to clone (every request's entry holds one).
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     queue: SyncSender<Vec<u8>>,
-    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// Stops the writer at shutdown; `AccessLog::open` gives it.
+#[derive(Debug)]
+pub struct Closer {
+    queue: SyncSender<Vec<u8>>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl Closer {
+    /// Writes out every line sent so far and stops the writer (once no
+    /// request is left). Blocks for up to `BATCH` and the write.
+    pub fn close(self) {
+        // An empty line, which no entry is, tells the writer to stop.
+        if self.queue.send(Vec::new()).is_ok() {
+            let _ = self.writer.join();
+        }
+    }
 }
 
 impl AccessLog {
     /// Opens (appends to) the file, or stdout, and starts the writer thread.
-    pub fn open(target: &Target) -> std::io::Result<Self> {
+    pub fn open(target: &Target) -> std::io::Result<(Self, Closer)> {
         let out: Box<dyn Write + Send> = match target {
             Target::Stdout => Box::new(std::io::stdout()),
             Target::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
@@ -64,28 +81,16 @@ impl AccessLog {
         let writer = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_lines(lines, std::io::BufWriter::new(out)))?;
-        Ok(AccessLog {
-            queue,
-            writer: Arc::new(Mutex::new(Some(writer))),
-        })
+        let closer = Closer {
+            queue: queue.clone(),
+            writer,
+        };
+        Ok((AccessLog { queue }, closer))
     }
 
     fn send(&self, line: Vec<u8>) {
         if let Err(TrySendError::Full(_)) = self.queue.try_send(line) {
             crate::metrics::access_log_dropped();
-        }
-    }
-
-    /// Writes out every line sent so far and stops the writer (at
-    /// shutdown, once no request is left). Blocks for up to `BATCH` and
-    /// the write; lines sent afterwards are dropped.
-    pub fn close(&self) {
-        let Some(writer) = lock(&self.writer).take() else {
-            return;
-        };
-        // An empty line, which no entry is, tells the writer to stop.
-        if self.queue.send(Vec::new()).is_ok() {
-            let _ = writer.join();
         }
     }
 }

@@ -149,10 +149,12 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
     };
     let live_tls = tls.as_ref().map(|(_, live)| Arc::clone(live));
     let mut gateway = Gateway::new(routes, store, live_tls.clone());
+    let mut log_closer = None;
     if let Some(target) = &access_log {
-        let log = AccessLog::open(target)
+        let (log, closer) = AccessLog::open(target)
             .with_context(|| format!("cannot open the access log {target} (access_log.path)"))?;
         gateway = gateway.with_access_log(log);
+        log_closer = Some(closer);
     }
     let gateway = Arc::new(gateway);
     let node_id = options.node_id.unwrap_or_else(crate::cluster::default_node_id);
@@ -202,8 +204,8 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
         .serve(Listeners { plain, tls }, shutdown_signal())
         .await;
     gateway.store().flush();
-    if let Some(log) = gateway.access_log().cloned() {
-        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    if let Some(closer) = log_closer {
+        let _ = tokio::task::spawn_blocking(move || closer.close()).await;
     }
     if let Some(traces) = traces {
         // The blocking exporter may wait on the collector: not on a

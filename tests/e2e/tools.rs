@@ -181,6 +181,17 @@ fn call(file: &Path, function: &str, args: &[&str]) -> (Option<i32>, serde_json:
     (output.status.code(), report)
 }
 
+/// `plugin call FILE FUNCTION ARGS...` for inputs it must refuse before
+/// calling (exit code 2): its stderr.
+fn call_refused(file: &Path, function: &str, args: &[&str]) -> String {
+    let file = file.display().to_string();
+    let mut all = vec!["plugin", "call", &file, function];
+    all.extend_from_slice(args);
+    let output = portcullis(&all);
+    assert_eq!(output.status.code(), Some(2), "{args:?}");
+    text(&output.stderr)
+}
+
 /// A fresh instance resets all the memory it used when it is dropped, so
 /// the examples are built to fit their stack, data and first allocations in
 /// one 64 KiB page (32 KiB stack, `opt-level = "s"`: at opt-level 3 the
@@ -268,20 +279,8 @@ fn call_runs_one_invocation_and_reports_its_outcome() {
     );
 
     // The config is checked against the function's schema, as at load.
-    let output = portcullis(&[
-        "plugin",
-        "call",
-        &plugin("hello").display().to_string(),
-        "hello",
-        "--config",
-        r#"{"greting": "Hey"}"#,
-    ]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        text(&output.stderr).contains("'greting' was unexpected"),
-        "{}",
-        text(&output.stderr)
-    );
+    let stderr = call_refused(&plugin("hello"), "hello", &["--config", r#"{"greting": "Hey"}"#]);
+    assert!(stderr.contains("'greting' was unexpected"), "{stderr}");
 }
 
 #[test]
@@ -325,9 +324,8 @@ fn call_reports_a_failing_plugin_with_the_status_and_reason_the_gateway_would_gi
         "the panic message is in the log: {logs}"
     );
 
-    let output = portcullis(&["plugin", "call", &hostile.display().to_string(), "no-such-function"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("no function `no-such-function`; the component exports: spin,"));
+    let stderr = call_refused(&hostile, "no-such-function", &[]);
+    assert!(stderr.contains("no function `no-such-function`; the component exports: spin,"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -433,39 +431,24 @@ async fn call_runs_a_fan_out_before_the_function() {
             "--fan-out:1:2: cals: unknown field `cals`, expected one of `calls`".to_owned(),
         ),
     ] {
-        let output = portcullis(&[
-            "plugin",
-            "call",
-            &plugin("aggregate").display().to_string(),
+        let stderr = call_refused(
+            &plugin("aggregate"),
             "combine",
-            "--param",
-            "id=7",
-            "--allow",
-            allow,
-            "--fan-out",
-            &fan_out,
-        ]);
-        assert_eq!(output.status.code(), Some(2), "{fan_out}");
-        let stderr = text(&output.stderr);
+            &["--param", "id=7", "--allow", allow, "--fan-out", &fan_out],
+        );
         assert!(stderr.contains(&expected), "{fan_out}: {stderr}");
     }
 
     // A 0.1 plugin cannot read the results: refused, as at load.
-    let output = portcullis(&[
-        "plugin",
-        "call",
-        &plugin_v01("aggregate").display().to_string(),
+    let fan_out = format!(r#"{{"calls": {{"user": "{users}/users/1"}}}}"#);
+    let stderr = call_refused(
+        &plugin_v01("aggregate"),
         "merge",
-        "--allow",
-        &host,
-        "--fan-out",
-        &format!(r#"{{"calls": {{"user": "{users}/users/1"}}}}"#),
-    ]);
-    assert_eq!(output.status.code(), Some(2));
+        &["--allow", &host, "--fan-out", &fan_out],
+    );
     assert!(
-        text(&output.stderr).contains("`fan_out` needs a plugin built against contract 0.2"),
-        "{}",
-        text(&output.stderr)
+        stderr.contains("`fan_out` needs a plugin built against contract 0.2"),
+        "{stderr}"
     );
 }
 

@@ -273,16 +273,23 @@ fn read_json<T: serde::de::DeserializeOwned + Default>(file: Option<&Path>, what
     serde_json::from_str(&text).with_context(|| format!("{}: not a valid {what}", file.display()))
 }
 
+/// The text of `@FILE`, or `None` when `arg` is the text itself.
+fn at_file(arg: &str) -> anyhow::Result<Option<(&str, String)>> {
+    let Some(file) = arg.strip_prefix('@') else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
+    Ok(Some((file, text)))
+}
+
 /// `--config`: JSON text, or `@FILE` holding JSON or YAML.
 fn read_config(arg: Option<&str>) -> anyhow::Result<String> {
-    let value: serde_json::Value = match arg {
-        None => return Ok("{}".into()),
-        Some(at) if at.starts_with('@') => {
-            let file = &at[1..];
-            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
-            serde_yaml::from_str(&text).with_context(|| format!("{file}: not JSON or YAML"))?
-        }
-        Some(json) => serde_json::from_str(json).context("--config is not valid JSON (use @FILE for a file)")?,
+    let Some(arg) = arg else {
+        return Ok("{}".into());
+    };
+    let value: serde_json::Value = match at_file(arg)? {
+        Some((file, text)) => serde_yaml::from_str(&text).with_context(|| format!("{file}: not JSON or YAML"))?,
+        None => serde_json::from_str(arg).context("--config is not valid JSON (use @FILE for a file)")?,
     };
     Ok(value.to_string())
 }
@@ -295,11 +302,8 @@ fn read_fan_out(
     params: &[(String, String)],
     limits: &Limits,
 ) -> anyhow::Result<FanOut> {
-    let (source, text) = match arg.strip_prefix('@') {
-        Some(file) => (
-            PathBuf::from(file),
-            std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?,
-        ),
+    let (source, text) = match at_file(arg)? {
+        Some((file, text)) => (PathBuf::from(file), text),
         None => (PathBuf::from("--fan-out"), arg.to_owned()),
     };
     let names: Vec<&str> = params.iter().map(|(name, _)| name.as_str()).collect();
