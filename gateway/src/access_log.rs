@@ -193,6 +193,7 @@ impl Entry {
         if serde_json::to_writer(&mut text, &line).is_err() {
             return;
         }
+        let mut text = escape_separators(text);
         text.push(b'\n');
         self.log.send(text);
     }
@@ -218,6 +219,28 @@ struct Line<'a> {
     plugin_ms: f64,
     key_id: Option<&'a str>,
     error: Option<&'a str>,
+}
+
+/// A JSON line with the characters JSON leaves raw but that split or
+/// reorder lines for other readers (U+0085, U+2028, U+2029, the other C1
+/// controls and the bidirectional controls) written as `\uXXXX` escapes.
+/// They can only occur inside strings, where such an escape means the same.
+fn escape_separators(json: Vec<u8>) -> Vec<u8> {
+    if json.is_ascii() {
+        return json;
+    }
+    let Ok(text) = String::from_utf8(json) else {
+        return Vec::new();
+    };
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if crate::plugin::is_unsafe_char(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into_bytes()
 }
 
 fn display<S: serde::Serializer>(value: &impl std::fmt::Display, serializer: S) -> Result<S::Ok, S::Error> {

@@ -19,9 +19,24 @@ use crate::tls::LiveTls;
 /// Loads the configuration and every plugin it names, without serving.
 /// Returns the routing table so callers can summarise it.
 pub async fn validate(config_file: &Path) -> Result<Routes, BuildError> {
-    let config = config::load(config_file)?;
+    let config = load_config(config_file).await?;
     let runtime = runtime_for(&config).map_err(|e| config::ConfigError::new(config_file, None, format!("{e:#}")))?;
     Routes::build(config, &runtime, None).await
+}
+
+/// [`config::load`] on a blocking thread: parsing a large file takes a
+/// while, and a reload must not hold up the requests on its worker.
+async fn load_config(config_file: &Path) -> Result<Config, config::ConfigError> {
+    let file = config_file.to_owned();
+    tokio::task::spawn_blocking(move || config::load(&file))
+        .await
+        .unwrap_or_else(|e| {
+            Err(config::ConfigError::new(
+                config_file,
+                None,
+                format!("loading failed: {e}"),
+            ))
+        })
 }
 
 fn runtime_for(config: &Config) -> anyhow::Result<Arc<PluginRuntime>> {
@@ -91,7 +106,7 @@ pub struct ServeOptions {
 /// Serves until SIGINT/SIGTERM. SIGHUP reloads the configuration; a reload
 /// that fails is logged and the running configuration keeps serving.
 pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Result<()> {
-    let config = config::load(&config_file)?;
+    let config = load_config(&config_file).await?;
     let runtime = runtime_for(&config)?;
     let listen = options.listen.or_else(|| config.listen.clone());
     let tls = match (&config.tls, options.listen_tls) {
@@ -148,6 +163,7 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
         None => None,
     };
     let live_tls = tls.as_ref().map(|(_, live)| Arc::clone(live));
+    let timeouts = routes.config.client_timeouts;
     let mut gateway = Gateway::new(routes, store, live_tls.clone());
     let mut log_closer = None;
     if let Some(target) = &access_log {
@@ -201,7 +217,7 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
         tracing::info!(addr = %admin_addr, "admin API listening");
     }
     Arc::clone(&gateway)
-        .serve(Listeners { plain, tls }, shutdown_signal())
+        .serve(Listeners { plain, tls, timeouts }, shutdown_signal())
         .await;
     gateway.store().flush();
     if let Some(closer) = log_closer {
@@ -224,7 +240,7 @@ pub async fn reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file
 }
 
 async fn try_reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file: &Path) -> Result<(), BuildError> {
-    let config = config::load(config_file)?;
+    let config = load_config(config_file).await?;
     let current = gateway.routes();
     if config.limits.pool_size != current.config.limits.pool_size
         || config.limits.memory_bytes != current.config.limits.memory_bytes

@@ -30,6 +30,10 @@ pub enum Denied {
     RateLimited(LimitHeaders),
     #[error("quota exceeded")]
     QuotaExceeded(LimitHeaders),
+    /// A rate limit counts callers by this header, and the request sent
+    /// it more than once: which line is the caller's?
+    #[error("header {0} sent more than once; a rate limit counts callers by it")]
+    RepeatedHeader(HeaderName),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -297,10 +301,18 @@ impl RateLimiter {
         let counter = match &self.limit.by {
             LimitBy::ClientIp => format!("{}ip:{}", self.prefix, client_ip.to_str().unwrap_or_default()),
             // Hashed: the value is the caller's, of any length and content.
-            LimitBy::Header(name) => match headers.get(name) {
-                Some(value) => format!("{}h:{}", self.prefix, &store::key_hash_bytes(value.as_bytes())[..32]),
-                None => format!("{}h:-", self.prefix),
-            },
+            LimitBy::Header(name) => {
+                let mut values = headers.get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (Some(value), None) => {
+                        format!("{}h:{}", self.prefix, &store::key_hash_bytes(value.as_bytes())[..32])
+                    }
+                    (None, _) => format!("{}h:-", self.prefix),
+                    // Counting the first line would let a caller escape its
+                    // limit by adding a fresh one before it.
+                    (Some(_), Some(_)) => return Err(Denied::RepeatedHeader(name.clone())),
+                }
+            }
             LimitBy::Api => format!("{}all", self.prefix),
         };
         count_rate(store, &counter, self.limit.rate, self.limit.per, now()).await

@@ -15,6 +15,16 @@ use crate::upstream::UpstreamError;
 pub enum RequestError {
     #[error("no API matches this path")]
     NoRoute,
+    #[error("no endpoint of this API matches this path and method")]
+    NoEndpoint,
+    #[error("invalid path: {0}")]
+    BadPath(#[from] crate::canonical::PathError),
+    #[error("this API is served over TLS only")]
+    TlsRequired,
+    #[error("this API needs a client certificate")]
+    ClientCertRequired,
+    #[error("request body not received within {0} ms")]
+    BodyTimeout(u64),
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(usize),
     #[error("cannot read the request body: {0}")]
@@ -34,7 +44,11 @@ pub enum RequestError {
 impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
-            RequestError::NoRoute => StatusCode::NOT_FOUND,
+            RequestError::NoRoute | RequestError::NoEndpoint => StatusCode::NOT_FOUND,
+            RequestError::BadPath(_) => StatusCode::BAD_REQUEST,
+            RequestError::TlsRequired => StatusCode::MISDIRECTED_REQUEST,
+            RequestError::ClientCertRequired => StatusCode::FORBIDDEN,
+            RequestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::BadBody(_) => StatusCode::BAD_REQUEST,
             RequestError::Plugin { source, .. } => source.status(),
@@ -47,6 +61,7 @@ impl RequestError {
             RequestError::Denied(denied) => match denied {
                 Denied::MissingKey | Denied::UnknownKey | Denied::Expired => StatusCode::UNAUTHORIZED,
                 Denied::NoAccess => StatusCode::FORBIDDEN,
+                Denied::RepeatedHeader(_) => StatusCode::BAD_REQUEST,
                 Denied::RateLimited(_) | Denied::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
                 Denied::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
@@ -58,6 +73,11 @@ impl RequestError {
     fn public_message(&self) -> &'static str {
         match self {
             RequestError::NoRoute => "no API matches this path",
+            RequestError::NoEndpoint => "no endpoint matches this path and method",
+            RequestError::BadPath(_) => "invalid request path",
+            RequestError::TlsRequired => "this API is served over HTTPS only",
+            RequestError::ClientCertRequired => "this API needs a client certificate",
+            RequestError::BodyTimeout(_) => "request body not received in time",
             RequestError::BodyTooLarge(_) => "request body too large",
             RequestError::BadBody(_) => "cannot read the request body",
             RequestError::Plugin { source, .. } => match source {
@@ -75,6 +95,7 @@ impl RequestError {
                 Denied::UnknownKey => "unknown API key",
                 Denied::Expired => "API key expired",
                 Denied::NoAccess => "this key may not access this API, path or method",
+                Denied::RepeatedHeader(_) => "a header the rate limit counts callers by is sent more than once",
                 Denied::RateLimited(_) => "rate limit exceeded",
                 Denied::QuotaExceeded(_) => "quota exceeded",
                 Denied::Store(_) => "session store unavailable, retry later",
@@ -84,7 +105,14 @@ impl RequestError {
     }
 
     pub fn into_response(self, request_id: &str) -> Response {
-        let mut response = json_error(self.status(), self.public_message(), request_id);
+        let mut response = match &self {
+            // The client's own spelling, so saying what is wrong with it
+            // gives nothing away.
+            RequestError::BadPath(why) => {
+                json_error(self.status(), &format!("invalid request path: {why}"), request_id)
+            }
+            _ => json_error(self.status(), self.public_message(), request_id),
+        };
         if let RequestError::Upstream(e) = &self
             && let Some(after) = e.retry_after()
         {

@@ -23,6 +23,8 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod canonical;
+pub mod client_io;
 pub mod cluster;
 pub mod config;
 pub mod error;

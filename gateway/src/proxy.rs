@@ -18,13 +18,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     framing::strip(headers, framing::is_hop_by_hop);
 }
 
+/// Prepares an upstream response's headers for the client: a message
+/// framed by `Transfer-Encoding` has no `Content-Length` (RFC 9112 6.3: the
+/// former wins, and the latter would frame the client's copy wrongly), and
+/// hop-by-hop headers go.
+pub fn upstream_response_headers(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    strip_hop_by_hop(headers);
+}
+
 /// Prepares request headers for the upstream: hop-by-hop removed, `Host`
 /// left to the client (it becomes the upstream's authority), and
 /// `X-Forwarded-For/-Proto/-Host` added. `client_ip` is the peer's address,
-/// `proto` the scheme the client spoke (`http` or `https`).
-pub fn forwarded_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &HeaderValue) {
+/// `proto` the scheme the client spoke (`http` or `https`), `authority` the
+/// request target's (HTTP/2's `:authority`, or an absolute-form target's),
+/// the host when there is no `Host` field.
+pub fn forwarded_request_headers(
+    headers: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    proto: &HeaderValue,
+    authority: Option<&http::uri::Authority>,
+) {
     strip_hop_by_hop(headers);
-    let host = headers.remove(header::HOST);
+    let host = headers
+        .remove(header::HOST)
+        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let xff = HeaderName::from_static("x-forwarded-for");
     let forwarded_for = match headers
         .get(&xff)
@@ -81,6 +101,19 @@ impl<B> TimedBody<B> {
     }
 }
 
+impl<B> TimedBody<B> {
+    /// Logs why the body ends here; the error that ends it.
+    fn cut_off(&self, total: bool) -> Box<dyn std::error::Error + Send + Sync> {
+        let why = if total {
+            "upstream response exceeded upstream_total_timeout_ms: cut off"
+        } else {
+            "upstream response body stalled past upstream_read_timeout_ms: cut off"
+        };
+        tracing::warn!(request_id = self.request_id.as_str(), "{why}");
+        why.into()
+    }
+}
+
 impl<B> hyper::body::Body for TimedBody<B>
 where
     B: hyper::body::Body + Unpin,
@@ -95,6 +128,13 @@ where
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         use std::task::Poll;
         let this = &mut *self;
+        // A client reading slowly polls for each piece long after the
+        // upstream sent it: the total deadline holds all the same.
+        if let Some(deadline) = this.deadline
+            && tokio::time::Instant::now() >= deadline
+        {
+            return Poll::Ready(Some(Err(this.cut_off(true))));
+        }
         match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.timer = None;
@@ -110,13 +150,8 @@ where
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        let why = if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            "upstream response exceeded upstream_total_timeout_ms: cut off"
-        } else {
-            "upstream response body stalled past upstream_read_timeout_ms: cut off"
-        };
-        tracing::warn!(request_id = this.request_id.as_str(), "{why}");
-        Poll::Ready(Some(Err(why.into())))
+        let total = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+        Poll::Ready(Some(Err(this.cut_off(total))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -126,6 +161,21 @@ where
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The protocol a request asks to switch to (`Upgrade`, with `upgrade` in
+/// `Connection`; RFC 9110 7.8), e.g. `websocket`, if every protocol it
+/// offers is one of `allowed` (lower case names, versions ignored). Any
+/// other upgrade is ignored: the request goes on as plain HTTP, its
+/// `Upgrade` removed with the other hop-by-hop headers.
+pub fn allowed_upgrade(headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
+    let protocol = upgrade_protocol(headers)?;
+    let offered = protocol.to_str().ok()?;
+    let known = offered.split(',').all(|offer| {
+        let name = offer.trim().split('/').next().unwrap_or_default();
+        allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+    });
+    known.then_some(protocol)
 }
 
 /// The protocol a request asks to switch to (`Upgrade`, with `upgrade` in

@@ -3,14 +3,16 @@
 //! endpoint with its loaded plugin. Built whole and swapped whole on reload,
 //! so a request sees one consistent configuration from start to end.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 
 use crate::auth::RateLimiter;
-use crate::config::RoutingPolicy;
+use crate::canonical::{self, PathError, PathOptions};
 use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef, UpstreamTimeouts};
+use crate::config::{OverrideHeaders, RoutingPolicy, Transport, Unmatched};
 use crate::metrics::ApiMetrics;
 use crate::outbound::{OutboundPolicy, RequestId, TraceContext};
 use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
@@ -51,6 +53,15 @@ pub struct ApiRoute {
     pub tunnel_idle_timeout: Duration,
     /// Whether a verified client certificate is forwarded as XFCC.
     pub forward_client_cert: bool,
+    /// How paths under this API are canonicalised.
+    pub paths: PathOptions,
+    pub unmatched: Unmatched,
+    pub override_headers: OverrideHeaders,
+    /// Protocols an `Upgrade` may switch to, lower case.
+    pub upgrades: Vec<String>,
+    pub transport: Transport,
+    /// How long a client may take to send a body the gateway reads whole.
+    pub body_timeout: Duration,
     pub outbound: Arc<OutboundPolicy>,
     pub routing: Arc<RoutingPolicy>,
     /// The record plugins receive.
@@ -117,8 +128,15 @@ impl Routes {
     ) -> Result<Self, BuildError> {
         // Before the plugins load: a file changed while they do changes the
         // digest of the next reload, not this one's.
-        let digest = config
-            .digest()
+        // Hashing every file (plugins included) takes a while: not on a
+        // thread that serves requests.
+        let (base, sources) = (
+            config.file.parent().unwrap_or(std::path::Path::new("/")).to_owned(),
+            config.sources(),
+        );
+        let digest = tokio::task::spawn_blocking(move || crate::config::digest_of(&base, sources))
+            .await
+            .map_err(|e| ConfigError::new(&config.file, None, format!("cannot hash the configuration: {e}")))?
             .map_err(|(file, e)| ConfigError::new(&file, None, format!("cannot read: {e}")))?;
         let mut apis = Vec::with_capacity(config.apis.len());
         for api in &config.apis {
@@ -157,17 +175,26 @@ impl Routes {
     /// The API whose listen path is the longest prefix of `path`, and the rest
     /// of the path (always starting with `/`).
     pub fn route<'a>(&self, path: &'a str) -> Option<(&ApiRoute, &'a str)> {
-        self.apis.iter().find_map(|api| {
-            let prefix = &api.listen_path[..api.listen_path.len() - 1];
-            let rest = path.strip_prefix(prefix)?;
-            if rest.is_empty() {
-                Some((api, "/"))
-            } else if rest.starts_with('/') || prefix.is_empty() {
-                Some((api, rest))
-            } else {
-                None
-            }
-        })
+        self.apis.iter().find_map(|api| Some((api, api.rest(path)?)))
+    }
+
+    /// The canonical form of the client's `raw` path and the API it routes
+    /// to. The gateway's `paths` options pick the API; an API with options of
+    /// its own canonicalises `raw` again under them, and the result must
+    /// still be under its listen path.
+    pub fn resolve<'p>(&self, raw: &'p str) -> Result<(Option<&ApiRoute>, Cow<'p, str>), PathError> {
+        let path = canonical::canonicalize(raw, &self.config.paths)?;
+        let Some((api, _)) = self.route(&path) else {
+            return Ok((None, path));
+        };
+        if api.paths == self.config.paths {
+            return Ok((Some(api), path));
+        }
+        let own = canonical::canonicalize(raw, &api.paths)?;
+        match self.route(&own) {
+            Some((again, _)) if std::ptr::eq(again, api) => Ok((Some(api), own)),
+            _ => Err(PathError::OutsideApi),
+        }
     }
 
     pub fn apis(&self) -> &[ApiRoute] {
@@ -181,6 +208,20 @@ impl Routes {
 }
 
 impl ApiRoute {
+    /// `path` under this API's listen path (always starting with `/`), if
+    /// it is under it.
+    pub fn rest<'a>(&self, path: &'a str) -> Option<&'a str> {
+        let prefix = &self.listen_path[..self.listen_path.len() - 1];
+        let rest = path.strip_prefix(prefix)?;
+        if rest.is_empty() {
+            Some("/")
+        } else if rest.starts_with('/') || prefix.is_empty() {
+            Some(rest)
+        } else {
+            None
+        }
+    }
+
     async fn build(
         api: &ApiConfig,
         runtime: &Arc<PluginRuntime>,
@@ -262,6 +303,12 @@ impl ApiRoute {
             max_request_body_bytes: api.max_request_body_bytes,
             tunnel_idle_timeout: api.tunnel_idle_timeout,
             forward_client_cert: api.forward_client_cert,
+            paths: api.paths,
+            unmatched: api.unmatched,
+            override_headers: api.override_headers,
+            upgrades: api.upgrades.clone(),
+            transport: api.transport,
+            body_timeout: api.body_timeout,
             outbound: Arc::new(OutboundPolicy::new(&api.outbound, api.upstream_tls.as_ref())),
             routing: Arc::new(api.routing.clone()),
             record: Arc::new(Api {
@@ -278,15 +325,23 @@ impl ApiRoute {
     }
 
     /// The endpoint for `method` and `rest` (the path under the listen path).
+    /// A path with a trailing slash that no template spells so is governed
+    /// by the endpoint of the path without it (`/orders/42/` by `/{id}`).
     pub fn match_endpoint(&self, method: &Method, rest: &str) -> Option<EndpointMatch<'_>> {
-        let matched = self.endpoints.at(rest).ok()?;
-        let endpoint = matched
-            .value
-            .iter()
-            .map(|&i| &self.endpoint_list[i])
-            .find(|e| e.methods.as_ref().is_none_or(|m| m.contains(method)))?;
-        let params = matched
-            .params
+        let find = |path| {
+            let matched = self.endpoints.at(path).ok()?;
+            let endpoint = matched
+                .value
+                .iter()
+                .map(|&i| &self.endpoint_list[i])
+                .find(|e| e.methods.as_ref().is_none_or(|m| m.contains(method)))?;
+            Some((endpoint, matched.params))
+        };
+        let (endpoint, params) = find(rest).or_else(|| {
+            let trimmed = canonical::for_matching(rest);
+            (trimmed.len() < rest.len()).then(|| find(trimmed)).flatten()
+        })?;
+        let params = params
             .iter()
             .map(|(k, v)| {
                 (

@@ -12,6 +12,7 @@
 //! `ArcSwap`: a reload swaps in a complete new table, and requests in flight
 //! finish on the one (and the plugin versions) they started with.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,7 +36,9 @@ use tracing::Instrument;
 
 use crate::access_log::{AccessLog, Counted, Entry, Logged, Usage};
 use crate::auth::{self, Caller, Denied, LimitHeaders};
-use crate::config::{Destination, Limits, OnError};
+use crate::canonical::PathError;
+use crate::client_io::ClientIo;
+use crate::config::{ClientTimeouts, Destination, Limits, OnError, OverrideHeaders, Transport, Unmatched};
 use crate::error::RequestError;
 use crate::framing;
 use crate::metrics::ApiMetrics;
@@ -114,14 +117,18 @@ impl Gateway {
     /// routing table is ours, and every layer on this path costs CPU on
     /// every request.
     pub async fn serve(self: Arc<Self>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+        let Listeners { plain, tls, timeouts } = listeners;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // Without a timer hyper cannot enforce its header read timeout, and a
         // client trickling a request head would hold a connection forever.
-        builder.http1().timer(TokioTimer::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.head);
         let builder = Arc::new(builder);
+        let client_io = move |stream| ClientIo::new(stream, timeouts.head, timeouts.send);
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
-        let Listeners { plain, tls } = listeners;
         loop {
             let (accepted, secure) = tokio::select! {
                 accepted = accept(plain.as_ref()) => (accepted, None),
@@ -141,7 +148,7 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             let gateway = Arc::clone(&self);
             let Some(live) = secure else {
-                let connection = serve_connection(&builder, gateway, Peer::new(client, None), stream);
+                let connection = serve_connection(&builder, gateway, Peer::new(client, None), client_io(stream));
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
@@ -174,7 +181,12 @@ impl Gateway {
                     .and_then(|chain| chain.first())
                     .and_then(tls::forwarded_client_cert);
                 let peer = Peer::new(client, Some(client_cert));
-                let connection = serve_connection(&builder, gateway, peer, stream);
+                let connection = serve_connection(
+                    &builder,
+                    gateway,
+                    peer,
+                    ClientIo::new(stream, timeouts.head, timeouts.send),
+                );
                 if let Err(e) = watcher.watch(connection).await {
                     tracing::debug!(%client, error = %e, "connection ended with an error");
                 }
@@ -186,10 +198,12 @@ impl Gateway {
 }
 
 /// The sockets the gateway serves: plain HTTP, HTTPS, or both.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Listeners {
     pub plain: Option<TcpListener>,
     pub tls: Option<(TcpListener, Arc<LiveTls>)>,
+    /// Deadlines on clients, on both.
+    pub timeouts: ClientTimeouts,
 }
 
 /// The next connection on `listener`; never, without one.
@@ -229,6 +243,8 @@ struct Peer {
     ip: HeaderValue,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     proto: HeaderValue,
+    /// Whether the connection is TLS.
+    tls: bool,
     /// On TLS connections with a verified client certificate, its
     /// `x-forwarded-client-cert` value.
     client_cert: Option<HeaderValue>,
@@ -243,6 +259,7 @@ impl Peer {
             addr: addr.to_string(),
             ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             proto: HeaderValue::from_static(if tls.is_some() { "https" } else { "http" }),
+            tls: tls.is_some(),
             client_cert: tls.flatten(),
         }
     }
@@ -251,6 +268,10 @@ impl Peer {
 async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Response {
     let started = Instant::now();
     let request_id = RequestId::for_request(request.headers());
+    let routes = gateway.routes.load_full();
+    // From here on, everything sees the canonical path: the span, the
+    // access log, limits, plugins and the upstream.
+    let (request, resolved) = canonical_request(&routes, request);
     // At debug level every line of the request carries this context. At
     // info it is not built at all (formatting its fields on every request
     // costs more than routing it); the warnings below name the request
@@ -293,8 +314,7 @@ async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Respo
         request_id.as_str(),
         &client.addr,
     );
-    let routes = gateway.routes.load_full();
-    let (api, result) = serve(gateway, &routes, client, &request_id, request, usage, trace.clone())
+    let (api, result) = serve(gateway, resolved, client, &request_id, request, usage, trace.clone())
         .instrument(span.clone())
         .await;
     let mut response = match result {
@@ -372,6 +392,8 @@ struct Exchange {
     usage: Option<Arc<std::sync::Mutex<Usage>>>,
     /// With traces on, while the upstream exchange runs: its span.
     upstream_span: Option<opentelemetry::Context>,
+    /// How long the client may take to send a body the gateway reads whole.
+    body_timeout: Duration,
 }
 
 enum BodyState {
@@ -387,25 +409,56 @@ enum Phase {
     Respond(Response),
 }
 
-/// Routes the request to its API and serves it there; says which API it was.
+/// The request with its path canonicalised (the URI rewritten only when
+/// the client's spelling was not canonical), and the API it routes to, or
+/// why its path is refused.
+fn canonical_request(routes: &Routes, request: Request) -> (Request, Result<Option<&ApiRoute>, PathError>) {
+    let (mut parts, body) = request.into_parts();
+    let resolved = match routes.resolve(parts.uri.path()) {
+        Ok((api, Cow::Borrowed(_))) => Ok(api),
+        Ok((api, Cow::Owned(path))) => match with_path(&parts.uri, &path) {
+            Some(uri) => {
+                parts.uri = uri;
+                Ok(api)
+            }
+            None => Err(PathError::BadEscape),
+        },
+        Err(why) => Err(why),
+    };
+    (http::Request::from_parts(parts, body), resolved)
+}
+
+/// `uri` with its path replaced, query, scheme and authority kept.
+fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
+}
+
+/// Serves the request at the API it routed to; says which API it was.
 async fn serve<'r>(
     gateway: &Gateway,
-    routes: &'r Routes,
+    resolved: Result<Option<&'r ApiRoute>, PathError>,
     client: Arc<Peer>,
     request_id: &RequestId,
     request: Request,
     usage: Option<Accounting>,
     trace: Option<opentelemetry::Context>,
 ) -> (Option<&'r ApiRoute>, Result<Response, RequestError>) {
+    let api = match resolved {
+        Ok(Some(api)) => api,
+        Ok(None) => return (None, Err(RequestError::NoRoute)),
+        Err(why) => return (None, Err(RequestError::BadPath(why))),
+    };
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
-    match routes.route(&path) {
-        Some((api, rest)) => {
-            let served = serve_api(gateway, api, rest, client, request_id, parts, body, usage, trace).await;
-            (Some(api), served)
-        }
-        None => (None, Err(RequestError::NoRoute)),
-    }
+    let rest = api.rest(&path).unwrap_or("/");
+    let served = serve_api(gateway, api, rest, client, request_id, parts, body, usage, trace).await;
+    (Some(api), served)
 }
 
 /// Where the access log's entry collects what serving the request used:
@@ -426,6 +479,12 @@ async fn serve_api(
 ) -> Result<Response, RequestError> {
     let span = tracing::Span::current();
     span.record("api", &*api.id);
+    match api.transport {
+        Transport::Any => {}
+        _ if !client.tls => return Err(RequestError::TlsRequired),
+        Transport::MutualTls if client.client_cert.is_none() => return Err(RequestError::ClientCertRequired),
+        Transport::Tls | Transport::MutualTls => {}
+    }
     if let Some(limit) = api.max_request_body_bytes
         && declared_length(&parts.headers).is_some_and(|length| length > limit as u64)
     {
@@ -442,10 +501,17 @@ async fn serve_api(
     {
         parts.headers.insert(xfcc, value.clone());
     }
-    let matched = api.match_endpoint(&parts.method, rest);
-    if let Some(m) = &matched {
-        span.record("endpoint", m.endpoint.template.as_str());
+    if api.override_headers == OverrideHeaders::Remove {
+        // The gateway routed on the real method and path; a backend that
+        // obeys these would serve another.
+        framing::strip_override_headers(&mut parts.headers);
     }
+    let matched = api.match_endpoint(&parts.method, rest);
+    match &matched {
+        Some(m) => span.record("endpoint", m.endpoint.template.as_str()),
+        None if api.unmatched == Unmatched::Reject => return Err(RequestError::NoEndpoint),
+        None => &span,
+    };
     // Limits on every caller come first: a refused request costs no plugin
     // call. The endpoint's is counted before the API's, so a request the
     // endpoint refuses does not use the API's allowance.
@@ -496,6 +562,7 @@ async fn serve_api(
         limit_headers,
         response_headers: HeaderMap::new(),
         upstream_span: None,
+        body_timeout: api.body_timeout,
     };
 
     let phase = request_phase(
@@ -684,7 +751,7 @@ async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, Re
     // An upgrade (WebSocket) request, once the request phase let it through:
     // forwarded with its `Connection: upgrade`, tunnelled if the upstream
     // switches protocols.
-    if let Some(protocol) = proxy::upgrade_protocol(&ex.parts.headers)
+    if let Some(protocol) = proxy::allowed_upgrade(&ex.parts.headers, &api.upgrades)
         && let Some(client_side) = ex.parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
     {
         let mut request = ex.upstream_request(false, api.max_request_body_bytes)?;
@@ -701,7 +768,7 @@ async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, Re
         let upstream_side = switched.then(|| hyper::upgrade::on(&mut response));
         let (mut parts, body) = response.into_parts();
         let protocol = parts.headers.get(header::UPGRADE).cloned();
-        proxy::strip_hop_by_hop(&mut parts.headers);
+        proxy::upstream_response_headers(&mut parts.headers);
         let Some(upstream_side) = upstream_side else {
             return Ok(Upstreamed::Response(Response::from_parts(parts, Body::new(body))));
         };
@@ -732,7 +799,14 @@ async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, Re
         .await
         .map_err(over_limit)?;
     let (mut parts, body) = exchanged.response.into_parts();
-    proxy::strip_hop_by_hop(&mut parts.headers);
+    if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        // Nobody asked to switch: relaying it would hand the client's
+        // connection to a protocol the gateway does not see into.
+        return Err(RequestError::Upstream(UpstreamError::Protocol(
+            "101 Switching Protocols to a request that asked for no upgrade",
+        )));
+    }
+    proxy::upstream_response_headers(&mut parts.headers);
     // The body streams on under the read and total timeouts.
     let deadline = timeouts.total.map(|total| started + total);
     let body = proxy::TimedBody::new(
@@ -801,7 +875,12 @@ impl Exchange {
         } else {
             std::mem::replace(&mut self.parts, http::Request::new(()).into_parts().0)
         };
-        proxy::forwarded_request_headers(&mut parts.headers, &self.client.ip, &self.client.proto);
+        proxy::forwarded_request_headers(
+            &mut parts.headers,
+            &self.client.ip,
+            &self.client.proto,
+            parts.uri.authority(),
+        );
         if let Some(span) = &self.upstream_span {
             telemetry::inject(span, &mut parts.headers);
         }
@@ -869,7 +948,9 @@ impl Exchange {
         let bytes = match std::mem::replace(&mut self.body, BodyState::Buffered(Bytes::new())) {
             BodyState::Buffered(bytes) if bytes.len() > limit => return Err(RequestError::BodyTooLarge(limit)),
             BodyState::Buffered(bytes) => bytes,
-            BodyState::Streaming(body) => read_body(body, limit).await?,
+            BodyState::Streaming(body) => tokio::time::timeout(self.body_timeout, read_body(body, limit))
+                .await
+                .map_err(|_| RequestError::BodyTimeout(self.body_timeout.as_millis() as u64))??,
         };
         self.body = BodyState::Buffered(bytes.clone());
         Ok(bytes)

@@ -291,6 +291,7 @@ fn exchange(parts: http::request::Parts, body: &'static [u8]) -> Exchange {
         response_headers: Default::default(),
         usage: None,
         upstream_span: None,
+        body_timeout: std::time::Duration::from_secs(10),
     }
 }
 

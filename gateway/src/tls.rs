@@ -92,6 +92,7 @@ impl Files {
 
     fn key(&mut self, field: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         let pem = self.read(field, path)?;
+        warn_if_shared(field, path);
         PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
             error(
                 field,
@@ -121,6 +122,26 @@ impl Files {
 
     fn fingerprint(self) -> [u8; 32] {
         self.digest.finalize().into()
+    }
+}
+
+/// Warns when a private key file can be read (or written) by users other
+/// than its owner: loaded all the same, since a mounted secret often is.
+fn warn_if_shared(field: &str, path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    field,
+                    mode = format!("{:04o}", mode & 0o7777),
+                    "private key file is accessible to other users; `chmod 600` it (or 0400 with `defaultMode` in Kubernetes)"
+                );
+            }
+        }
     }
 }
 

@@ -336,6 +336,13 @@ async fn every_list_and_string_a_plugin_returns_is_bounded() {
             "/r/headers-flood?n=101",
             "headers: 101 entries, more than the limit of 100",
         ),
+        // Few entries but many bytes: counted from the strings' lengths in
+        // guest memory, before any is copied (entries aliasing the same
+        // bytes would count each time).
+        (
+            "/r/headers-flood?n=600&size=2000",
+            "returned a list whose strings add up to",
+        ),
         (
             "/r/remove-flood",
             "returned a list of 100000 entries; at most 10000 are read",

@@ -10,6 +10,7 @@ mod cluster;
 mod config_errors;
 mod contract;
 mod deploy;
+mod edge;
 mod fan_out;
 mod keys;
 mod metrics;

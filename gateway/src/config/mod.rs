@@ -19,7 +19,7 @@ use schema::{
     AllowEntry, ApiFile, AuthFile, CacheSetting, ClientAuthFile, FallbackFile, GatewayFile, LimitsFile, ListenSetting,
     PluginFile, TlsFile, UpstreamTlsFile,
 };
-pub use schema::{LimitByFile as LimitBy, OnError};
+pub use schema::{LimitByFile as LimitBy, OnError, OverrideHeaders, Transport, Unmatched};
 
 pub use crate::store::StoreConfig;
 
@@ -85,7 +85,20 @@ pub struct Config {
     pub watch: bool,
     /// Where traces go; `None`: no traces.
     pub tracing: Option<crate::telemetry::TracingConfig>,
+    /// How request paths are canonicalised before routing.
+    pub paths: crate::canonical::PathOptions,
+    /// Deadlines on the client side of a connection.
+    pub client_timeouts: ClientTimeouts,
     pub apis: Vec<ApiConfig>,
+}
+
+/// `client_head_timeout_ms` and `client_send_timeout_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// A request head, and a new connection's first bytes.
+    pub head: Duration,
+    /// A write to the client that waits for it to read.
+    pub send: Duration,
 }
 
 impl Config {
@@ -110,10 +123,17 @@ impl Config {
     /// their gateway files, API files and plugins are the same, wherever
     /// each node keeps them.
     pub fn digest(&self) -> Result<String, (PathBuf, std::io::Error)> {
+        digest_of(self.file.parent().unwrap_or(Path::new("/")), self.sources())
+    }
+}
+
+/// [`Config::digest`] of `sources`, named relative to `base`. Reads and
+/// hashes every file: call it off the request-serving threads.
+pub fn digest_of(base: &Path, sources: Vec<PathBuf>) -> Result<String, (PathBuf, std::io::Error)> {
+    {
         use sha2::{Digest, Sha256};
-        let base = self.file.parent().unwrap_or(Path::new("/"));
         let mut entries = Vec::new();
-        for file in self.sources() {
+        for file in sources {
             let content = Sha256::digest(std::fs::read(&file).map_err(|e| (file.clone(), e))?);
             let name = file.strip_prefix(base).unwrap_or(&file).to_string_lossy().into_owned();
             entries.push((name, content));
@@ -255,6 +275,15 @@ pub struct ApiConfig {
     pub upstream_tls: Option<ClientTls>,
     /// Whether a verified client certificate is forwarded as XFCC.
     pub forward_client_cert: bool,
+    /// How request paths under this API are canonicalised.
+    pub paths: crate::canonical::PathOptions,
+    pub unmatched: schema::Unmatched,
+    pub override_headers: schema::OverrideHeaders,
+    /// Protocols an `Upgrade` may switch to, lower case.
+    pub upgrades: Vec<String>,
+    pub transport: schema::Transport,
+    /// How long a client may take to send a body the gateway reads whole.
+    pub body_timeout: Duration,
     pub outbound: OutboundConfig,
     /// Where plugins may route this API's requests.
     pub routing: RoutingPolicy,
@@ -523,6 +552,11 @@ fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
         plugin_cache,
         watch: gateway.watch,
         tracing,
+        paths: gateway.paths.over(crate::canonical::PathOptions::default()),
+        client_timeouts: ClientTimeouts {
+            head: Duration::from_millis(gateway.client_head_timeout_ms.max(1)),
+            send: Duration::from_millis(gateway.client_send_timeout_ms.max(1)),
+        },
         apis,
     })
 }
@@ -717,6 +751,13 @@ fn check_limits(file: &Path, field: &str, limits: &Limits) -> Result<(), ConfigE
     if limits.pool_size == 0 {
         return bad("pool_size", "must be at least 1");
     }
+    let ceiling = crate::plugin::MAX_LIFTED_BYTES as usize;
+    if limits.max_header_bytes > ceiling {
+        return bad("max_header_bytes", &format!("must be at most {ceiling}"));
+    }
+    if limits.max_session_bytes > ceiling {
+        return bad("max_session_bytes", &format!("must be at most {ceiling}"));
+    }
     Ok(())
 }
 
@@ -755,13 +796,85 @@ fn expand_api_pattern(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String
     Ok(files)
 }
 
+/// The largest configuration file read (gateway or API file).
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// The deepest nesting of flow collections (`[...]`, `{...}`) a
+/// configuration file may hold. The YAML parser's work grows with the
+/// square of this depth, so a file of a few megabytes nested 100,000 deep
+/// would take minutes to refuse.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
 fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::new(file, None, format!("cannot read: {e}")))?;
+    let read = || -> std::io::Result<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        // One byte past the limit tells a file at the limit from a larger one.
+        std::fs::File::open(file)?
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_string(&mut text)?;
+        Ok(text)
+    };
+    let text = read().map_err(|e| ConfigError::new(file, None, format!("cannot read: {e}")))?;
     parse_yaml_text(file, &text)
+}
+
+/// Refuses a text over [`MAX_FILE_BYTES`] or nested deeper than
+/// [`MAX_FLOW_DEPTH`], before the parser sees it.
+fn check_bounds(file: &Path, text: &str) -> Result<(), ConfigError> {
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::new(
+            file,
+            None,
+            format!(
+                "larger than {} MiB, the limit for a configuration file: split it into several API files",
+                MAX_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    let (mut depth, mut quote, mut comment) = (0usize, None, false);
+    let (mut line, mut previous) = (1usize, b'\n');
+    for &byte in text.as_bytes() {
+        match (quote, byte) {
+            (_, b'\n') => {
+                line += 1;
+                comment = false;
+                // Only flow scalars span lines in configuration files; a
+                // quote left open here is part of a block scalar's text.
+                quote = None;
+            }
+            _ if comment => {}
+            (Some(q), b) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'#') if previous.is_ascii_whitespace() => comment = true,
+            (None, b'"' | b'\'') if matches!(previous, b' ' | b'\t' | b'[' | b'{' | b',' | b':' | b'\n') => {
+                quote = Some(byte);
+            }
+            (None, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    let mut error = ConfigError::new(
+                        file,
+                        None,
+                        format!(
+                            "nested deeper than {MAX_FLOW_DEPTH} levels of [ ] or {{ }}, the limit for a configuration file"
+                        ),
+                    );
+                    error.location = Some((line, 1));
+                    return Err(error);
+                }
+            }
+            (None, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = byte;
+    }
+    Ok(())
 }
 
 /// Parses `text`, read from `file` (which only names it in errors).
 fn parse_yaml_text<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    check_bounds(file, text)?;
     let deserializer = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -965,6 +1078,14 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         },
         upstream_tls,
         forward_client_cert: api.forward_client_cert,
+        paths: api
+            .paths
+            .over(gateway.paths.over(crate::canonical::PathOptions::default())),
+        unmatched: api.unmatched,
+        override_headers: api.override_headers,
+        upgrades: api.upgrades.into_iter().map(|p| p.0).collect(),
+        transport: api.transport,
+        body_timeout: Duration::from_millis(api.body_timeout_ms.unwrap_or(gateway.body_timeout_ms).max(1)),
         config_json: yaml_to_json(file, "config", api.config)?,
         rate_limit: api.rate_limit.map(RateLimit::from),
         endpoints,

@@ -69,6 +69,95 @@ pub struct GatewayFile {
     /// Export traces over OTLP/HTTP.
     #[serde(default)]
     pub tracing: Option<TracingFile>,
+    /// How request paths are canonicalised before routing, per API
+    /// overridable.
+    #[serde(default)]
+    pub paths: PathsFile,
+    /// How long a client may take to send a request body that the gateway
+    /// reads whole (for a plugin), per API overridable.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// How long a client may take to send a request head (and, on a new
+    /// connection, its first bytes). Read at start.
+    #[serde(default = "default_client_timeout_ms")]
+    pub client_head_timeout_ms: u64,
+    /// How long a write to a client may wait for it to read. Read at start.
+    #[serde(default = "default_client_timeout_ms")]
+    pub client_send_timeout_ms: u64,
+}
+
+fn default_client_timeout_ms() -> u64 {
+    30_000
+}
+
+/// `paths:` of the gateway file or of an API: how request paths are
+/// canonicalised (see `canonical`). An API's absent fields inherit the
+/// gateway's.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsFile {
+    #[serde(default)]
+    pub merge_slashes: Option<bool>,
+    #[serde(default)]
+    pub escaped_slashes: Option<crate::canonical::EscapedSlashes>,
+    #[serde(default)]
+    pub trailing_slash: Option<crate::canonical::TrailingSlash>,
+    #[serde(default)]
+    pub params: Option<crate::canonical::PathParams>,
+}
+
+impl PathsFile {
+    /// `base` with the fields this one sets.
+    pub fn over(&self, base: crate::canonical::PathOptions) -> crate::canonical::PathOptions {
+        crate::canonical::PathOptions {
+            merge_slashes: self.merge_slashes.unwrap_or(base.merge_slashes),
+            escaped_slashes: self.escaped_slashes.unwrap_or(base.escaped_slashes),
+            trailing_slash: self.trailing_slash.unwrap_or(base.trailing_slash),
+            params: self.params.unwrap_or(base.params),
+        }
+    }
+}
+
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+
+/// `unmatched:` of an API: what happens to a request no endpoint matches.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// Proxied to the upstream with the API's hooks and limits.
+    #[default]
+    Proxy,
+    /// Refused with 404: only the listed endpoints are served.
+    Reject,
+}
+
+/// `override_headers:` of an API: what happens to `X-HTTP-Method-Override`,
+/// `X-Original-URL` and their kin, which some backends obey to change the
+/// method or path the gateway routed on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverrideHeaders {
+    /// Removed before plugins and the upstream see the request.
+    #[default]
+    Remove,
+    /// Passed on.
+    Keep,
+}
+
+/// `transport:` of an API: the connections it is served on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Plain HTTP and HTTPS alike.
+    #[default]
+    Any,
+    /// HTTPS only: 421 on the plain listener.
+    Tls,
+    /// HTTPS with a verified client certificate only: 421 on the plain
+    /// listener, 403 without a certificate.
+    MutualTls,
 }
 
 /// `tracing:` in the gateway file.
@@ -239,6 +328,20 @@ pub struct ApiFile {
     pub max_request_body_bytes: Option<usize>,
     #[serde(default)]
     pub tunnel_idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub body_timeout_ms: Option<u64>,
+    /// Overrides the gateway's `paths:` field by field.
+    #[serde(default)]
+    pub paths: PathsFile,
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    #[serde(default)]
+    pub override_headers: OverrideHeaders,
+    /// Protocols an `Upgrade` request may switch to (lower case).
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<UpgradeProtocol>,
+    #[serde(default)]
+    pub transport: Transport,
     /// TLS for every connection the gateway makes for this API.
     #[serde(default)]
     pub upstream_tls: Option<UpstreamTlsFile>,
@@ -284,6 +387,31 @@ pub enum AuthFile {
     },
     /// The `plugins.auth` plugin authenticates.
     Plugin,
+}
+
+fn default_upgrades() -> Vec<UpgradeProtocol> {
+    vec![UpgradeProtocol("websocket".into())]
+}
+
+/// A protocol named in `upgrades:`, lower-cased. `h2c` is refused: an
+/// HTTP/2 connection tunnelled past the gateway would carry requests that
+/// no routing, plugin or limit sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeProtocol(pub String);
+
+impl<'de> Deserialize<'de> for UpgradeProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?.to_ascii_lowercase();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+            return Err(serde::de::Error::custom(format!("{name:?} is not a protocol token")));
+        }
+        if name == "h2c" || name.starts_with("h2c/") {
+            return Err(serde::de::Error::custom(
+                "h2c cannot be tunnelled: its requests would bypass routing, plugins and limits (serve HTTP/2 on the TLS listener)",
+            ));
+        }
+        Ok(UpgradeProtocol(name))
+    }
 }
 
 fn default_auth_header() -> String {

@@ -101,64 +101,121 @@ pub struct CallInfo {
     pub calls_made: u32,
 }
 
-/// Accounts guest execution time separately from the time an invocation
-/// spends not running: outbound waits, and waits for the executor after the
-/// guest yielded.
+/// Accounts the CPU time the guest uses, read from the CPU clock of the
+/// thread that runs it: time the thread spends descheduled (a busy machine,
+/// a container's CPU quota throttled, the process stopped) is not the
+/// guest's, and neither are outbound waits or waits for the executor after
+/// the guest yielded.
+///
+/// The guest runs in segments: from the call's start, from each
+/// resumption after a yield, and from the end of each host wait. A segment
+/// is measured on the thread CPU clock of the thread it ran on; should a
+/// segment ever end on another thread than it began on (it cannot, as the
+/// guest runs synchronously between its awaits), it is charged wall-clock
+/// time instead.
 #[derive(Debug)]
 pub struct GuestClock {
-    started: Instant,
-    host_wait: Duration,
-    /// When the guest last yielded to the executor, until the next tick.
-    yielded_at: Option<Instant>,
-    /// When it was resumed after that yield; written by the yield future.
-    /// Created at the first yield (most invocations never yield).
-    resumed_at: Option<Arc<Mutex<Option<Instant>>>>,
+    /// CPU time of the segments that ended.
+    charged: Duration,
+    /// Where the running segment began; `None` while the guest waits.
+    segment: Option<Mark>,
+    /// The guest yielded to the executor at the last tick.
+    yielded: bool,
+    /// Where it was resumed after that yield; written by the yield future
+    /// on the resuming thread. Created at the first yield (most
+    /// invocations never yield).
+    resumed_at: Option<Arc<Mutex<Option<Mark>>>>,
     pub budget: Duration,
+}
+
+/// A point in a thread's run: which thread, its CPU clock and the wall clock.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    thread: std::thread::ThreadId,
+    cpu: Duration,
+    wall: Instant,
+}
+
+impl Mark {
+    fn now() -> Self {
+        let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Mark {
+            thread: std::thread::current().id(),
+            cpu: Duration::new(cpu.tv_sec.max(0) as u64, cpu.tv_nsec.clamp(0, 999_999_999) as u32),
+            wall: Instant::now(),
+        }
+    }
+
+    /// The time run since this mark.
+    fn elapsed(&self) -> Duration {
+        let now = Mark::now();
+        if now.thread == self.thread {
+            now.cpu.saturating_sub(self.cpu)
+        } else {
+            now.wall.saturating_duration_since(self.wall)
+        }
+    }
 }
 
 impl GuestClock {
     pub fn new(budget: Duration) -> Self {
         GuestClock {
-            started: Instant::now(),
-            host_wait: Duration::ZERO,
-            yielded_at: None,
+            charged: Duration::ZERO,
+            segment: Some(Mark::now()),
+            yielded: false,
             resumed_at: None,
             budget,
         }
     }
 
-    /// Time spent running guest code so far.
+    /// CPU time spent running guest code so far.
     pub fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.host_wait)
+        self.charged + self.segment.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+
+    /// The guest stops running until [`Self::resume`]: a host wait begins.
+    pub fn pause(&mut self) {
+        if let Some(segment) = self.segment.take() {
+            self.charged += segment.elapsed();
+        }
+    }
+
+    /// The guest runs again, on the calling thread.
+    pub fn resume(&mut self) {
+        self.segment = Some(Mark::now());
     }
 
     /// Called at each epoch tick while the guest runs: whether it may go on,
     /// and if so whether it should first yield to the executor (then await
-    /// the returned future, which notes when the guest runs again).
+    /// the returned future, which notes where the guest runs again).
     ///
-    /// The time from a yield to the resumption is a wait and is not charged.
     /// The first tick after a resumption never yields: on a busy worker the
     /// epoch moves on while the guest waits, so that tick comes at once, and
     /// yielding again there would leave the guest no time to make progress.
     pub fn tick(&mut self) -> Tick {
-        if let Some(yielded) = self.yielded_at.take() {
-            let resumed = self.resumed_at.as_ref().and_then(|r| lock(r).take());
-            // Without a resumption time (cannot happen), charge it all.
-            self.host_wait += resumed.map_or(Duration::ZERO, |r| r.saturating_duration_since(yielded));
+        if std::mem::take(&mut self.yielded) {
+            // Without a resumption mark (cannot happen), from now on.
+            self.segment = Some(
+                self.resumed_at
+                    .as_ref()
+                    .and_then(|r| lock(r).take())
+                    .unwrap_or_else(Mark::now),
+            );
             return if self.guest_time() > self.budget {
                 Tick::OverBudget
             } else {
                 Tick::Continue
             };
         }
-        if self.guest_time() > self.budget {
+        self.pause();
+        if self.charged > self.budget {
             return Tick::OverBudget;
         }
-        self.yielded_at = Some(Instant::now());
+        self.yielded = true;
         let resumed_at = Arc::clone(self.resumed_at.get_or_insert_default());
         Tick::Yield(Box::pin(async move {
             tokio::task::yield_now().await;
-            *lock(&resumed_at) = Some(Instant::now());
+            *lock(&resumed_at) = Some(Mark::now());
         }))
     }
 }
@@ -588,10 +645,10 @@ impl From<OutboundError> for HttpError {
 impl http::Host for State {
     async fn send(&mut self, request: OutboundRequest) -> Result<OutboundResponse, HttpError> {
         self.take_call()?;
-        let waiting = Instant::now();
+        self.clock.pause();
         let url = request.url.clone();
         let result = self.call_future(request).await;
-        self.clock.host_wait += waiting.elapsed();
+        self.clock.resume();
         self.outbound_result(&url, result)
     }
 
@@ -600,7 +657,7 @@ impl http::Host for State {
         requests: Vec<OutboundRequest>,
         options: BatchOptions,
     ) -> Vec<Result<OutboundResponse, HttpError>> {
-        let waiting = Instant::now();
+        self.clock.pause();
         let deadline = options
             .deadline_ms
             .map_or(self.call.outbound.timeout, |ms| Duration::from_millis(ms.into()));
@@ -616,7 +673,7 @@ impl http::Host for State {
             }
         }
         let (results, stop) = outbound::batch(len, calls, deadline, options.min_successes).await;
-        self.clock.host_wait += waiting.elapsed();
+        self.clock.resume();
         let unfinished = match stop {
             BatchStop::Deadline => HttpError::Timeout,
             BatchStop::Enough => HttpError::Cancelled,
@@ -776,7 +833,15 @@ mod tests {
         assert!(is_yield(&clock.tick()));
     }
 
-    #[tokio::test]
+    /// Uses `cpu` of this thread's CPU time, however long that takes.
+    fn burn(cpu: Duration) {
+        let start = Mark::now();
+        while start.elapsed() < cpu {
+            std::hint::black_box(0u64);
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn time_run_after_a_quick_resumption_is_charged() {
         let mut clock = GuestClock::new(Duration::from_millis(50));
         let Tick::Yield(resume) = clock.tick() else {
@@ -784,7 +849,7 @@ mod tests {
         };
         resume.await;
         // Running guest code until the next tick, past the whole budget.
-        std::thread::sleep(Duration::from_millis(100));
+        burn(Duration::from_millis(100));
         assert!(matches!(clock.tick(), Tick::OverBudget));
     }
 
@@ -792,7 +857,30 @@ mod tests {
     fn running_past_the_budget_is_over_budget() {
         let mut clock = GuestClock::new(Duration::from_millis(5));
         // Running guest code (no yield in between).
-        std::thread::sleep(Duration::from_millis(20));
+        burn(Duration::from_millis(20));
         assert!(matches!(clock.tick(), Tick::OverBudget));
+    }
+
+    #[test]
+    fn time_the_thread_is_not_running_is_not_charged() {
+        let mut clock = GuestClock::new(Duration::from_millis(5));
+        // Descheduled (here: asleep) for ten times the budget while "running".
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(is_yield(&clock.tick()), "charged {:?}", clock.guest_time());
+        assert!(clock.guest_time() < Duration::from_millis(5));
+    }
+
+    #[test]
+    fn host_waits_are_not_charged() {
+        let mut clock = GuestClock::new(Duration::from_millis(5));
+        burn(Duration::from_millis(2));
+        clock.pause();
+        burn(Duration::from_millis(20));
+        clock.resume();
+        let charged = clock.guest_time();
+        assert!(
+            charged >= Duration::from_millis(2) && charged < Duration::from_millis(5),
+            "charged {charged:?}"
+        );
     }
 }

@@ -55,7 +55,8 @@ use crate::outbound::{self, BatchStop, OutboundClient, OutboundPolicy, RequestId
 use crate::telemetry;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-pub use untrusted::{check_outcome, check_response, check_session_size};
+pub use records::MAX_LIFTED_BYTES;
+pub use untrusted::{check_outcome, check_response, check_session_size, is_unsafe_char};
 
 /// How often the epoch advances; the granularity of CPU budgets.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -128,7 +129,7 @@ pub enum LoadErrorKind {
     Incompatible(String),
     #[error("failed while listing its functions: {0}")]
     Describe(String),
-    #[error("no function `{function}`; the component exports: {}", list(.available))]
+    #[error("no function `{}`; the component exports: {}", untrusted::escape(.function, 256), list(.available))]
     UnknownFunction { function: String, available: Vec<String> },
     #[error("function `{function}` is {} function, but this hook needs {} function", article(*.actual), article(*.expected))]
     WrongKind {
@@ -158,7 +159,13 @@ fn list(names: &[String]) -> String {
     if names.is_empty() {
         "(none)".into()
     } else {
-        names.join(", ")
+        // Checked at load, but escaped all the same: these names come from
+        // the component.
+        names
+            .iter()
+            .map(|n| untrusted::escape(n, 256))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

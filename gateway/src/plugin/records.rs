@@ -63,10 +63,48 @@ pub struct ResponseRecord<'a> {
 #[derive(Debug)]
 pub struct Bounded<T>(pub Vec<T>);
 
-/// A guest returned a list longer than [`MAX_LIFTED_ENTRIES`].
+/// Most bytes of the strings of one list lifted out of a guest, whatever
+/// the limits: the ceiling of `max_header_bytes` and `max_session_bytes`.
+/// Counted from the strings' lengths in guest memory before any is copied,
+/// so entries that all point at the same bytes count each time: a plugin
+/// cannot make the host copy its memory thousands of times over.
+pub const MAX_LIFTED_BYTES: u64 = 1 << 20;
+
+/// A guest returned a list longer than [`MAX_LIFTED_ENTRIES`], or whose
+/// strings add up to more than [`MAX_LIFTED_BYTES`].
 #[derive(Debug, thiserror::Error)]
-#[error("returned a list of {0} entries; at most {MAX_LIFTED_ENTRIES} are read")]
-pub struct ListTooLong(pub usize);
+pub enum ListTooLong {
+    #[error("returned a list of {0} entries; at most {MAX_LIFTED_ENTRIES} are read")]
+    Entries(usize),
+    #[error("returned a list whose strings add up to {0} bytes or more; at most {MAX_LIFTED_BYTES} are read")]
+    Bytes(u64),
+}
+
+/// List entries whose strings' lengths can be read in guest memory
+/// without lifting them.
+pub trait Strings: Lift {
+    /// Where, in one entry's canonical ABI layout (memory32), the length
+    /// word of each of its strings lies.
+    const LENGTHS: &'static [usize];
+}
+
+impl Strings for String {
+    const LENGTHS: &'static [usize] = &[4];
+}
+
+impl Strings for (String, String) {
+    const LENGTHS: &'static [usize] = &[4, 12];
+}
+
+/// Load-time lists: bounded by entries only (and the load's own budget).
+macro_rules! no_string_bound {
+    ($($t:ty),*) => {$(impl Strings for $t { const LENGTHS: &'static [usize] = &[]; })*};
+}
+no_string_bound!(
+    Option<String>,
+    FunctionInfo,
+    super::bindings::v01::portcullis::plugin::types::FunctionInfo
+);
 
 // SAFETY: `Bounded<T>` has exactly the representation and type of a
 // `list<T>`: it forwards every item to the implementations for `[T]`.
@@ -91,22 +129,43 @@ unsafe impl<T: ComponentType> ComponentType for Bounded<T> {
     unsafe_code,
     reason = "wasmtime's value traits are unsafe to implement; this one forwards to Vec<T>'s"
 )]
-unsafe impl<T: Lift> Lift for Bounded<T> {
+unsafe impl<T: Strings> Lift for Bounded<T> {
     fn linear_lift_from_flat(cx: &mut LiftContext<'_>, ty: InterfaceType, src: &Self::Lower) -> wasmtime::Result<Self> {
         let list = <WasmList<T> as Lift>::linear_lift_from_flat(cx, ty, src)?;
-        Self::lift(cx, &list)
+        Self::lift(cx, &list, src[0].get_u32())
     }
 
     fn linear_lift_from_memory(cx: &mut LiftContext<'_>, ty: InterfaceType, bytes: &[u8]) -> wasmtime::Result<Self> {
         let list = <WasmList<T> as Lift>::linear_lift_from_memory(cx, ty, bytes)?;
-        Self::lift(cx, &list)
+        let ptr = bytes.first_chunk::<4>().map_or(0, |b| u32::from_le_bytes(*b));
+        Self::lift(cx, &list, ptr)
     }
 }
 
-impl<T: Lift> Bounded<T> {
-    fn lift(cx: &mut LiftContext<'_>, list: &WasmList<T>) -> wasmtime::Result<Self> {
+impl<T: Strings> Bounded<T> {
+    /// Lifts `list`, whose entries start at `ptr` in guest memory (checked
+    /// in bounds by `WasmList`), once its length and string bytes pass.
+    fn lift(cx: &mut LiftContext<'_>, list: &WasmList<T>, ptr: u32) -> wasmtime::Result<Self> {
         if list.len() > MAX_LIFTED_ENTRIES {
-            return Err(wasmtime::Error::new(ListTooLong(list.len())));
+            return Err(wasmtime::Error::new(ListTooLong::Entries(list.len())));
+        }
+        if !T::LENGTHS.is_empty() {
+            let memory = cx.memory();
+            let size = T::SIZE32;
+            let mut total = 0u64;
+            for i in 0..list.len() {
+                let entry = ptr as usize + i * size;
+                for offset in T::LENGTHS {
+                    let at = entry + offset;
+                    let word = memory.get(at..at + 4).and_then(|w| w.first_chunk::<4>());
+                    // The top bit tags compact UTF-16 strings; the rest is
+                    // the length in code units.
+                    total += u64::from(word.map_or(0, |w| u32::from_le_bytes(*w)) & 0x7fff_ffff);
+                }
+                if total > MAX_LIFTED_BYTES {
+                    return Err(wasmtime::Error::new(ListTooLong::Bytes(total)));
+                }
+            }
         }
         T::linear_lift_list_from_memory(cx, list).map(Bounded)
     }

@@ -119,14 +119,14 @@ fn check_session(session: &Session, limits: &Limits) -> Result<(), String> {
     if session.key_id.is_empty() {
         return Err("an authenticated session needs a key-id".to_owned());
     }
-    if session.key_id.len() > MAX_KEY_ID_BYTES || session.key_id.chars().any(char::is_control) {
+    if session.key_id.len() > MAX_KEY_ID_BYTES || session.key_id.chars().any(is_unsafe_char) {
         return Err(format!(
             "invalid key-id {:?} (at most {MAX_KEY_ID_BYTES} bytes, no control characters)",
             cut(&session.key_id)
         ));
     }
     if let Some(alias) = &session.alias
-        && (alias.len() > MAX_KEY_ID_BYTES || alias.chars().any(char::is_control))
+        && (alias.len() > MAX_KEY_ID_BYTES || alias.chars().any(is_unsafe_char))
     {
         return Err(format!(
             "invalid alias {:?} (at most {MAX_KEY_ID_BYTES} bytes, no control characters)",
@@ -169,10 +169,10 @@ pub fn check_functions(functions: &[FunctionInfo]) -> Result<(), String> {
     }
     let mut seen = std::collections::HashSet::with_capacity(functions.len());
     for f in functions {
-        if f.name.is_empty() || f.name.len() > MAX_FUNCTION_NAME_BYTES || f.name.chars().any(char::is_control) {
+        if f.name.is_empty() || f.name.len() > MAX_FUNCTION_NAME_BYTES || f.name.chars().any(is_unsafe_char) {
             return Err(format!(
-                "invalid function name {:?} (1-{MAX_FUNCTION_NAME_BYTES} bytes, no control characters)",
-                cut(&f.name)
+                "invalid function name \"{}\" (1-{MAX_FUNCTION_NAME_BYTES} bytes, no control, line-separator or bidirectional characters)",
+                escape(&f.name, MAX_FUNCTION_NAME_BYTES)
             ));
         }
         if !seen.insert(f.name.as_str()) {
@@ -237,6 +237,19 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
     end
 }
 
+/// Whether `c` could break a log line or a terminal's reading of it:
+/// control characters (C0 and C1, U+0085 among them), Unicode's line and
+/// paragraph separators (U+2028, U+2029), and the bidirectional controls
+/// that reorder what is shown (U+061C, U+200E, U+200F, U+202A-U+202E,
+/// U+2066-U+2069).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
 /// Plugin text made safe for one log field: control characters (newline,
 /// carriage return, escape, ...) and Unicode line and direction controls
 /// escaped, so the text cannot start a forged log line or rewrite the
@@ -255,11 +268,7 @@ pub fn escape_cut(text: &str, max: usize, cut: usize) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control()
-                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
-            {
-                out.extend(c.escape_unicode());
-            }
+            c if is_unsafe_char(c) => out.extend(c.escape_unicode()),
             c => out.push(c),
         }
     }
@@ -296,5 +305,18 @@ mod tests {
         assert!(check_functions(&[f("")]).is_err());
         assert!(check_functions(&[f(&"x".repeat(129))]).is_err());
         assert!(check_functions(&[f("a\nb")]).is_err());
+        // Line separators and direction controls would forge or reorder the
+        // "the component exports ..." error line; refused, and escaped in
+        // the refusal itself.
+        for name in [
+            "ok\u{2028}error: forged",
+            "a\u{2029}b",
+            "txt\u{202e}exe",
+            "a\u{85}b",
+            "a\u{2066}b",
+        ] {
+            let err = check_functions(&[f(name)]).expect_err(name);
+            assert!(!err.chars().any(is_unsafe_char), "{err:?}");
+        }
     }
 }

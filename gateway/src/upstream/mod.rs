@@ -61,6 +61,9 @@ pub enum UpstreamError {
     AtCapacity(Arc<str>),
     #[error("cannot build the upstream request: {0}")]
     Invalid(String),
+    /// An answer HTTP does not allow here, e.g. a 101 nobody asked for.
+    #[error("upstream broke the protocol: {0}")]
+    Protocol(&'static str),
 }
 
 impl UpstreamError {

@@ -268,6 +268,11 @@ impl Gateway {
         Gateway::try_start_with(config, std::mem::take(&mut self.args)).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The gateway process's resident memory, in KiB (Linux).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("read /proc status");

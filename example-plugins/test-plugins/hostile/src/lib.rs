@@ -34,6 +34,22 @@ fn spin(req: &Request, _: &Context) -> Result<Outcome> {
     }
 }
 
+/// Not an attack: a well-behaved function that needs some CPU. Logs
+/// `working` when it starts (so a test knows it runs), spins for
+/// `?iterations=N`, and answers 200 with the count.
+fn work(req: &Request, _: &Context) -> Result<Outcome> {
+    let iterations: u64 = req
+        .query_param("iterations")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    portcullis_sdk::info!("working");
+    let mut n: u64 = 0;
+    for _ in 0..iterations {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+    Ok(Response::json(200, &json!({ "iterations": n }))?.into())
+}
+
 fn memory_bomb(req: &Request, _: &Context) -> Result<Outcome> {
     if let Some(ok) = benign(req) {
         return Ok(ok);
@@ -174,6 +190,7 @@ fn outbound_slow(req: &Request, _: &Context) -> Result<Outcome> {
 
 plugin! {
     request "spin" => spin,
+    request "work" => work,
     request "memory-bomb" => memory_bomb,
     request "recursion" => recursion,
     request "panic" => panic,

@@ -169,7 +169,9 @@ impl Guest for Raw {
             }),
             "headers-flood" => respond(
                 200,
-                (0..n("n", 50_000)).map(|i| (format!("x-{i}"), String::new())).collect(),
+                (0..n("n", 50_000))
+                    .map(|i| (format!("x-{i}"), "v".repeat(n("size", 0))))
+                    .collect(),
                 "",
             ),
             "remove-flood" => Outcome::Continue(RequestChanges {
