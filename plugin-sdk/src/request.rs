@@ -65,7 +65,9 @@ impl Request {
         self.text(&self.method)
     }
 
-    /// The path as the client sent it, percent-encoding kept.
+    /// The request's path in the gateway's canonical form: dot segments
+    /// removed, unreserved characters decoded, other percent-escapes kept
+    /// (upper case). Routing, limits and the upstream see the same path.
     pub fn path(&self) -> &str {
         self.text(&self.path)
     }
@@ -82,7 +84,7 @@ impl Request {
         self.text(&self.query)
     }
 
-    /// The request target as the client sent it: path and, if any, `?` and
+    /// The request target: the canonical path ([`Self::path`]) and, if any, `?` and
     /// the query (`/orders/7?expand=items`).
     pub fn uri(&self) -> String {
         match self.query() {
