@@ -47,6 +47,19 @@ impl Default for PathOptions {
     }
 }
 
+impl PathOptions {
+    /// These options with everything an option may refuse let through
+    /// (kept as written): to find the API whose own options decide.
+    pub fn lenient(&self) -> PathOptions {
+        PathOptions {
+            escaped_slashes: EscapedSlashes::Keep,
+            trailing_slash: TrailingSlash::Keep,
+            params: PathParams::Keep,
+            ..*self
+        }
+    }
+}
+
 /// What `%2F` (an encoded `/`) in a path means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,6 +118,17 @@ pub enum PathError {
     NotAbsolute,
     #[error("the path, canonicalised under its API's `paths` options, leaves the API")]
     OutsideApi,
+}
+
+impl PathError {
+    /// Whether an option refused the path (another API's options may let
+    /// it through), rather than RFC 3986 itself.
+    pub fn is_optional(self) -> bool {
+        matches!(
+            self,
+            PathError::EscapedSlash | PathError::Params | PathError::TrailingSlash
+        )
+    }
 }
 
 /// The canonical form of `path` under `options`.

@@ -181,15 +181,26 @@ impl Routes {
     /// The canonical form of the client's `raw` path and the API it routes
     /// to. The gateway's `paths` options pick the API; an API with options of
     /// its own canonicalises `raw` again under them, and the result must
-    /// still be under its listen path.
+    /// still be under its listen path. A path the gateway's options refuse
+    /// (an encoded slash, say) goes to the API it would reach were they
+    /// lenient, if that API has options of its own: they decide.
     pub fn resolve<'p>(&self, raw: &'p str) -> Result<(Option<&ApiRoute>, Cow<'p, str>), PathError> {
-        let path = canonical::canonicalize(raw, &self.config.paths)?;
-        let Some((api, _)) = self.route(&path) else {
-            return Ok((None, path));
+        let gateway = &self.config.paths;
+        let api = match canonical::canonicalize(raw, gateway) {
+            Ok(path) => match self.route(&path) {
+                None => return Ok((None, path)),
+                Some((api, _)) if api.paths == *gateway => return Ok((Some(api), path)),
+                Some((api, _)) => api,
+            },
+            Err(why) if why.is_optional() => {
+                let lenient = canonical::canonicalize(raw, &gateway.lenient())?;
+                match self.route(&lenient) {
+                    Some((api, _)) if api.paths != *gateway => api,
+                    _ => return Err(why),
+                }
+            }
+            Err(why) => return Err(why),
         };
-        if api.paths == self.config.paths {
-            return Ok((Some(api), path));
-        }
         let own = canonical::canonicalize(raw, &api.paths)?;
         match self.route(&own) {
             Some((again, _)) if std::ptr::eq(again, api) => Ok((Some(api), own)),

@@ -145,8 +145,15 @@ pub fn end_call(cx: &Context, status: Result<u16, String>) {
 /// next hop continues.
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {
     headers.remove("traceparent");
-    headers.remove("tracestate");
+    let state = headers.remove("tracestate");
     TraceContextPropagator::new().inject_context(cx, &mut HeadersMut(headers));
+    // W3C Trace Context: a participant passes the vendors' `tracestate` on
+    // with the trace; the span's own, when it has one, already carries it.
+    if let Some(state) = state
+        && !headers.contains_key("tracestate")
+    {
+        headers.insert("tracestate", state);
+    }
 }
 
 struct Headers<'a>(&'a HeaderMap);

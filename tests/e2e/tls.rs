@@ -73,6 +73,8 @@ async fn https_listener_serves_each_name_its_certificate_and_speaks_h2() {
         let (status, _, body) = json_of(response).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["headers"]["x-forwarded-proto"], "https", "{body}");
+        // HTTP/2 has no Host field: the host is the :authority.
+        assert_eq!(body["headers"]["x-forwarded-host"], format!("{name}:{port}"), "{body}");
     }
 
     // HTTP/1.1 when the client offers only that.
@@ -162,6 +164,73 @@ async fn mutual_tls_refuses_clients_without_a_good_certificate_and_forwards_the_
     let (status, _, body) = json_of(response).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["headers"].get("x-forwarded-client-cert"), None, "{body}");
+}
+
+#[tokio::test]
+async fn an_api_may_be_served_over_tls_only_or_mutual_tls_only() {
+    let ca = Ca::new("Listener CA");
+    let clients = Ca::new("Clients CA");
+    let server = ca.server(&["api.test"]);
+    let alice = clients.client("alice", "spiffe://tests/alice", "alice.clients.test");
+    let echo = upstream(version_echo()).await;
+    let config = tls_config(
+        "  certificates: [{ cert: server.pem, key: server.key }]\n  client_ca: clients-ca.pem\n  client_auth: optional\n",
+        &echo_api(&echo, "transport: tls\n"),
+        &[("server", &server)],
+    );
+    std::fs::write(config.dir.path().join("clients-ca.pem"), clients.pem()).expect("write CA");
+    config.write_api(
+        "mtls.yaml",
+        &format!("id: mtls\nlisten_path: /mtls/\nupstream: {echo}\ntransport: mutual_tls\n"),
+    );
+    config.write_api("any.yaml", &format!("id: any\nlisten_path: /any/\nupstream: {echo}\n"));
+    let gw = Gateway::start(config);
+    let addr = addr_of(gw.tls_url.as_deref().expect("https listener"));
+    let url = |path: &str| format!("https://api.test:{}{path}", addr.port());
+    let anonymous = client_for(&ca, &["api.test"], addr).build().expect("client");
+    let alice = client_for(&ca, &["api.test"], addr)
+        .identity(alice.identity())
+        .build()
+        .expect("client");
+
+    for (path, status) in [("/echo/x", 421), ("/mtls/x", 421), ("/any/x", 200)] {
+        let (got, _, body) = get_json(&gw.url(path)).await;
+        assert_eq!(got, status, "plain {path}: {body}");
+    }
+    for (client, path, status) in [
+        (&anonymous, "/echo/x", 200),
+        (&anonymous, "/mtls/x", 403),
+        (&alice, "/mtls/x", 200),
+        (&alice, "/echo/x", 200),
+    ] {
+        let (got, _, body) = json_of(client.get(url(path)).send().await.expect("request")).await;
+        assert_eq!(got, status, "https {path}: {body}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_private_key_other_users_can_read_is_loaded_with_a_warning_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = Ca::new("Listener CA");
+    let server = ca.server(&["api.test"]);
+    let config = tls_config(
+        "  certificates: [{ cert: server.pem, key: server.key }]\n",
+        &echo_api("http://127.0.0.1:1", ""),
+        &[("server", &server)],
+    );
+    let key = config.dir.path().join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = validate(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("private key file is accessible to other users") && stderr.contains("server.key"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let stderr = String::from_utf8_lossy(&validate(&config).stderr).into_owned();
+    assert!(!stderr.contains("accessible to other users"), "{stderr}");
 }
 
 /// The subject as the gateway formats it (RFC 4514 order of the DER).

@@ -127,6 +127,7 @@ async fn a_request_s_span_tree_has_its_plugins_its_outbound_calls_and_its_upstre
         http.get(gw.url(path))
             .header("authorization", "Bearer t1")
             .header("traceparent", traceparent)
+            .header("tracestate", "vendor=opaque,other=1")
             .send()
     };
     let response = authorized_get("/shop/summary/8", format!("00-{trace_id}-{client_span}-01"))
@@ -254,6 +255,10 @@ async fn a_request_s_span_tree_has_its_plugins_its_outbound_calls_and_its_upstre
         echoed["headers"]["traceparent"][0],
         format!("00-{trace_id}-{}-01", hex(&upstream_span.span_id)),
         "the upstream continues the upstream span"
+    );
+    assert_eq!(
+        echoed["headers"]["tracestate"][0], "vendor=opaque,other=1",
+        "the client's tracestate travels with its trace"
     );
 }
 

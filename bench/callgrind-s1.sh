@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Instructions per S1 request (plain proxy), counted by callgrind: repeatable
+# whatever else the machine does. Runs BINARY (a `portcullis` build) under
+# valgrind twice, serving N1 and N2 keep-alive requests from one curl, and
+# prints (total(N2) - total(N1)) / (N2 - N1), so start-up and shutdown cancel
+# out. TARGET is the request path (default /s1/items/42; try a spelling such
+# as /s1/x/../items/%34%32 to count the canonicalisation's slow path).
+#
+#   bench/callgrind-s1.sh target/release/portcullis [N1 N2]
+set -euo pipefail
+binary=$(realpath "$1")
+n1=${2:-200}
+n2=${3:-1200}
+target=${TARGET:-/s1/items/42}
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+mkdir -p "$work/www/items" "$work/apis"
+printf 'hello\n' > "$work/www/items/42"
+# A keep-alive upstream (http.server's default speaks HTTP/1.0: a new
+# connection per request would be counted too).
+python3 - "$work/www" > "$work/upstream.log" 2>&1 <<'PY' &
+import functools, http.server, sys
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+handler.func.protocol_version = "HTTP/1.1"
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+print(f"port {server.server_address[1]}", flush=True)
+server.serve_forever()
+PY
+for _ in $(seq 100); do
+  port=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$work/upstream.log" | head -1)
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+cat > "$work/gateway.yaml" <<EOF
+listen: 127.0.0.1:0
+apis: [apis/]
+plugin_cache: false
+session_store: $work/sessions.redb
+# Under valgrind the pooling allocator cannot reserve its usual address
+# space; S1 runs no plugin anyway.
+plugin_limits: { pool_size: 2 }
+EOF
+printf 'id: s1\nlisten_path: /s1/\nstrip_listen_path: true\nupstream: http://127.0.0.1:%s\n' "$port" > "$work/apis/s1.yaml"
+
+count() {
+  local n=$1 out="$work/cg.$1"
+  env -u RUST_BACKTRACE PORTCULLIS_LOG=warn \
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" serve --workers 1 --config "$work/gateway.yaml" \
+    > "$work/stdout.$n" 2> "$work/stderr.$n" &
+  local pid=$!
+  for _ in $(seq 600); do
+    grep -q '^listening on ' "$work/stdout.$n" 2>/dev/null && break
+    sleep 0.1
+  done
+  local url
+  url=$(sed -n 's/^listening on //p' "$work/stdout.$n")
+  if [ -z "$url" ]; then
+    cat "$work/stderr.$n" >&2
+    exit 1
+  fi
+  # One connection, N requests; the bodies are not ours to count.
+  curl -s --path-as-is $(for _ in $(seq "$n"); do printf '%s%s ' "$url" "$target"; done) > /dev/null
+  kill -TERM "$pid"
+  wait "$pid" || true
+  callgrind_annotate "$out" 2>/dev/null | sed -n 's/^\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,
+}
+
+a=$(count "$n1")
+b=$(count "$n2")
+echo "instructions per request: $(( (b - a) / (n2 - n1) )) ($target, $n1 and $n2 requests)"
