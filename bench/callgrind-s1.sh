@@ -13,7 +13,8 @@ n1=${2:-200}
 n2=${3:-1200}
 target=${TARGET:-/s1/items/42}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# KEEP=DIR keeps the callgrind outputs there, for callgrind_annotate.
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$work"/cg.* "$KEEP"/; rm -rf "$work"' EXIT
 
 mkdir -p "$work/www/items" "$work/apis"
 printf 'hello\n' > "$work/www/items/42"
