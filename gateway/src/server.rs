@@ -126,7 +126,6 @@ impl Gateway {
             .timer(TokioTimer::new())
             .header_read_timeout(timeouts.head);
         let builder = Arc::new(builder);
-        let client_io = move |stream| ClientIo::new(stream, timeouts.head, timeouts.send);
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -148,7 +147,8 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             let gateway = Arc::clone(&self);
             let Some(live) = secure else {
-                let connection = serve_connection(&builder, gateway, Peer::new(client, None), client_io(stream));
+                let stream = ClientIo::new(stream, timeouts.head, timeouts.send);
+                let connection = serve_connection(&builder, gateway, Peer::new(client, None), stream);
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
@@ -181,12 +181,8 @@ impl Gateway {
                     .and_then(|chain| chain.first())
                     .and_then(tls::forwarded_client_cert);
                 let peer = Peer::new(client, Some(client_cert));
-                let connection = serve_connection(
-                    &builder,
-                    gateway,
-                    peer,
-                    ClientIo::new(stream, timeouts.head, timeouts.send),
-                );
+                let stream = ClientIo::new(stream, timeouts.head, timeouts.send);
+                let connection = serve_connection(&builder, gateway, peer, stream);
                 if let Err(e) = watcher.watch(connection).await {
                     tracing::debug!(%client, error = %e, "connection ended with an error");
                 }
@@ -507,11 +503,11 @@ async fn serve_api(
         framing::strip_override_headers(&mut parts.headers);
     }
     let matched = api.match_endpoint(&parts.method, rest);
-    match &matched {
-        Some(m) => span.record("endpoint", m.endpoint.template.as_str()),
-        None if api.unmatched == Unmatched::Reject => return Err(RequestError::NoEndpoint),
-        None => &span,
-    };
+    if let Some(m) = &matched {
+        span.record("endpoint", m.endpoint.template.as_str());
+    } else if api.unmatched == Unmatched::Reject {
+        return Err(RequestError::NoEndpoint);
+    }
     // Limits on every caller come first: a refused request costs no plugin
     // call. The endpoint's is counted before the API's, so a request the
     // endpoint refuses does not use the API's allowance.

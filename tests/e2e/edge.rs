@@ -470,6 +470,32 @@ async fn the_total_timeout_holds_against_a_slow_reader() {
     );
 }
 
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_at_the_send_timeout() {
+    let big = upstream(axum::Router::new().fallback(|| async { vec![b'x'; 64 << 20] })).await;
+    let config = ConfigDir::new(
+        "apis: [apis/]\nclient_send_timeout_ms: 300\n",
+        &[("api.yaml", &format!("id: big\nlisten_path: /big/\nupstream: {big}\n"))],
+    );
+    let gw = Gateway::start(config);
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    // A small receive window, so the gateway's writes block soon.
+    socket.set_recv_buffer_size(16 << 10).expect("rcvbuf");
+    let mut stream = socket.connect(addr(&gw)).await.expect("connect");
+    stream
+        .write_all(b"GET /big/ HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    // Read nothing for ten times the send timeout, then everything there is.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut received)).await;
+    assert!(
+        received.len() < 64 << 20,
+        "the whole body waited for a client that did not read"
+    );
+}
+
 #[test]
 fn oversized_and_deeply_nested_configuration_files_are_refused_naming_the_file() {
     let config = ConfigDir::single("id: x\nlisten_path: /x/\nupstream: http://127.0.0.1:1\n");

@@ -130,24 +130,28 @@ impl Config {
 /// [`Config::digest`] of `sources`, named relative to `base`. Reads and
 /// hashes every file: call it off the request-serving threads.
 pub fn digest_of(base: &Path, sources: Vec<PathBuf>) -> Result<String, (PathBuf, std::io::Error)> {
-    {
-        use sha2::{Digest, Sha256};
-        let mut entries = Vec::new();
-        for file in sources {
-            let content = Sha256::digest(std::fs::read(&file).map_err(|e| (file.clone(), e))?);
-            let name = file.strip_prefix(base).unwrap_or(&file).to_string_lossy().into_owned();
-            entries.push((name, content));
-        }
-        entries.sort();
-        let mut all = Sha256::new();
-        for (name, content) in entries {
-            all.update(name.as_bytes());
-            all.update([0]);
-            all.update(content);
-        }
-        Ok(crate::plugin::hex(&all.finalize()))
+    use sha2::{Digest, Sha256};
+    let mut entries = Vec::new();
+    for file in sources {
+        let content = Sha256::digest(std::fs::read(&file).map_err(|e| (file.clone(), e))?);
+        let name = file.strip_prefix(base).unwrap_or(&file).to_string_lossy().into_owned();
+        entries.push((name, content));
     }
+    entries.sort();
+    let mut all = Sha256::new();
+    for (name, content) in entries {
+        all.update(name.as_bytes());
+        all.update([0]);
+        all.update(content);
+    }
+    Ok(crate::plugin::hex(&all.finalize()))
 }
+
+/// Most bytes of the strings in one list a plugin returns (headers,
+/// session metadata, tags), whatever the limits: the ceiling of
+/// `max_header_bytes` and `max_session_bytes`, and what the plugin runtime
+/// reads out of a guest before checking the configured limits.
+pub const MAX_LIST_BYTES: u64 = 1 << 20;
 
 /// Limits of one plugin invocation (see docs/security.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -751,7 +755,7 @@ fn check_limits(file: &Path, field: &str, limits: &Limits) -> Result<(), ConfigE
     if limits.pool_size == 0 {
         return bad("pool_size", "must be at least 1");
     }
-    let ceiling = crate::plugin::MAX_LIFTED_BYTES as usize;
+    let ceiling = MAX_LIST_BYTES as usize;
     if limits.max_header_bytes > ceiling {
         return bad("max_header_bytes", &format!("must be at most {ceiling}"));
     }

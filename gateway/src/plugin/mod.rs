@@ -55,7 +55,6 @@ use crate::outbound::{self, BatchStop, OutboundClient, OutboundPolicy, RequestId
 use crate::telemetry;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-pub use records::MAX_LIFTED_BYTES;
 pub use untrusted::{check_outcome, check_response, check_session_size, is_unsafe_char};
 
 /// How often the epoch advances; the granularity of CPU budgets.

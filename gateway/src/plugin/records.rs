@@ -63,12 +63,12 @@ pub struct ResponseRecord<'a> {
 #[derive(Debug)]
 pub struct Bounded<T>(pub Vec<T>);
 
-/// Most bytes of the strings of one list lifted out of a guest, whatever
-/// the limits: the ceiling of `max_header_bytes` and `max_session_bytes`.
-/// Counted from the strings' lengths in guest memory before any is copied,
-/// so entries that all point at the same bytes count each time: a plugin
-/// cannot make the host copy its memory thousands of times over.
-pub const MAX_LIFTED_BYTES: u64 = 1 << 20;
+/// Most bytes of the strings of one list lifted out of a guest (see
+/// [`crate::config::MAX_LIST_BYTES`]). Counted from the strings' lengths in
+/// guest memory before any is copied, so entries that all point at the same
+/// bytes count each time: a plugin cannot make the host copy its memory
+/// thousands of times over.
+pub const MAX_LIFTED_BYTES: u64 = crate::config::MAX_LIST_BYTES;
 
 /// A guest returned a list longer than [`MAX_LIFTED_ENTRIES`], or whose
 /// strings add up to more than [`MAX_LIFTED_BYTES`].
