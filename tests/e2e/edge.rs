@@ -447,23 +447,32 @@ async fn the_total_timeout_holds_against_a_slow_reader() {
         "id: big\nlisten_path: /big/\nupstream: {big}\nupstream_total_timeout_ms: 1000\n"
     ));
     let gw = Gateway::start(config);
-    let mut stream = TcpStream::connect(addr(&gw)).await.expect("connect");
+    // A small receive window: the gateway's writes wait on this client, so
+    // the upstream's next piece is always ready by the time it asks for it
+    // (a deadline checked only while the upstream is pending never fires).
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 << 10).expect("rcvbuf");
+    let mut stream = socket.connect(addr(&gw)).await.expect("connect");
     stream
         .write_all(b"GET /big/ HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n\r\n")
         .await
         .expect("write");
-    // 64 KiB every 50 ms: 32 MiB would take 25 s.
+    // 16 KiB every 50 ms for three times the total timeout (32 MiB would
+    // take over 100 s at that pace), then as fast as it comes: a gateway
+    // that held the deadline has cut the response by then.
     let started = Instant::now();
     let mut received = 0usize;
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        assert!(started.elapsed() < Duration::from_secs(60), "never cut off");
+    let mut buf = vec![0u8; 16 << 10];
+    while started.elapsed() < Duration::from_secs(3) {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => received += n,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut rest)).await;
+    received += rest.len();
     assert!(
         received < 32 << 20,
         "the whole body arrived: the total timeout did not hold"
