@@ -440,6 +440,17 @@ async fn a_body_trickled_into_a_body_reading_plugin_is_cut_with_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
 
+/// A `GET path` from a client with a 16 KiB receive window, so the
+/// gateway's writes wait on it as soon as the socket buffers are full.
+async fn small_window_get(gw: &Gateway, path: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 << 10).expect("rcvbuf");
+    let mut stream = socket.connect(addr(gw)).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    stream
+}
+
 #[tokio::test]
 async fn the_total_timeout_holds_against_a_slow_reader() {
     let big = upstream(axum::Router::new().fallback(|| async { vec![b'x'; 32 << 20] })).await;
@@ -447,16 +458,7 @@ async fn the_total_timeout_holds_against_a_slow_reader() {
         "id: big\nlisten_path: /big/\nupstream: {big}\nupstream_total_timeout_ms: 1000\n"
     ));
     let gw = Gateway::start(config);
-    // A small receive window: the gateway's writes wait on this client, so
-    // the upstream's next piece is always ready by the time it asks for it
-    // (a deadline checked only while the upstream is pending never fires).
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(16 << 10).expect("rcvbuf");
-    let mut stream = socket.connect(addr(&gw)).await.expect("connect");
-    stream
-        .write_all(b"GET /big/ HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n\r\n")
-        .await
-        .expect("write");
+    let mut stream = small_window_get(&gw, "/big/").await;
     // 16 KiB every 50 ms for three times the total timeout (32 MiB would
     // take over 100 s at that pace), then as fast as it comes: a gateway
     // that held the deadline has cut the response by then.
@@ -487,14 +489,7 @@ async fn a_client_that_stops_reading_is_disconnected_at_the_send_timeout() {
         &[("api.yaml", &format!("id: big\nlisten_path: /big/\nupstream: {big}\n"))],
     );
     let gw = Gateway::start(config);
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    // A small receive window, so the gateway's writes block soon.
-    socket.set_recv_buffer_size(16 << 10).expect("rcvbuf");
-    let mut stream = socket.connect(addr(&gw)).await.expect("connect");
-    stream
-        .write_all(b"GET /big/ HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n\r\n")
-        .await
-        .expect("write");
+    let mut stream = small_window_get(&gw, "/big/").await;
     // Read nothing for ten times the send timeout, then everything there is.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut received = Vec::new();
