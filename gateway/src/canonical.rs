@@ -145,9 +145,9 @@ pub fn canonicalize<'a>(path: &'a str, options: &PathOptions) -> Result<Cow<'a, 
     // Whether the path as written ends a directory: a last segment that is
     // empty, `.` or `..` (RFC 3986 5.2.4 keeps the slash after the latter).
     let mut trailing = false;
-    let count = decoded[1..].split('/').count();
-    for (i, raw) in decoded[1..].split('/').enumerate() {
-        let last = i + 1 == count;
+    let mut raws = decoded[1..].split('/').peekable();
+    while let Some(raw) = raws.next() {
+        let last = raws.peek().is_none();
         let segment = match raw.find(';') {
             None => raw,
             Some(_) if options.params == PathParams::Reject => return Err(PathError::Params),

@@ -47,10 +47,6 @@ impl<S> ClientIo<S> {
             send_timer: None,
         }
     }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {

@@ -44,26 +44,6 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
-/// Headers with which some backends and frameworks replace the method or
-/// path of a request (Symfony, Laravel, IIS, Express middleware).
-const OVERRIDE_HEADERS: [HeaderName; 5] = [
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
-];
-
-/// Removes every header that would override the method or path the
-/// gateway routed on. One pass finds whether there is any.
-pub fn strip_override_headers(headers: &mut HeaderMap) {
-    if headers.keys().any(|name| OVERRIDE_HEADERS.contains(name)) {
-        for name in &OVERRIDE_HEADERS {
-            headers.remove(name);
-        }
-    }
-}
-
 /// Removes every field `doomed` picks, and every field a `Connection` field
 /// names; returns the names removed.
 pub fn strip(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) -> Vec<HeaderName> {

@@ -18,6 +18,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     framing::strip(headers, framing::is_hop_by_hop);
 }
 
+/// Headers with which some backends and frameworks replace the method or
+/// path of a request (Symfony, Laravel, IIS, Express middleware).
+const OVERRIDE_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+
+/// Removes every header that would override the method or path the
+/// gateway routed on. One pass finds whether there is any.
+pub fn strip_override_headers(headers: &mut HeaderMap) {
+    if headers.keys().any(|name| OVERRIDE_HEADERS.contains(name)) {
+        for name in &OVERRIDE_HEADERS {
+            headers.remove(name);
+        }
+    }
+}
+
 /// Prepares an upstream response's headers for the client: a message
 /// framed by `Transfer-Encoding` has no `Content-Length` (RFC 9112 6.3: the
 /// former wins, and the latter would frame the client's copy wrongly), and

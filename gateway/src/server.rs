@@ -500,7 +500,7 @@ async fn serve_api(
     if api.override_headers == OverrideHeaders::Remove {
         // The gateway routed on the real method and path; a backend that
         // obeys these would serve another.
-        framing::strip_override_headers(&mut parts.headers);
+        proxy::strip_override_headers(&mut parts.headers);
     }
     let matched = api.match_endpoint(&parts.method, rest);
     if let Some(m) = &matched {

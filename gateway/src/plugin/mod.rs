@@ -43,7 +43,7 @@ use bindings::{FunctionInfo, HttpError};
 pub use host::lock;
 use host::{CallInfo, State, Tick};
 use records::SessionRecord01;
-use records::{AuthOutcomeWire, AuthOutcomeWire01, Bounded, ListTooLong, OutcomeWire, OutcomeWire01, ResponseWire};
+use records::{AuthOutcomeWire, AuthOutcomeWire01, Bounded, ListTooLarge, OutcomeWire, OutcomeWire01, ResponseWire};
 pub use records::{HeaderText, RequestRecord, ResponseRecord};
 pub use schema::{ConfigSchema, Violation};
 use ticker::Ticker;
@@ -223,7 +223,7 @@ fn describe_error(e: wasmtime::Error) -> LoadErrorKind {
     if e.downcast_ref::<CpuBudgetExceeded>().is_some() {
         return LoadErrorKind::Describe(format!("exceeded the load-time CPU budget of {LOAD_CPU:?}"));
     }
-    if let Some(too_long) = e.downcast_ref::<ListTooLong>() {
+    if let Some(too_long) = e.downcast_ref::<ListTooLarge>() {
         return LoadErrorKind::Describe(too_long.to_string());
     }
     LoadErrorKind::Describe(untrusted::escape(&format!("{e:#}"), untrusted::MAX_TEXT_BYTES))
@@ -1392,7 +1392,7 @@ impl Plugin {
         if e.downcast_ref::<CpuBudgetExceeded>().is_some() {
             return PluginError::CpuBudget(self.limits.cpu);
         }
-        if let Some(too_long) = e.downcast_ref::<ListTooLong>() {
+        if let Some(too_long) = e.downcast_ref::<ListTooLarge>() {
             return PluginError::InvalidOutcome(too_long.to_string());
         }
         let text = format!("{e:#}");

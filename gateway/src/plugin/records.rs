@@ -73,7 +73,7 @@ pub const MAX_LIFTED_BYTES: u64 = crate::config::MAX_LIST_BYTES;
 /// A guest returned a list longer than [`MAX_LIFTED_ENTRIES`], or whose
 /// strings add up to more than [`MAX_LIFTED_BYTES`].
 #[derive(Debug, thiserror::Error)]
-pub enum ListTooLong {
+pub enum ListTooLarge {
     #[error("returned a list of {0} entries; at most {MAX_LIFTED_ENTRIES} are read")]
     Entries(usize),
     #[error("returned a list whose strings add up to {0} bytes or more; at most {MAX_LIFTED_BYTES} are read")]
@@ -147,7 +147,7 @@ impl<T: Strings> Bounded<T> {
     /// in bounds by `WasmList`), once its length and string bytes pass.
     fn lift(cx: &mut LiftContext<'_>, list: &WasmList<T>, ptr: u32) -> wasmtime::Result<Self> {
         if list.len() > MAX_LIFTED_ENTRIES {
-            return Err(wasmtime::Error::new(ListTooLong::Entries(list.len())));
+            return Err(wasmtime::Error::new(ListTooLarge::Entries(list.len())));
         }
         if !T::LENGTHS.is_empty() {
             let memory = cx.memory();
@@ -163,7 +163,7 @@ impl<T: Strings> Bounded<T> {
                     total += u64::from(word.map_or(0, |w| u32::from_le_bytes(*w)) & 0x7fff_ffff);
                 }
                 if total > MAX_LIFTED_BYTES {
-                    return Err(wasmtime::Error::new(ListTooLong::Bytes(total)));
+                    return Err(wasmtime::Error::new(ListTooLarge::Bytes(total)));
                 }
             }
         }
