@@ -20,9 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis::config;
-use portcullis::outbound::{OutboundClient, RequestId};
 use portcullis::plugin::{PluginRuntime, RequestRecord, Session};
-use portcullis::routes::Routes;
+use portcullis::server::routes::Routes;
+use portcullis::telemetry::RequestId;
+use portcullis::upstream::outbound::OutboundClient;
 
 /// Iterations per case (`HOT_PATH_ITERATIONS`, default 20,000), after a
 /// tenth as many warm-up calls.

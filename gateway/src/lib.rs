@@ -19,25 +19,13 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-pub mod access_log;
-pub mod admin;
-pub mod app;
-pub mod auth;
-pub mod canonical;
-pub mod client_io;
-pub mod cluster;
 pub mod config;
-pub mod error;
+pub mod control;
 pub mod framing;
-pub mod metrics;
-pub mod outbound;
 pub mod plugin;
 pub mod plugin_tools;
-pub mod proxy;
-pub mod routes;
 pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
-pub mod tunnel;
 pub mod upstream;

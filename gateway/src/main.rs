@@ -198,9 +198,9 @@ fn main() -> ExitCode {
                 node_id,
                 broadcast,
                 ..
-            } => match portcullis::app::serve(
+            } => match portcullis::control::serve(
                 config,
-                portcullis::app::ServeOptions {
+                portcullis::control::ServeOptions {
                     listen,
                     listen_tls,
                     node_id: node_id.or_else(|| std::env::var("PORTCULLIS_NODE_ID").ok()),
@@ -215,9 +215,9 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            Command::Validate { config } => match portcullis::app::validate(&config).await {
+            Command::Validate { config } => match portcullis::control::validate(&config).await {
                 Ok(routes) => {
-                    print!("{}", portcullis::app::summary(&routes));
+                    print!("{}", portcullis::control::summary(&routes));
                     println!("configuration OK");
                     ExitCode::SUCCESS
                 }

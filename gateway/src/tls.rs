@@ -48,7 +48,7 @@ pub struct TlsError {
     pub reason: String,
 }
 
-pub use crate::metrics::CertInfo;
+pub use crate::telemetry::metrics::CertInfo;
 
 /// Reads the files of one TLS configuration, hashing everything it read
 /// so a later poll can tell whether any of them changed.
@@ -335,7 +335,7 @@ pub struct LiveTls {
 
 impl LiveTls {
     pub fn new(loaded: Arc<ServerTls>) -> Arc<Self> {
-        crate::metrics::set_certificates("listener", &loaded.certificates);
+        crate::telemetry::metrics::set_certificates("listener", &loaded.certificates);
         Arc::new(LiveTls {
             current: ArcSwap::new(loaded),
         })
@@ -348,7 +348,7 @@ impl LiveTls {
 
     /// Serves new connections with `loaded`; open ones keep what they have.
     pub fn replace(&self, loaded: Arc<ServerTls>) {
-        crate::metrics::set_certificates("listener", &loaded.certificates);
+        crate::telemetry::metrics::set_certificates("listener", &loaded.certificates);
         let names: Vec<&str> = loaded.certificates.iter().map(|c| c.subject.as_str()).collect();
         tracing::info!(certificates = ?names, "TLS certificates loaded");
         self.current.store(loaded);

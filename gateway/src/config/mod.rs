@@ -68,7 +68,7 @@ impl ConfigError {
 pub struct Config {
     pub file: PathBuf,
     /// Where the access log goes; `None`: no access log.
-    pub access_log: Option<crate::access_log::Target>,
+    pub access_log: Option<crate::telemetry::access_log::Target>,
     /// The plain-HTTP listener; `None` when `listen: false`.
     pub listen: Option<String>,
     /// The HTTPS listener, its certificates loaded and checked.
@@ -86,7 +86,7 @@ pub struct Config {
     /// Where traces go; `None`: no traces.
     pub tracing: Option<crate::telemetry::TracingConfig>,
     /// How request paths are canonicalised before routing.
-    pub paths: crate::canonical::PathOptions,
+    pub paths: crate::server::canonical::PathOptions,
     /// Deadlines on the client side of a connection.
     pub client_timeouts: ClientTimeouts,
     pub apis: Vec<ApiConfig>,
@@ -280,7 +280,7 @@ pub struct ApiConfig {
     /// Whether a verified client certificate is forwarded as XFCC.
     pub forward_client_cert: bool,
     /// How request paths under this API are canonicalised.
-    pub paths: crate::canonical::PathOptions,
+    pub paths: crate::server::canonical::PathOptions,
     pub unmatched: schema::Unmatched,
     pub override_headers: schema::OverrideHeaders,
     /// Protocols an `Upgrade` may switch to, lower case.
@@ -540,7 +540,7 @@ fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
                 "empty: name a file (relative to this file) or `stdout`",
             ));
         }
-        Some(log) => Some(crate::access_log::target(base, &log.path)),
+        Some(log) => Some(crate::telemetry::access_log::target(base, &log.path)),
         None => None,
     };
     let tracing = gateway.tracing.map(|t| tracing_config(&file, t)).transpose()?;
@@ -556,7 +556,7 @@ fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
         plugin_cache,
         watch: gateway.watch,
         tracing,
-        paths: gateway.paths.over(crate::canonical::PathOptions::default()),
+        paths: gateway.paths.over(crate::server::canonical::PathOptions::default()),
         client_timeouts: ClientTimeouts {
             head: Duration::from_millis(gateway.client_head_timeout_ms.max(1)),
             send: Duration::from_millis(gateway.client_send_timeout_ms.max(1)),
@@ -1084,7 +1084,7 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         forward_client_cert: api.forward_client_cert,
         paths: api
             .paths
-            .over(gateway.paths.over(crate::canonical::PathOptions::default())),
+            .over(gateway.paths.over(crate::server::canonical::PathOptions::default())),
         unmatched: api.unmatched,
         override_headers: api.override_headers,
         upgrades: api.upgrades.into_iter().map(|p| p.0).collect(),

@@ -25,7 +25,8 @@ use super::bindings::v02::portcullis::plugin as v02;
 use super::bindings::{BatchOptions, HttpError, Level, OutboundRequest, OutboundResponse};
 use super::untrusted;
 use crate::config::Limits;
-use crate::outbound::{self, BatchStop, OutboundClient, OutboundError, OutboundPolicy, RequestId, TraceContext};
+use crate::telemetry::{RequestId, TraceContext};
+use crate::upstream::outbound::{self, BatchStop, OutboundClient, OutboundError, OutboundPolicy};
 
 /// Longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;

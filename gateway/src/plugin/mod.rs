@@ -50,9 +50,10 @@ use ticker::Ticker;
 
 use crate::config::RoutingPolicy;
 use crate::config::{Fallback, FanOut, Limits, OnError, PluginRef};
-use crate::metrics::PluginMetrics;
-use crate::outbound::{self, BatchStop, OutboundClient, OutboundPolicy, RequestId, TraceContext};
 use crate::telemetry;
+use crate::telemetry::metrics::PluginMetrics;
+use crate::telemetry::{RequestId, TraceContext};
+use crate::upstream::outbound::{self, BatchStop, OutboundClient, OutboundPolicy};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 pub use untrusted::{check_outcome, check_response, check_session_size, is_unsafe_char};

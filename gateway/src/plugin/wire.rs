@@ -5,7 +5,7 @@
 
 use super::bindings::{Api, HttpError, Session};
 use super::records::{RequestRecord, ResponseRecord};
-use crate::outbound::OutboundResponse;
+use crate::upstream::outbound::OutboundResponse;
 
 /// One result of a reference's fan-out, with its call's name.
 pub type FanOutResult = (String, Result<OutboundResponse, HttpError>);

@@ -9,11 +9,12 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use crate::config::{AllowRule, BaseUrl, FanOut, Limits, OnError, PluginRef, RoutingPolicy};
-use crate::outbound::{OutboundClient, OutboundPolicy, RequestId, TraceContext};
 use crate::plugin::{
     Api, AuthOutcome, CallContext, CallStats, HookKind, Outcome, PluginRuntime, RequestChanges, RequestRecord,
     Response, ResponseRecord, Session,
 };
+use crate::telemetry::{RequestId, TraceContext};
+use crate::upstream::outbound::{OutboundClient, OutboundPolicy};
 
 /// What to call, and with what.
 #[derive(Debug)]

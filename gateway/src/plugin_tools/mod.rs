@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Limits;
-use crate::outbound::OutboundClient;
 use crate::plugin::{HookKind, Inspection, PluginRuntime};
+use crate::upstream::outbound::OutboundClient;
 
 /// Loads a component the way the gateway does and describes it.
 pub async fn inspect(file: &Path) -> anyhow::Result<Inspection> {

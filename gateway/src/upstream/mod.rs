@@ -11,6 +11,7 @@
 mod balance;
 mod client;
 mod health;
+pub mod outbound;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ pub use client::{Failure, HttpClient, failure, pooled_client, root_cause};
 
 use crate::config::upstream::{HashOn, UpstreamConfig};
 use crate::config::{ApiConfig, BaseUrl, Destination};
-use crate::metrics::TargetMetrics;
+use crate::telemetry::metrics::TargetMetrics;
 use crate::tls::ClientTls;
 use balance::{Balancer, hash_of};
 use health::{Health, State, now_ms};
@@ -523,7 +524,7 @@ impl Group {
     /// Whether the budget allows one more retry (counted either way).
     fn may_retry(&self, reason: &str) -> bool {
         let allowed = self.budget.withdraw();
-        crate::metrics::retried(&self.api, &self.name, if allowed { reason } else { "budget_exhausted" });
+        crate::telemetry::metrics::retried(&self.api, &self.name, if allowed { reason } else { "budget_exhausted" });
         allowed
     }
 
@@ -595,7 +596,7 @@ impl Group {
     }
 
     /// Each target's current state, for the `upstream_target_state` gauge.
-    pub fn states(&self) -> impl Iterator<Item = crate::metrics::TargetState> + '_ {
+    pub fn states(&self) -> impl Iterator<Item = crate::telemetry::metrics::TargetState> + '_ {
         let now = now_ms();
         self.targets
             .iter()

@@ -21,8 +21,8 @@ use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use crate::plugin::{PluginRuntime, lock};
-use crate::routes::{BuildError, Routes};
 use crate::server::Gateway;
+use crate::server::routes::{BuildError, Routes};
 use crate::store::{RELOAD_CHANNEL, RedisStore, StoreError};
 
 /// How often a node writes its report, and checks the reload generation.
@@ -152,7 +152,7 @@ impl Control {
     pub async fn reload(&self, trigger: Trigger) -> Result<(), BuildError> {
         let _one_at_a_time = self.reloading.lock().await;
         tracing::info!(file = %self.config_file.display(), %trigger, "reloading configuration");
-        let result = crate::app::reload(&self.gateway, &self.runtime, &self.config_file).await;
+        let result = crate::control::reload(&self.gateway, &self.runtime, &self.config_file).await;
         if let Err(e) = &result {
             tracing::error!(error = %e, %trigger, "reload failed; the previous configuration keeps serving");
         }

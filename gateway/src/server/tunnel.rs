@@ -13,7 +13,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::outbound::RequestId;
+use crate::telemetry::RequestId;
 
 /// Waits for both sides to finish switching, then copies between them.
 pub async fn splice(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, request_id: RequestId) {

@@ -1,20 +1,23 @@
 //! Start-up, reload and shutdown: what the `serve` and `validate` commands do.
 
+pub mod admin;
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::access_log::AccessLog;
-use crate::cluster::{Control, Trigger};
 use crate::config::{self, AuthConfig, Config, StoreConfig};
-use crate::outbound::OutboundClient;
+use crate::control::cluster::{Control, Trigger};
 use crate::plugin::PluginRuntime;
-use crate::routes::{BuildError, Routes};
+use crate::server::routes::{BuildError, Routes};
 use crate::server::{Gateway, Listeners};
 use crate::store::SessionStore;
+use crate::telemetry::access_log::AccessLog;
 use crate::tls::LiveTls;
+use crate::upstream::outbound::OutboundClient;
 
 /// Loads the configuration and every plugin it names, without serving.
 /// Returns the routing table so callers can summarise it.
@@ -173,7 +176,7 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
         log_closer = Some(closer);
     }
     let gateway = Arc::new(gateway);
-    let node_id = options.node_id.unwrap_or_else(crate::cluster::default_node_id);
+    let node_id = options.node_id.unwrap_or_else(crate::control::cluster::default_node_id);
     tracing::info!(node = %node_id, "node id");
     let control = Arc::new(Control::new(Arc::clone(&gateway), runtime, config_file, node_id));
     let admin_addr = match admin {
@@ -183,7 +186,7 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
                 .await
                 .with_context(|| format!("cannot listen on {} (admin_listen)", admin.listen))?;
             let admin_addr = admin_listener.local_addr()?;
-            let app = crate::admin::router(Arc::clone(&control), &admin.secret);
+            let app = crate::control::admin::router(Arc::clone(&control), &admin.secret);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(admin_listener, app).await {
                     tracing::error!(error = %e, "admin listener failed");
@@ -235,7 +238,7 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
 /// Re-reads the configuration and plugins; swaps them in only if all load.
 pub async fn reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file: &Path) -> Result<(), BuildError> {
     let result = try_reload(gateway, runtime, config_file).await;
-    crate::metrics::reloaded(result.is_ok());
+    crate::telemetry::metrics::reloaded(result.is_ok());
     result
 }
 

@@ -97,7 +97,7 @@ pub struct TimedBody<B> {
     deadline: Option<tokio::time::Instant>,
     /// Armed while waiting for the upstream; `None` after each piece.
     timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    request_id: crate::outbound::RequestId,
+    request_id: crate::telemetry::RequestId,
     /// The target's in-flight slot, held until the body is done.
     _in_flight: Option<crate::upstream::InFlight>,
 }
@@ -107,7 +107,7 @@ impl<B> TimedBody<B> {
         inner: B,
         read: Duration,
         deadline: Option<tokio::time::Instant>,
-        request_id: crate::outbound::RequestId,
+        request_id: crate::telemetry::RequestId,
         in_flight: Option<crate::upstream::InFlight>,
     ) -> Self {
         TimedBody {

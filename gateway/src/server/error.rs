@@ -6,8 +6,8 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 
-use crate::auth::Denied;
 use crate::plugin::PluginError;
+use crate::server::auth::Denied;
 use crate::upstream::UpstreamError;
 
 /// Who is to blame for a failed request, and therefore what the client sees.
@@ -18,7 +18,7 @@ pub enum RequestError {
     #[error("no endpoint of this API matches this path and method")]
     NoEndpoint,
     #[error("invalid path: {0}")]
-    BadPath(#[from] crate::canonical::PathError),
+    BadPath(#[from] crate::server::canonical::PathError),
     #[error("this API is served over TLS only")]
     TlsRequired,
     #[error("this API needs a client certificate")]

@@ -19,10 +19,11 @@ use super::{BodyState, Exchange, Peer};
 use crate::config::Limits;
 use crate::config::{AllowRule, BaseUrl, Destination, RoutingPolicy};
 use crate::framing;
-use crate::outbound::{OutboundPolicy, RequestId, TraceContext};
 use crate::plugin::{self, Api, CallContext, Outcome, RequestChanges, Session};
+use crate::telemetry::{RequestId, TraceContext};
+use crate::upstream::outbound::OutboundPolicy;
 
-#[path = "../../tests/e2e/support/wire.rs"]
+#[path = "../../../tests/e2e/support/wire.rs"]
 mod wire;
 
 const FORGED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged";

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::auth::RateLimiter;
-use crate::canonical::{self, PathError, PathOptions};
 use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef, UpstreamTimeouts};
 use crate::config::{OverrideHeaders, RoutingPolicy, Transport, Unmatched};
-use crate::metrics::ApiMetrics;
-use crate::outbound::{OutboundPolicy, RequestId, TraceContext};
 use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
+use crate::server::auth::RateLimiter;
+use crate::server::canonical::{self, PathError, PathOptions};
+use crate::telemetry::metrics::ApiMetrics;
+use crate::telemetry::{RequestId, TraceContext};
 use crate::upstream::ApiUpstreams;
+use crate::upstream::outbound::OutboundPolicy;
 
 /// Why a configuration could not be turned into a routing table.
 #[derive(Debug, thiserror::Error)]
@@ -162,9 +163,9 @@ impl Routes {
                 .as_ref()
                 .map(|t| &t.certificates[..])
                 .unwrap_or_default();
-            crate::metrics::set_certificates(&format!("api:{}", api.id), certificates);
+            crate::telemetry::metrics::set_certificates(&format!("api:{}", api.id), certificates);
         }
-        crate::metrics::retain_certificate_sources(|source| {
+        crate::telemetry::metrics::retain_certificate_sources(|source| {
             source == "listener"
                 || source
                     .strip_prefix("api:")

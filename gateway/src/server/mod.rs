@@ -12,6 +12,14 @@
 //! `ArcSwap`: a reload swaps in a complete new table, and requests in flight
 //! finish on the one (and the plugin versions) they started with.
 
+pub mod auth;
+pub mod canonical;
+pub mod client_io;
+pub mod error;
+pub mod proxy;
+pub mod routes;
+pub mod tunnel;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -34,29 +42,27 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
-use crate::access_log::{AccessLog, Counted, Entry, Logged, Usage};
-use crate::auth::{self, Caller, Denied, LimitHeaders};
-use crate::canonical::PathError;
-use crate::client_io::ClientIo;
 use crate::config::{ClientTimeouts, Destination, Limits, OnError, OverrideHeaders, Transport, Unmatched};
-use crate::error::RequestError;
 use crate::framing;
-use crate::metrics::ApiMetrics;
-use crate::outbound::RequestId;
 use crate::plugin::{
     self, AuthOutcome, Authenticated, CallContext, HeaderText, Outcome, Plugin, PluginError, RequestChanges,
     RequestRecord, ResponseRecord, Session,
 };
 use crate::plugin::{CallStats, lock};
-use crate::proxy;
-use crate::routes::{ApiRoute, Auth, Routes};
 use crate::store::SessionStore;
 use crate::telemetry;
+use crate::telemetry::RequestId;
+use crate::telemetry::access_log::{AccessLog, Counted, Entry, Logged, Usage};
+use crate::telemetry::metrics::ApiMetrics;
 use crate::tls::{self, LiveTls};
-use crate::tunnel;
 use crate::upstream::{Affinity, OutBody, Outgoing, UpstreamError};
+use auth::{Caller, Denied, LimitHeaders};
+use canonical::PathError;
+use client_io::ClientIo;
+use error::RequestError;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
+use routes::{ApiRoute, Auth, Routes};
 
 type Request = http::Request<Body>;
 
@@ -1209,5 +1215,4 @@ fn log_dropped(plugin: &Plugin, dropped: &[HeaderName]) {
 }
 
 #[cfg(test)]
-#[path = "server_props.rs"]
 mod props;

@@ -28,10 +28,10 @@ use axum::routing::{get, post};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::auth;
-use crate::cluster::{BroadcastError, Control, Trigger};
-use crate::routes::{ApiRoute, Auth};
+use crate::control::cluster::{BroadcastError, Control, Trigger};
 use crate::server::Gateway;
+use crate::server::auth;
+use crate::server::routes::{ApiRoute, Auth};
 use crate::store::{self, SessionData, StoreError};
 
 const SECRET_HEADER: &str = "x-admin-secret";
@@ -79,14 +79,14 @@ async fn health(State(admin): State<Admin>) -> Response {
 
 async fn metrics(State(admin): State<Admin>) -> Response {
     let routes = admin.gateway.routes();
-    crate::metrics::set_target_states(
+    crate::telemetry::metrics::set_target_states(
         routes
             .apis()
             .iter()
             .flat_map(|api| api.upstreams.groups())
             .flat_map(|group| group.states()),
     );
-    let text = crate::metrics::encode(admin.control.runtime().instances_in_use());
+    let text = crate::telemetry::metrics::encode(admin.control.runtime().instances_in_use());
     (
         [(
             http::header::CONTENT_TYPE,

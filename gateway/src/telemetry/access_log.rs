@@ -90,7 +90,7 @@ impl AccessLog {
 
     fn send(&self, line: Vec<u8>) {
         if let Err(TrySendError::Full(_)) = self.queue.try_send(line) {
-            crate::metrics::access_log_dropped();
+            crate::telemetry::metrics::access_log_dropped();
         }
     }
 }

@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Instructions per S1 request (plain proxy), counted by callgrind: repeatable
-# whatever else the machine does. Runs BINARY (a `portcullis` build) under
-# valgrind twice, serving N1 and N2 keep-alive requests from one curl, and
-# prints (total(N2) - total(N1)) / (N2 - N1), so start-up and shutdown cancel
-# out. TARGET is the request path (default /s1/items/42; try a spelling such
-# as /s1/x/../items/%34%32 to count the canonicalisation's slow path).
+# Instructions per request, counted by callgrind: repeatable whatever else
+# the machine does. Runs BINARY (a `portcullis` build) under valgrind twice,
+# serving N1 and N2 keep-alive requests from one curl, and prints
+# (total(N2) - total(N1)) / (N2 - N1), so start-up and shutdown cancel out.
 #
-#   bench/callgrind-s1.sh target/release/portcullis [N1 N2]
+# SCENARIO is s1 (plain proxy, the default) or s3 (a virtual endpoint
+# answered by a fresh instance of the bench plugin: PLUGIN=path/to/bench.wasm,
+# default the example-plugins build). TARGET is the request path (default
+# /s1/items/42 or /s3; try a spelling such as /s1/x/../items/%34%32 to count
+# the canonicalisation's slow path).
+#
+#   bench/callgrind.sh target/release/portcullis [s1|s3] [N1 N2]
 set -euo pipefail
 binary=$(realpath "$1")
-n1=${2:-200}
-n2=${3:-1200}
-target=${TARGET:-/s1/items/42}
+scenario=${2:-s1}
+n1=${3:-200}
+n2=${4:-1200}
+here=$(dirname "$(realpath "$0")")
+plugin=$(realpath "${PLUGIN:-$here/../example-plugins/target/wasm32-wasip2/release/bench.wasm}")
+case $scenario in
+  s1) target=${TARGET:-/s1/items/42} ;;
+  s3) target=${TARGET:-/s3} ;;
+  *) echo "unknown scenario $scenario (s1 or s3)" >&2; exit 2 ;;
+esac
 work=$(mktemp -d)
 # KEEP=DIR keeps the callgrind outputs there, for callgrind_annotate.
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$work"/cg.* "$KEEP"/; rm -rf "$work"' EXIT
@@ -39,10 +50,11 @@ apis: [apis/]
 plugin_cache: false
 session_store: $work/sessions.redb
 # Under valgrind the pooling allocator cannot reserve its usual address
-# space; S1 runs no plugin anyway.
+# space; one request at a time needs few slots.
 plugin_limits: { pool_size: 2 }
 EOF
 printf 'id: s1\nlisten_path: /s1/\nstrip_listen_path: true\nupstream: http://127.0.0.1:%s\n' "$port" > "$work/apis/s1.yaml"
+printf 'id: s3\nlisten_path: /s3\nupstream: http://127.0.0.1:%s\nendpoints:\n  - path: /\n    plugin: { path: %s, function: virtual }\n' "$port" "$plugin" > "$work/apis/s3.yaml"
 
 count() {
   local n=$1 out="$work/cg.$1"
