@@ -26,6 +26,8 @@ pub mod plugin;
 pub mod plugin_tools;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 pub mod upstream;

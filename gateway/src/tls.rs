@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::HeaderValue;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -48,7 +47,18 @@ pub struct TlsError {
     pub reason: String,
 }
 
-pub use crate::telemetry::metrics::CertInfo;
+/// What the metrics and logs say about one loaded certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// What it is for: `listener`, `client_ca`, `upstream_ca`, `upstream_client`.
+    pub role: &'static str,
+    pub file: PathBuf,
+    pub subject: String,
+    /// DNS names it is valid for (subject alternative names, or the CN).
+    pub names: Vec<String>,
+    /// Expiry, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
 
 /// Reads the files of one TLS configuration, hashing everything it read
 /// so a later poll can tell whether any of them changed.
@@ -227,7 +237,7 @@ pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     pub certificates: Vec<CertInfo>,
     pub settings: ListenerSettings,
-    fingerprint: [u8; 32],
+    pub(crate) fingerprint: [u8; 32],
 }
 
 impl ServerTls {
@@ -289,7 +299,7 @@ impl ServerTls {
 
     /// A digest of what the files hold now, readable or not, comparable
     /// with the digest of what was loaded (the files in the same order).
-    fn on_disk(settings: &ListenerSettings) -> [u8; 32] {
+    pub(crate) fn on_disk(settings: &ListenerSettings) -> [u8; 32] {
         let mut files = Files::new();
         let paths = settings
             .certificates
@@ -324,67 +334,6 @@ impl ResolvesServerCert for SniResolver {
             }
         }
         self.certs.first().map(|(_, key)| Arc::clone(key))
-    }
-}
-
-/// The listener's TLS configuration as it changes over time.
-#[derive(Debug)]
-pub struct LiveTls {
-    current: ArcSwap<ServerTls>,
-}
-
-impl LiveTls {
-    pub fn new(loaded: Arc<ServerTls>) -> Arc<Self> {
-        crate::telemetry::metrics::set_certificates("listener", &loaded.certificates);
-        Arc::new(LiveTls {
-            current: ArcSwap::new(loaded),
-        })
-    }
-
-    /// The configuration a new connection is served with.
-    pub fn server_config(&self) -> Arc<ServerConfig> {
-        Arc::clone(&self.current.load().config)
-    }
-
-    /// Serves new connections with `loaded`; open ones keep what they have.
-    pub fn replace(&self, loaded: Arc<ServerTls>) {
-        crate::telemetry::metrics::set_certificates("listener", &loaded.certificates);
-        let names: Vec<&str> = loaded.certificates.iter().map(|c| c.subject.as_str()).collect();
-        tracing::info!(certificates = ?names, "TLS certificates loaded");
-        self.current.store(loaded);
-    }
-
-    /// Polls the certificate, key and CA files every `watch_interval` and
-    /// reloads them when they change. A change that does not load (a key
-    /// written before its certificate, say) is logged once and the running
-    /// certificates keep serving; the next change is tried again.
-    pub async fn watch(self: Arc<Self>) {
-        let mut failed: Option<[u8; 32]> = None;
-        loop {
-            let interval = self.current.load().settings.watch_interval;
-            if interval.is_zero() {
-                // Off, perhaps until a reload turns it on.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            tokio::time::sleep(interval).await;
-            let current = self.current.load_full();
-            let on_disk = ServerTls::on_disk(&current.settings);
-            if on_disk == current.fingerprint || failed == Some(on_disk) {
-                continue;
-            }
-            match ServerTls::load(&current.settings) {
-                Ok(loaded) => {
-                    failed = None;
-                    tracing::info!("TLS files changed on disk: reloading them");
-                    self.replace(Arc::new(loaded));
-                }
-                Err(e) => {
-                    tracing::error!(field = %e.field, error = %e, "TLS files changed on disk but cannot be loaded; the previous certificates keep serving");
-                    failed = Some(on_disk);
-                }
-            }
-        }
     }
 }
 

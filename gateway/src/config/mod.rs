@@ -8,7 +8,10 @@ mod locate;
 pub mod net;
 pub use locate::nearest as locate_field;
 mod schema;
+mod settings;
 pub mod upstream;
+
+pub use settings::*;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,8 +23,6 @@ use schema::{
     PluginFile, TlsFile, UpstreamTlsFile,
 };
 pub use schema::{LimitByFile as LimitBy, OnError, OverrideHeaders, Transport, Unmatched};
-
-pub use crate::store::StoreConfig;
 
 pub use net::{AllowRule, BaseUrl, Destination, RoutingPolicy};
 pub use upstream::UpstreamConfig;
@@ -68,7 +69,7 @@ impl ConfigError {
 pub struct Config {
     pub file: PathBuf,
     /// Where the access log goes; `None`: no access log.
-    pub access_log: Option<crate::telemetry::access_log::Target>,
+    pub access_log: Option<crate::config::LogTarget>,
     /// The plain-HTTP listener; `None` when `listen: false`.
     pub listen: Option<String>,
     /// The HTTPS listener, its certificates loaded and checked.
@@ -84,9 +85,9 @@ pub struct Config {
     /// Reload when a file in [`Config::sources`] changes.
     pub watch: bool,
     /// Where traces go; `None`: no traces.
-    pub tracing: Option<crate::telemetry::TracingConfig>,
+    pub tracing: Option<crate::config::TracingConfig>,
     /// How request paths are canonicalised before routing.
-    pub paths: crate::server::canonical::PathOptions,
+    pub paths: crate::config::PathOptions,
     /// Deadlines on the client side of a connection.
     pub client_timeouts: ClientTimeouts,
     pub apis: Vec<ApiConfig>,
@@ -144,7 +145,7 @@ pub fn digest_of(base: &Path, sources: Vec<PathBuf>) -> Result<String, (PathBuf,
         all.update([0]);
         all.update(content);
     }
-    Ok(crate::plugin::hex(&all.finalize()))
+    Ok(crate::text::hex(&all.finalize()))
 }
 
 /// Most bytes of the strings in one list a plugin returns (headers,
@@ -280,7 +281,7 @@ pub struct ApiConfig {
     /// Whether a verified client certificate is forwarded as XFCC.
     pub forward_client_cert: bool,
     /// How request paths under this API are canonicalised.
-    pub paths: crate::server::canonical::PathOptions,
+    pub paths: crate::config::PathOptions,
     pub unmatched: schema::Unmatched,
     pub override_headers: schema::OverrideHeaders,
     /// Protocols an `Upgrade` may switch to, lower case.
@@ -540,7 +541,7 @@ fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
                 "empty: name a file (relative to this file) or `stdout`",
             ));
         }
-        Some(log) => Some(crate::telemetry::access_log::target(base, &log.path)),
+        Some(log) => Some(crate::config::log_target(base, &log.path)),
         None => None,
     };
     let tracing = gateway.tracing.map(|t| tracing_config(&file, t)).transpose()?;
@@ -556,7 +557,7 @@ fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
         plugin_cache,
         watch: gateway.watch,
         tracing,
-        paths: gateway.paths.over(crate::server::canonical::PathOptions::default()),
+        paths: gateway.paths.over(crate::config::PathOptions::default()),
         client_timeouts: ClientTimeouts {
             head: Duration::from_millis(gateway.client_head_timeout_ms.max(1)),
             send: Duration::from_millis(gateway.client_send_timeout_ms.max(1)),
@@ -659,7 +660,7 @@ fn default_data_dir() -> PathBuf {
 
 /// The `tracing:` block: an http:// collector (`/v1/traces` added to a bare
 /// host), a sampling ratio in [0, 1], and headers that may be `env:NAME`.
-fn tracing_config(file: &Path, t: schema::TracingFile) -> Result<crate::telemetry::TracingConfig, ConfigError> {
+fn tracing_config(file: &Path, t: schema::TracingFile) -> Result<crate::config::TracingConfig, ConfigError> {
     let bad = |sub: &str, why: String| ConfigError::new(file, Some(format!("tracing.{sub}")), why);
     let url: http::Uri = t
         .endpoint
@@ -691,7 +692,7 @@ fn tracing_config(file: &Path, t: schema::TracingFile) -> Result<crate::telemetr
         let value = env_or_literal(file, &format!("tracing.headers.{name}"), &value)?;
         headers.insert(name, value);
     }
-    Ok(crate::telemetry::TracingConfig {
+    Ok(crate::config::TracingConfig {
         endpoint,
         service_name: t.service_name,
         sampling_ratio: t.sampling_ratio,
@@ -1084,7 +1085,7 @@ fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<Api
         forward_client_cert: api.forward_client_cert,
         paths: api
             .paths
-            .over(gateway.paths.over(crate::server::canonical::PathOptions::default())),
+            .over(gateway.paths.over(crate::config::PathOptions::default())),
         unmatched: api.unmatched,
         override_headers: api.override_headers,
         upgrades: api.upgrades.into_iter().map(|p| p.0).collect(),

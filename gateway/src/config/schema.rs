@@ -99,17 +99,17 @@ pub struct PathsFile {
     #[serde(default)]
     pub merge_slashes: Option<bool>,
     #[serde(default)]
-    pub escaped_slashes: Option<crate::server::canonical::EscapedSlashes>,
+    pub escaped_slashes: Option<crate::config::EscapedSlashes>,
     #[serde(default)]
-    pub trailing_slash: Option<crate::server::canonical::TrailingSlash>,
+    pub trailing_slash: Option<crate::config::TrailingSlash>,
     #[serde(default)]
-    pub params: Option<crate::server::canonical::PathParams>,
+    pub params: Option<crate::config::PathParams>,
 }
 
 impl PathsFile {
     /// `base` with the fields this one sets.
-    pub fn over(&self, base: crate::server::canonical::PathOptions) -> crate::server::canonical::PathOptions {
-        crate::server::canonical::PathOptions {
+    pub fn over(&self, base: crate::config::PathOptions) -> crate::config::PathOptions {
+        crate::config::PathOptions {
             merge_slashes: self.merge_slashes.unwrap_or(base.merge_slashes),
             escaped_slashes: self.escaped_slashes.unwrap_or(base.escaped_slashes),
             trailing_slash: self.trailing_slash.unwrap_or(base.trailing_slash),

@@ -20,10 +20,11 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
-use crate::plugin::{PluginRuntime, lock};
+use crate::plugin::PluginRuntime;
 use crate::server::Gateway;
 use crate::server::routes::{BuildError, Routes};
 use crate::store::{RELOAD_CHANNEL, RedisStore, StoreError};
+use crate::sync::lock;
 
 /// How often a node writes its report, and checks the reload generation.
 const HEARTBEAT: Duration = Duration::from_secs(5);

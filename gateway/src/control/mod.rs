@@ -12,11 +12,11 @@ use tokio::net::TcpListener;
 use crate::config::{self, AuthConfig, Config, StoreConfig};
 use crate::control::cluster::{Control, Trigger};
 use crate::plugin::PluginRuntime;
+use crate::server::live_tls::LiveTls;
 use crate::server::routes::{BuildError, Routes};
 use crate::server::{Gateway, Listeners};
 use crate::store::SessionStore;
 use crate::telemetry::access_log::AccessLog;
-use crate::tls::LiveTls;
 use crate::upstream::outbound::OutboundClient;
 
 /// Loads the configuration and every plugin it names, without serving.

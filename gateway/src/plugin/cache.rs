@@ -19,7 +19,7 @@ fn entry_path(dir: &Path, engine: &Engine, hash: &[u8; 32]) -> PathBuf {
     let mut hasher = std::hash::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
-    dir.join(format!("{}-{:016x}.cwasm", super::hex(hash), hasher.finish()))
+    dir.join(format!("{}-{:016x}.cwasm", crate::text::hex(hash), hasher.finish()))
 }
 
 /// Loads the compiled form of `bytes` from `dir`, or compiles and stores it.

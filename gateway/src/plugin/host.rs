@@ -25,6 +25,7 @@ use super::bindings::v02::portcullis::plugin as v02;
 use super::bindings::{BatchOptions, HttpError, Level, OutboundRequest, OutboundResponse};
 use super::untrusted;
 use crate::config::Limits;
+use crate::sync::lock;
 use crate::telemetry::{RequestId, TraceContext};
 use crate::upstream::outbound::{self, BatchStop, OutboundClient, OutboundError, OutboundPolicy};
 
@@ -233,11 +234,6 @@ impl GuestClock {
             *lock(&resumed_at) = Some(Mark::now());
         }))
     }
-}
-
-/// Locks `mutex`, ignoring poisoning (the data is valid whatever panicked).
-pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What the epoch callback should do; see [`GuestClock::tick`].

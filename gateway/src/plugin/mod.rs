@@ -40,7 +40,6 @@ use wasmtime::{
 
 pub use bindings::{Api, AuthOutcome, Authenticated, HookKind, Outcome, RequestChanges, Response, Session};
 use bindings::{FunctionInfo, HttpError};
-pub use host::lock;
 use host::{CallInfo, State, Tick};
 use records::SessionRecord01;
 use records::{AuthOutcomeWire, AuthOutcomeWire01, Bounded, ListTooLarge, OutcomeWire, OutcomeWire01, ResponseWire};
@@ -50,13 +49,16 @@ use ticker::Ticker;
 
 use crate::config::RoutingPolicy;
 use crate::config::{Fallback, FanOut, Limits, OnError, PluginRef};
+use crate::sync::lock;
 use crate::telemetry;
+use crate::telemetry::CallStats;
 use crate::telemetry::metrics::PluginMetrics;
 use crate::telemetry::{RequestId, TraceContext};
+use crate::text::hex;
 use crate::upstream::outbound::{self, BatchStop, OutboundClient, OutboundPolicy};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-pub use untrusted::{check_outcome, check_response, check_session_size, is_unsafe_char};
+pub use untrusted::{check_outcome, check_response, check_session_size};
 
 /// How often the epoch advances; the granularity of CPU budgets.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -148,11 +150,6 @@ pub enum LoadErrorKind {
         function: String,
         violations: Vec<(Option<(usize, usize)>, Violation)>,
     },
-}
-
-/// Hex, as `sha256:` and `plugin inspect` write digests.
-pub fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn list(names: &[String]) -> String {
@@ -917,18 +914,6 @@ pub struct CallContext {
     /// The hook point the call is made for (`pre`, `auth`, `endpoint`...),
     /// for its trace span.
     pub hook: &'static str,
-}
-
-/// What the plugin calls of one request (or one `plugin call`) used.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CallStats {
-    pub calls: u32,
-    /// Time the calls took, outbound waits included.
-    pub time: Duration,
-    /// Time the guests ran (waits for outbound calls excluded).
-    pub cpu: Duration,
-    /// The most linear memory an instance had.
-    pub peak_memory_bytes: usize,
 }
 
 /// A loaded plugin reference: component + function + config + limits.

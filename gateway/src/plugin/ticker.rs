@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use wasmtime::Engine;
 
-use super::host::lock;
+use crate::sync::lock;
 
 /// How long the ticker goes on after the last guest ran before it parks.
 const IDLE_BEFORE_PARKING: Duration = Duration::from_secs(1);

@@ -11,6 +11,7 @@ use super::bindings::{AuthOutcome, FunctionInfo, Outcome, RequestChanges, Respon
 use crate::config::Limits;
 use crate::config::RoutingPolicy;
 use crate::framing;
+use crate::text::is_unsafe_char;
 
 /// Longest `key-id` (and `alias`) an auth plugin may return.
 pub const MAX_KEY_ID_BYTES: usize = 256;
@@ -235,19 +236,6 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
         end -= 1;
     }
     end
-}
-
-/// Whether `c` could break a log line or a terminal's reading of it:
-/// control characters (C0 and C1, U+0085 among them), Unicode's line and
-/// paragraph separators (U+2028, U+2029), and the bidirectional controls
-/// that reorder what is shown (U+061C, U+200E, U+200F, U+202A-U+202E,
-/// U+2066-U+2069).
-pub fn is_unsafe_char(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-        )
 }
 
 /// Plugin text made safe for one log field: control characters (newline,

@@ -10,9 +10,10 @@ use serde::Deserialize;
 
 use crate::config::{AllowRule, BaseUrl, FanOut, Limits, OnError, PluginRef, RoutingPolicy};
 use crate::plugin::{
-    Api, AuthOutcome, CallContext, CallStats, HookKind, Outcome, PluginRuntime, RequestChanges, RequestRecord,
-    Response, ResponseRecord, Session,
+    Api, AuthOutcome, CallContext, HookKind, Outcome, PluginRuntime, RequestChanges, RequestRecord, Response,
+    ResponseRecord, Session,
 };
+use crate::telemetry::CallStats;
 use crate::telemetry::{RequestId, TraceContext};
 use crate::upstream::outbound::{OutboundClient, OutboundPolicy};
 
@@ -482,10 +483,10 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
             }
         }
     }
-    let stats = *crate::plugin::lock(&stats);
+    let stats = *crate::sync::lock(&stats);
     report.cpu_us = u64::try_from(stats.cpu.as_micros()).unwrap_or(u64::MAX);
     report.peak_memory_bytes = stats.peak_memory_bytes;
-    report.logs = std::mem::take(&mut *crate::plugin::lock(&logs));
+    report.logs = std::mem::take(&mut *crate::sync::lock(&logs));
     Ok(report)
 }
 

@@ -130,6 +130,6 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLogs {
             level: event.metadata().level().to_string(),
             message: message.0,
         };
-        crate::plugin::lock(&self.0).push(line);
+        crate::sync::lock(&self.0).push(line);
     }
 }

@@ -20,84 +20,12 @@
 //! - a trailing slash is kept, stripped or refused ([`TrailingSlash`]).
 //!
 //! A path that needs none of this (the common case) is returned borrowed,
-//! after one scan of its bytes. This module is a leaf: it imports nothing
-//! from the gateway.
+//! after one scan of its bytes. It imports nothing from the gateway but the
+//! options themselves (`config::PathOptions`).
 
 use std::borrow::Cow;
 
-/// How paths are canonicalised: `paths:` of the gateway file, overridable
-/// per API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PathOptions {
-    /// `//` is `/`.
-    pub merge_slashes: bool,
-    pub escaped_slashes: EscapedSlashes,
-    pub trailing_slash: TrailingSlash,
-    pub params: PathParams,
-}
-
-impl Default for PathOptions {
-    fn default() -> Self {
-        PathOptions {
-            merge_slashes: true,
-            escaped_slashes: EscapedSlashes::Reject,
-            trailing_slash: TrailingSlash::Keep,
-            params: PathParams::Reject,
-        }
-    }
-}
-
-impl PathOptions {
-    /// These options with everything an option may refuse let through
-    /// (kept as written): to find the API whose own options decide.
-    pub fn lenient(&self) -> PathOptions {
-        PathOptions {
-            escaped_slashes: EscapedSlashes::Keep,
-            trailing_slash: TrailingSlash::Keep,
-            params: PathParams::Keep,
-            ..*self
-        }
-    }
-}
-
-/// What `%2F` (an encoded `/`) in a path means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EscapedSlashes {
-    /// Refused with 400: backends disagree on whether it separates segments.
-    Reject,
-    /// Decoded to `/` before dot segments are removed: a separator.
-    Decode,
-    /// Kept as `%2F`, part of its segment (an id holding a slash), and sent
-    /// on so.
-    Keep,
-}
-
-/// What a `/` at the end of a path (other than `/` itself) means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrailingSlash {
-    /// Endpoints match as if it were absent (`/orders/42/` is governed by
-    /// `/orders/{id}`); plugins and the upstream see it.
-    Keep,
-    /// Removed: plugins and the upstream see `/orders/42`.
-    Strip,
-    /// Refused with 400.
-    Reject,
-}
-
-/// What a `;` in a path segment (`/login;jsessionid=x`) means: some
-/// servers (Tomcat, Jetty) drop what follows it before routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PathParams {
-    /// Refused with 400.
-    Reject,
-    /// Removed from each segment before routing, as those servers do.
-    Strip,
-    /// Kept as part of the segment (for backends that give `;` no meaning).
-    Keep,
-}
+pub use crate::config::{EscapedSlashes, PathOptions, PathParams, TrailingSlash};
 
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod canonical;
 pub mod client_io;
 pub mod error;
+pub mod live_tls;
 pub mod proxy;
 pub mod routes;
 pub mod tunnel;
@@ -48,18 +49,20 @@ use crate::plugin::{
     self, AuthOutcome, Authenticated, CallContext, HeaderText, Outcome, Plugin, PluginError, RequestChanges,
     RequestRecord, ResponseRecord, Session,
 };
-use crate::plugin::{CallStats, lock};
 use crate::store::SessionStore;
+use crate::sync::lock;
 use crate::telemetry;
+use crate::telemetry::CallStats;
 use crate::telemetry::RequestId;
 use crate::telemetry::access_log::{AccessLog, Counted, Entry, Logged, Usage};
 use crate::telemetry::metrics::ApiMetrics;
-use crate::tls::{self, LiveTls};
+use crate::tls;
 use crate::upstream::{Affinity, OutBody, Outgoing, UpstreamError};
 use auth::{Caller, Denied, LimitHeaders};
 use canonical::PathError;
 use client_io::ClientIo;
 use error::RequestError;
+use live_tls::LiveTls;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use routes::{ApiRoute, Auth, Routes};

@@ -12,8 +12,8 @@ mod redis_store;
 
 pub use redis_store::{RELOAD_CHANNEL, RedisStore};
 
+use crate::config::StoreConfig;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::OnceCell;
@@ -119,15 +119,6 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Which store, from `session_store` in gateway.yaml.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreConfig {
-    /// The embedded database file.
-    Embedded(PathBuf),
-    /// A Redis URL (`redis://host:port/db`).
-    Redis(String),
-}
-
 /// The session store of one gateway process. It is opened on first use, so
 /// a gateway whose APIs are all keyless never touches it (and two such
 /// gateways on one machine do not compete for the embedded file).
@@ -150,7 +141,7 @@ pub fn key_hash(key: &str) -> String {
 
 /// The SHA-256 of `bytes`, in hex.
 pub fn key_hash_bytes(bytes: &[u8]) -> String {
-    crate::plugin::hex(&Sha256::digest(bytes))
+    crate::text::hex(&Sha256::digest(bytes))
 }
 
 /// A new random API key and its public id.

@@ -10,7 +10,6 @@
 //! as it comes. Closing writes out the rest.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -21,7 +20,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::plugin::{CallStats, lock};
+use crate::config::LogTarget;
+use crate::sync::lock;
+use crate::telemetry::CallStats;
 
 /// Lines waiting for the writer at most.
 const QUEUE: usize = 16 * 1024;
@@ -29,22 +30,6 @@ const QUEUE: usize = 16 * 1024;
 /// How long the writer rests after writing, while lines gather (at most a
 /// line's wait under load).
 const BATCH: Duration = Duration::from_millis(10);
-
-/// Where the lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Stdout,
-    File(PathBuf),
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Stdout => f.write_str("stdout"),
-            Target::File(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
 
 /// The log's sending side; cheap to clone (every request's entry holds one).
 #[derive(Debug, Clone)]
@@ -72,10 +57,10 @@ impl Closer {
 
 impl AccessLog {
     /// Opens (appends to) the file, or stdout, and starts the writer thread.
-    pub fn open(target: &Target) -> std::io::Result<(Self, Closer)> {
+    pub fn open(target: &LogTarget) -> std::io::Result<(Self, Closer)> {
         let out: Box<dyn Write + Send> = match target {
-            Target::Stdout => Box::new(std::io::stdout()),
-            Target::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+            LogTarget::Stdout => Box::new(std::io::stdout()),
+            LogTarget::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         };
         let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE);
         let writer = std::thread::Builder::new()
@@ -234,7 +219,7 @@ fn escape_separators(json: Vec<u8>) -> Vec<u8> {
     };
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if crate::plugin::is_unsafe_char(c) {
+        if crate::text::is_unsafe_char(c) {
             out.push_str(&format!("\\u{:04x}", u32::from(c)));
         } else {
             out.push(c);
@@ -348,15 +333,5 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// The file an `access_log.path` names: `stdout`, or a path relative to
-/// the gateway file's directory.
-pub fn target(base: &Path, path: &str) -> Target {
-    if path == "stdout" {
-        Target::Stdout
-    } else {
-        Target::File(base.join(path))
     }
 }

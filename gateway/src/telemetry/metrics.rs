@@ -7,12 +7,13 @@
 //! for the status code and a few atomic or uncontended mutex operations.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::tls::CertInfo;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -100,19 +101,6 @@ type CertExpiry = (CertLabels, i64);
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
-}
-
-/// What the metrics and logs say about one loaded certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertInfo {
-    /// What it is for: `listener`, `client_ca`, `upstream_ca`, `upstream_client`.
-    pub role: &'static str,
-    pub file: PathBuf,
-    pub subject: String,
-    /// DNS names it is valid for (subject alternative names, or the CN).
-    pub names: Vec<String>,
-    /// Expiry, in seconds since the Unix epoch.
-    pub not_after: i64,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -279,7 +267,7 @@ impl ByCode {
     const MAX: usize = 32;
 
     fn inc(&self, code: u16, resolve: impl FnOnce() -> Counter) {
-        let mut codes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut codes = crate::sync::lock(&self.0);
         if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
             counter.inc();
             return;
@@ -491,14 +479,14 @@ pub fn set_certificates(source: &str, certificates: &[CertInfo]) {
             (labels, c.not_after)
         })
         .collect();
-    let mut all = metrics().certificates.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all = crate::sync::lock(&metrics().certificates);
     all.insert(source, entries);
 }
 
 /// Forgets the certificates of sources that are no longer configured
 /// (APIs removed by a reload).
 pub fn retain_certificate_sources(keep: impl Fn(&str) -> bool) {
-    let mut all = metrics().certificates.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all = crate::sync::lock(&metrics().certificates);
     all.retain(|source, _| keep(source));
 }
 

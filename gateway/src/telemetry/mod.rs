@@ -9,3 +9,15 @@ pub mod traces;
 
 pub use ids::{RequestId, TraceContext};
 pub use traces::*;
+
+/// What the plugin calls of one request (or one `plugin call`) used.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallStats {
+    pub calls: u32,
+    /// Time the calls took, outbound waits included.
+    pub time: std::time::Duration,
+    /// Time the guests ran (waits for outbound calls excluded).
+    pub cpu: std::time::Duration,
+    /// The most linear memory an instance had.
+    pub peak_memory_bytes: usize,
+}

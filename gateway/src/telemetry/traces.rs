@@ -7,7 +7,7 @@
 //! The tracer is process-wide and set once at start-up; without `tracing:`
 //! nothing here runs on the request path beyond one check of that.
 
-use std::collections::BTreeMap;
+use crate::config::TracingConfig;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -18,19 +18,6 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
-
-/// `tracing:` of gateway.yaml, resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TracingConfig {
-    /// The OTLP/HTTP traces URL (`.../v1/traces`).
-    pub endpoint: String,
-    pub service_name: String,
-    /// The share of new traces recorded, 0 to 1; a client's sampled flag
-    /// decides for the traces it continues.
-    pub sampling_ratio: f64,
-    /// Sent with every export (an API key of a hosted backend, say).
-    pub headers: BTreeMap<String, String>,
-}
 
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 

@@ -227,7 +227,7 @@ impl Health {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Detail> {
-        self.detail.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.detail)
     }
 }
 

@@ -561,10 +561,7 @@ impl Group {
                     .since
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                let addresses: Vec<String> = target
-                    .addresses
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                let addresses: Vec<String> = crate::sync::lock(&target.addresses)
                     .iter()
                     .map(ToString::to_string)
                     .collect();
@@ -690,10 +687,7 @@ async fn dns_loop(group: Weak<Group>) {
             let mut found: Vec<SocketAddr> = found.collect();
             found.sort();
             found.dedup();
-            let mut known = target
-                .addresses
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut known = crate::sync::lock(&target.addresses);
             if *known != found {
                 if !known.is_empty() {
                     tracing::info!(
@@ -766,7 +760,7 @@ impl RetryBudget {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (u64, std::time::Instant)> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     fn deposit(&self) {
