@@ -153,7 +153,7 @@ impl Control {
     pub async fn reload(&self, trigger: Trigger) -> Result<(), BuildError> {
         let _one_at_a_time = self.reloading.lock().await;
         tracing::info!(file = %self.config_file.display(), %trigger, "reloading configuration");
-        let result = crate::control::reload(&self.gateway, &self.runtime, &self.config_file).await;
+        let result = super::load::reload(&self.gateway, &self.runtime, &self.config_file).await;
         if let Err(e) = &result {
             tracing::error!(error = %e, %trigger, "reload failed; the previous configuration keeps serving");
         }

@@ -2,96 +2,24 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod load;
 
-use std::path::{Path, PathBuf};
+use load::{load_config, runtime_for};
+pub use load::{reload, summary, validate};
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::config::{self, AuthConfig, Config, StoreConfig};
+use crate::config::{AuthConfig, StoreConfig};
 use crate::control::cluster::{Control, Trigger};
-use crate::plugin::PluginRuntime;
 use crate::server::live_tls::LiveTls;
-use crate::server::routes::{BuildError, Routes};
+use crate::server::routes::Routes;
 use crate::server::{Gateway, Listeners};
 use crate::store::SessionStore;
 use crate::telemetry::access_log::AccessLog;
-use crate::upstream::outbound::OutboundClient;
-
-/// Loads the configuration and every plugin it names, without serving.
-/// Returns the routing table so callers can summarise it.
-pub async fn validate(config_file: &Path) -> Result<Routes, BuildError> {
-    let config = load_config(config_file).await?;
-    let runtime = runtime_for(&config).map_err(|e| config::ConfigError::new(config_file, None, format!("{e:#}")))?;
-    Routes::build(config, &runtime, None).await
-}
-
-/// [`config::load`] on a blocking thread: parsing a large file takes a
-/// while, and a reload must not hold up the requests on its worker.
-async fn load_config(config_file: &Path) -> Result<Config, config::ConfigError> {
-    let file = config_file.to_owned();
-    tokio::task::spawn_blocking(move || config::load(&file))
-        .await
-        .unwrap_or_else(|e| {
-            Err(config::ConfigError::new(
-                config_file,
-                None,
-                format!("loading failed: {e}"),
-            ))
-        })
-}
-
-fn runtime_for(config: &Config) -> anyhow::Result<Arc<PluginRuntime>> {
-    Ok(Arc::new(PluginRuntime::new(
-        &config.limits,
-        config.plugin_cache.clone(),
-        OutboundClient::new(config.max_outbound_in_flight),
-    )?))
-}
-
-/// One line per API: id, listen path, upstream and its endpoints' plugins.
-pub fn summary(routes: &Routes) -> String {
-    let mut out = format!(
-        "{}: {} API(s), {} plugin reference(s)\n",
-        routes.config.file.display(),
-        routes.apis().len(),
-        routes.plugin_count()
-    );
-    for api in routes.apis() {
-        let limit = api
-            .rate_limit
-            .as_ref()
-            .map(|l| format!(", rate limit {}", l.describe()))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "  {} {} -> {}{limit}\n",
-            api.id,
-            api.listen_path,
-            api.upstreams.summary()
-        ));
-        for endpoint in api.endpoints() {
-            let methods = endpoint
-                .methods()
-                .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
-                .unwrap_or_else(|| "*".into());
-            let plugin = endpoint.plugin.as_ref().map_or_else(
-                || "(no plugin)".to_owned(),
-                |p| match p.fan_out_names() {
-                    Some(names) => format!("{} after fan-out to {}", p.label(), names.join(", ")),
-                    None => p.label().to_owned(),
-                },
-            );
-            let limit = endpoint
-                .rate_limit
-                .as_ref()
-                .map(|l| format!(", rate limit {}", l.describe()))
-                .unwrap_or_default();
-            out.push_str(&format!("    {methods} {} => {plugin}{limit}\n", endpoint.template));
-        }
-    }
-    out
-}
 
 /// What `serve`'s flags say beyond the configuration file.
 #[derive(Debug, Default, Clone)]
@@ -233,61 +161,6 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Re-reads the configuration and plugins; swaps them in only if all load.
-pub async fn reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file: &Path) -> Result<(), BuildError> {
-    let result = try_reload(gateway, runtime, config_file).await;
-    crate::telemetry::metrics::reloaded(result.is_ok());
-    result
-}
-
-async fn try_reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file: &Path) -> Result<(), BuildError> {
-    let config = load_config(config_file).await?;
-    let current = gateway.routes();
-    if config.limits.pool_size != current.config.limits.pool_size
-        || config.limits.memory_bytes != current.config.limits.memory_bytes
-    {
-        tracing::warn!("plugin_limits.pool_size and plugin_limits.memory_mb take effect at the next restart");
-    }
-    if config.listen != current.config.listen || config.admin != current.config.admin {
-        tracing::warn!("listen, admin_listen and admin_secret take effect at the next restart");
-    }
-    let tls = match (gateway.tls(), &config.tls) {
-        (Some(_), Some(loaded)) => {
-            if loaded.settings.listen != current_tls_listen(&current) {
-                tracing::warn!("tls.listen takes effect at the next restart");
-            }
-            Some(Arc::clone(loaded))
-        }
-        (None, None) => None,
-        (Some(_), None) | (None, Some(_)) => {
-            tracing::warn!("adding or removing the tls: listener takes effect at the next restart");
-            None
-        }
-    };
-    if config.tracing != current.config.tracing {
-        tracing::warn!("tracing takes effect at the next restart");
-    }
-    if config.session_store != current.config.session_store {
-        tracing::warn!("session_store takes effect at the next restart");
-    }
-    let routes = Routes::build(config, runtime, Some(&current)).await?;
-    tracing::info!(
-        apis = routes.apis().len(),
-        plugins = routes.plugin_count(),
-        "configuration reloaded"
-    );
-    // Certificates were read and checked with the rest; they change with it.
-    if let (Some(live), Some(loaded)) = (gateway.tls(), tls) {
-        live.replace(loaded);
-    }
-    gateway.swap(routes);
-    Ok(())
-}
-
-fn current_tls_listen(routes: &Routes) -> &str {
-    routes.config.tls.as_ref().map_or("", |t| t.settings.listen.as_str())
 }
 
 /// The stream of SIGHUPs, from now on.
