@@ -1,16 +1,28 @@
 //! Portcullis: an API gateway whose custom logic runs as sandboxed
 //! WebAssembly components.
 //!
-//! Operators describe APIs in YAML ([`config`]); requests are matched to an
-//! API and endpoint ([`routes`]), run through the endpoint's plugin
-//! ([`plugin`], the only module that uses wasmtime) and proxied to the
-//! upstream ([`proxy`], through the targets, pools and health state of
-//! [`upstream`]) by the public listener ([`server`]). [`app`] ties them
-//! together for the `serve` and `validate` commands.
+//! Operators describe APIs in YAML ([`config`]). The public listener
+//! ([`server`]) puts each request's path in canonical form, matches it to an
+//! API and endpoint, runs the hooks and the endpoint's plugin ([`plugin`],
+//! the only module that uses wasmtime) and proxies it to the upstream
+//! ([`upstream`]: targets, pools, health, and the outbound client plugins
+//! call through). [`telemetry`] observes every request (metrics, access
+//! log, traces); [`control`] starts the gateway, reloads it and serves the
+//! admin API. docs/architecture.md draws the map.
 //!
-//! Dependencies point one way: [`config`] is plain data at the bottom;
-//! [`upstream`], [`outbound`] and [`plugin`] build on it; [`error`] maps
-//! their failures to responses, and [`server`] sits on top.
+//! ## Layers
+//!
+//! A module imports only from its own layer and the layers below it, and no
+//! files import each other in a circle; `cargo xtask lint` checks both.
+//!
+//! 1. `sync`, `text`, `framing`: rules every layer shares (the lock, hex and log-safe text, HTTP framing).
+//! 2. `tls`: loading and verifying certificates and keys.
+//! 3. `config`: the configuration as plain, validated data.
+//! 4. `telemetry`, `store`: observing requests; keeping sessions.
+//! 5. `upstream`: the upstream targets and the one outbound client.
+//! 6. `plugin`: the wasmtime glue, the contract, and calling plugins.
+//! 7. `server`: the listener and the request path.
+//! 8. `control`, `plugin_tools`: start-up, reload, cluster and admin; the plugin CLI tools.
 
 /// mimalloc instead of the system allocator: fewer instructions per request
 /// on every path (docs/benchmarks.md, "The allocator"). Declared here, not in

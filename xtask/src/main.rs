@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use anyhow::{Context, bail};
 
 mod image_test;
+mod layers;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -167,6 +168,7 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
 }
 
 fn lint(root: &Path) -> anyhow::Result<()> {
+    layers::check(&root.join("gateway/src"))?;
     ensure_wasm_target()?;
     run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
     run(cargo()
@@ -188,7 +190,21 @@ fn lint(root: &Path) -> anyhow::Result<()> {
     run(cargo()
         .current_dir(&guests)
         .args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-    Ok(())
+    deny(root)
+}
+
+/// Licences, duplicate major versions and sources of every dependency
+/// (deny.toml), with cargo-deny, installed at its locked versions when
+/// missing. The advisory database is not checked: it is fetched from
+/// GitHub, which CI machines cannot reach.
+fn deny(root: &Path) -> anyhow::Result<()> {
+    let installed = Command::new("cargo").args(["deny", "--version"]).output();
+    if !installed.is_ok_and(|o| o.status.success()) {
+        run(cargo().args(["install", "--locked", "cargo-deny@0.20.2"]))?;
+    }
+    run(cargo()
+        .current_dir(root)
+        .args(["deny", "--all-features", "check", "licenses", "bans", "sources"]))
 }
 
 /// Runs the micro-benchmarks, then the peer benchmark with the gateway on
