@@ -1,0 +1,241 @@
+//! The chain a request goes through at its API, one function per phase:
+//! admission (transport, declared size, header hygiene, endpoint, the
+//! limits on every caller), then the request phase (`pre`, authentication,
+//! `post_auth`, the key's limits, the endpoint's plugin, `post`), then the
+//! upstream or a plugin's response, then the `response` hooks.
+
+use super::*;
+
+/// How the request phase ended.
+pub(super) enum Phase {
+    /// Go to the upstream.
+    Upstream,
+    /// A plugin answered.
+    Respond(Response),
+}
+
+#[expect(clippy::too_many_arguments, reason = "one call site, each argument distinct")]
+pub(super) async fn serve_api(
+    gateway: &Gateway,
+    api: &ApiRoute,
+    rest: &str,
+    client: Arc<Peer>,
+    request_id: &RequestId,
+    parts: Parts,
+    body: Body,
+    accounting: Option<Accounting>,
+    trace: Option<opentelemetry::Context>,
+) -> Result<Response, RequestError> {
+    let span = tracing::Span::current();
+    span.record("api", &*api.id);
+    match api.transport {
+        Transport::Any => {}
+        _ if !client.tls => return Err(RequestError::TlsRequired),
+        Transport::MutualTls if client.client_cert.is_none() => return Err(RequestError::ClientCertRequired),
+        Transport::Tls | Transport::MutualTls => {}
+    }
+    if let Some(limit) = api.max_request_body_bytes
+        && declared_length(&parts.headers).is_some_and(|length| length > limit as u64)
+    {
+        // Refused before any plugin runs or the upstream hears of it.
+        return Err(RequestError::BodyTooLarge(limit));
+    }
+    let mut parts = parts;
+    // Only the gateway vouches for a client certificate: whatever the
+    // client sent under this name goes.
+    let xfcc = HeaderName::from_static("x-forwarded-client-cert");
+    parts.headers.remove(&xfcc);
+    if api.forward_client_cert
+        && let Some(value) = &client.client_cert
+    {
+        parts.headers.insert(xfcc, value.clone());
+    }
+    if api.override_headers == OverrideHeaders::Remove {
+        // The gateway routed on the real method and path; a backend that
+        // obeys these would serve another.
+        proxy::strip_override_headers(&mut parts.headers);
+    }
+    let matched = api.match_endpoint(&parts.method, rest);
+    if let Some(m) = &matched {
+        span.record("endpoint", m.endpoint.template.as_str());
+    } else if api.unmatched == Unmatched::Reject {
+        return Err(RequestError::NoEndpoint);
+    }
+    // Limits on every caller come first: a refused request costs no plugin
+    // call. The endpoint's is counted before the API's, so a request the
+    // endpoint refuses does not use the API's allowance.
+    let mut limit_headers = LimitHeaders::default();
+    for limiter in [
+        matched.as_ref().and_then(|m| m.endpoint.rate_limit.as_ref()),
+        api.rate_limit.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut headers = limiter.check(&gateway.store, &client.ip, &parts.headers).await?;
+        // The most specific limit's headers win: the endpoint's over the API's.
+        headers.extend(limit_headers);
+        limit_headers = headers;
+    }
+    if let Some(trace) = &trace {
+        let mut attributes = vec![KeyValue::new("portcullis.api", api.id.to_string())];
+        if let Some(m) = &matched {
+            attributes.push(KeyValue::new("http.route", m.endpoint.template.clone()));
+        }
+        telemetry::record(trace, attributes);
+    }
+    let mut ctx = api.call_context(request_id.clone(), &parts.headers, trace);
+    let usage = accounting.map(|(usage, plugins)| {
+        ctx.stats = Some(plugins);
+        if let Some(m) = &matched {
+            lock(&usage).endpoint = Some(m.endpoint.template.clone());
+        }
+        usage
+    });
+    let mut ex = Exchange {
+        ctx,
+        usage,
+        destination: api.upstreams.default_destination(),
+        upstream_path: if api.strip_listen_path {
+            rest.to_owned()
+        } else {
+            parts.uri.path().to_owned()
+        },
+        params: matched.as_ref().map(|m| m.params.clone()).unwrap_or_default(),
+        parts,
+        body: BodyState::Streaming(body),
+        client,
+        session: Session::anonymous(),
+        caller: None,
+        metadata_dirty: false,
+        limit_headers,
+        response_headers: HeaderMap::new(),
+        upstream_span: None,
+        body_timeout: api.body_timeout,
+    };
+
+    let phase = request_phase(
+        gateway,
+        api,
+        rest,
+        matched.as_ref().and_then(|m| m.endpoint.plugin.as_ref()),
+        &mut ex,
+    )
+    .await;
+    save_metadata(gateway, &mut ex).await;
+    let mut response = match phase? {
+        Phase::Respond(response) => response,
+        Phase::Upstream => match ex.timed_upstream(api).await? {
+            Upstreamed::Response(response) => response,
+            // The connection now belongs to the tunnel: there is no
+            // response for hooks to change (a 101 is not theirs to make).
+            Upstreamed::Switched(mut response) => {
+                set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
+                ex.limit_headers.apply(response.headers_mut());
+                return Ok(response);
+            }
+        },
+    };
+    set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
+    for plugin in &api.hooks.response {
+        response = ex.response_hook(plugin, response).await?;
+    }
+    ex.limit_headers.apply(response.headers_mut());
+    Ok(response)
+}
+
+pub(super) async fn request_phase(
+    gateway: &Gateway,
+    api: &ApiRoute,
+    rest: &str,
+    endpoint: Option<&Plugin>,
+    ex: &mut Exchange,
+) -> Result<Phase, RequestError> {
+    for plugin in &api.hooks.pre {
+        if let Some(response) = ex.request_hook(plugin, "pre").await? {
+            return Ok(Phase::Respond(response));
+        }
+    }
+
+    let store = &gateway.store;
+    // What an auth plugin changes in the request, applied once the caller's
+    // session is in place (its metadata changes land there).
+    let mut auth_changes = None;
+    let caller = match &api.auth {
+        Auth::Keyless => None,
+        Auth::ApiKey { header, query } => {
+            let key = auth::extract_key(&ex.parts.headers, header, query.as_deref(), ex.parts.uri.query())
+                .ok_or(Denied::MissingKey)?;
+            Some(auth::api_key(store, &key, &api.id, ex.parts.method.as_str(), rest).await?)
+        }
+        Auth::Plugin(plugin) => {
+            ex.buffer_body_for(plugin).await?;
+            ex.ctx.hook = "auth";
+            let headers = HeaderText::new(&ex.parts.headers);
+            let request = ex.plugin_request(plugin.wants_body(), &headers);
+            match plugin.on_auth(&ex.ctx, &request).await {
+                Ok(AuthOutcome::Authenticated(Authenticated { session, changes })) => {
+                    match plugin_caller(store, plugin, session).await? {
+                        Ok(caller) => {
+                            auth_changes = Some((plugin, changes));
+                            Some(caller)
+                        }
+                        Err(error) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?)),
+                    }
+                }
+                Ok(AuthOutcome::Respond(response)) => return Ok(Phase::Respond(plugin_response(plugin, response)?)),
+                Err(error) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?)),
+            }
+        }
+    };
+    if let Some(caller) = caller {
+        let span = tracing::Span::current();
+        span.record("key_id", caller.data.key_id.as_str());
+        if let Some(alias) = &caller.data.alias {
+            span.record("alias", alias.as_str());
+        }
+        // The quota is counted below, after post_auth; those hooks see what
+        // is left before this request (read only if there are any).
+        let remaining = if api.hooks.post_auth.is_empty() {
+            -1
+        } else {
+            auth::peek_quota(store, &caller.data, &caller.counter_id)
+                .await
+                .map_err(Denied::from)?
+        };
+        ex.session = auth::to_wit(&caller.data, remaining);
+        if let Some(usage) = &ex.usage {
+            lock(usage).key_id = Some(ex.session.key_id.clone());
+        }
+        ex.caller = Some(caller);
+    }
+    if let Some((plugin, changes)) = auth_changes
+        && let Err(error) = ex.continue_with(plugin, changes)
+    {
+        return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?));
+    }
+
+    for plugin in &api.hooks.post_auth {
+        if let Some(response) = ex.request_hook(plugin, "post_auth").await? {
+            return Ok(Phase::Respond(response));
+        }
+    }
+
+    if let Some(caller) = &ex.caller {
+        let (headers, remaining) = auth::enforce_limits(store, caller).await?;
+        ex.limit_headers.extend(headers);
+        ex.session.quota_remaining = remaining;
+    }
+
+    if let Some(plugin) = endpoint
+        && let Some(response) = ex.request_hook(plugin, "endpoint").await?
+    {
+        return Ok(Phase::Respond(response));
+    }
+    for plugin in &api.hooks.post {
+        if let Some(response) = ex.request_hook(plugin, "post").await? {
+            return Ok(Phase::Respond(response));
+        }
+    }
+    Ok(Phase::Upstream)
+}
