@@ -85,8 +85,8 @@ async fn each_request_gets_one_line_with_its_api_endpoint_key_sizes_and_times() 
     );
     assert!(p["duration_ms"].as_f64().expect("duration") >= p["upstream_ms"].as_f64().expect("upstream"));
     assert_eq!(
-        (p["complete"].as_bool(), &p["error"]),
-        (Some(true), &serde_json::Value::Null)
+        (p["complete"].as_bool(), &p["error"], &p["blame"]),
+        (Some(true), &serde_json::Value::Null, &serde_json::Value::Null)
     );
     assert!(p["time"].as_str().expect("time").ends_with('Z'), "{p}");
 
@@ -104,10 +104,18 @@ async fn each_request_gets_one_line_with_its_api_endpoint_key_sizes_and_times() 
 
     let r = &lines[2];
     assert_eq!((r["status"].as_u64(), r["key_id"].is_null()), (Some(401), true));
+    assert_eq!(
+        r["blame"],
+        serde_json::Value::Null,
+        "the auth plugin answered 401 itself: a response, not a failure"
+    );
 
     let u = &lines[3];
     assert_eq!((u["status"].as_u64(), u["api"].is_null()), (Some(404), true));
-    assert_eq!(u["error"], "no API matches this path");
+    assert_eq!(
+        (&u["error"], &u["blame"]),
+        (&"no API matches this path".into(), &"client".into())
+    );
 }
 
 /// The writer gathers lines between writes; a graceful shutdown writes

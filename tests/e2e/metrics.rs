@@ -49,6 +49,9 @@ async fn metrics_count_requests_plugin_calls_failures_and_reloads() {
         (r#"portcullis_http_requests_total{api="m",code="500"}"#, 1.0),
         (r#"portcullis_http_requests_total{api="",code="404"}"#, 1.0),
         (r#"portcullis_http_request_duration_seconds_count{api="m"}"#, 4.0),
+        // Each failure once, by whose fault it was.
+        (r#"portcullis_http_request_failures_total{api="m",blame="plugin"}"#, 1.0),
+        (r#"portcullis_http_request_failures_total{api="",blame="client"}"#, 1.0),
         (r#"portcullis_plugin_calls_total{plugin="hello.wasm#hello"}"#, 3.0),
         (r#"portcullis_plugin_calls_total{plugin="probe.wasm#fail"}"#, 1.0),
         (

@@ -14,20 +14,59 @@ pub(super) enum Phase {
     Respond(Response),
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site, each argument distinct")]
+/// What arrived with the request besides the request itself: who sent
+/// it, its id, and where its observation collects what the chain uses.
+pub(super) struct Arrival<'a> {
+    pub(super) client: Arc<Peer>,
+    pub(super) request_id: &'a RequestId,
+    pub(super) accounting: Option<Accounting>,
+    pub(super) trace: Option<opentelemetry::Context>,
+}
+
+/// Serves a request at its API, phase by phase. `rest` is the path after
+/// the API's listen path.
 pub(super) async fn serve_api(
     gateway: &Gateway,
     api: &ApiRoute,
     rest: &str,
-    client: Arc<Peer>,
-    request_id: &RequestId,
+    arrival: Arrival<'_>,
     parts: Parts,
     body: Body,
-    accounting: Option<Accounting>,
-    trace: Option<opentelemetry::Context>,
 ) -> Result<Response, RequestError> {
-    let span = tracing::Span::current();
-    span.record("api", &*api.id);
+    let (parts, matched, limit_headers) = admit(gateway, api, rest, &arrival.client, parts).await?;
+    let mut ex = begin_exchange(api, rest, arrival, parts, body, matched.as_ref(), limit_headers);
+    let endpoint = matched.as_ref().and_then(|m| m.endpoint.plugin.as_ref());
+    let phase = request_phase(gateway, api, rest, endpoint, &mut ex).await;
+    save_metadata(gateway, &mut ex).await;
+    let response = match phase? {
+        Phase::Respond(response) => response,
+        Phase::Upstream => match ex.timed_upstream(api).await? {
+            Upstreamed::Response(response) => response,
+            // The connection now belongs to the tunnel: there is no
+            // response for hooks to change (a 101 is not theirs to make).
+            Upstreamed::Switched(mut response) => {
+                set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
+                ex.limit_headers.apply(response.headers_mut());
+                return Ok(response);
+            }
+        },
+    };
+    response_phase(api, &mut ex, response).await
+}
+
+/// Admission, what every request passes before any plugin runs: the API's
+/// transport, a declared body size within its limit, header hygiene (the
+/// client certificate header only the gateway may vouch for, the override
+/// headers removed), the endpoint matched, and the rate limits on every
+/// caller (the endpoint's, then the API's).
+async fn admit<'a>(
+    gateway: &Gateway,
+    api: &'a ApiRoute,
+    rest: &str,
+    client: &Peer,
+    mut parts: Parts,
+) -> Result<(Parts, Option<EndpointMatch<'a>>, LimitHeaders), RequestError> {
+    tracing::Span::current().record("api", &*api.id);
     match api.transport {
         Transport::Any => {}
         _ if !client.tls => return Err(RequestError::TlsRequired),
@@ -40,7 +79,6 @@ pub(super) async fn serve_api(
         // Refused before any plugin runs or the upstream hears of it.
         return Err(RequestError::BodyTooLarge(limit));
     }
-    let mut parts = parts;
     // Only the gateway vouches for a client certificate: whatever the
     // client sent under this name goes.
     let xfcc = HeaderName::from_static("x-forwarded-client-cert");
@@ -57,7 +95,7 @@ pub(super) async fn serve_api(
     }
     let matched = api.match_endpoint(&parts.method, rest);
     if let Some(m) = &matched {
-        span.record("endpoint", m.endpoint.template.as_str());
+        tracing::Span::current().record("endpoint", m.endpoint.template.as_str());
     } else if api.unmatched == Unmatched::Reject {
         return Err(RequestError::NoEndpoint);
     }
@@ -77,9 +115,29 @@ pub(super) async fn serve_api(
         headers.extend(limit_headers);
         limit_headers = headers;
     }
+    Ok((parts, matched, limit_headers))
+}
+
+/// The exchange an admitted request is served as: its plugin call context,
+/// its default destination and the path the upstream sees.
+fn begin_exchange(
+    api: &ApiRoute,
+    rest: &str,
+    arrival: Arrival<'_>,
+    parts: Parts,
+    body: Body,
+    matched: Option<&EndpointMatch<'_>>,
+    limit_headers: LimitHeaders,
+) -> Exchange {
+    let Arrival {
+        client,
+        request_id,
+        accounting,
+        trace,
+    } = arrival;
     if let Some(trace) = &trace {
         let mut attributes = vec![KeyValue::new("portcullis.api", api.id.to_string())];
-        if let Some(m) = &matched {
+        if let Some(m) = matched {
             attributes.push(KeyValue::new("http.route", m.endpoint.template.clone()));
         }
         telemetry::record(trace, attributes);
@@ -87,12 +145,12 @@ pub(super) async fn serve_api(
     let mut ctx = api.call_context(request_id.clone(), &parts.headers, trace);
     let usage = accounting.map(|(usage, plugins)| {
         ctx.stats = Some(plugins);
-        if let Some(m) = &matched {
+        if let Some(m) = matched {
             lock(&usage).endpoint = Some(m.endpoint.template.clone());
         }
         usage
     });
-    let mut ex = Exchange {
+    Exchange {
         ctx,
         usage,
         destination: api.upstreams.default_destination(),
@@ -101,7 +159,7 @@ pub(super) async fn serve_api(
         } else {
             parts.uri.path().to_owned()
         },
-        params: matched.as_ref().map(|m| m.params.clone()).unwrap_or_default(),
+        params: matched.map(|m| m.params.clone()).unwrap_or_default(),
         parts,
         body: BodyState::Streaming(body),
         client,
@@ -112,30 +170,13 @@ pub(super) async fn serve_api(
         response_headers: HeaderMap::new(),
         upstream_span: None,
         body_timeout: api.body_timeout,
-    };
+    }
+}
 
-    let phase = request_phase(
-        gateway,
-        api,
-        rest,
-        matched.as_ref().and_then(|m| m.endpoint.plugin.as_ref()),
-        &mut ex,
-    )
-    .await;
-    save_metadata(gateway, &mut ex).await;
-    let mut response = match phase? {
-        Phase::Respond(response) => response,
-        Phase::Upstream => match ex.timed_upstream(api).await? {
-            Upstreamed::Response(response) => response,
-            // The connection now belongs to the tunnel: there is no
-            // response for hooks to change (a 101 is not theirs to make).
-            Upstreamed::Switched(mut response) => {
-                set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
-                ex.limit_headers.apply(response.headers_mut());
-                return Ok(response);
-            }
-        },
-    };
+/// The response phase: the headers request-phase plugins set on the
+/// client's response, then the `response` hooks in order, then the limit
+/// headers (the gateway's, last, so no hook can forge them).
+async fn response_phase(api: &ApiRoute, ex: &mut Exchange, mut response: Response) -> Result<Response, RequestError> {
     set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
     for plugin in &api.hooks.response {
         response = ex.response_hook(plugin, response).await?;
@@ -144,6 +185,10 @@ pub(super) async fn serve_api(
     Ok(response)
 }
 
+/// The request phase: `pre` hooks, authentication (keyless, an API key, or
+/// an `auth` plugin's session), `post_auth` hooks, the caller's own rate
+/// limit and quota, the endpoint's plugin, `post` hooks. A plugin that
+/// answers ends it.
 pub(super) async fn request_phase(
     gateway: &Gateway,
     api: &ApiRoute,

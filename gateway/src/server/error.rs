@@ -1,6 +1,10 @@
 //! The one place gateway errors become HTTP responses. Clients get a short
-//! JSON body with the status, a generic message and the request id; the
-//! details (addresses, plugin traps) go to the log only.
+//! JSON body with the status, a generic message and the request id, plus
+//! the headers the error carries (`Retry-After`, a refusing limit's
+//! `X-RateLimit-*`); the details (addresses, plugin traps) go to the log
+//! only. Each error says whose fault it is ([`Blame`]), which the log line,
+//! the metrics and the access log report. A plugin's fallback response is
+//! made in `hooks`, as it is a response and not an error.
 
 use axum::body::Body;
 use axum::response::Response;
@@ -8,6 +12,7 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::plugin::PluginError;
 use crate::server::auth::Denied;
+use crate::telemetry::Blame;
 use crate::upstream::UpstreamError;
 
 /// Who is to blame for a failed request, and therefore what the client sees.
@@ -69,6 +74,30 @@ impl RequestError {
         }
     }
 
+    /// Whose fault the failure is.
+    pub fn blame(&self) -> Blame {
+        match self {
+            RequestError::NoRoute
+            | RequestError::NoEndpoint
+            | RequestError::BadPath(_)
+            | RequestError::TlsRequired
+            | RequestError::ClientCertRequired
+            | RequestError::BodyTimeout(_)
+            | RequestError::BodyTooLarge(_)
+            | RequestError::BadBody(_) => Blame::Client,
+            RequestError::Denied(Denied::Store(_)) => Blame::Gateway,
+            RequestError::Denied(_) => Blame::Client,
+            // Out of instance slots: the gateway's capacity, not the plugin.
+            RequestError::Plugin {
+                source: PluginError::PoolExhausted(_),
+                ..
+            } => Blame::Gateway,
+            RequestError::Plugin { .. } => Blame::Plugin,
+            RequestError::Upstream(UpstreamError::Invalid(_)) | RequestError::Internal(_) => Blame::Gateway,
+            RequestError::Upstream(_) | RequestError::ResponseTooLarge(_) => Blame::Upstream,
+        }
+    }
+
     /// What the client is told: no addresses, no plugin internals.
     fn public_message(&self) -> &'static str {
         match self {
@@ -121,6 +150,9 @@ impl RequestError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+        }
+        if let RequestError::Denied(Denied::RateLimited(headers) | Denied::QuotaExceeded(headers)) = &self {
+            headers.apply(response.headers_mut());
         }
         response
     }

@@ -66,10 +66,10 @@ use crate::plugin::{
 use crate::store::SessionStore;
 use crate::sync::lock;
 use crate::telemetry;
-use crate::telemetry::CallStats;
 use crate::telemetry::RequestId;
-use crate::telemetry::access_log::{AccessLog, Counted, Entry, Logged, Usage};
+use crate::telemetry::access_log::{AccessLog, Usage};
 use crate::telemetry::metrics::ApiMetrics;
+use crate::telemetry::{Accounting, Observer};
 use crate::tls;
 use crate::upstream::{Affinity, OutBody, Outgoing, UpstreamError};
 use auth::{Caller, Denied, LimitHeaders};
@@ -79,7 +79,7 @@ use error::RequestError;
 use live_tls::LiveTls;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use routes::{ApiRoute, Auth, Routes};
+use routes::{ApiRoute, Auth, EndpointMatch, Routes};
 
 type Request = http::Request<Body>;
 

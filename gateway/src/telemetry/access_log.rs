@@ -10,15 +10,10 @@
 //! as it comes. Closing writes out the rest.
 
 use std::io::Write;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
-
-use bytes::Bytes;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::config::LogTarget;
 use crate::sync::lock;
@@ -124,6 +119,9 @@ pub struct Entry {
     pub api: Option<String>,
     pub status: u16,
     pub error: Option<String>,
+    /// Whose fault the failure was (`client`, `upstream`, `plugin`,
+    /// `gateway`).
+    pub blame: Option<&'static str>,
     /// Request body bytes read, counted as they are read.
     pub bytes_in: Arc<AtomicU64>,
     pub usage: Arc<Mutex<Usage>>,
@@ -144,6 +142,7 @@ impl Entry {
             api: None,
             status: 0,
             error: None,
+            blame: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
             usage: Arc::new(Mutex::new(Usage::default())),
             plugins: Arc::new(Mutex::new(CallStats::default())),
@@ -152,7 +151,7 @@ impl Entry {
 
     /// Writes the line: the body sent `bytes_out` bytes, and `complete`
     /// says whether it was sent to its end.
-    fn finish(&self, bytes_out: u64, complete: bool) {
+    pub fn finish(&self, bytes_out: u64, complete: bool) {
         let usage = lock(&self.usage);
         let plugins = *lock(&self.plugins);
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
@@ -173,6 +172,7 @@ impl Entry {
             plugin_ms: ms(plugins.time),
             key_id: usage.key_id.as_deref(),
             error: self.error.as_deref(),
+            blame: self.blame,
         };
         let mut text = Vec::with_capacity(384);
         if serde_json::to_writer(&mut text, &line).is_err() {
@@ -204,6 +204,7 @@ struct Line<'a> {
     plugin_ms: f64,
     key_id: Option<&'a str>,
     error: Option<&'a str>,
+    blame: Option<&'static str>,
 }
 
 /// A JSON line with the characters JSON leaves raw but that split or
@@ -230,108 +231,4 @@ fn escape_separators(json: Vec<u8>) -> Vec<u8> {
 
 fn display<S: serde::Serializer>(value: &impl std::fmt::Display, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(value)
-}
-
-/// A body that counts the bytes it yields into `count`.
-#[derive(Debug)]
-pub struct Counted<B> {
-    inner: B,
-    count: Arc<AtomicU64>,
-}
-
-impl<B> Counted<B> {
-    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
-        Counted { inner, count }
-    }
-}
-
-impl<B> HttpBody for Counted<B>
-where
-    B: HttpBody<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body that writes the request's entry when it ends, or when
-/// it is dropped before its end (the client went away).
-#[derive(Debug)]
-pub struct Logged<B> {
-    inner: B,
-    entry: Option<Entry>,
-    sent: u64,
-}
-
-impl<B> Logged<B> {
-    pub fn new(inner: B, entry: Entry) -> Self {
-        Logged {
-            inner,
-            entry: Some(entry),
-            sent: 0,
-        }
-    }
-
-    fn finish(&mut self, complete: bool) {
-        if let Some(entry) = self.entry.take() {
-            entry.finish(self.sent, complete);
-        }
-    }
-}
-
-impl<B> Drop for Logged<B> {
-    fn drop(&mut self) {
-        self.finish(false);
-    }
-}
-
-impl<B> HttpBody for Logged<B>
-where
-    B: HttpBody<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.sent += data.len() as u64;
-                }
-                if self.inner.is_end_stream() {
-                    self.finish(true);
-                }
-            }
-            Poll::Ready(None) => self.finish(true),
-            Poll::Ready(Some(Err(_))) => self.finish(false),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

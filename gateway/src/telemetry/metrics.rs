@@ -29,6 +29,13 @@ struct RequestLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    api: Arc<str>,
+    /// `client`, `upstream`, `plugin` or `gateway`.
+    blame: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabel {
     api: Arc<str>,
 }
@@ -108,6 +115,7 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    request_failures: Family<FailureLabels, Counter>,
     request_duration: HistogramFamily<ApiLabel>,
     plugin_calls: Family<PluginLabel, Counter>,
     plugin_failures: Family<PluginFailureLabels, Counter>,
@@ -141,6 +149,7 @@ fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
         let requests = Family::<RequestLabels, Counter>::default();
+        let request_failures = Family::<FailureLabels, Counter>::default();
         let request_duration: HistogramFamily<ApiLabel> = Family::new_with_constructor(request_histogram);
         let plugin_calls = Family::<PluginLabel, Counter>::default();
         let plugin_failures = Family::<PluginFailureLabels, Counter>::default();
@@ -163,6 +172,11 @@ fn metrics() -> &'static Metrics {
             "http_requests",
             "Requests answered on the public listener, by API and status code",
             requests.clone(),
+        );
+        registry.register(
+            "http_request_failures",
+            "Requests the gateway answered with an error, by API and whose fault it was (client, upstream, plugin, gateway)",
+            request_failures.clone(),
         );
         registry.register(
             "http_request_duration_seconds",
@@ -245,6 +259,7 @@ fn metrics() -> &'static Metrics {
             certificates: Mutex::default(),
             registry,
             requests,
+            request_failures,
             request_duration,
             plugin_calls,
             plugin_failures,
@@ -314,6 +329,16 @@ impl ApiMetrics {
             metrics().requests.get_or_create_owned(&labels)
         });
         self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// One failed request, `blame`'s fault (`client`, `upstream`, `plugin`
+    /// or `gateway`). Off the common path: the labels are hashed here.
+    pub fn failed(&self, blame: &'static str) {
+        let labels = FailureLabels {
+            api: Arc::clone(&self.api),
+            blame,
+        };
+        metrics().request_failures.get_or_create(&labels).inc();
     }
 }
 

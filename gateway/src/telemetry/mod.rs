@@ -1,13 +1,16 @@
-//! Everything the gateway tells about itself: the request id and trace
-//! context ([`ids`]), Prometheus metrics ([`metrics`]), the access log
-//! ([`access_log`]) and OpenTelemetry traces ([`traces`]).
+//! Everything the gateway tells about itself. Each request is observed once
+//! ([`observer`]), which feeds Prometheus metrics ([`metrics`]), the access
+//! log ([`access_log`]) and OpenTelemetry traces ([`traces`]); [`ids`] is
+//! the request id and trace context every call a request makes carries.
 
 pub mod access_log;
 pub mod ids;
 pub mod metrics;
+pub mod observer;
 pub mod traces;
 
 pub use ids::{RequestId, TraceContext};
+pub use observer::{Accounting, Blame, Observer};
 pub use traces::*;
 
 /// What the plugin calls of one request (or one `plugin call`) used.
