@@ -5,7 +5,9 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::http::{HttpError, OutboundResponse};
-use crate::wire::{Reader, Sections, text};
+use portcullis_wire::{OwnedApi, OwnedResponse, OwnedSession};
+
+use crate::wire::{Sections, text};
 use crate::{Result, Session};
 
 /// The API definition the request matched.
@@ -111,32 +113,29 @@ impl Context {
 }
 
 fn read_session(input: &[u8], sections: &Sections) -> Result<Session> {
-    let mut r = Reader::new(input, sections.session.clone());
+    let s = OwnedSession::read(input, sections)?;
     Ok(Session {
-        key_id: r.string()?,
-        alias: r.opt(Reader::string)?,
-        rate: r.u32()?,
-        per: r.u32()?,
-        quota_max: r.i64()?,
-        quota_remaining: r.i64()?,
-        quota_renewal_seconds: r.u64()?,
-        metadata: r.owned_fields()?,
-        tags: {
-            let count = r.count(4)?;
-            (0..count).map(|_| r.string()).collect::<Result<_>>()?
-        },
-        expires: r.opt(Reader::i64)?,
+        key_id: s.key_id,
+        alias: s.alias,
+        rate: s.rate,
+        per: s.per,
+        quota_max: s.quota_max,
+        quota_remaining: s.quota_remaining,
+        quota_renewal_seconds: s.quota_renewal_seconds,
+        metadata: s.metadata,
+        tags: s.tags,
+        expires: s.expires,
     })
 }
 
 fn read_api(input: &[u8], sections: &Sections) -> Result<Api> {
-    let mut r = Reader::new(input, sections.api.clone());
+    let a = OwnedApi::read(input, sections)?;
     Ok(Api {
-        id: r.string()?,
-        name: r.string()?,
-        listen_path: r.string()?,
-        upstream: r.string()?,
-        config: r.string()?,
+        id: a.id,
+        name: a.name,
+        listen_path: a.listen_path,
+        upstream: a.upstream,
+        config: a.config,
     })
 }
 
@@ -144,57 +143,26 @@ fn read_fan_out(
     input: &[u8],
     sections: &Sections,
 ) -> Result<Vec<(String, std::result::Result<OutboundResponse, HttpError>)>> {
-    let mut r = Reader::new(input, sections.fan_out.clone());
-    if r.is_empty() {
-        return Ok(Vec::new());
-    }
-    let count = r.count(4)?;
-    let mut results = Vec::with_capacity(count);
-    for _ in 0..count {
-        // Each entry is its own length-prefixed range: fields a later
-        // gateway appends to it are skipped.
-        let mut e = Reader::new(input, r.bytes()?);
-        let name = e.string()?;
-        let result = match e.u8()? {
-            0 => Ok(OutboundResponse {
-                status: e.u16()?,
-                headers: e.owned_fields()?,
-                body: input[e.bytes()?].to_vec(),
-            }),
-            1 => {
-                let case = e.u8()?;
-                let detail = e.string()?;
-                Err(match case {
-                    0 => HttpError::NotAllowed(detail),
-                    1 => HttpError::InvalidRequest(detail),
-                    2 => HttpError::Connect(detail),
-                    3 => HttpError::Timeout,
-                    4 => HttpError::TooLarge,
-                    5 => HttpError::CallLimit,
-                    7 => HttpError::Cancelled,
-                    // `other`, and any case a later gateway adds.
-                    _ => HttpError::Other(detail),
+    Ok(portcullis_wire::read_fan_out(input, sections)?
+        .into_iter()
+        .map(|(name, result)| {
+            let result = result
+                .map(|r| OutboundResponse {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
                 })
-            }
-            _ => {
-                return Err(crate::Error::msg(
-                    "malformed input from the gateway: fan-out result tag",
-                ));
-            }
-        };
-        results.push((name, result));
-    }
-    Ok(results)
+                .map_err(|(case, detail)| crate::wire::http_error(case, detail));
+            (name, result)
+        })
+        .collect())
 }
 
 fn read_response(input: &[u8], sections: &Sections) -> Result<crate::Response> {
-    let mut r = Reader::new(input, sections.response.clone());
-    let status = r.u16()?;
-    let headers = r.owned_fields()?;
-    let body = r.bytes()?;
+    let r = OwnedResponse::read(input, sections)?;
     Ok(crate::Response {
-        status,
-        headers,
-        body: input[body].to_vec(),
+        status: r.status,
+        headers: r.headers,
+        body: r.body,
     })
 }

@@ -5,7 +5,9 @@
 use std::ops::Range;
 use std::rc::Rc;
 
-use crate::wire::{Reader, Sections, text};
+use portcullis_wire::RequestRanges;
+
+use crate::wire::{Sections, text};
 use crate::{Error, Result};
 
 type Pair = (Range<usize>, Range<usize>);
@@ -32,16 +34,17 @@ pub struct Request {
 impl Request {
     /// Reads the request section of `input`.
     pub(crate) fn parse(input: Rc<Vec<u8>>, sections: &Sections) -> Result<Self> {
-        let mut r = Reader::new(&input, sections.request.clone());
-        let method = r.str()?;
-        let path = r.str()?;
-        let upstream_path = r.str()?;
-        let query = r.str()?;
-        let client_addr = r.str()?;
-        let request_id = r.str()?;
-        let headers = r.fields()?;
-        let params = r.fields()?;
-        let body = r.opt(Reader::bytes)?;
+        let RequestRanges {
+            method,
+            path,
+            upstream_path,
+            query,
+            client_addr,
+            request_id,
+            headers,
+            params,
+            body,
+        } = RequestRanges::read(&input, sections)?;
         Ok(Request {
             method,
             path,

@@ -31,6 +31,8 @@ use std::rc::Rc;
 
 use crate::http::{BatchOptions, HttpError, OutboundRequest, OutboundResponse};
 use crate::log::Level;
+use portcullis_wire::{ApiSection, RequestSection, ResponseSection, SessionSection};
+
 use crate::wire::{Sections, Writer};
 use crate::{Api, AuthOutcome, Context, Outcome, Request, RequestChanges, Response, Session};
 
@@ -123,22 +125,18 @@ impl TestRequest {
     }
 
     fn write(&self, w: &mut Writer) {
-        w.section(|w| {
-            let upstream_path = self.upstream_path.as_deref().unwrap_or(&self.path);
-            for text in [
-                &self.method,
-                &self.path,
-                upstream_path,
-                &self.query,
-                &self.client_addr,
-                &self.request_id,
-            ] {
-                w.str(text);
-            }
-            w.fields(&self.headers);
-            w.fields(&self.params);
-            w.opt(self.body.as_deref(), Writer::bytes);
-        });
+        RequestSection {
+            method: &self.method,
+            path: &self.path,
+            upstream_path: self.upstream_path.as_deref().unwrap_or(&self.path),
+            query: &self.query,
+            client_addr: &self.client_addr,
+            request_id: &self.request_id,
+            headers: pairs(&self.headers),
+            params: pairs(&self.params),
+            body: self.body.as_deref(),
+        }
+        .write(w);
     }
 
     /// The [`Request`] a function receives.
@@ -222,36 +220,44 @@ impl TestContext {
     }
 }
 
+fn pairs(fields: &[(String, String)]) -> impl ExactSizeIterator<Item = (&str, &str)> {
+    fields.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+}
+
+/// The input the gateway would write for `request` in `ctx`.
 fn input(request: &TestRequest, ctx: &TestContext) -> (Rc<Vec<u8>>, Sections) {
     let mut w = Writer::default();
     request.write(&mut w);
     let s = &ctx.session;
-    w.section(|w| {
-        w.str(&s.key_id);
-        w.opt(s.alias.as_deref(), Writer::str);
-        w.u32(s.rate);
-        w.u32(s.per);
-        w.0.extend_from_slice(&s.quota_max.to_le_bytes());
-        w.0.extend_from_slice(&s.quota_remaining.to_le_bytes());
-        w.0.extend_from_slice(&s.quota_renewal_seconds.to_le_bytes());
-        w.fields(&s.metadata);
-        w.len(s.tags.len());
-        for tag in &s.tags {
-            w.str(tag);
-        }
-        w.opt(s.expires, |w, t| w.0.extend_from_slice(&t.to_le_bytes()));
-    });
-    w.section(|_| {}); // the response: a response function takes it as an argument
+    SessionSection {
+        key_id: &s.key_id,
+        alias: s.alias.as_deref(),
+        rate: s.rate,
+        per: s.per,
+        quota_max: s.quota_max,
+        quota_remaining: s.quota_remaining,
+        quota_renewal_seconds: s.quota_renewal_seconds,
+        metadata: pairs(&s.metadata),
+        tags: s.tags.iter().map(String::as_str),
+        expires: s.expires,
+    }
+    .write(&mut w);
+    // The response: a response function takes it as an argument.
+    ResponseSection::<std::iter::Empty<(&str, &str)>>::write(None, &mut w);
     let api = &ctx.api;
-    w.section(|w| {
-        for text in [&api.id, &api.name, &api.listen_path, &api.upstream, &api.config] {
-            w.str(text);
-        }
-    });
-    w.section(|w| w.0.extend_from_slice(ctx.config.as_bytes()));
-    w.section(|w| w.fan_out(&ctx.fan_out));
-    let sections = Sections::split(&w.0).expect("the test input is well-formed");
-    (Rc::new(w.0), sections)
+    ApiSection {
+        id: &api.id,
+        name: &api.name,
+        listen_path: &api.listen_path,
+        upstream: &api.upstream,
+        config: &api.config,
+    }
+    .write(&mut w);
+    portcullis_wire::write_config(&mut w, &ctx.config);
+    crate::wire::write_fan_out(&mut w, &ctx.fan_out);
+    let input = w.into_bytes();
+    let sections = Sections::split(&input).expect("the test input is well-formed");
+    (Rc::new(input), sections)
 }
 
 /// Reading outcomes in assertions.

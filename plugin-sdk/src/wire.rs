@@ -1,256 +1,63 @@
-//! Reads the gateway's input buffer (its layout is specified in
-//! `wit/plugin.wit`, the package documentation). Every length is checked
-//! against the buffer and every string's UTF-8 validated: a malformed input
-//! fails the call with an error, never a panic or an out-of-bounds read.
+//! The gateway's input buffer, read (and, for tests, written) with the
+//! `portcullis-wire` crate, which defines its layout once for the gateway
+//! and the SDK (specified in `wit/plugin.wit`, the package documentation).
+//! A malformed input fails the call with an error, never a panic or an
+//! out-of-bounds read (a `Malformed` error becomes the SDK's `Error`). This
+//! module adapts the crate to the SDK's types.
 
-use std::ops::Range;
+use portcullis_wire::{FanOutEntry, ResponseSection, http_error};
+pub(crate) use portcullis_wire::{Sections, Writer, text};
 
 use crate::http::{HttpError, OutboundResponse};
-use crate::{Error, Result};
 
-/// The sections of an input, as byte ranges of it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Sections {
-    pub request: Range<usize>,
-    pub session: Range<usize>,
-    pub response: Range<usize>,
-    pub api: Range<usize>,
-    pub config: Range<usize>,
-    /// Empty when the gateway sent none (0.2.0 gateways send five sections).
-    pub fan_out: Range<usize>,
-}
-
-impl Sections {
-    pub fn split(input: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(input, 0..input.len());
-        Ok(Sections {
-            request: r.bytes()?,
-            session: r.bytes()?,
-            response: r.bytes()?,
-            api: r.bytes()?,
-            config: r.bytes()?,
-            fan_out: if r.is_empty() { 0..0 } else { r.bytes()? },
-        })
+/// An `http-error` as the wire carries it: its case and text.
+pub(crate) fn error_case(error: &HttpError) -> (u8, &str) {
+    match error {
+        HttpError::NotAllowed(host) => (http_error::NOT_ALLOWED, host),
+        HttpError::InvalidRequest(why) => (http_error::INVALID_REQUEST, why),
+        HttpError::Connect(why) => (http_error::CONNECT, why),
+        HttpError::Timeout => (http_error::TIMEOUT, ""),
+        HttpError::TooLarge => (http_error::TOO_LARGE, ""),
+        HttpError::CallLimit => (http_error::CALL_LIMIT, ""),
+        HttpError::Other(why) => (http_error::OTHER, why),
+        HttpError::Cancelled => (http_error::CANCELLED, ""),
     }
 }
 
-/// A cursor over one range of the input.
-#[derive(Debug)]
-pub(crate) struct Reader<'a> {
-    input: &'a [u8],
-    at: usize,
-    end: usize,
-}
-
-fn malformed(what: &str) -> Error {
-    Error::msg(format!("malformed input from the gateway: {what}"))
-}
-
-// The small readers are `#[inline]`: plugins build at `opt-level = "s"`,
-// where each was otherwise a call for every length and string of the input,
-// a third of a simple function's time (docs/benchmarks.md).
-impl<'a> Reader<'a> {
-    pub fn new(input: &'a [u8], range: Range<usize>) -> Self {
-        Reader {
-            input,
-            at: range.start,
-            end: range.end.min(input.len()),
-        }
-    }
-
-    #[inline]
-    fn take(&mut self, len: usize) -> Result<Range<usize>> {
-        let start = self.at;
-        let end = start
-            .checked_add(len)
-            .filter(|&e| e <= self.end)
-            .ok_or_else(|| malformed("truncated"))?;
-        self.at = end;
-        Ok(start..end)
-    }
-
-    #[inline]
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let range = self.take(N)?;
-        let mut out = [0; N];
-        out.copy_from_slice(&self.input[range]);
-        Ok(out)
-    }
-
-    #[inline]
-    pub fn u8(&mut self) -> Result<u8> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    pub fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-
-    #[inline]
-    pub fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    pub fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    pub fn i64(&mut self) -> Result<i64> {
-        Ok(i64::from_le_bytes(self.array()?))
-    }
-
-    /// Whether everything has been read.
-    pub fn is_empty(&self) -> bool {
-        self.at >= self.end
-    }
-
-    /// A count or length, as a `usize`.
-    #[inline]
-    pub fn len(&mut self) -> Result<usize> {
-        usize::try_from(self.u32()?).map_err(|_| malformed("length"))
-    }
-
-    /// A count of entries each at least `min_bytes` long: checked against
-    /// what is left, so a lying count cannot make the reader allocate.
-    pub fn count(&mut self, min_bytes: usize) -> Result<usize> {
-        let count = self.len()?;
-        if count.saturating_mul(min_bytes) > self.end - self.at {
-            return Err(malformed("count"));
-        }
-        Ok(count)
-    }
-
-    #[inline]
-    pub fn bytes(&mut self) -> Result<Range<usize>> {
-        let len = self.len()?;
-        self.take(len)
-    }
-
-    /// A string: its range, checked to be UTF-8.
-    #[inline]
-    pub fn str(&mut self) -> Result<Range<usize>> {
-        let range = self.bytes()?;
-        std::str::from_utf8(&self.input[range.clone()]).map_err(|_| malformed("text is not UTF-8"))?;
-        Ok(range)
-    }
-
-    pub fn string(&mut self) -> Result<String> {
-        let range = self.str()?;
-        Ok(text(self.input, &range).to_owned())
-    }
-
-    pub fn fields(&mut self) -> Result<Vec<(Range<usize>, Range<usize>)>> {
-        let count = self.count(8)?;
-        let mut fields = Vec::with_capacity(count);
-        for _ in 0..count {
-            fields.push((self.str()?, self.str()?));
-        }
-        Ok(fields)
-    }
-
-    pub fn owned_fields(&mut self) -> Result<Vec<(String, String)>> {
-        let count = self.count(8)?;
-        (0..count).map(|_| Ok((self.string()?, self.string()?))).collect()
-    }
-
-    pub fn opt<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
-        match self.u8()? {
-            0 => Ok(None),
-            1 => read(self).map(Some),
-            _ => Err(malformed("option tag")),
-        }
+/// An `http-error` read from the wire: `other`, and any case a later
+/// gateway adds, read as `other`.
+pub(crate) fn http_error(case: u8, detail: String) -> HttpError {
+    match case {
+        http_error::NOT_ALLOWED => HttpError::NotAllowed(detail),
+        http_error::INVALID_REQUEST => HttpError::InvalidRequest(detail),
+        http_error::CONNECT => HttpError::Connect(detail),
+        http_error::TIMEOUT => HttpError::Timeout,
+        http_error::TOO_LARGE => HttpError::TooLarge,
+        http_error::CALL_LIMIT => HttpError::CallLimit,
+        http_error::CANCELLED => HttpError::Cancelled,
+        _ => HttpError::Other(detail),
     }
 }
 
-/// The text at `range`, which a [`Reader`] checked to be UTF-8.
-pub(crate) fn text<'a>(input: &'a [u8], range: &Range<usize>) -> &'a str {
-    std::str::from_utf8(&input[range.clone()]).unwrap_or_default()
-}
-
-/// Writes an input buffer: the gateway's side of the layout, here so tests
-/// (the SDK's, and plugins' through [`crate::testing`]) make inputs without a
-/// gateway.
-#[derive(Debug, Default)]
-pub(crate) struct Writer(pub Vec<u8>);
-
-impl Writer {
-    pub fn u32(&mut self, value: u32) {
-        self.0.extend_from_slice(&value.to_le_bytes());
-    }
-
-    pub fn len(&mut self, len: usize) {
-        self.u32(u32::try_from(len).unwrap_or(u32::MAX));
-    }
-
-    pub fn bytes(&mut self, bytes: &[u8]) {
-        self.len(bytes.len());
-        self.0.extend_from_slice(bytes);
-    }
-
-    pub fn str(&mut self, text: &str) {
-        self.bytes(text.as_bytes());
-    }
-
-    pub fn fields(&mut self, fields: &[(String, String)]) {
-        self.len(fields.len());
-        for (name, value) in fields {
-            self.str(name);
-            self.str(value);
-        }
-    }
-
-    pub fn opt<T>(&mut self, value: Option<T>, write: impl FnOnce(&mut Self, T)) {
-        match value {
-            None => self.0.push(0),
-            Some(value) => {
-                self.0.push(1);
-                write(self, value);
-            }
-        }
-    }
-
-    pub fn section(&mut self, write: impl FnOnce(&mut Self)) {
-        let at = self.0.len();
-        self.u32(0);
-        write(self);
-        let len = u32::try_from(self.0.len() - at - 4).unwrap_or(u32::MAX);
-        self.0[at..at + 4].copy_from_slice(&len.to_le_bytes());
-    }
-
-    /// The `fan-out` section's content: nothing when there are no results.
-    pub fn fan_out(&mut self, results: &[(String, std::result::Result<OutboundResponse, HttpError>)]) {
-        if results.is_empty() {
-            return;
-        }
-        self.len(results.len());
-        for (name, result) in results {
-            self.section(|w| {
-                w.str(name);
-                match result {
-                    Ok(response) => {
-                        w.0.push(0);
-                        w.0.extend_from_slice(&response.status.to_le_bytes());
-                        w.fields(&response.headers);
-                        w.bytes(&response.body);
-                    }
-                    Err(error) => {
-                        let (case, detail) = match error {
-                            HttpError::NotAllowed(host) => (0, host.as_str()),
-                            HttpError::InvalidRequest(why) => (1, why.as_str()),
-                            HttpError::Connect(why) => (2, why.as_str()),
-                            HttpError::Timeout => (3, ""),
-                            HttpError::TooLarge => (4, ""),
-                            HttpError::CallLimit => (5, ""),
-                            HttpError::Other(why) => (6, why.as_str()),
-                            HttpError::Cancelled => (7, ""),
-                        };
-                        w.0.extend_from_slice(&[1, case]);
-                        w.str(detail);
-                    }
+/// Writes the fan-out section of `results`, as the gateway does.
+pub(crate) fn write_fan_out(w: &mut Writer, results: &[(String, Result<OutboundResponse, HttpError>)]) {
+    portcullis_wire::write_fan_out(
+        w,
+        results.iter().map(|(name, result)| {
+            let entry = match result {
+                Ok(response) => FanOutEntry::Response(ResponseSection {
+                    status: response.status,
+                    headers: response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                    body: &response.body,
+                }),
+                Err(error) => {
+                    let (case, detail) = error_case(error);
+                    FanOutEntry::Error { case, detail }
                 }
-            });
-        }
-    }
+            };
+            (name.as_str(), entry)
+        }),
+    );
 }
 
 #[cfg(test)]
@@ -258,8 +65,7 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::http::{HttpError, OutboundResponse};
-    use crate::{Context, Request};
+    use crate::{Context, Request, Result};
 
     fn input(headers: &[(String, String)], config: &str) -> Vec<u8> {
         let mut w = Writer::default();
@@ -274,8 +80,8 @@ mod tests {
             ] {
                 w.str(text);
             }
-            w.fields(headers);
-            w.fields(&[("id".into(), "7".into())]);
+            w.fields(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            w.fields([("id", "7")].into_iter());
             w.opt(Some(&b"{}"[..]), Writer::bytes);
         });
         w.section(|w| {
@@ -288,7 +94,7 @@ mod tests {
                 w.0.extend_from_slice(&n.to_le_bytes());
             }
             w.0.extend_from_slice(&3600u64.to_le_bytes());
-            w.fields(&[("plan".into(), "gold".into())]);
+            w.fields([("plan", "gold")].into_iter());
             w.len(1);
             w.str("staff");
             w.opt(None::<()>, |_, ()| {});
@@ -363,7 +169,7 @@ mod tests {
         ];
         let mut input = input(&[], "{}");
         let mut w = Writer::default();
-        w.section(|w| w.fan_out(&results));
+        write_fan_out(&mut w, &results);
         input.extend_from_slice(&w.0);
         let (_, ctx) = parse(input.clone()).expect("well-formed");
         let read = ctx.fan_out().expect("well-formed");

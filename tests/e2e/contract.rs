@@ -190,9 +190,10 @@ fn run(command: &mut std::process::Command, what: &str) {
     );
 }
 
-/// `cargo package` of the SDK, unpacked into a directory outside the
-/// repository, builds a plugin (from crates.io dependencies and the WIT
-/// inside the package) that a gateway loads and runs.
+/// `cargo package` of the SDK and of the wire crate it reads inputs with
+/// (published together, the wire crate first), unpacked into a directory
+/// outside the repository, builds a plugin (from crates.io dependencies and
+/// the WIT inside the package) that a gateway loads and runs.
 #[tokio::test]
 async fn the_packaged_sdk_builds_a_plugin_outside_the_repository() {
     let root = crate::support::repo_root();
@@ -202,6 +203,8 @@ async fn the_packaged_sdk_builds_a_plugin_outside_the_repository() {
         guest_cargo()
             .args([
                 "package",
+                "-p",
+                "portcullis-wire",
                 "-p",
                 "portcullis-sdk",
                 "--allow-dirty",
@@ -219,21 +222,25 @@ async fn the_packaged_sdk_builds_a_plugin_outside_the_repository() {
         .find_map(|l| l.strip_prefix("version = \"")?.strip_suffix('"').map(str::to_owned))
         .expect("the SDK's version");
     let outside = tempfile::tempdir().expect("tempdir");
-    run(
-        std::process::Command::new("tar")
-            .arg("xzf")
-            .arg(target.join(format!("package/portcullis-sdk-{version}.crate")))
-            .arg("-C")
-            .arg(outside.path()),
-        "tar",
-    );
+    for package in ["portcullis-sdk", "portcullis-wire"] {
+        run(
+            std::process::Command::new("tar")
+                .arg("xzf")
+                .arg(target.join(format!("package/{package}-{version}.crate")))
+                .arg("-C")
+                .arg(outside.path()),
+            "tar",
+        );
+    }
     let crate_dir = outside.path().join("greeter");
     std::fs::create_dir_all(crate_dir.join("src")).expect("mkdir");
     std::fs::write(
         crate_dir.join("Cargo.toml"),
         format!(
             "[package]\nname = \"greeter\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
-             [dependencies]\nportcullis-sdk = {{ path = \"../portcullis-sdk-{version}\" }}\n\n[workspace]\n"
+             [dependencies]\nportcullis-sdk = {{ path = \"../portcullis-sdk-{version}\" }}\n\n[workspace]\n\n\
+             # As if published: the SDK's package names the wire crate by version.\n\
+             [patch.crates-io]\nportcullis-wire = {{ path = \"../portcullis-wire-{version}\" }}\n"
         ),
     )
     .expect("write Cargo.toml");
