@@ -12,6 +12,10 @@
 //!
 //! There is no switch to turn upstream verification off: trust a private or
 //! self-signed certificate by naming it in `upstream_tls.ca`.
+//!
+//! One file, past 500 lines: both directions read the same PEM files and
+//! describe certificates the same way, and each half alone would import
+//! the other's loading.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

@@ -1,5 +1,9 @@
 //! `portcullis plugin call`: one invocation in the real sandbox, with the
 //! gateway's default limits, from inputs on the command line.
+//!
+//! One file, past 500 lines: reading the inputs (`--request`, `--session`,
+//! `--fan-out`, `--response`), making the call and reporting it are one
+//! command's flow, read top to bottom.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

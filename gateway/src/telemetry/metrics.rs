@@ -5,6 +5,10 @@
 //! when a configuration loads ([`ApiMetrics`] per API, [`PluginMetrics`] per
 //! plugin reference), so the hot path costs an `Instant`, one family lookup
 //! for the status code and a few atomic or uncontended mutex operations.
+//!
+//! One file, past 500 lines: the registry is declared in one place, every
+//! family beside the handle that feeds it, so a metric's name, help text
+//! and labels are read together.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
