@@ -53,8 +53,12 @@ session_store: $work/sessions.redb
 # space; one request at a time needs few slots.
 plugin_limits: { pool_size: 2 }
 EOF
-printf 'id: s1\nlisten_path: /s1/\nstrip_listen_path: true\nupstream: http://127.0.0.1:%s\n' "$port" > "$work/apis/s1.yaml"
-printf 'id: s3\nlisten_path: /s3\nupstream: http://127.0.0.1:%s\nendpoints:\n  - path: /\n    plugin: { path: %s, function: virtual }\n' "$port" "$plugin" > "$work/apis/s3.yaml"
+# Only the scenario's API: S1 then loads no plugin at all.
+if [ "$scenario" = s1 ]; then
+  printf 'id: s1\nlisten_path: /s1/\nstrip_listen_path: true\nupstream: http://127.0.0.1:%s\n' "$port" > "$work/apis/s1.yaml"
+else
+  printf 'id: s3\nlisten_path: /s3\nupstream: http://127.0.0.1:%s\nendpoints:\n  - path: /\n    plugin: { path: %s, function: virtual }\n' "$port" "$plugin" > "$work/apis/s3.yaml"
+fi
 
 count() {
   local n=$1 out="$work/cg.$1"
