@@ -1,7 +1,8 @@
 //! The gateway owns HTTP message framing. Every header list a plugin hands
 //! back (a response, headers to set on the upstream request, an outbound
-//! call's headers) becomes a header map here, and headers that frame the
-//! message or describe the connection are dropped on the way: the HTTP stack
+//! call's headers) becomes a header map (in `plugin::untrusted`, with the
+//! rules here), and headers that frame the message or describe the
+//! connection are dropped on the way: the HTTP stack
 //! then computes framing from the body the gateway actually sends. So a
 //! plugin cannot make one message read as two on a keep-alive connection
 //! (response splitting, request smuggling), switch protocols, or hold a
@@ -12,8 +13,6 @@
 //! `trailer`, and every `proxy-*` header. A plugin's status must be a final
 //! response (200-599); a 204 or 304 goes out without a body.
 
-use axum::body::Body;
-use axum::response::Response;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -100,35 +99,13 @@ pub fn parse_name(name: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))
 }
 
-/// A response from a plugin, framed by the gateway: status checked, owned
-/// headers dropped, no body for 204 and 304. `body` is the plugin's own, or
-/// an upstream body streaming past a `response` function that did not read
-/// it. Returns the response and the header names dropped.
-pub fn plugin_response(
-    status: u16,
-    fields: &[(String, String)],
-    body: Body,
-) -> Result<(Response, Vec<HeaderName>), String> {
-    let status = final_status(status)?;
-    let (headers, dropped) = plugin_headers(fields)?;
-    let body = if has_no_body(status) { Body::empty() } else { body };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    Ok((response, dropped))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pairs(fields: &[(&str, &str)]) -> Vec<(String, String)> {
-        fields.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
-    }
-
     #[test]
     fn framing_and_connection_headers_are_dropped_with_what_connection_names() {
-        let fields = pairs(&[
+        let fields = [
             ("Content-Length", "0"),
             ("transfer-encoding", "chunked"),
             ("connection", "close, x-secret"),
@@ -141,7 +118,8 @@ mod tests {
             ("proxy-anything", "1"),
             ("x-kept", "1"),
             ("X-Kept", "2"),
-        ]);
+        ]
+        .map(|(n, v)| (n.to_owned(), v.to_owned()));
         let (map, dropped) = plugin_headers(&fields).expect("valid");
         let left: Vec<_> = map.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
         assert_eq!(left, [("x-kept", &b"1"[..]), ("x-kept", &b"2"[..])]);
@@ -150,14 +128,12 @@ mod tests {
     }
 
     #[test]
-    fn only_final_statuses_and_no_body_for_204_and_304() {
+    fn only_final_statuses() {
         for bad in [0, 99, 100, 101, 103, 199, 600, 999, 1000] {
             assert!(final_status(bad).is_err(), "{bad}");
         }
         for good in [200, 204, 301, 304, 404, 599] {
             assert!(final_status(good).is_ok(), "{good}");
         }
-        let (response, _) = plugin_response(204, &[], Body::from("forged")).expect("valid");
-        assert_eq!(hyper::body::Body::size_hint(response.body()).exact(), Some(0));
     }
 }

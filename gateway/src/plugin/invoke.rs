@@ -176,30 +176,28 @@ impl Plugin {
     /// outcome the gateway cannot apply fails here (with the plugin named)
     /// rather than somewhere in the HTTP stack. Every failure of the plugin,
     /// whatever its kind, is counted here.
-    pub(super) async fn invoke<H: HookSignature>(
+    pub(super) async fn invoke<H: HookSignature, T>(
         &self,
         ctx: &CallContext,
         hook: &Hook<H>,
         params: H::Params<'_>,
-        check: impl FnOnce(&H::Value) -> Result<(), String>,
-    ) -> Result<H::Value, PluginError> {
+        check: impl FnOnce(H::Value) -> Result<T, String>,
+    ) -> Result<T, PluginError> {
         // With traces on, the call has its own span, and the context the
         // instance sees makes its outbound calls children of it.
         let traced = self.traced(ctx, "plugin", Vec::new());
         let ctx = traced.as_ref().map_or(ctx, |(ctx, _)| ctx);
-        let result = self.run(ctx, hook, params).await.and_then(|value| match check(&value) {
-            Ok(()) => Ok(value),
-            Err(why) => Err(PluginError::InvalidOutcome(untrusted::escape(
-                &why,
-                untrusted::MAX_TEXT_BYTES,
-            ))),
+        let mut outcome_name = "";
+        let result = self.run(ctx, hook, params).await.and_then(|value| {
+            outcome_name = value.outcome_name();
+            check(value).map_err(|why| PluginError::InvalidOutcome(untrusted::escape(&why, untrusted::MAX_TEXT_BYTES)))
         });
         if let Err(error) = &result {
             self.metrics.failed(error.reason());
         }
         if let Some((_, span)) = &traced {
             let outcome = match &result {
-                Ok(value) => value.outcome_name(),
+                Ok(_) => outcome_name,
                 Err(error) => error.reason(),
             };
             telemetry::record(span, vec![KeyValue::new("portcullis.plugin.outcome", outcome)]);
@@ -328,8 +326,8 @@ impl Plugin {
         ctx: &CallContext,
         request: &RequestRecord<'_>,
         session: &Session,
-    ) -> Result<Outcome, PluginError> {
-        let check = |outcome: &Outcome| untrusted::check_outcome(outcome, &self.limits, &ctx.routing);
+    ) -> Result<RequestOutcome, PluginError> {
+        let check = |outcome: Outcome| untrusted::check_outcome(outcome, &self.limits, &ctx.routing);
         match &self.component.exports {
             Contract::V02 { on_request, .. } => {
                 let input = self.input(ctx, request, session, None).await?;
@@ -350,8 +348,8 @@ impl Plugin {
     }
 
     /// Runs an `auth` function.
-    pub async fn on_auth(&self, ctx: &CallContext, request: &RequestRecord<'_>) -> Result<AuthOutcome, PluginError> {
-        let check = |outcome: &AuthOutcome| untrusted::check_auth(outcome, &self.limits, &ctx.routing);
+    pub async fn on_auth(&self, ctx: &CallContext, request: &RequestRecord<'_>) -> Result<AuthResult, PluginError> {
+        let check = |outcome: AuthOutcome| untrusted::check_auth(outcome, &self.limits, &ctx.routing);
         match &self.component.exports {
             Contract::V02 { on_auth, .. } => {
                 let input = self.input(ctx, request, &Session::anonymous(), None).await?;
@@ -371,8 +369,8 @@ impl Plugin {
         request: &RequestRecord<'_>,
         response: &ResponseRecord<'_>,
         session: &Session,
-    ) -> Result<Response, PluginError> {
-        let check = |response: &Response| untrusted::check_response(response, &self.limits);
+    ) -> Result<Reply, PluginError> {
+        let check = |response: Response| untrusted::check_response(response, &self.limits);
         match &self.component.exports {
             Contract::V02 { on_response, .. } => {
                 let input = self.input(ctx, request, session, Some(response)).await?;

@@ -12,8 +12,9 @@
 //!   reference may opt in to `reuse: N`: then an instance that returned
 //!   normally serves up to N calls, and is dropped after any failure.
 //!
-//! Everything else in the gateway sees [`Plugin`], [`Outcome`] and
-//! [`PluginError`].
+//! Everything else in the gateway sees [`Plugin`], the checked and typed
+//! outcomes of [`outcome`] ([`RequestOutcome`], [`AuthResult`], [`Reply`])
+//! and [`PluginError`].
 //!
 //! The files, in the order a call meets them:
 //! - `engine`: the [`PluginRuntime`], compiling (`cache`: compiled code on
@@ -25,7 +26,8 @@
 //!   the epoch that enforces CPU budgets;
 //! - `wire`: the 0.2 input buffer; `records`: what crosses the boundary
 //!   (requests in, outcomes out, every list bounded as it is lifted);
-//! - `untrusted`: checking everything a plugin returns; `schema`: checking
+//! - `untrusted`: checking everything a plugin returns, typed as it is
+//!   checked into `outcome`'s types; `schema`: checking
 //!   a reference's `config` against the function's declared JSON Schema;
 //! - `host/`: what a guest can call (clock, log, http, WASI);
 //! - `errors`: load and call errors; `inspect`: `plugin inspect`.
@@ -42,6 +44,7 @@ mod fan_out;
 mod host;
 mod inspect;
 mod invoke;
+mod outcome;
 mod records;
 mod schema;
 mod ticker;
@@ -93,6 +96,7 @@ use inspect::Description;
 pub use inspect::{InspectedFunction, Inspection};
 use invoke::Reuse;
 pub use invoke::{CallContext, Plugin};
+pub use outcome::{AuthResult, Changes, Reply, RequestOutcome};
 
 /// How often the epoch advances; the granularity of CPU budgets.
 const EPOCH_TICK: Duration = Duration::from_millis(1);

@@ -1,13 +1,16 @@
 //! Values that come back from a plugin are untrusted. Every list and string
 //! in an outcome is bounded and checked here, in one pass, before the
-//! gateway acts on any of it; and plugin text is escaped and cut before it
+//! gateway acts on any of it, and typed as it is checked ([`super::outcome`]); and plugin text is escaped and cut before it
 //! reaches a log line. A plugin may be written without our SDK, so nothing
 //! here assumes the SDK's guard rails.
 //!
 //! Limits from the plugin reference's [`Limits`] (documented in
 //! docs/configuration.md); the fixed ones are the constants below.
 
+use http::{HeaderMap, HeaderName};
+
 use super::bindings::{AuthOutcome, FunctionInfo, Outcome, RequestChanges, Response, Session};
+use super::outcome::{AuthResult, Changes, Reply, RequestOutcome};
 use crate::config::Limits;
 use crate::config::RoutingPolicy;
 use crate::framing;
@@ -25,36 +28,47 @@ pub const MAX_TEXT_BYTES: usize = 2 << 10;
 pub const MAX_FUNCTIONS: usize = 256;
 pub const MAX_FUNCTION_NAME_BYTES: usize = 128;
 
-/// Checks a request function's outcome.
-pub fn check_outcome(outcome: &Outcome, limits: &Limits, routing: &RoutingPolicy) -> Result<(), String> {
+/// Checks a request function's outcome and types it.
+pub fn check_outcome(outcome: Outcome, limits: &Limits, routing: &RoutingPolicy) -> Result<RequestOutcome, String> {
     match outcome {
-        Outcome::Respond(response) => check_response(response, limits),
-        Outcome::Continue(changes) => check_changes(changes, limits, routing),
+        Outcome::Respond(response) => check_response(response, limits).map(RequestOutcome::Respond),
+        Outcome::Continue(changes) => check_changes(changes, limits, routing).map(RequestOutcome::Continue),
     }
 }
 
-/// Checks an auth function's outcome. The session is checked on its own
-/// here; merged with what is stored, it is checked again by
+/// Checks an auth function's outcome and types it. The session is checked
+/// on its own here; merged with what is stored, it is checked again by
 /// [`check_session_size`].
-pub fn check_auth(outcome: &AuthOutcome, limits: &Limits, routing: &RoutingPolicy) -> Result<(), String> {
+pub fn check_auth(outcome: AuthOutcome, limits: &Limits, routing: &RoutingPolicy) -> Result<AuthResult, String> {
     match outcome {
-        AuthOutcome::Respond(response) => check_response(response, limits),
+        AuthOutcome::Respond(response) => check_response(response, limits).map(AuthResult::Respond),
         AuthOutcome::Authenticated(a) => {
             check_session(&a.session, limits)?;
-            check_changes(&a.changes, limits, routing)
+            Ok(AuthResult::Authenticated {
+                changes: check_changes(a.changes, limits, routing)?,
+                session: a.session,
+            })
         }
     }
 }
 
-pub fn check_response(response: &Response, limits: &Limits) -> Result<(), String> {
-    framing::final_status(response.status)?;
+/// Checks a response a plugin answers with and types it.
+pub fn check_response(response: Response, limits: &Limits) -> Result<Reply, String> {
+    let status = framing::final_status(response.status)?;
     check_body("response", &response.body, limits)?;
-    check_headers("headers", &response.headers, limits)
+    let (headers, dropped) = check_headers("headers", response.headers, limits)?;
+    Ok(Reply {
+        status,
+        headers,
+        body: response.body.into(),
+        dropped,
+    })
 }
 
-fn check_changes(changes: &RequestChanges, limits: &Limits, routing: &RoutingPolicy) -> Result<(), String> {
-    check_headers("set-headers", &changes.set_headers, limits)?;
-    check_headers("response-headers", &changes.response_headers, limits)?;
+fn check_changes(changes: RequestChanges, limits: &Limits, routing: &RoutingPolicy) -> Result<Changes, String> {
+    let (set_headers, mut dropped) = check_headers("set-headers", changes.set_headers, limits)?;
+    let (response_headers, dropped_too) = check_headers("response-headers", changes.response_headers, limits)?;
+    dropped.extend(dropped_too);
     check_count("remove-headers", changes.remove_headers.len(), limits.max_headers)?;
     check_bytes(
         "remove-headers",
@@ -62,9 +76,11 @@ fn check_changes(changes: &RequestChanges, limits: &Limits, routing: &RoutingPol
         limits.max_header_bytes,
         "max_header_bytes",
     )?;
-    for name in &changes.remove_headers {
-        framing::parse_name(name)?;
-    }
+    let remove_headers = changes
+        .remove_headers
+        .iter()
+        .map(|name| framing::parse_name(name))
+        .collect::<Result<_, _>>()?;
     check_count(
         "session-metadata",
         changes.session_metadata.len(),
@@ -76,14 +92,14 @@ fn check_changes(changes: &RequestChanges, limits: &Limits, routing: &RoutingPol
         limits.max_session_bytes,
         "max_session_bytes",
     )?;
-    if let Some(method) = &changes.method
-        && (method.len() > MAX_METHOD_BYTES
-            || http::Method::from_bytes(method.as_bytes()).is_err()
-            || method.eq_ignore_ascii_case("CONNECT"))
-    {
+    let method = match changes.method {
+        None => None,
         // CONNECT would turn the upstream connection into a tunnel.
-        return Err(format!("invalid method {:?} (any token but CONNECT)", cut(method)));
-    }
+        Some(method) => match http::Method::from_bytes(method.as_bytes()) {
+            Ok(parsed) if method.len() <= MAX_METHOD_BYTES && !method.eq_ignore_ascii_case("CONNECT") => Some(parsed),
+            _ => return Err(format!("invalid method {:?} (any token but CONNECT)", cut(&method))),
+        },
+    };
     if let Some(path) = &changes.path
         && (path.len() > MAX_URL_BYTES
             || !path.starts_with('/')
@@ -106,13 +122,28 @@ fn check_changes(changes: &RequestChanges, limits: &Limits, routing: &RoutingPol
     if let Some(body) = &changes.body {
         check_body("request", body, limits)?;
     }
-    if let Some(upstream) = &changes.upstream {
-        if upstream.len() > MAX_URL_BYTES {
+    let upstream = match changes.upstream {
+        None => None,
+        Some(upstream) if upstream.len() > MAX_URL_BYTES => {
             return Err(format!("upstream URL longer than {MAX_URL_BYTES} bytes"));
         }
-        routing.target(upstream)?;
-    }
-    Ok(())
+        Some(upstream) => {
+            let destination = routing.target(&upstream)?;
+            Some((upstream, destination))
+        }
+    };
+    Ok(Changes {
+        method,
+        path: changes.path,
+        query: changes.query,
+        set_headers,
+        remove_headers,
+        response_headers,
+        body: changes.body.map(Into::into),
+        upstream,
+        session_metadata: changes.session_metadata,
+        dropped,
+    })
 }
 
 /// Checks a session an auth function returned.
@@ -183,16 +214,17 @@ pub fn check_functions(functions: &[FunctionInfo]) -> Result<(), String> {
     Ok(())
 }
 
-/// Header fields: count, total bytes, and valid names and values (the
-/// gateway-owned ones are dropped later, by [`framing`]).
-fn check_headers(what: &str, headers: &[(String, String)], limits: &Limits) -> Result<(), String> {
+/// Header fields: count, total bytes, and valid names and values, as a
+/// header map without the headers the gateway owns (nor those a
+/// `connection` field names); returns the names it dropped, for the log.
+fn check_headers(
+    what: &str,
+    headers: Vec<(String, String)>,
+    limits: &Limits,
+) -> Result<(HeaderMap, Vec<HeaderName>), String> {
     check_count(what, headers.len(), limits.max_headers)?;
-    check_bytes(what, pairs_bytes(headers), limits.max_header_bytes, "max_header_bytes")?;
-    for (name, value) in headers {
-        let name = framing::parse_name(name)?;
-        http::HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name:?}"))?;
-    }
-    Ok(())
+    check_bytes(what, pairs_bytes(&headers), limits.max_header_bytes, "max_header_bytes")?;
+    framing::plugin_headers(&headers)
 }
 
 fn pairs_bytes(pairs: &[(String, String)]) -> usize {

@@ -13,8 +13,10 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use crate::config::{AllowRule, BaseUrl, FanOut, Limits, OnError, PluginRef, RoutingPolicy};
+use http::{HeaderMap, HeaderName};
+
 use crate::plugin::{
-    Api, AuthOutcome, CallContext, HookKind, Outcome, PluginRuntime, RequestChanges, RequestRecord, Response,
+    Api, AuthResult, CallContext, Changes, HookKind, PluginRuntime, Reply, RequestOutcome, RequestRecord,
     ResponseRecord, Session,
 };
 use crate::telemetry::CallStats;
@@ -437,23 +439,23 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
     let failed = |e: crate::plugin::PluginError| serde_json::json!({ "status": e.status().as_u16(), "reason": e.reason(), "message": e.to_string() });
     match kind {
         HookKind::Request => match plugin.on_request(&ctx, &request, &session).await {
-            Ok(Outcome::Continue(changes)) => {
+            Ok(RequestOutcome::Continue(changes)) => {
                 report.outcome = "continue";
                 report.changes = Some(changes_json(&changes));
             }
-            Ok(Outcome::Respond(response)) => {
+            Ok(RequestOutcome::Respond(response)) => {
                 report.outcome = "respond";
                 report.response = Some(response_json(&response));
             }
             Err(e) => report.error = Some(failed(e)),
         },
         HookKind::Auth => match plugin.on_auth(&ctx, &request).await {
-            Ok(AuthOutcome::Authenticated(a)) => {
+            Ok(AuthResult::Authenticated { session, changes }) => {
                 report.outcome = "authenticated";
-                report.session = Some(session_json(&a.session));
-                report.changes = Some(changes_json(&a.changes));
+                report.session = Some(session_json(&session));
+                report.changes = Some(changes_json(&changes));
             }
-            Ok(AuthOutcome::Respond(response)) => {
+            Ok(AuthResult::Respond(response)) => {
                 report.outcome = "reject";
                 report.response = Some(response_json(&response));
             }
@@ -501,7 +503,9 @@ fn body_json(body: &[u8]) -> serde_json::Value {
     }
 }
 
-fn changes_json(c: &RequestChanges) -> serde_json::Value {
+/// The changes as the gateway would apply them: header names lower-cased,
+/// the headers the gateway owns dropped (and listed).
+fn changes_json(c: &Changes) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     let mut put = |name: &str, value: serde_json::Value| {
         out.insert(name.into(), value);
@@ -516,28 +520,48 @@ fn changes_json(c: &RequestChanges) -> serde_json::Value {
         put("query", q.as_str().into());
     }
     if !c.set_headers.is_empty() {
-        put("set_headers", serde_json::json!(c.set_headers));
+        put("set_headers", headers_json(&c.set_headers));
     }
     if !c.remove_headers.is_empty() {
-        put("remove_headers", serde_json::json!(c.remove_headers));
+        let names: Vec<&str> = c.remove_headers.iter().map(HeaderName::as_str).collect();
+        put("remove_headers", serde_json::json!(names));
     }
     if let Some(b) = &c.body {
         put("body", body_json(b));
     }
-    if let Some(u) = &c.upstream {
-        put("upstream", u.as_str().into());
+    if let Some((url, _)) = &c.upstream {
+        put("upstream", url.as_str().into());
     }
     if !c.session_metadata.is_empty() {
         put("session_metadata", serde_json::json!(c.session_metadata));
     }
     if !c.response_headers.is_empty() {
-        put("response_headers", serde_json::json!(c.response_headers));
+        put("response_headers", headers_json(&c.response_headers));
+    }
+    if !c.dropped.is_empty() {
+        put("dropped_headers", dropped_json(&c.dropped));
     }
     out.into()
 }
 
-fn response_json(r: &Response) -> serde_json::Value {
-    serde_json::json!({ "status": r.status, "headers": r.headers, "body": body_json(&r.body) })
+fn headers_json(headers: &HeaderMap) -> serde_json::Value {
+    let pairs: Vec<(&str, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    serde_json::json!(pairs)
+}
+
+fn dropped_json(names: &[HeaderName]) -> serde_json::Value {
+    serde_json::json!(names.iter().map(HeaderName::as_str).collect::<Vec<_>>())
+}
+
+fn response_json(r: &Reply) -> serde_json::Value {
+    let mut out = serde_json::json!({ "status": r.status.as_u16(), "headers": headers_json(&r.headers), "body": body_json(&r.body) });
+    if !r.dropped.is_empty() {
+        out["dropped_headers"] = dropped_json(&r.dropped);
+    }
+    out
 }
 
 fn session_json(s: &Session) -> serde_json::Value {

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{LimitBy, RateLimit};
+use crate::config::{LimitBy, Limits, RateLimit};
 use crate::plugin::Session;
 use crate::store::{self, Decision, SessionData, SessionStore, StoreError};
 
@@ -150,10 +150,16 @@ pub async fn api_key(
     })
 }
 
-/// The session an auth plugin returned, merged with the stored one: metadata
-/// that earlier requests wrote is kept (the plugin's own entries win).
-/// Nothing is saved yet: the caller checks the merged size first.
-pub async fn merge_plugin_session(store: &SessionStore, session: Session) -> Result<MergedSession, Denied> {
+/// The caller an auth plugin's session makes: merged with the stored one
+/// (metadata that earlier requests wrote is kept; the plugin's own entries
+/// win) and saved if it changed, when the merged session stays within the
+/// plugin's session limits. A session that would outgrow them is the
+/// plugin's failure (the inner error says why), and nothing is saved.
+pub async fn plugin_caller(
+    store: &SessionStore,
+    session: Session,
+    limits: &Limits,
+) -> Result<Result<Caller, String>, Denied> {
     if session.expires.is_some_and(|at| at <= now()) {
         return Err(Denied::Expired);
     }
@@ -165,14 +171,23 @@ pub async fn merge_plugin_session(store: &SessionStore, session: Session) -> Res
         metadata.append(&mut data.metadata);
         data.metadata = metadata;
     }
-    Ok(MergedSession {
-        unchanged: stored.as_ref() == Some(&data),
-        caller: Caller {
-            counter_id: store_id.clone(),
-            store_id,
-            data,
-        },
-    })
+    let size = crate::plugin::check_session_size(
+        &data.key_id,
+        data.tags.iter().map(String::as_str),
+        data.metadata.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        limits,
+    );
+    if let Err(why) = size {
+        return Ok(Err(format!("with its stored metadata, {why}")));
+    }
+    if stored.as_ref() != Some(&data) {
+        store.put(&store_id, &data).await?;
+    }
+    Ok(Ok(Caller {
+        counter_id: store_id.clone(),
+        store_id,
+        data,
+    }))
 }
 
 /// Where the session an auth plugin returned for `key_id` is stored.
@@ -183,22 +198,6 @@ pub fn plugin_store_id(key_id: &str) -> String {
 /// The key id of a stored plugin session's id, or `None` for an API key's.
 pub fn plugin_key_id(store_id: &str) -> Option<&str> {
     store_id.strip_prefix("plugin:")
-}
-
-/// A plugin's session merged with the stored one, not yet saved.
-#[derive(Debug)]
-pub struct MergedSession {
-    pub caller: Caller,
-    /// Whether it equals what is stored (most requests: nothing to write).
-    unchanged: bool,
-}
-
-/// Saves a merged plugin session if it changed.
-pub async fn save_plugin_session(store: &SessionStore, merged: MergedSession) -> Result<Caller, Denied> {
-    if !merged.unchanged {
-        store.put(&merged.caller.store_id, &merged.caller.data).await?;
-    }
-    Ok(merged.caller)
 }
 
 /// Counts this request against the caller's rate limit and quota. Returns

@@ -219,16 +219,16 @@ pub(super) async fn request_phase(
             let headers = HeaderText::new(&ex.parts.headers);
             let request = ex.plugin_request(plugin.wants_body(), &headers);
             match plugin.on_auth(&ex.ctx, &request).await {
-                Ok(AuthOutcome::Authenticated(Authenticated { session, changes })) => {
-                    match plugin_caller(store, plugin, session).await? {
+                Ok(AuthResult::Authenticated { session, changes }) => {
+                    match auth::plugin_caller(store, session, plugin.limits()).await? {
                         Ok(caller) => {
                             auth_changes = Some((plugin, changes));
                             Some(caller)
                         }
-                        Err(error) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?)),
+                        Err(why) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, plugin.invalid(&why))?)),
                     }
                 }
-                Ok(AuthOutcome::Respond(response)) => return Ok(Phase::Respond(plugin_response(plugin, response)?)),
+                Ok(AuthResult::Respond(reply)) => return Ok(Phase::Respond(framed(plugin, reply, None))),
                 Err(error) => return Ok(Phase::Respond(plugin_failed(&ex.ctx, plugin, error)?)),
             }
         }

@@ -129,30 +129,18 @@ impl Exchange {
 }
 
 impl Exchange {
-    /// Applies a `continue` outcome, checked by the runtime. What can only
-    /// be checked here (the session metadata merged with the session's own)
-    /// is checked, and every value parsed, before anything changes: a
-    /// refused outcome leaves the request as it was. Returns the header
-    /// names it dropped (see [`framing`]).
-    pub(super) fn apply(&mut self, limits: &Limits, changes: RequestChanges) -> Result<Vec<HeaderName>, String> {
+    /// Applies a `continue` outcome, checked and typed by the runtime. What
+    /// can only be checked here (the session metadata merged with the
+    /// session's own) is checked before anything changes: a refused outcome
+    /// leaves the request as it was.
+    pub(super) fn apply(&mut self, limits: &Limits, changes: Changes) -> Result<(), String> {
         let metadata = if changes.session_metadata.is_empty() {
             None
         } else {
             Some(self.merged_metadata(limits, changes.session_metadata)?)
         };
-        let upstream = changes
-            .upstream
-            .as_deref()
-            .map(|u| self.ctx.routing.target(u))
-            .transpose()?;
-        let (set_headers, mut dropped) = framing::plugin_headers(&changes.set_headers)?;
-        let (response_headers, dropped_too) = framing::plugin_headers(&changes.response_headers)?;
-        dropped.extend(dropped_too);
-        let method: Option<http::Method> = changes
-            .method
-            .map(|m| m.parse())
-            .transpose()
-            .map_err(|e| format!("{e}"))?;
+        // The path is the request's own and the query was checked to make
+        // a valid one with it: this does not fail.
         let uri: Option<http::Uri> = changes
             .query
             .map(|query| {
@@ -166,7 +154,7 @@ impl Exchange {
             .transpose()
             .map_err(|e| format!("{e}"))?;
         let parts = &mut self.parts;
-        if let Some(method) = method {
+        if let Some(method) = changes.method {
             parts.method = method;
         }
         if let Some(uri) = uri {
@@ -176,18 +164,18 @@ impl Exchange {
             self.upstream_path = path;
         }
         for name in &changes.remove_headers {
-            parts.headers.remove(name.as_str());
+            parts.headers.remove(name);
         }
         // Each name set replaces every value the request had for it.
-        set_all(&mut parts.headers, set_headers);
-        if let Some(destination) = upstream {
+        set_all(&mut parts.headers, changes.set_headers);
+        if let Some((_, destination)) = changes.upstream {
             self.destination = destination;
         }
-        set_all(&mut self.response_headers, response_headers);
+        set_all(&mut self.response_headers, changes.response_headers);
         if let Some(body) = changes.body {
             parts.headers.remove(header::CONTENT_LENGTH);
             parts.headers.remove(header::TRANSFER_ENCODING);
-            self.body = BodyState::Buffered(body.into());
+            self.body = BodyState::Buffered(body);
         }
         if let Some(metadata) = metadata {
             self.session.metadata = metadata.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
@@ -196,7 +184,7 @@ impl Exchange {
             }
             self.metadata_dirty = true;
         }
-        Ok(dropped)
+        Ok(())
     }
 
     /// The session's metadata with `changes` set (a sorted map: linear in

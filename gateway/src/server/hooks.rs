@@ -4,29 +4,6 @@
 
 use super::*;
 
-/// The caller an auth plugin's session makes: merged with what is stored
-/// for its key and saved, if it stays within the plugin's session limits.
-/// A session that would outgrow them is the plugin's failure (the inner
-/// error), and nothing is saved.
-pub(super) async fn plugin_caller(
-    store: &SessionStore,
-    plugin: &Plugin,
-    session: Session,
-) -> Result<Result<Caller, PluginError>, RequestError> {
-    let merged = auth::merge_plugin_session(store, session).await?;
-    let data = &merged.caller.data;
-    let size = plugin::check_session_size(
-        &data.key_id,
-        data.tags.iter().map(String::as_str),
-        data.metadata.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-        plugin.limits(),
-    );
-    if let Err(why) = size {
-        return Ok(Err(plugin.invalid(&format!("with its stored metadata, {why}"))));
-    }
-    Ok(Ok(auth::save_plugin_session(store, merged).await?))
-}
-
 /// Saves session metadata written by plugins (keyed sessions only). A
 /// failure is logged; the request goes on.
 pub(super) async fn save_metadata(gateway: &Gateway, ex: &mut Exchange) {
@@ -60,8 +37,8 @@ impl Exchange {
         let headers = HeaderText::new(&self.parts.headers);
         let request = self.plugin_request(plugin.wants_body(), &headers);
         let result = match plugin.on_request(&self.ctx, &request, &self.session).await {
-            Ok(Outcome::Continue(changes)) => self.continue_with(plugin, changes),
-            Ok(Outcome::Respond(response)) => return Ok(Some(plugin_response(plugin, response)?)),
+            Ok(RequestOutcome::Continue(changes)) => self.continue_with(plugin, changes),
+            Ok(RequestOutcome::Respond(reply)) => return Ok(Some(framed(plugin, reply, None))),
             Err(error) => Err(error),
         };
         match result {
@@ -76,14 +53,9 @@ impl Exchange {
 
     /// Applies the changes a plugin continued with; a change the gateway
     /// cannot apply is the plugin's failure.
-    pub(super) fn continue_with(&mut self, plugin: &Plugin, changes: RequestChanges) -> Result<(), PluginError> {
-        match self.apply(plugin.limits(), changes) {
-            Ok(dropped) => {
-                log_dropped(plugin, &dropped);
-                Ok(())
-            }
-            Err(why) => Err(plugin.invalid(&why)),
-        }
+    pub(super) fn continue_with(&mut self, plugin: &Plugin, changes: Changes) -> Result<(), PluginError> {
+        log_dropped(plugin, &changes.dropped);
+        self.apply(plugin.limits(), changes).map_err(|why| plugin.invalid(&why))
     }
 
     /// Runs one `response` plugin over `response`. The body is buffered only
@@ -117,11 +89,8 @@ impl Exchange {
             body: &bytes,
         };
         match plugin.on_response(&self.ctx, &request, &record, &self.session).await {
-            Ok(changed) => {
-                // A body the plugin did not read streams on unchanged.
-                let body = body.unwrap_or_else(|| Body::from(changed.body));
-                framed(plugin, framing::plugin_response(changed.status, &changed.headers, body))
-            }
+            // A body the plugin did not read streams on unchanged.
+            Ok(reply) => Ok(framed(plugin, reply, body)),
             Err(error) if plugin.on_error() == OnError::Continue => {
                 log_failure(&self.ctx, plugin, &error);
                 Ok(Response::from_parts(parts, body.unwrap_or_else(|| Body::from(bytes))))
@@ -167,22 +136,26 @@ pub(super) fn plugin_failed(ctx: &CallContext, plugin: &Plugin, error: PluginErr
 }
 
 /// A plugin's response record as an HTTP response, framed by the gateway.
-/// The runtime checked it, so the conversion does not fail in practice.
-pub(super) fn plugin_response(plugin: &Plugin, response: plugin::Response) -> Result<Response, RequestError> {
-    let body = Body::from(response.body);
-    framed(
-        plugin,
-        framing::plugin_response(response.status, &response.headers, body),
-    )
+/// A plugin's reply as the client's response, framed by the gateway: its
+/// status and headers (checked, the gateway's own dropped), and no body for
+/// 204 and 304. `body` is an upstream body streaming past a `response`
+/// function that did not read it; otherwise the reply's own.
+pub(super) fn framed(plugin: &Plugin, reply: Reply, body: Option<Body>) -> Response {
+    log_dropped(plugin, &reply.dropped);
+    respond_with(reply, body)
 }
 
-pub(super) fn framed(
-    plugin: &Plugin,
-    built: Result<(Response, Vec<HeaderName>), String>,
-) -> Result<Response, RequestError> {
-    let (response, dropped) = built.map_err(RequestError::Internal)?;
-    log_dropped(plugin, &dropped);
-    Ok(response)
+/// [`framed`], without the log line.
+pub(super) fn respond_with(reply: Reply, body: Option<Body>) -> Response {
+    let body = if framing::has_no_body(reply.status) {
+        Body::empty()
+    } else {
+        body.unwrap_or_else(|| Body::from(reply.body))
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = reply.status;
+    *response.headers_mut() = reply.headers;
+    response
 }
 
 /// Notes the framing and connection headers a plugin set, which the

@@ -60,8 +60,8 @@ use tracing::Instrument;
 use crate::config::{ClientTimeouts, Destination, Limits, OnError, OverrideHeaders, Transport, Unmatched};
 use crate::framing;
 use crate::plugin::{
-    self, AuthOutcome, Authenticated, CallContext, HeaderText, Outcome, Plugin, PluginError, RequestChanges,
-    RequestRecord, ResponseRecord, Session,
+    self, AuthResult, CallContext, Changes, HeaderText, Plugin, PluginError, Reply, RequestOutcome, RequestRecord,
+    ResponseRecord, Session,
 };
 use crate::store::SessionStore;
 use crate::sync::lock;

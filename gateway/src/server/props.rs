@@ -19,7 +19,7 @@ use super::{BodyState, Exchange, Peer};
 use crate::config::Limits;
 use crate::config::{AllowRule, BaseUrl, Destination, RoutingPolicy};
 use crate::framing;
-use crate::plugin::{self, Api, CallContext, Outcome, RequestChanges, Session};
+use crate::plugin::{self, Api, CallContext, Outcome, RequestChanges, RequestOutcome, Session};
 use crate::telemetry::{RequestId, TraceContext};
 use crate::upstream::outbound::OutboundPolicy;
 
@@ -341,12 +341,11 @@ fn a_plugin_response_is_one_message_framed_by_the_gateway() {
             headers: headers.clone(),
             body: body.clone(),
         };
-        if plugin::check_response(&response, &limits).is_err() {
+        let Ok(reply) = plugin::check_response(response, &limits) else {
             // Refused before it is used: the property is that nothing panicked.
             return Ok(false);
-        }
-        let (built, _) = framing::plugin_response(status, &headers, Body::from(body.clone()))
-            .expect("a checked response always builds");
+        };
+        let built = super::hooks::respond_with(reply, None);
         let bytes = runtime().block_on(response_bytes(built));
         let messages = wire::split_responses(&bytes);
         prop_assert_eq!(messages.len(), 1);
@@ -378,14 +377,10 @@ fn a_plugin_response_is_one_message_framed_by_the_gateway() {
 fn a_changed_request_is_one_message_to_an_allowed_upstream() {
     check(changes(), |changes| {
         let limits = Limits::default();
-        let outcome = Outcome::Continue(changes);
-        let checked = plugin::check_outcome(&outcome, &limits, &routing());
-        let Outcome::Continue(changes) = outcome else {
-            unreachable!("built as a continue")
-        };
-        if checked.is_err() {
+        let checked = plugin::check_outcome(Outcome::Continue(changes.clone()), &limits, &routing());
+        let Ok(RequestOutcome::Continue(typed)) = checked else {
             return Ok(false);
-        }
+        };
         let mut original = http::Request::post("http://gateway/orders/1?x=1")
             .body(())
             .expect("request");
@@ -398,7 +393,7 @@ fn a_changed_request_is_one_message_to_an_allowed_upstream() {
         let expected_method = changes.method.clone().unwrap_or_else(|| "POST".to_owned());
         let set = changes.set_headers.clone();
         let upstream = changes.upstream.clone();
-        ex.apply(&limits, changes).expect("a checked outcome always applies");
+        ex.apply(&limits, typed).expect("a checked outcome always applies");
         let outgoing = ex.upstream_request(false, None).expect("an upstream request");
         let base = match &ex.destination {
             Destination::Upstream(0) => BaseUrl::parse("http://127.0.0.1:9000").expect("valid"),
