@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    ConfigDir, Gateway, assert_gateway_error, client, closed_port, json_of, plugin, scrape, upstream, upstreams,
+    ConfigDir, Gateway, assert_gateway_error, client, closed_port, eventually, json_of, plugin, scrape, upstream,
+    upstreams,
 };
 
 const SECRET: &str = "a-secret-of-16-chars";
@@ -46,16 +47,6 @@ async fn state_of(gw: &Gateway, url: &str) -> Value {
         .into_iter()
         .find(|t| t["url"] == url)
         .unwrap_or_else(|| panic!("no target {url}"))
-}
-
-/// Polls `condition` until it holds; fails after a minute (a bound for a
-/// broken gateway, not a timing claim).
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "gave up waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn get_status(url: &str) -> u16 {

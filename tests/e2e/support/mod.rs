@@ -256,11 +256,22 @@ impl Gateway {
         }
     }
 
-    /// Stops the gateway and starts it again on the same configuration
-    /// (new ports).
+    /// Kills the gateway (SIGKILL) and starts it again on the same
+    /// configuration (new ports).
     pub fn restart(mut self) -> Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.start_again()
+    }
+
+    /// Stops the gateway gracefully (SIGTERM, as an orchestrator does) and
+    /// starts it again on the same configuration (new ports).
+    pub fn restart_gracefully(mut self) -> Gateway {
+        self.terminate();
+        self.start_again()
+    }
+
+    fn start_again(&mut self) -> Gateway {
         let config = ConfigDir {
             dir: tempfile::TempDir::new().expect("placeholder"),
         };
@@ -286,6 +297,10 @@ impl Gateway {
     /// Sends SIGTERM and waits for the gateway to shut down gracefully;
     /// its exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -384,4 +399,15 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::hea
         request = request.header(*name, *value);
     }
     json_of(request.send().await.expect("request")).await
+}
+
+/// Polls `condition` until it holds; fails after a minute (a bound for a
+/// broken gateway, not a timing claim). What tests wait for instead of
+/// sleeping a fixed time.
+pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "gave up waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
