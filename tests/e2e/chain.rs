@@ -4,44 +4,35 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{ConfigDir, Gateway, client, get_with, plugin, upstream, upstreams, validate};
+use crate::support::{ConfigDir, Gateway, client, get_with, plugin, upstream, upstreams, validate, yaml};
 
-fn probe(function: &str, name: &str) -> String {
-    format!(
-        "{{ path: {}, function: {function}, config: {{ name: {name} }} }}",
-        plugin("probe").display()
-    )
+fn probe(function: &str, name: &str) -> Value {
+    json!({ "path": plugin("probe"), "function": function, "config": { "name": name } })
 }
 
 fn chain_api(upstream: &str) -> String {
-    format!(
-        "id: chain
-listen_path: /c/
-strip_listen_path: true
-upstream: {upstream}
-auth: {{ type: plugin }}
-plugins:
-  pre: [{pre1}, {pre2}]
-  auth: {{ path: {auth}, function: bearer-token, config: {{ tokens: {{ t1: {{ user: alice }} }} }} }}
-  post_auth: [{post_auth}]
-  post: [{post}]
-  response: [{resp1}, {resp2}]
-endpoints:
-  - path: /proxied
-    plugin: {endpoint}
-  - path: /virtual
-    plugin: {{ path: {probe}, function: whoami }}
-",
-        pre1 = probe("record-order", "pre1"),
-        pre2 = probe("record-order", "pre2"),
-        auth = plugin("auth").display(),
-        post_auth = probe("record-order", "post_auth"),
-        post = probe("record-order", "post"),
-        resp1 = probe("record-order-response", "resp1"),
-        resp2 = probe("record-order-response", "resp2"),
-        endpoint = probe("record-order", "endpoint"),
-        probe = plugin("probe").display(),
-    )
+    yaml(json!({
+        "id": "chain",
+        "listen_path": "/c/",
+        "strip_listen_path": true,
+        "upstream": upstream,
+        "auth": { "type": "plugin" },
+        "plugins": {
+            "pre": [probe("record-order", "pre1"), probe("record-order", "pre2")],
+            "auth": {
+                "path": plugin("auth"),
+                "function": "bearer-token",
+                "config": { "tokens": { "t1": { "user": "alice" } } },
+            },
+            "post_auth": [probe("record-order", "post_auth")],
+            "post": [probe("record-order", "post")],
+            "response": [probe("record-order-response", "resp1"), probe("record-order-response", "resp2")],
+        },
+        "endpoints": [
+            { "path": "/proxied", "plugin": probe("record-order", "endpoint") },
+            { "path": "/virtual", "plugin": { "path": plugin("probe"), "function": "whoami" } },
+        ],
+    }))
 }
 
 #[tokio::test]

@@ -168,3 +168,223 @@ pub fn json_error(status: StatusCode, message: &str, request_id: &str) -> Respon
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::HeaderName;
+
+    use super::*;
+    use crate::server::auth::LimitHeaders;
+    use crate::store::StoreError;
+
+    /// Every kind of failure: what the client sees and whose fault it is.
+    #[test]
+    fn each_error_has_its_status_its_public_message_and_its_blame() {
+        let upstream = |e: UpstreamError| RequestError::Upstream(e);
+        let plugin = |e: PluginError| RequestError::Plugin {
+            plugin: "p.wasm#f".into(),
+            source: e,
+        };
+        let cases = [
+            (RequestError::NoRoute, 404, "no API matches this path", Blame::Client),
+            (
+                RequestError::NoEndpoint,
+                404,
+                "no endpoint matches this path and method",
+                Blame::Client,
+            ),
+            (
+                RequestError::TlsRequired,
+                421,
+                "this API is served over HTTPS only",
+                Blame::Client,
+            ),
+            (
+                RequestError::ClientCertRequired,
+                403,
+                "this API needs a client certificate",
+                Blame::Client,
+            ),
+            (
+                RequestError::BodyTimeout(10),
+                408,
+                "request body not received in time",
+                Blame::Client,
+            ),
+            (
+                RequestError::BodyTooLarge(1),
+                413,
+                "request body too large",
+                Blame::Client,
+            ),
+            (
+                RequestError::BadBody("reset".into()),
+                400,
+                "cannot read the request body",
+                Blame::Client,
+            ),
+            (
+                RequestError::Denied(Denied::MissingKey),
+                401,
+                "missing API key",
+                Blame::Client,
+            ),
+            (
+                RequestError::Denied(Denied::NoAccess),
+                403,
+                "this key may not access this API, path or method",
+                Blame::Client,
+            ),
+            (
+                RequestError::Denied(Denied::RepeatedHeader(HeaderName::from_static("x-user"))),
+                400,
+                "a header the rate limit counts callers by is sent more than once",
+                Blame::Client,
+            ),
+            (
+                RequestError::Denied(Denied::Store(StoreError::Unavailable("down".into()))),
+                503,
+                "session store unavailable, retry later",
+                Blame::Gateway,
+            ),
+            (
+                plugin(PluginError::PoolExhausted(4)),
+                503,
+                "plugin capacity exhausted, retry later",
+                Blame::Gateway,
+            ),
+            (
+                plugin(PluginError::CpuBudget(Duration::from_millis(5))),
+                504,
+                "plugin timed out",
+                Blame::Plugin,
+            ),
+            (
+                plugin(PluginError::Trap("panic".into())),
+                500,
+                "plugin failed",
+                Blame::Plugin,
+            ),
+            (
+                upstream(UpstreamError::Connect {
+                    target: "10.0.0.1:80".into(),
+                    reason: "refused".into(),
+                }),
+                502,
+                "upstream unavailable",
+                Blame::Upstream,
+            ),
+            (
+                upstream(UpstreamError::Timeout {
+                    target: "10.0.0.1:80".into(),
+                    timeout: Duration::from_secs(1),
+                }),
+                504,
+                "upstream timed out",
+                Blame::Upstream,
+            ),
+            (
+                upstream(UpstreamError::AtCapacity(Arc::from("u"))),
+                503,
+                "upstream at capacity, retry later",
+                Blame::Upstream,
+            ),
+            (
+                upstream(UpstreamError::Protocol("101")),
+                502,
+                "upstream unavailable",
+                Blame::Upstream,
+            ),
+            (
+                upstream(UpstreamError::Invalid("uri".into())),
+                500,
+                "internal gateway error",
+                Blame::Gateway,
+            ),
+            (
+                RequestError::ResponseTooLarge(1),
+                502,
+                "upstream response too large",
+                Blame::Upstream,
+            ),
+            (
+                RequestError::Internal("x".into()),
+                500,
+                "internal gateway error",
+                Blame::Gateway,
+            ),
+        ];
+        for (error, status, message, blame) in cases {
+            let what = error.to_string();
+            assert_eq!(error.blame(), blame, "{what}");
+            let response = error.into_response("req-1");
+            assert_eq!(response.status().as_u16(), status, "{what}");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json", "{what}");
+            let body = body_json(response);
+            assert_eq!(body["error"], message, "{what}: no internal detail reaches the client");
+            assert_eq!(
+                (body["status"].as_u64(), body["request_id"].as_str()),
+                (Some(u64::from(status)), Some("req-1"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_carries_its_limit_headers_and_an_unavailable_upstream_its_retry_after() {
+        let mut headers = LimitHeaders::default();
+        headers.0.push((
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from_static("2"),
+        ));
+        headers
+            .0
+            .push((HeaderName::from_static("retry-after"), HeaderValue::from_static("1")));
+        let refused = RequestError::Denied(Denied::RateLimited(headers)).into_response("r");
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            (
+                refused.headers()["x-ratelimit-limit"].as_bytes(),
+                refused.headers()["retry-after"].as_bytes()
+            ),
+            (&b"2"[..], &b"1"[..])
+        );
+
+        let unavailable = RequestError::Upstream(UpstreamError::Unavailable {
+            upstream: Arc::from("u"),
+            why: "every target is ejected",
+            retry_after: Duration::from_millis(1500),
+        })
+        .into_response("r");
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            unavailable.headers()[header::RETRY_AFTER],
+            "2",
+            "whole seconds, rounded up"
+        );
+    }
+
+    /// A path refusal says what is wrong with the client's own spelling.
+    #[test]
+    fn a_bad_path_says_why() {
+        let response = RequestError::BadPath(crate::server::canonical::PathError::BadEscape).into_response("r");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = body_json(response);
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("invalid request path: ")),
+            "{body}"
+        );
+    }
+
+    fn body_json(response: Response) -> serde_json::Value {
+        let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(response.into_body()))
+            .expect("a full body is ready")
+            .expect("body")
+            .to_bytes();
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+}

@@ -135,4 +135,6 @@ impl Gateway {
 }
 
 #[cfg(test)]
+mod chain_tests;
+#[cfg(test)]
 mod props;

@@ -411,3 +411,9 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut c
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A configuration file's text from a JSON value: tests build API files
+/// as data (`json!`), not as format strings with escaped braces.
+pub fn yaml(value: serde_json::Value) -> String {
+    serde_yaml::to_string(&value).expect("a JSON value is YAML")
+}
