@@ -1,8 +1,6 @@
 //! Keys, sessions, rate limits and quotas on the embedded store, and the
 //! admin API that manages them.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::support::{ConfigDir, Gateway, admin_post, client, eventually, get_with, plugin, upstream, upstreams};
