@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{ConfigDir, Gateway, client, plugin, upstream, upstreams};
+use crate::support::{ConfigDir, Gateway, Wasm, client, plugin, upstream, upstreams};
 
 /// The log's lines once there are `n` (they are written after the response).
 fn lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
@@ -27,8 +27,8 @@ async fn each_request_gets_one_line_with_its_api_endpoint_key_sizes_and_times() 
     let echo = upstream(upstreams::echo("one")).await;
     let api = format!(
         "id: shop\nlisten_path: /shop/\nupstream: {echo}\nauth: {{ type: plugin }}\nplugins:\n  auth:\n    path: {auth}\n    function: bearer-token\n    config: {{ tokens: {{ t1: {{ user: alice }} }} }}\nendpoints:\n  - method: GET\n    path: /hello/{{name}}\n    plugin: {{ path: {hello}, function: hello }}\n",
-        auth = plugin("auth").display(),
-        hello = plugin("hello").display(),
+        auth = plugin(Wasm::Auth).display(),
+        hello = plugin(Wasm::Hello).display(),
     );
     let config = ConfigDir::new(
         "apis: [apis/]\naccess_log: { path: logs/access.log }\n",

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{ConfigDir, Gateway, client, closed_port, get_json, plugin, upstream, upstreams};
+use crate::support::{ConfigDir, Gateway, Wasm, client, closed_port, get_json, plugin, upstream, upstreams};
 
 /// An API whose `/summary/{id}` merges `services`; `allow` lists reachable
 /// hosts; `extra` is appended to the plugin config.
@@ -20,7 +20,7 @@ fn aggregate_api(services: &[(&str, String)], allow: &[String], extra: &str) -> 
         "id: agg\nlisten_path: /agg/\nstrip_listen_path: true\nupstream: http://{}\noutbound:\n  allow: [{}]\n  timeout_ms: 5000\nendpoints:\n  - method: GET\n    path: /summary/{{id}}\n    plugin:\n      path: {}\n      function: merge\n      limits: {{ timeout_ms: 10000 }}\n      config:\n{extra}        services:\n{services}",
         closed_port(),
         allow.join(", "),
-        plugin("aggregate").display(),
+        plugin(Wasm::Aggregate).display(),
     )
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use serde_json::Value;
 
 use crate::support::{
-    ConfigDir, Gateway, assert_gateway_error, client, closed_port, eventually, json_of, plugin, scrape, upstream,
+    ConfigDir, Gateway, Wasm, assert_gateway_error, client, closed_port, eventually, json_of, plugin, scrape, upstream,
     upstreams,
 };
 
@@ -431,7 +431,7 @@ async fn a_plugin_routes_to_named_upstreams() {
     let (eu1, eu2) = (upstream(eu1).await, upstream(eu2).await);
     let gw = gateway(&format!(
         "id: shop\nlisten_path: /shop/\nstrip_listen_path: true\nupstream: eu\nupstreams:\n  eu:\n    balance: round_robin\n    targets: [{eu1}, {eu2}]\n  us: {us}\nendpoints:\n  - path: /{{region}}/{{*rest}}\n    plugin:\n      path: {}\n      function: by-region\n      config: {{ param: region, rest_param: rest, upstreams: {{ eu: eu, us: us, asia: asia }} }}\n",
-        plugin("router").display()
+        plugin(Wasm::Router).display()
     ));
     let (status, _, body) = json_of(client().get(gw.url("/shop/us/items/7")).send().await.expect("request")).await;
     assert_eq!(

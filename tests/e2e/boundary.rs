@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::support::wire::{Message, split_responses};
 use crate::support::{
-    ConfigDir, Gateway, assert_gateway_error, client, get_json, get_with, plugin, upstream, upstreams, validate,
+    ConfigDir, Gateway, Wasm, assert_gateway_error, client, get_json, get_with, plugin, upstream, upstreams, validate,
 };
 
 /// The complete second response the `raw` plugin hides in its bodies.
@@ -63,7 +63,7 @@ fn exchange(gw: &Gateway, requests: &[&str]) -> Vec<Message> {
 }
 
 fn raw_endpoints(functions: &[&str]) -> String {
-    let raw = plugin("raw");
+    let raw = plugin(Wasm::Raw);
     functions
         .iter()
         .map(|f| {
@@ -149,7 +149,7 @@ async fn only_final_statuses_and_no_body_on_204_or_304() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_response_hook_cannot_reframe_the_upstreams_response() {
     let echo = upstream(upstreams::echo("up")).await;
-    let raw = plugin("raw");
+    let raw = plugin(Wasm::Raw);
     let api = |function: &str| {
         format!(
             "id: {function}\nlisten_path: /{function}/\nupstream: {echo}\nplugins:\n  response:\n    - {{ path: {}, function: {function} }}\n",
@@ -368,7 +368,7 @@ async fn a_session_from_an_auth_plugin_is_bounded_including_what_is_stored() {
     let echo = upstream(upstreams::echo("up")).await;
     let api = format!(
         "id: s\nlisten_path: /s/\nupstream: {echo}\nauth: {{ type: plugin }}\nplugins:\n  auth: {{ path: {}, function: session, limits: {{ max_session_entries: 4, max_session_bytes: 4096 }} }}\n",
-        plugin("raw").display()
+        plugin(Wasm::Raw).display()
     );
     let gw = Gateway::start(ConfigDir::single(&api));
     for (query, ok, logged) in [
@@ -411,7 +411,7 @@ async fn a_session_from_an_auth_plugin_is_bounded_including_what_is_stored() {
 #[tokio::test(flavor = "multi_thread")]
 async fn log_volume_per_invocation_is_bounded() {
     let echo = upstream(upstreams::echo("up")).await;
-    let raw = plugin("raw");
+    let raw = plugin(Wasm::Raw);
     let api = format!(
         "id: logs\nlisten_path: /l/\nupstream: {echo}\nendpoints:\n  - path: /flood\n    plugin: {{ path: {}, function: log-flood, limits: {{ max_log_lines: 20, max_outbound_calls: 1000, cpu_ms: 2000 }} }}\n  - path: /huge\n    plugin: {{ path: {}, function: err-huge, limits: {{ cpu_ms: 2000 }} }}\n",
         raw.display(),
@@ -482,7 +482,7 @@ async fn a_component_listing_a_function_twice_does_not_load() {
     let echo = upstream(upstreams::echo("up")).await;
     let api = format!(
         "id: dup\nlisten_path: /d/\nupstream: {echo}\nendpoints:\n  - path: /\n    plugin: {{ path: {}, function: other }}\n",
-        plugin("raw_dup").display()
+        plugin(Wasm::RawDup).display()
     );
     let config = ConfigDir::single(&api);
     let output = validate(&config);
@@ -500,7 +500,7 @@ async fn a_component_listing_a_function_twice_does_not_load() {
 /// An API whose `auth` is function `auth` of the 0.2 raw plugin, with one
 /// endpoint per request function.
 fn raw2_api(id: &str, upstream: &str, auth: Option<&str>) -> String {
-    let wasm = plugin("raw2").display().to_string();
+    let wasm = plugin(Wasm::Raw2).display().to_string();
     let auth = auth.map_or(String::new(), |function| {
         format!("auth: {{ type: plugin }}\nplugins:\n  auth: {{ path: {wasm}, function: {function} }}\n")
     });
@@ -527,7 +527,7 @@ async fn log_parts_from_a_raw_component_are_bounded_and_escaped() {
     let echo = upstream(upstreams::echo("up")).await;
     let api = format!(
         "id: parts\nlisten_path: /parts/\nupstream: {echo}\nendpoints:\n  - path: /\n    plugin: {{ path: {}, function: log-parts }}\n",
-        plugin("raw2").display()
+        plugin(Wasm::Raw2).display()
     );
     let gw = Gateway::start(ConfigDir::single(&api));
     let (status, _, _) = get_json(&gw.url("/parts/")).await;
@@ -612,7 +612,7 @@ async fn the_fan_out_section_is_laid_out_as_the_wit_says() {
     let api = format!(
         "id: fo\nlisten_path: /fo/\nupstream: {records}\noutbound: {{ allow: ['{}', '{down}'] }}\nendpoints:\n  - path: /input/{{id}}\n    plugin:\n      path: {}\n      function: echo-input\n      fan_out:\n        calls:\n          user: {records}/users/{{id}}\n          down: http://{down}/x\n",
         records.trim_start_matches("http://"),
-        plugin("raw2").display()
+        plugin(Wasm::Raw2).display()
     );
     let gw = Gateway::start(ConfigDir::single(&api));
     let response = client().get(gw.url("/fo/input/4")).send().await.expect("request");

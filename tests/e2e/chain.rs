@@ -4,10 +4,10 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{ConfigDir, Gateway, client, get_with, plugin, upstream, upstreams, validate, yaml};
+use crate::support::{ConfigDir, Gateway, Wasm, client, get_with, plugin, upstream, upstreams, validate, yaml};
 
 fn probe(function: &str, name: &str) -> Value {
-    json!({ "path": plugin("probe"), "function": function, "config": { "name": name } })
+    json!({ "path": plugin(Wasm::Probe), "function": function, "config": { "name": name } })
 }
 
 fn chain_api(upstream: &str) -> String {
@@ -20,7 +20,7 @@ fn chain_api(upstream: &str) -> String {
         "plugins": {
             "pre": [probe("record-order", "pre1"), probe("record-order", "pre2")],
             "auth": {
-                "path": plugin("auth"),
+                "path": plugin(Wasm::Auth),
                 "function": "bearer-token",
                 "config": { "tokens": { "t1": { "user": "alice" } } },
             },
@@ -30,7 +30,7 @@ fn chain_api(upstream: &str) -> String {
         },
         "endpoints": [
             { "path": "/proxied", "plugin": probe("record-order", "endpoint") },
-            { "path": "/virtual", "plugin": { "path": plugin("probe"), "function": "whoami" } },
+            { "path": "/virtual", "plugin": { "path": plugin(Wasm::Probe), "function": "whoami" } },
         ],
     }))
 }
@@ -80,7 +80,7 @@ async fn response_hooks_stream_unless_they_read_the_body() {
     let mirror = upstream(upstreams::mirror()).await;
     let echo = upstream(upstreams::echo("up")).await;
     let stamp = probe("record-order-response", "stamp");
-    let wrap = format!("{{ path: {}, function: wrap-body }}", plugin("probe").display());
+    let wrap = format!("{{ path: {}, function: wrap-body }}", plugin(Wasm::Probe).display());
     let config = ConfigDir::new(
         "apis: [apis/]\n",
         &[
@@ -137,7 +137,7 @@ async fn response_hooks_stream_unless_they_read_the_body() {
 
 #[test]
 fn a_function_at_the_wrong_kind_of_hook_is_a_load_error() {
-    let probe_path = plugin("probe").display().to_string();
+    let probe_path = plugin(Wasm::Probe).display().to_string();
     let cases = [
         (
             "pre: [{ path: P, function: check-token }]",

@@ -2,7 +2,7 @@
 //! what and where, from `validate` and from `serve`; a bad reload keeps the
 //! running configuration serving.
 
-use crate::support::{ConfigDir, Gateway, get_json, plugin, upstream, upstreams, validate};
+use crate::support::{ConfigDir, Gateway, Wasm, get_json, plugin, upstream, upstreams, validate};
 
 /// Runs `validate`, expects failure, returns stderr.
 fn validate_error(config: &ConfigDir) -> String {
@@ -20,7 +20,7 @@ fn endpoint_api(wasm: &str, function: &str) -> String {
 
 #[test]
 fn validate_reports_a_summary_for_a_good_configuration() {
-    let hello = plugin("hello");
+    let hello = plugin(Wasm::Hello);
     let config = ConfigDir::single(&endpoint_api(&hello.display().to_string(), "hello"));
     let output = validate(&config);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -43,7 +43,7 @@ fn yaml_syntax_error_names_file_and_line() {
 
 #[test]
 fn unknown_field_names_the_field_and_line() {
-    let hello = plugin("hello");
+    let hello = plugin(Wasm::Hello);
     let text = endpoint_api(&hello.display().to_string(), "hello")
         .replace("      function:", "      fucntion: oops\n      function:");
     let stderr = validate_error(&ConfigDir::single(&text));
@@ -81,7 +81,7 @@ fn missing_plugin_file_names_the_resolved_path() {
 
 #[test]
 fn unknown_function_lists_what_the_component_exports() {
-    let probe = plugin("probe");
+    let probe = plugin(Wasm::Probe);
     let stderr = validate_error(&ConfigDir::single(&endpoint_api(
         &probe.display().to_string(),
         "inspekt",
@@ -97,7 +97,7 @@ fn unknown_function_lists_what_the_component_exports() {
 
 #[test]
 fn function_of_the_wrong_kind_says_so() {
-    let probe = plugin("probe");
+    let probe = plugin(Wasm::Probe);
     let stderr = validate_error(&ConfigDir::single(&endpoint_api(
         &probe.display().to_string(),
         "check-token",
@@ -195,7 +195,7 @@ async fn the_embedded_store_is_opened_only_when_needed_and_a_locked_one_is_a_cle
 
 #[test]
 fn reuse_of_zero_calls_is_refused_with_its_line() {
-    let hello = plugin("hello");
+    let hello = plugin(Wasm::Hello);
     let text = endpoint_api(&hello.display().to_string(), "hello") + "      reuse: 0\n";
     let stderr = validate_error(&ConfigDir::single(&text));
     assert!(stderr.contains("apis/api.yaml:10:"), "line of the field: {stderr}");

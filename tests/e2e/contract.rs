@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
-use crate::support::{ConfigDir, Gateway, client, get_with, guest_cargo, plugin, plugin_v01, upstream, upstreams};
+use crate::support::{
+    ConfigDir, Gateway, Wasm, client, get_with, guest_cargo, plugin, plugin_v01, upstream, upstreams,
+};
 
 const SECRET: &str = "contract-admin-secret";
 
@@ -16,7 +18,7 @@ const SECRET: &str = "contract-admin-secret";
 /// endpoint, an aggregate endpoint), one built for each contract version.
 /// `grant` is the extra part of the token's entry (the 0.1 auth example has
 /// no alias, and refuses fields it does not know).
-fn api(id: &str, upstream: &str, wasm: &dyn Fn(&str) -> String, grant: &str) -> String {
+fn api(id: &str, upstream: &str, wasm: &dyn Fn(Wasm) -> String, grant: &str) -> String {
     format!(
         r#"id: {id}
 name: {id}
@@ -48,16 +50,16 @@ endpoints:
       config: {{ services: {{ a: '{upstream}/a/{{id}}', b: '{upstream}/b/{{id}}' }} }}
 "#,
         host = upstream.trim_start_matches("http://"),
-        auth = wasm("auth"),
-        policy = wasm("policy"),
-        hello = wasm("hello"),
-        aggregate = wasm("aggregate"),
+        auth = wasm(Wasm::Auth),
+        policy = wasm(Wasm::Policy),
+        hello = wasm(Wasm::Hello),
+        aggregate = wasm(Wasm::Aggregate),
     )
 }
 
 fn both_versions(echo: &str) -> ConfigDir {
-    let v01 = |name: &str| plugin_v01(name).display().to_string();
-    let v02 = |name: &str| plugin(name).display().to_string();
+    let v01 = |wasm: Wasm| plugin_v01(wasm).display().to_string();
+    let v02 = |wasm: Wasm| plugin(wasm).display().to_string();
     ConfigDir::new(
         &format!("apis: [apis/]\nadmin_listen: 127.0.0.1:0\nadmin_secret: {SECRET}\n"),
         &[
@@ -302,7 +304,7 @@ plugin! {
 async fn response_headers_from_the_request_phase_are_checked_and_replace_the_upstreams() {
     let (counter, count) = upstreams::counter();
     let up = upstream(counter).await;
-    let probe = plugin("probe").display().to_string();
+    let probe = plugin(Wasm::Probe).display().to_string();
     let text = format!(
         r#"id: rh
 name: rh

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{plugin, repo_root};
+use crate::support::{Wasm, plugin, repo_root};
 
 /// Where the image keeps its bundled plugin; the examples name it.
 const IMAGE_PLUGIN: &str = "/etc/portcullis/plugins/hello.wasm";
@@ -17,7 +17,7 @@ fn validates(files: &[(String, String)]) {
     for (name, text) in files {
         let path = dir.path().join(name);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        let text = text.replace(IMAGE_PLUGIN, &plugin("hello").display().to_string());
+        let text = text.replace(IMAGE_PLUGIN, &plugin(Wasm::Hello).display().to_string());
         std::fs::write(path, text).expect("write");
     }
     let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))

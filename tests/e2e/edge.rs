@@ -14,13 +14,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::wire::{Message, split_responses};
-use crate::support::{ConfigDir, Gateway, client, plugin, upstream, upstreams, validate};
+use crate::support::{ConfigDir, Gateway, Wasm, client, plugin, upstream, upstreams, validate};
 
 /// `/orders/{id}` and `/orders/private/{id}` run the policy plugin, each
 /// requiring its own header (so a 403 says which endpoint governed the
 /// request); `POST /login` under `/rl/` allows one request a minute.
 fn guarded(echo: &str, extra: &str) -> ConfigDir {
-    let policy = plugin("policy");
+    let policy = plugin(Wasm::Policy);
     let orders = format!(
         r#"id: orders
 listen_path: /orders/
@@ -414,7 +414,7 @@ async fn a_body_trickled_into_a_body_reading_plugin_is_cut_with_408() {
     let echo = upstream(upstreams::echo("x")).await;
     let api = format!(
         "id: x\nlisten_path: /x/\nupstream: {echo}\nbody_timeout_ms: 500\nendpoints:\n  - path: /in\n    plugin: {{ path: {}, function: inspect }}\n",
-        plugin("probe").display()
+        plugin(Wasm::Probe).display()
     );
     let gw = Gateway::start(ConfigDir::single(&api));
     let mut stream = TcpStream::connect(addr(&gw)).await.expect("connect");
@@ -600,7 +600,7 @@ async fn a_cpu_budget_is_not_charged_for_time_the_process_is_stopped() {
     let echo = upstream(upstreams::echo("x")).await;
     let api = format!(
         "id: x\nlisten_path: /x/\nupstream: {echo}\nendpoints:\n  - path: /work\n    plugin: {{ path: {}, function: work, limits: {{ cpu_ms: 2000, timeout_ms: 30000 }} }}\n",
-        plugin("hostile").display()
+        plugin(Wasm::Hostile).display()
     );
     let gw = Gateway::start(ConfigDir::single(&api));
     // About a quarter of the budget on this kind of machine, several times

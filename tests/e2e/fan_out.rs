@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    ConfigDir, Gateway, client, closed_port, get_json, plugin, plugin_v01, upstream, upstreams, validate,
+    ConfigDir, Gateway, Wasm, client, closed_port, get_json, plugin, plugin_v01, upstream, upstreams, validate,
 };
 
 /// An API whose `GET /summary/{id}` is answered by `function` of
@@ -24,7 +24,7 @@ fn api_with(wasm: &std::path::Path, function: &str, allow: &[String], fan_out: &
 }
 
 fn combine_api(allow: &[String], fan_out: &str) -> String {
-    api_with(&plugin("aggregate"), "combine", allow, fan_out, "")
+    api_with(&plugin(Wasm::Aggregate), "combine", allow, fan_out, "")
 }
 
 fn host(url: &str) -> String {
@@ -117,7 +117,7 @@ async fn a_response_over_the_body_limit_is_too_large_not_passed_in() {
     let echo = upstream(upstreams::echo("echo-service-with-a-long-name")).await;
     let small = upstream(upstreams::status(200)).await;
     let text = api_with(
-        &plugin("aggregate"),
+        &plugin(Wasm::Aggregate),
         "combine",
         &[host(&echo), host(&small)],
         &format!("        calls:\n          big: {echo}/x\n          small: {small}/x\n"),
@@ -175,7 +175,7 @@ async fn the_fan_out_counts_against_the_plugins_own_call_limit() {
     let (counter, hits) = upstreams::counter();
     let counter = upstream(counter).await;
     let text = api_with(
-        &plugin("aggregate"),
+        &plugin(Wasm::Aggregate),
         "merge",
         &[host(&counter)],
         &format!("        calls:\n          f1: {counter}/f1\n          f2: {counter}/f2\n"),
@@ -202,8 +202,8 @@ async fn with_every_instance_slot_busy_no_call_is_made() {
         "id: pool\nlisten_path: /p/\nupstream: {gate}\noutbound: {{ allow: ['{}', '{}'], timeout_ms: 60000 }}\nendpoints:\n  - path: /busy\n    plugin: {{ path: {}, function: outbound-slow, limits: {{ timeout_ms: 60000 }} }}\n  - path: /fan/{{id}}\n    plugin:\n      path: {}\n      function: combine\n      fan_out: {{ calls: {{ n: '{counter}/n' }} }}\n",
         host(&gate),
         host(&counter),
-        plugin("hostile").display(),
-        plugin("aggregate").display(),
+        plugin(Wasm::Hostile).display(),
+        plugin(Wasm::Aggregate).display(),
     );
     let gw = Gateway::start(ConfigDir::new(
         "apis: [apis/]\nplugin_limits: { pool_size: 1 }\n",
@@ -292,7 +292,7 @@ fn mistakes_are_load_errors_that_say_where() {
     }
 
     let text = api_with(
-        &plugin("aggregate"),
+        &plugin(Wasm::Aggregate),
         "combine",
         &allow,
         "        calls:\n          a: http://127.0.0.1:9001/a\n          b: http://127.0.0.1:9001/b\n",
@@ -308,7 +308,7 @@ fn mistakes_are_load_errors_that_say_where() {
 
     // A 0.1 plugin has no way to receive the results.
     let text = api_with(
-        &plugin_v01("aggregate"),
+        &plugin_v01(Wasm::Aggregate),
         "merge",
         &allow,
         "        calls:\n          a: http://127.0.0.1:9001/a\n",

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{ConfigDir, Gateway, admin_post, client, eventually, get_with, plugin, upstream, upstreams};
+use crate::support::{ConfigDir, Gateway, Wasm, admin_post, client, eventually, get_with, plugin, upstream, upstreams};
 
 const SECRET: &str = "admin-secret-for-tests";
 
@@ -11,7 +11,7 @@ const SECRET: &str = "admin-secret-for-tests";
 /// Authorization header or `?api_key=`) and `other`.
 async fn keyed_gateway() -> Gateway {
     let echo = upstream(upstreams::echo("up")).await;
-    let probe = plugin("probe");
+    let probe = plugin(Wasm::Probe);
     let k = format!(
         "id: k\nlisten_path: /k/\nstrip_listen_path: true\nupstream: {echo}\nauth: {{ type: api_key, query: api_key }}\nplugins:\n  post_auth: [{{ path: {p}, function: record-order, config: {{ name: seen, metadata: [[last_path, visited]] }} }}]\nendpoints:\n  - path: /whoami\n    plugin: {{ path: {p}, function: whoami }}\n",
         p = probe.display()
@@ -250,8 +250,8 @@ async fn a_custom_auth_plugin_creates_the_session_and_its_limits_apply() {
     let echo = upstream(upstreams::echo("up")).await;
     let text = format!(
         "id: pa\nlisten_path: /pa/\nupstream: {echo}\nauth: {{ type: plugin }}\nplugins:\n  auth:\n    path: {auth}\n    function: bearer-token\n    config:\n      tokens:\n        tok-bob: {{ user: bob, quota: 2, tags: [staff] }}\nendpoints:\n  - path: /whoami\n    plugin: {{ path: {probe}, function: whoami }}\n",
-        auth = plugin("auth").display(),
-        probe = plugin("probe").display()
+        auth = plugin(Wasm::Auth).display(),
+        probe = plugin(Wasm::Probe).display()
     );
     let gw = Gateway::start(ConfigDir::single(&text));
     let bearer = [("authorization", "Bearer tok-bob")];

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{ConfigDir, Gateway, admin_post, client, closed_port, get_json, plugin, scrape};
+use crate::support::{ConfigDir, Gateway, Wasm, admin_post, client, closed_port, get_json, plugin, scrape};
 
 const SECRET: &str = "admin-secret-for-tests";
 
@@ -12,8 +12,8 @@ fn api() -> String {
     format!(
         "id: m\nlisten_path: /m/\nstrip_listen_path: true\nupstream: http://{dead}\nendpoints:\n  - method: GET\n    path: /hello/{{name}}\n    plugin: {{ path: {hello}, function: hello }}\n  - method: GET\n    path: /fail\n    plugin: {{ path: {probe}, function: fail }}\n",
         dead = closed_port(),
-        hello = plugin("hello").display(),
-        probe = plugin("probe").display(),
+        hello = plugin(Wasm::Hello).display(),
+        probe = plugin(Wasm::Probe).display(),
     )
 }
 

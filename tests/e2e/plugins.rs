@@ -5,7 +5,7 @@ use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 use std::path::Path;
 
-use crate::support::{ConfigDir, Gateway, client, closed_port, get_json, plugin, upstream, upstreams};
+use crate::support::{ConfigDir, Gateway, Wasm, client, closed_port, get_json, plugin, upstream, upstreams};
 
 /// An API with one endpoint running `function` of `wasm`, with `config`.
 fn api_with_plugin(upstream: &str, method: &str, path: &str, wasm: &Path, function: &str, config: &str) -> String {
@@ -31,7 +31,7 @@ async fn hello_answers_from_the_plugin_without_the_upstream() {
         &dead,
         "GET",
         "/hello/{name}",
-        &plugin("hello"),
+        &plugin(Wasm::Hello),
         "hello",
         "{ greeting: Bonjour }",
     );
@@ -49,7 +49,7 @@ async fn hello_answers_from_the_plugin_without_the_upstream() {
 #[tokio::test]
 async fn method_mismatch_falls_through_to_the_upstream() {
     let echo = upstream(upstreams::echo("up")).await;
-    let text = api_with_plugin(&echo, "GET", "/hello/{name}", &plugin("hello"), "hello", "{}");
+    let text = api_with_plugin(&echo, "GET", "/hello/{name}", &plugin(Wasm::Hello), "hello", "{}");
     let gw = Gateway::start(ConfigDir::single(&text));
     let response = client().delete(gw.url("/t/hello/ada")).send().await.expect("request");
     let seen: Value = response.json().await.expect("json");
@@ -70,7 +70,7 @@ async fn policy_rejects_without_the_header_and_adds_headers_with_it() {
         &echo,
         "[GET, POST]",
         "/{id}",
-        &plugin("policy"),
+        &plugin(Wasm::Policy),
         "require-header",
         config,
     );
@@ -106,7 +106,7 @@ async fn router_picks_the_upstream_by_header_or_path_parameter() {
         &default,
         "GET",
         "/{region}/{*rest}",
-        &plugin("router"),
+        &plugin(Wasm::Router),
         "by-region",
         &config,
     )
@@ -140,7 +140,7 @@ async fn plugin_sees_request_params_session_api_and_config() {
         &echo,
         "POST",
         "/users/{id}/notes/{note}",
-        &plugin("probe"),
+        &plugin(Wasm::Probe),
         "inspect",
         "{ answer: 42, nested: { list: [1, 2] } }",
     );
@@ -206,7 +206,7 @@ async fn continue_applies_method_path_query_header_body_and_upstream_changes() {
     let config = format!(
         "{{ method: PUT, path: /rewritten, query: 'a=1', set_headers: [[x-added, yes], [x-replaced, new]], remove_headers: [x-removed], body: replaced, upstream: '{other}/base' }}"
     );
-    let text = api_with_plugin(&original, "POST", "/go", &plugin("probe"), "rewrite", &config)
+    let text = api_with_plugin(&original, "POST", "/go", &plugin(Wasm::Probe), "rewrite", &config)
         .replace("endpoints:", &allow_routing(&[&other]));
     let gw = Gateway::start(ConfigDir::single(&text));
     let response = client()
@@ -232,7 +232,7 @@ async fn continue_applies_method_path_query_header_body_and_upstream_changes() {
 /// instance that answers): one with the default fresh instance per call, one
 /// reusing an instance for up to three calls.
 fn counting_api() -> String {
-    let probe = plugin("probe");
+    let probe = plugin(Wasm::Probe);
     format!(
         "id: count\nlisten_path: /c/\nstrip_listen_path: true\nupstream: http://127.0.0.1:9\nendpoints:\n  - method: GET\n    path: /fresh\n    plugin:\n      path: {probe}\n      function: count\n  - method: GET\n    path: /reused\n    plugin:\n      path: {probe}\n      function: count\n      reuse: 3\n",
         probe = probe.display()
@@ -284,7 +284,7 @@ async fn a_reused_instance_that_fails_is_replaced() {
 async fn what_a_plugin_prints_is_logged_as_its_lines() {
     let text = format!(
         "id: print\nlisten_path: /p/\nupstream: http://127.0.0.1:9\nendpoints:\n  - path: /{{*rest}}\n    plugin:\n      path: {}\n      function: print\n",
-        plugin("probe").display()
+        plugin(Wasm::Probe).display()
     );
     let gw = Gateway::start(ConfigDir::single(&text));
     let response = client().get(gw.url("/p/one")).send().await.expect("request");

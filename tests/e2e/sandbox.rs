@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{ConfigDir, Gateway, assert_gateway_error, client, get_json, plugin, upstream, upstreams};
+use crate::support::{ConfigDir, Gateway, Wasm, assert_gateway_error, client, get_json, plugin, upstream, upstreams};
 
 /// Limits for these tests: small, so attacks end quickly.
 const GATEWAY: &str = "apis: [apis/]\nplugin_limits: { cpu_ms: 200, timeout_ms: 1500, memory_mb: 32, max_outbound_calls: 5, max_body_bytes: 1048576 }\n";
@@ -44,8 +44,8 @@ async fn arena(gateway_yaml: &str) -> Arena {
     let (counter, counter_hits) = upstreams::counter();
     let counter_url = upstream(counter).await;
     let slow_url = upstream(upstreams::hang()).await;
-    let hostile = plugin("hostile");
-    let hello = plugin("hello");
+    let hostile = plugin(Wasm::Hostile);
+    let hello = plugin(Wasm::Hello);
     let mut api = format!(
         "id: arena\nlisten_path: /a/\nstrip_listen_path: true\nupstream: {echo}\noutbound:\n  allow: ['{}', '{}']\n  timeout_ms: 60000\nendpoints:\n  - path: /good/{{name}}\n    plugin: {{ path: {}, function: hello }}\n",
         counter_url.trim_start_matches("http://"),
@@ -310,7 +310,7 @@ async fn waiting_on_outbound_calls_is_not_charged_as_cpu() {
     let text = format!(
         "id: w\nlisten_path: /w/\nupstream: {slow}\noutbound: {{ allow: ['{}'] }}\nendpoints:\n  - path: /\n    plugin: {{ path: {}, function: outbound-slow, limits: {{ cpu_ms: 500, timeout_ms: 30000 }} }}\n",
         slow.trim_start_matches("http://"),
-        plugin("hostile").display()
+        plugin(Wasm::Hostile).display()
     );
     let gw = Gateway::start(ConfigDir::single(&text));
     let (status, _, body) = get_json(&gw.url(&format!("/w/?url={slow}/x"))).await;
@@ -338,8 +338,8 @@ async fn a_full_instance_pool_answers_503_at_once() {
     let api = format!(
         "id: pool\nlisten_path: /p/\nupstream: {gate}\noutbound: {{ allow: ['{}'], timeout_ms: 60000 }}\nendpoints:\n  - path: /busy\n    plugin: {{ path: {}, function: outbound-slow, limits: {{ timeout_ms: 60000 }} }}\n  - path: /good/{{name}}\n    plugin: {{ path: {}, function: hello }}\n",
         gate.trim_start_matches("http://"),
-        plugin("hostile").display(),
-        plugin("hello").display(),
+        plugin(Wasm::Hostile).display(),
+        plugin(Wasm::Hello).display(),
     );
     let gw = Gateway::start(ConfigDir::new(
         "apis: [apis/]\nplugin_limits: { pool_size: 1 }\n",

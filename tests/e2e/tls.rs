@@ -11,7 +11,7 @@ use axum::extract::Request;
 use serde_json::{Value, json};
 
 use crate::support::pki::{Ca, Leaf, addr_of, client_for, https_upstream, peer_certificate, server_config};
-use crate::support::{ConfigDir, Gateway, closed_port, get_json, json_of, plugin, upstream, upstreams, validate};
+use crate::support::{ConfigDir, Gateway, Wasm, closed_port, get_json, json_of, plugin, upstream, upstreams, validate};
 use sha2::Digest as _;
 
 /// An upstream that answers with the HTTP version it was spoken to in and
@@ -325,7 +325,7 @@ async fn a_plugin_fans_out_to_https_services_verified_like_the_upstream() {
         format!(
             "id: {id}\nlisten_path: /{id}/\nstrip_listen_path: true\nupstream: http://{}\n{tls}outbound:\n  allow: ['{users}', '{stock}']\nendpoints:\n  - method: GET\n    path: /summary/{{id}}\n    plugin:\n      path: {}\n      function: merge\n      limits: {{ timeout_ms: 10000 }}\n      config:\n        services:\n          user: 'https://{users}/users/{{id}}'\n          stock: 'https://{stock}/stock/{{id}}'\n",
             closed_port(),
-            plugin("aggregate").display()
+            plugin(Wasm::Aggregate).display()
         )
     };
     let config = ConfigDir::new(

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use sha2::Digest;
 
 use crate::support::{
-    ConfigDir, Gateway, closed_port, get_json, guest_cargo, plugin, plugin_v01, repo_root, upstream, validate,
+    ConfigDir, Gateway, Wasm, closed_port, get_json, guest_cargo, plugin, plugin_v01, repo_root, upstream, validate,
 };
 
 fn portcullis(args: &[&str]) -> Output {
@@ -25,7 +25,7 @@ fn text(bytes: &[u8]) -> String {
 fn hello_api(config: &str, extra: &str) -> String {
     format!(
         "id: a\nlisten_path: /a/\nupstream: http://127.0.0.1:9\nendpoints:\n  - method: GET\n    path: /hello/{{name}}\n    plugin:\n      path: {}\n      function: hello\n{extra}      config: {config}\n",
-        plugin("hello").display()
+        plugin(Wasm::Hello).display()
     )
 }
 
@@ -72,7 +72,7 @@ async fn a_reload_with_a_bad_plugin_config_keeps_the_old_configuration_serving()
 
 #[test]
 fn a_pinned_digest_must_match_the_file() {
-    let hello = plugin("hello");
+    let hello = plugin(Wasm::Hello);
     let digest = sha256_hex(&hello);
     let pinned = |sha: &str| ConfigDir::single(&hello_api("{}", &format!("      sha256: {sha}\n")));
     let output = validate(&pinned(&digest.to_uppercase()));
@@ -96,7 +96,7 @@ fn a_pinned_digest_must_match_the_file() {
 
 #[test]
 fn inspect_reports_contract_functions_schemas_imports_and_the_digest_to_pin() {
-    let hello = plugin("hello");
+    let hello = plugin(Wasm::Hello);
     let output = portcullis(&["plugin", "inspect", "--json", &hello.display().to_string()]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
@@ -122,7 +122,7 @@ fn inspect_reports_contract_functions_schemas_imports_and_the_digest_to_pin() {
     assert_eq!(hello_fn["config_schema"]["properties"]["greeting"]["type"], "string");
 
     // A 0.1 component: its contract, no schemas.
-    let old = plugin_v01("hello");
+    let old = plugin_v01(Wasm::Hello);
     let output = portcullis(&["plugin", "inspect", "--json", &old.display().to_string()]);
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(report["contract"], "0.1");
@@ -150,8 +150,17 @@ fn inspect_reports_contract_functions_schemas_imports_and_the_digest_to_pin() {
 fn sdk_plugins_import_no_wasi_even_when_they_print() {
     // `probe` prints with println! and eprintln!, and panics on request;
     // `aggregate` calls out, which takes lists across the boundary.
-    for name in ["hello", "auth", "policy", "router", "aggregate", "probe", "bench"] {
-        let output = portcullis(&["plugin", "inspect", "--json", &plugin(name).display().to_string()]);
+    for wasm in [
+        Wasm::Hello,
+        Wasm::Auth,
+        Wasm::Policy,
+        Wasm::Router,
+        Wasm::Aggregate,
+        Wasm::Probe,
+        Wasm::Bench,
+    ] {
+        let name = wasm.name();
+        let output = portcullis(&["plugin", "inspect", "--json", &plugin(wasm).display().to_string()]);
         assert!(output.status.success(), "{name}: {}", text(&output.stderr));
         let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
         let imports = report["imports"].as_array().expect("imports");
@@ -199,13 +208,14 @@ fn call_refused(file: &Path, function: &str, args: &[&str]) -> String {
 /// docs/benchmarks.md).
 #[test]
 fn example_calls_fit_in_one_page_of_guest_memory() {
-    for (name, function) in [
-        ("hello", "hello"),
-        ("bench", "virtual"),
-        ("bench", "header"),
-        ("bench", "noop"),
+    for (wasm, function) in [
+        (Wasm::Hello, "hello"),
+        (Wasm::Bench, "virtual"),
+        (Wasm::Bench, "header"),
+        (Wasm::Bench, "noop"),
     ] {
-        let (code, report) = call(&plugin(name), function, &["--param", "name=ann"]);
+        let name = wasm.name();
+        let (code, report) = call(&plugin(wasm), function, &["--param", "name=ann"]);
         assert_eq!(code, Some(0), "{name}#{function}: {report}");
         assert_eq!(report["peak_memory_bytes"], 64 << 10, "{name}#{function}: {report}");
     }
@@ -221,7 +231,7 @@ fn call_runs_one_invocation_and_reports_its_outcome() {
     )
     .expect("write");
     let (code, report) = call(
-        &plugin("hello"),
+        &plugin(Wasm::Hello),
         "hello",
         &[
             "--request",
@@ -255,7 +265,7 @@ fn call_runs_one_invocation_and_reports_its_outcome() {
     )
     .expect("write");
     let (code, report) = call(
-        &plugin("auth"),
+        &plugin(Wasm::Auth),
         "bearer-token",
         &[
             "--request",
@@ -279,13 +289,13 @@ fn call_runs_one_invocation_and_reports_its_outcome() {
     );
 
     // The config is checked against the function's schema, as at load.
-    let stderr = call_refused(&plugin("hello"), "hello", &["--config", r#"{"greting": "Hey"}"#]);
+    let stderr = call_refused(&plugin(Wasm::Hello), "hello", &["--config", r#"{"greting": "Hey"}"#]);
     assert!(stderr.contains("'greting' was unexpected"), "{stderr}");
 }
 
 #[test]
 fn call_reports_a_failing_plugin_with_the_status_and_reason_the_gateway_would_give() {
-    let hostile = plugin("hostile");
+    let hostile = plugin(Wasm::Hostile);
     let (code, report) = call(&hostile, "spin", &[]);
     assert_eq!(code, Some(1), "{report}");
     assert_eq!(report["outcome"], "failed");
@@ -336,7 +346,7 @@ async fn call_reaches_only_the_hosts_it_is_allowed() {
     ))
     .await;
     let host = users.trim_start_matches("http://").to_owned();
-    let aggregate = plugin("aggregate");
+    let aggregate = plugin(Wasm::Aggregate);
     let config = format!(r#"{{"services": {{"user": "{users}/users/{{id}}"}}}}"#);
     let run = move |allow: Vec<String>| {
         let (aggregate, config) = (aggregate.clone(), config.clone());
@@ -386,7 +396,7 @@ async fn call_runs_a_fan_out_before_the_function() {
     let run = move |args: Vec<String>| {
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            call(&plugin("aggregate"), "combine", &args)
+            call(&plugin(Wasm::Aggregate), "combine", &args)
         })
     };
     let args = |fan_out: String, allow: &[&str]| {
@@ -432,7 +442,7 @@ async fn call_runs_a_fan_out_before_the_function() {
         ),
     ] {
         let stderr = call_refused(
-            &plugin("aggregate"),
+            &plugin(Wasm::Aggregate),
             "combine",
             &["--param", "id=7", "--allow", allow, "--fan-out", &fan_out],
         );
@@ -442,7 +452,7 @@ async fn call_runs_a_fan_out_before_the_function() {
     // A 0.1 plugin cannot read the results: refused, as at load.
     let fan_out = format!(r#"{{"calls": {{"user": "{users}/users/1"}}}}"#);
     let stderr = call_refused(
-        &plugin_v01("aggregate"),
+        &plugin_v01(Wasm::Aggregate),
         "merge",
         &["--allow", &host, "--fan-out", &fan_out],
     );
@@ -521,7 +531,7 @@ fn a_schema_from_a_component_written_without_the_sdk_is_enforced() {
     let api = |config: &str| {
         format!(
             "id: r\nlisten_path: /r/\nupstream: http://127.0.0.1:9\nendpoints:\n  - path: /x\n    plugin:\n      path: {}\n      function: echo-input\n      config: {config}\n",
-            plugin("raw2").display()
+            plugin(Wasm::Raw2).display()
         )
     };
     assert!(validate(&ConfigDir::single(&api("{ mode: raw }"))).status.success());
@@ -539,7 +549,7 @@ fn a_schema_from_a_component_written_without_the_sdk_is_enforced() {
 /// in `/tmp/perf-PID.map`, and nothing is written without it.
 #[test]
 fn a_perf_map_names_plugin_functions_when_asked() {
-    let hello = plugin("hello").display().to_string();
+    let hello = plugin(Wasm::Hello).display().to_string();
     let run = |perf_map: Option<&str>| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
         command

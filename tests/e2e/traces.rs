@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 
-use crate::support::{ConfigDir, Gateway, client, plugin, upstream, upstreams};
+use crate::support::{ConfigDir, Gateway, Wasm, client, plugin, upstream, upstreams};
 
 type Received = Arc<Mutex<Vec<(String, Span)>>>;
 
@@ -113,8 +113,8 @@ async fn a_request_s_span_tree_has_its_plugins_its_outbound_calls_and_its_upstre
         "id: shop\nlisten_path: /shop/\nstrip_listen_path: true\nupstream: {echo}\noutbound:\n  allow: ['{}', '{}']\nauth: {{ type: plugin }}\nplugins:\n  auth:\n    path: {auth}\n    function: bearer-token\n    config: {{ tokens: {{ t1: {{ user: alice }} }} }}\nendpoints:\n  - method: GET\n    path: /summary/{{id}}\n    plugin:\n      path: {aggregate}\n      function: merge\n      config:\n        services:\n          user: '{users}/users/{{id}}'\n          stock: '{stock}/stock/{{id}}'\n  - method: GET\n    path: /overview/{{id}}\n    plugin:\n      path: {aggregate}\n      function: combine\n      fan_out:\n        calls:\n          user: '{users}/users/{{id}}'\n          stock: '{stock}/stock/{{id}}'\n",
         host(&users),
         host(&stock),
-        auth = plugin("auth").display(),
-        aggregate = plugin("aggregate").display(),
+        auth = plugin(Wasm::Auth).display(),
+        aggregate = plugin(Wasm::Aggregate).display(),
     );
     let gateway_yaml = format!("apis: [apis/]\ntracing:\n  endpoint: {collector}\n  service_name: edge\n");
     let gw = Gateway::start(ConfigDir::new(&gateway_yaml, &[("shop.yaml", &api)]));

@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::support::{ConfigDir, Gateway, client, json_of, plugin, upstream, upstreams};
+use crate::support::{ConfigDir, Gateway, Wasm, client, json_of, plugin, upstream, upstreams};
 
 /// An API in front of the WebSocket echo service whose every request must
 /// carry `x-api-client` (the policy plugin, a `pre` hook), with `extra`
@@ -18,7 +18,7 @@ async fn websocket_api(extra: &str) -> Gateway {
     let echo = upstream(upstreams::websocket_echo()).await;
     Gateway::start(ConfigDir::single(&format!(
         "id: ws\nlisten_path: /ws/\nstrip_listen_path: true\nupstream: {echo}\n{extra}plugins:\n  pre:\n    - path: {}\n      function: require-header\n      config: {{ header: x-api-client, add_headers: {{ x-policy: checked }} }}\n",
-        plugin("policy").display()
+        plugin(Wasm::Policy).display()
     )))
 }
 

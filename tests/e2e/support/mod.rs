@@ -20,19 +20,55 @@ pub fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-/// The compiled plugin `name` (e.g. `hello`, `probe`). The guest workspace is
-/// built once per test run; `cargo xtask test` has usually built it already,
-/// which makes this a no-op.
-pub fn plugin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    compiled(&BUILT, "example-plugins", name)
+/// Every plugin the tests load, named once: the example plugins
+/// (`example-plugins/`) and the test plugins (`example-plugins/test-plugins/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wasm {
+    Aggregate,
+    Auth,
+    Bench,
+    Hello,
+    Hostile,
+    Policy,
+    Probe,
+    Raw,
+    Raw2,
+    RawDup,
+    Router,
 }
 
-/// Example plugin `name` as written for the 0.1 contract and SDK, built from
-/// its frozen sources in `compat/v0.1/examples`.
-pub fn plugin_v01(name: &str) -> PathBuf {
+impl Wasm {
+    /// The file's name without `.wasm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wasm::Aggregate => "aggregate",
+            Wasm::Auth => "auth",
+            Wasm::Bench => "bench",
+            Wasm::Hello => "hello",
+            Wasm::Hostile => "hostile",
+            Wasm::Policy => "policy",
+            Wasm::Probe => "probe",
+            Wasm::Raw => "raw",
+            Wasm::Raw2 => "raw2",
+            Wasm::RawDup => "raw_dup",
+            Wasm::Router => "router",
+        }
+    }
+}
+
+/// The compiled plugin (e.g. `Wasm::Hello`). The guest workspace is built
+/// once per test run; `cargo xtask test` has usually built it already,
+/// which makes this a no-op.
+pub fn plugin(wasm: Wasm) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    compiled(&BUILT, "compat/v0.1/examples", name)
+    compiled(&BUILT, "example-plugins", wasm.name())
+}
+
+/// The example plugin as written for the 0.1 contract and SDK, built from
+/// its frozen sources in `compat/v0.1/examples`.
+pub fn plugin_v01(wasm: Wasm) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    compiled(&BUILT, "compat/v0.1/examples", wasm.name())
 }
 
 /// `cargo` for building guest crates: without the host-side flags and
