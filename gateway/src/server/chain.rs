@@ -1,8 +1,10 @@
 //! The chain a request goes through at its API, one function per phase:
-//! admission (transport, declared size, header hygiene, endpoint, the
-//! limits on every caller), then the request phase (`pre`, authentication,
+//! admission (transport, declared size, header hygiene, endpoint), the
+//! limits on every caller, then the request phase (`pre`, authentication,
 //! `post_auth`, the key's limits, the endpoint's plugin, `post`), then the
-//! upstream or a plugin's response, then the `response` hooks.
+//! upstream or a plugin's response, then the `response` hooks. A phase with
+//! nothing to do for an API makes no future: the common path pays only for
+//! what is configured.
 
 use super::*;
 
@@ -33,39 +35,52 @@ pub(super) async fn serve_api(
     parts: Parts,
     body: Body,
 ) -> Result<Response, RequestError> {
-    let (parts, matched, limit_headers) = admit(gateway, api, rest, &arrival.client, parts).await?;
+    let mut parts = parts;
+    let matched = admit(api, rest, &arrival.client, &mut parts)?;
+    let limiters = [
+        matched.as_ref().and_then(|m| m.endpoint.rate_limit.as_ref()),
+        api.rate_limit.as_ref(),
+    ];
+    // No future at all on the common path: most APIs limit only by key.
+    let limit_headers = if limiters.iter().all(Option::is_none) {
+        LimitHeaders::default()
+    } else {
+        caller_limits(gateway, limiters, &arrival.client, &parts).await?
+    };
     let mut ex = begin_exchange(api, rest, arrival, parts, body, matched.as_ref(), limit_headers);
     let endpoint = matched.as_ref().and_then(|m| m.endpoint.plugin.as_ref());
     let phase = request_phase(gateway, api, rest, endpoint, &mut ex).await;
     save_metadata(gateway, &mut ex).await;
-    let response = match phase? {
-        Phase::Respond(response) => response,
+    let (mut response, hooks) = match phase? {
+        Phase::Respond(response) => (response, &api.hooks.response[..]),
         Phase::Upstream => match ex.timed_upstream(api).await? {
-            Upstreamed::Response(response) => response,
+            Upstreamed::Response(response) => (response, &api.hooks.response[..]),
             // The connection now belongs to the tunnel: there is no
             // response for hooks to change (a 101 is not theirs to make).
-            Upstreamed::Switched(mut response) => {
-                set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
-                ex.limit_headers.apply(response.headers_mut());
-                return Ok(response);
-            }
+            Upstreamed::Switched(response) => (response, &[][..]),
         },
     };
-    response_phase(api, &mut ex, response).await
+    // The response phase: the headers request-phase plugins set on the
+    // client's response, the `response` hooks, then the limit headers (the
+    // gateway's, last, so no hook can forge them).
+    set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
+    if !hooks.is_empty() {
+        response = response_hooks(hooks, &mut ex, response).await?;
+    }
+    ex.limit_headers.apply(response.headers_mut());
+    Ok(response)
 }
 
 /// Admission, what every request passes before any plugin runs: the API's
 /// transport, a declared body size within its limit, header hygiene (the
 /// client certificate header only the gateway may vouch for, the override
-/// headers removed), the endpoint matched, and the rate limits on every
-/// caller (the endpoint's, then the API's).
-async fn admit<'a>(
-    gateway: &Gateway,
+/// headers removed), and the endpoint matched.
+fn admit<'a>(
     api: &'a ApiRoute,
     rest: &str,
     client: &Peer,
-    mut parts: Parts,
-) -> Result<(Parts, Option<EndpointMatch<'a>>, LimitHeaders), RequestError> {
+    parts: &mut Parts,
+) -> Result<Option<EndpointMatch<'a>>, RequestError> {
     tracing::Span::current().record("api", &*api.id);
     match api.transport {
         Transport::Any => {}
@@ -99,27 +114,32 @@ async fn admit<'a>(
     } else if api.unmatched == Unmatched::Reject {
         return Err(RequestError::NoEndpoint);
     }
-    // Limits on every caller come first: a refused request costs no plugin
-    // call. The endpoint's is counted before the API's, so a request the
-    // endpoint refuses does not use the API's allowance.
+    Ok(matched)
+}
+
+/// The rate limits on every caller, the endpoint's then the API's: they
+/// come before any plugin, so a refused request costs no plugin call, and
+/// a request the endpoint refuses does not use the API's allowance.
+async fn caller_limits(
+    gateway: &Gateway,
+    limiters: [Option<&RateLimiter>; 2],
+    client: &Peer,
+    parts: &Parts,
+) -> Result<LimitHeaders, RequestError> {
     let mut limit_headers = LimitHeaders::default();
-    for limiter in [
-        matched.as_ref().and_then(|m| m.endpoint.rate_limit.as_ref()),
-        api.rate_limit.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for limiter in limiters.into_iter().flatten() {
         let mut headers = limiter.check(&gateway.store, &client.ip, &parts.headers).await?;
         // The most specific limit's headers win: the endpoint's over the API's.
         headers.extend(limit_headers);
         limit_headers = headers;
     }
-    Ok((parts, matched, limit_headers))
+    Ok(limit_headers)
 }
 
 /// The exchange an admitted request is served as: its plugin call context,
-/// its default destination and the path the upstream sees.
+/// its default destination and the path the upstream sees. (Inlined: one
+/// call site, and a call would copy the request head once more.)
+#[inline]
 fn begin_exchange(
     api: &ApiRoute,
     rest: &str,
@@ -173,15 +193,11 @@ fn begin_exchange(
     }
 }
 
-/// The response phase: the headers request-phase plugins set on the
-/// client's response, then the `response` hooks in order, then the limit
-/// headers (the gateway's, last, so no hook can forge them).
-async fn response_phase(api: &ApiRoute, ex: &mut Exchange, mut response: Response) -> Result<Response, RequestError> {
-    set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
-    for plugin in &api.hooks.response {
+/// The `response` hooks, in order, over the response.
+async fn response_hooks(hooks: &[Plugin], ex: &mut Exchange, mut response: Response) -> Result<Response, RequestError> {
+    for plugin in hooks {
         response = ex.response_hook(plugin, response).await?;
     }
-    ex.limit_headers.apply(response.headers_mut());
     Ok(response)
 }
 

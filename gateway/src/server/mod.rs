@@ -72,7 +72,7 @@ use crate::telemetry::metrics::ApiMetrics;
 use crate::telemetry::{Accounting, Observer};
 use crate::tls;
 use crate::upstream::{Affinity, OutBody, Outgoing, UpstreamError};
-use auth::{Caller, Denied, LimitHeaders};
+use auth::{Caller, Denied, LimitHeaders, RateLimiter};
 use canonical::PathError;
 use client_io::ClientIo;
 use error::RequestError;

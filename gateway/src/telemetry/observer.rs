@@ -70,8 +70,10 @@ pub struct Observer {
     span: tracing::Span,
     /// With traces on: the request's span.
     trace: Option<opentelemetry::Context>,
-    /// With an access log: the request's line, filled in as it is served.
-    entry: Option<Entry>,
+    /// With an access log: the request's line, filled in as it is served
+    /// (boxed: the observer and its body move whole, and most gateways
+    /// keep no access log).
+    entry: Option<Box<Entry>>,
 }
 
 impl Observer {
@@ -99,14 +101,14 @@ impl Observer {
             alias = tracing::field::Empty,
         );
         let entry = log.map(|log| {
-            Entry::new(
+            Box::new(Entry::new(
                 log,
                 started,
                 request_id.as_str(),
                 client.to_owned(),
                 method.as_str(),
                 uri.path(),
-            )
+            ))
         });
         let trace = traces::request_span(
             request.headers(),
@@ -223,7 +225,7 @@ impl Observer {
 #[derive(Debug)]
 pub struct Observed {
     inner: Body,
-    entry: Option<Entry>,
+    entry: Option<Box<Entry>>,
     trace: Option<opentelemetry::Context>,
     sent: u64,
 }
