@@ -24,8 +24,9 @@ pub fn is_gateway_owned(name: &HeaderName) -> bool {
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1),
-/// and the non-standard `Proxy-Connection` some clients still send.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// and the non-standard `Proxy-Connection` some clients still send. A
+/// `static`: a `const` array is built, and dropped, at every use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -39,12 +40,14 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Whether `name` is hop-by-hop by itself (not counting what `Connection`
 /// names).
+#[inline]
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
 /// Removes every field `doomed` picks, and every field a `Connection` field
 /// names; returns the names removed.
+#[inline]
 pub fn strip(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) -> Vec<HeaderName> {
     let mut names: Vec<HeaderName> = Vec::new();
     for (name, value) in headers.iter() {

@@ -20,7 +20,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Headers with which some backends and frameworks replace the method or
 /// path of a request (Symfony, Laravel, IIS, Express middleware).
-const OVERRIDE_HEADERS: [HeaderName; 5] = [
+static OVERRIDE_HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
