@@ -2,6 +2,9 @@
 //! retries and their budget, capacity, and what `GET /upstreams` and the
 //! metrics show of it. Real upstream servers on loopback, some killed and
 //! restarted mid-test.
+//!
+//! One file, past 500 lines: balancing, health, ejection and retries act
+//! on one upstream group and share its helpers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};

@@ -7,6 +7,9 @@
 //! function's alias and request changes; and it echoes the input buffer, to
 //! check its layout. Each class holds at its root, and the assertions are
 //! about bytes and behaviour, never about timing.
+//!
+//! One file, past 500 lines: every bound at the plugin boundary, each a
+//! hostile component's attempt, beside the others.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

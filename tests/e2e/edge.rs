@@ -5,6 +5,9 @@
 //! slow to send or slow to read; configuration files built to stall a
 //! reload. Requests go out as raw bytes where the spelling is the subject
 //! (HTTP clients normalise paths before sending them).
+//!
+//! One file, past 500 lines: the edge is one subject (paths, headers,
+//! clients, upstream framing), and its raw-byte helpers serve all of it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

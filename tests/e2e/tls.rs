@@ -2,6 +2,9 @@
 //! replaced while connections stay open, the expiry metric), HTTPS
 //! upstreams verified against a private CA, and plugins calling HTTPS
 //! services. Every certificate is made here; nothing is trusted by default.
+//!
+//! One file, past 500 lines: both directions of TLS share the throwaway
+//! CA and certificates made here.
 
 use std::path::Path;
 use std::time::Duration;

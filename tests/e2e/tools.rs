@@ -1,6 +1,9 @@
 //! The plugin author's tools, used as an author would: `portcullis plugin
 //! new` (the crate tests, builds and loads as it stands), `inspect`, `call`,
 //! and what they make checkable at load: config schemas and digest pins.
+//!
+//! One file, past 500 lines: the `plugin new / inspect / call` commands
+//! share their helpers for running the binary.
 
 use std::path::Path;
 use std::process::{Command, Output};

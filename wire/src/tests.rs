@@ -1,3 +1,5 @@
+use std::ops::Range;
+
 use super::*;
 
 fn pairs(fields: &[(&'static str, &'static str)]) -> impl ExactSizeIterator<Item = (&'static str, &'static str)> {

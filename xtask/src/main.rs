@@ -3,6 +3,9 @@
 //!
 //! Each command installs what it needs first (the `wasm32-wasip2` target)
 //! and says what it runs.
+//!
+//! One file, past 500 lines: each command is one function, read on its own;
+//! the image test and the layering check have files of their own.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
