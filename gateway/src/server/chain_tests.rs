@@ -35,7 +35,10 @@ async fn gateway(api: serde_json::Value) -> (Gateway, tempfile::TempDir) {
     let text = serde_yaml::to_string(&api).expect("YAML");
     std::fs::write(dir.path().join("apis/api.yaml"), text).expect("api.yaml");
     let config = crate::config::load(&dir.path().join("gateway.yaml")).expect("a valid configuration");
-    let runtime = crate::control::load::runtime_for(&config).expect("runtime");
+    let client = crate::upstream::outbound::OutboundClient::new(config.max_outbound_in_flight);
+    let runtime = Arc::new(
+        crate::plugin::PluginRuntime::new(&config.limits, config.plugin_cache.clone(), client).expect("runtime"),
+    );
     let routes = Routes::build(config, &runtime, None).await.expect("plugins load");
     let store = SessionStore::new(StoreConfig::Embedded(dir.path().join("sessions.redb")));
     (Gateway::new(routes, store, None), dir)
