@@ -10,8 +10,6 @@ use portcullis_wire::RequestRanges;
 use crate::wire::{Sections, text};
 use crate::{Error, Result};
 
-type Pair = (Range<usize>, Range<usize>);
-
 /// The request as the gateway sees it when the function runs.
 ///
 /// Text is exactly as it arrived: [`Request::path`] keeps its
@@ -20,43 +18,15 @@ type Pair = (Range<usize>, Range<usize>);
 #[derive(Debug)]
 pub struct Request {
     input: Rc<Vec<u8>>,
-    method: Range<usize>,
-    path: Range<usize>,
-    upstream_path: Range<usize>,
-    query: Range<usize>,
-    client_addr: Range<usize>,
-    request_id: Range<usize>,
-    headers: Vec<Pair>,
-    params: Vec<Pair>,
-    body: Option<Range<usize>>,
+    /// Where each field lies in `input`.
+    at: RequestRanges,
 }
 
 impl Request {
     /// Reads the request section of `input`.
     pub(crate) fn parse(input: Rc<Vec<u8>>, sections: &Sections) -> Result<Self> {
-        let RequestRanges {
-            method,
-            path,
-            upstream_path,
-            query,
-            client_addr,
-            request_id,
-            headers,
-            params,
-            body,
-        } = RequestRanges::read(&input, sections)?;
-        Ok(Request {
-            method,
-            path,
-            upstream_path,
-            query,
-            client_addr,
-            request_id,
-            headers,
-            params,
-            body,
-            input,
-        })
+        let at = RequestRanges::read(&input, sections)?;
+        Ok(Request { input, at })
     }
 
     fn text(&self, range: &Range<usize>) -> &str {
@@ -65,26 +35,26 @@ impl Request {
 
     /// `GET`, `POST`, ... (upper-case).
     pub fn method(&self) -> &str {
-        self.text(&self.method)
+        self.text(&self.at.method)
     }
 
     /// The request's path in the gateway's canonical form: dot segments
     /// removed, unreserved characters decoded, other percent-escapes kept
     /// (upper case). Routing, limits and the upstream see the same path.
     pub fn path(&self) -> &str {
-        self.text(&self.path)
+        self.text(&self.at.path)
     }
 
     /// The path the upstream will receive: the listen path stripped when the
     /// API says so, after earlier plugins' changes.
     pub fn upstream_path(&self) -> &str {
-        self.text(&self.upstream_path)
+        self.text(&self.at.upstream_path)
     }
 
     /// The query string as the client sent it (raw, not decoded), without
     /// the leading `?`; empty when there is none.
     pub fn query(&self) -> &str {
-        self.text(&self.query)
+        self.text(&self.at.query)
     }
 
     /// The request target: the canonical path ([`Self::path`]) and, if any, `?` and
@@ -98,24 +68,25 @@ impl Request {
 
     /// The client's address, `ip:port`.
     pub fn client_addr(&self) -> &str {
-        self.text(&self.client_addr)
+        self.text(&self.at.client_addr)
     }
 
     /// The gateway's id for this request (also sent upstream as
     /// `x-request-id`).
     pub fn request_id(&self) -> &str {
-        self.text(&self.request_id)
+        self.text(&self.at.request_id)
     }
 
     /// Every header field in arrival order; names are lower-case and may
     /// repeat.
     pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.headers.iter().map(|(n, v)| (self.text(n), self.text(v)))
+        self.at.headers.iter().map(|(n, v)| (self.text(n), self.text(v)))
     }
 
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
+        self.at
+            .headers
             .iter()
             .find(|(n, _)| self.is_name(n, name))
             .map(|(_, v)| self.text(v))
@@ -123,7 +94,8 @@ impl Request {
 
     /// Every value of header `name`, in arrival order.
     pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
+        self.at
+            .headers
             .iter()
             .filter(move |(n, _)| self.is_name(n, name))
             .map(|(_, v)| self.text(v))
@@ -137,12 +109,13 @@ impl Request {
 
     /// The parameters the endpoint's path template captured, e.g. `{id}`.
     pub fn params(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.params.iter().map(|(n, v)| (self.text(n), self.text(v)))
+        self.at.params.iter().map(|(n, v)| (self.text(n), self.text(v)))
     }
 
     /// The path parameter `name` captured by the endpoint template.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
+        self.at
+            .params
             .iter()
             .find(|(n, _)| self.input[n.clone()] == *name.as_bytes())
             .map(|(_, v)| self.text(v))
@@ -160,7 +133,7 @@ impl Request {
     /// `request(body)` or `auth(body)` (see [`plugin!`](crate::plugin)), and
     /// never for a `response` function.
     pub fn body(&self) -> Option<&[u8]> {
-        self.body.as_ref().map(|range| &self.input[range.clone()])
+        self.at.body.as_ref().map(|range| &self.input[range.clone()])
     }
 
     /// The body parsed as JSON. The function must be registered with
