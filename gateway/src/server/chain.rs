@@ -32,10 +32,9 @@ pub(super) async fn serve_api(
     api: &ApiRoute,
     rest: &str,
     arrival: Arrival<'_>,
-    parts: Parts,
+    mut parts: Parts,
     body: Body,
 ) -> Result<Response, RequestError> {
-    let mut parts = parts;
     let matched = admit(api, rest, &arrival.client, &mut parts)?;
     let limiters = [
         matched.as_ref().and_then(|m| m.endpoint.rate_limit.as_ref()),

@@ -28,7 +28,7 @@ pub(super) async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Reques
         Ok(response) => (response, None),
         Err(error) => {
             let blame = error.blame();
-            observer.failed(error.status(), blame, &error);
+            observer.failed(&request_id, error.status(), blame, &error);
             (error.into_response(request_id.as_str()), Some(blame))
         }
     };

@@ -62,7 +62,6 @@ pub type Accounting = (Arc<Mutex<Usage>>, Arc<Mutex<CallStats>>);
 #[derive(Debug)]
 pub struct Observer {
     started: Instant,
-    request_id: RequestId,
     /// Kept for the failure's log line (both share their bytes with the
     /// request).
     method: Method,
@@ -121,7 +120,6 @@ impl Observer {
         );
         Observer {
             started,
-            request_id: request_id.clone(),
             method,
             uri,
             span,
@@ -165,12 +163,12 @@ impl Observer {
     /// The request failed with `status`, `blame`'s doing: logged once (a
     /// warning for a 5xx, at debug level otherwise) and noted for the
     /// access log and metrics.
-    pub fn failed(&mut self, status: StatusCode, blame: Blame, error: &dyn Display) {
+    pub fn failed(&mut self, request_id: &RequestId, status: StatusCode, blame: Blame, error: &dyn Display) {
         if let Some(entry) = &mut self.entry {
             entry.error = Some(error.to_string());
             entry.blame = Some(blame.as_str());
         }
-        let (method, path, request_id) = (&self.method, self.uri.path(), self.request_id.as_str());
+        let (method, path, request_id) = (&self.method, self.uri.path(), request_id.as_str());
         let (code, blame_name) = (status.as_u16(), blame.as_str());
         self.span.in_scope(|| {
             if status.is_server_error() {
