@@ -17,13 +17,23 @@ lint:
 plugins:
     cargo xtask plugins
 
-# Optimised (`dist` profile) build, the in-process micro-benchmarks, then the
-# peer benchmark (nginx, nginx+Lua, njs, HAProxy, Caddy and portcullis in one
-# run). Settings via peers.sh's environment, e.g. `REPEAT=1 just bench`.
+# The table of record of docs/benchmarks.md: the release build beside nginx
+# and nginx+Lua in one bench/peers.sh run (installs what it needs).
+# Settings via peers.sh's environment, e.g. `REPEAT=1 just bench`.
 bench:
     cargo xtask bench
 
-# The container image portcullis:VERSION (podman or docker): the dist binary
+# How cost grows: cores, 10,000 idle and 1,000 slow clients, 10-1,000 APIs,
+# 1-100 plugins, 1 GiB bodies, open-loop overload (bench/scale.sh).
+bench-scale *SECTIONS:
+    cargo xtask bench scale {{SECTIONS}}
+
+# The rest of docs/benchmarks.md: micro-benchmarks, njs, HAProxy, Caddy,
+# the access log, balancing and TLS.
+bench-extra:
+    cargo xtask bench extra
+
+# The container image portcullis:VERSION (podman or docker): the release binary
 # and an example configuration, FROM scratch.
 image:
     cargo xtask image

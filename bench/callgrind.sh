@@ -10,12 +10,19 @@
 # /s1/items/42 or /s3; try a spelling such as /s1/x/../items/%34%32 to count
 # the canonicalisation's slow path).
 #
+# BINARY may also be nginx (S1 through nginx with one worker and upstream
+# keep-alive, the peer benchmark's configuration: the baseline counted the
+# same way) or the bare_proxy example (hyper and the upstream client alone:
+# the floor of the HTTP stack).
+#
 #   bench/callgrind.sh target/release/portcullis [s1|s3] [N1 N2]
+#   bench/callgrind.sh "$(command -v nginx)" s1
+#   bench/callgrind.sh target/release/examples/bare_proxy s1
 set -euo pipefail
 binary=$(realpath "$1")
 scenario=${2:-s1}
 n1=${3:-200}
-n2=${4:-1200}
+n2=${4:-2200}
 here=$(dirname "$(realpath "$0")")
 plugin=$(realpath "${PLUGIN:-$here/../example-plugins/target/wasm32-wasip2/release/bench.wasm}")
 case $scenario in
@@ -28,7 +35,10 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$work"/cg.* "$KEEP"/; rm -rf "$work"' EXIT
 
 mkdir -p "$work/www/items" "$work/apis"
+mkdir -p "$work/www/s1/items"
 printf 'hello\n' > "$work/www/items/42"
+# bare_proxy forwards the path as it came.
+cp "$work/www/items/42" "$work/www/s1/items/42"
 # A keep-alive upstream (http.server's default speaks HTTP/1.0: a new
 # connection per request would be counted too).
 python3 - "$work/www" > "$work/upstream.log" 2>&1 <<'PY' &
@@ -60,18 +70,52 @@ else
   printf 'id: s3\nlisten_path: /s3\nupstream: http://127.0.0.1:%s\nendpoints:\n  - path: /\n    plugin: { path: %s, function: virtual }\n' "$port" "$plugin" > "$work/apis/s3.yaml"
 fi
 
+# nginx and bare_proxy listen on a port chosen here.
+free_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    keepalive_requests 1000000;
+    upstream up { server 127.0.0.1:$port; keepalive 16; }
+    server {
+        listen 127.0.0.1:$free_port;
+        location /s1/ { proxy_pass http://up/; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+
 count() {
   local n=$1 out="$work/cg.$1"
+  local command=("$binary" serve --workers 1 --config "$work/gateway.yaml")
+  case $(basename "$binary") in
+    nginx) command=("$binary" -p "$work/nginx/" -c "$work/nginx/nginx.conf") ;;
+    bare_proxy*) command=("$binary" "127.0.0.1:$free_port" "http://127.0.0.1:$port") ;;
+  esac
   env -u RUST_BACKTRACE PORTCULLIS_LOG=warn \
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" serve --workers 1 --config "$work/gateway.yaml" \
+    valgrind --tool=callgrind --callgrind-out-file="$out" "${command[@]}" \
     > "$work/stdout.$n" 2> "$work/stderr.$n" &
   local pid=$!
+  local url=""
   for _ in $(seq 600); do
-    grep -q '^listening on ' "$work/stdout.$n" 2>/dev/null && break
+    case $(basename "$binary") in
+      nginx|bare_proxy*) curl -s -o /dev/null "http://127.0.0.1:$free_port/" && url=http://127.0.0.1:$free_port ;;
+      *) url=$(sed -n 's/^listening on //p' "$work/stdout.$n") ;;
+    esac
+    [ -n "$url" ] && break
     sleep 0.1
   done
-  local url
-  url=$(sed -n 's/^listening on //p' "$work/stdout.$n")
   if [ -z "$url" ]; then
     cat "$work/stderr.$n" >&2
     exit 1

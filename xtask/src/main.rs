@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 
 use anyhow::{Context, bail};
 
+mod bench;
 mod image_test;
 mod layers;
 
@@ -23,9 +24,11 @@ commands:
   test      build the plugins and run the whole test suite
   lint      cargo fmt --check and clippy -D warnings, host and guest workspaces
   plugins   build the example and test plugins (wasm32-wasip2, release)
-  bench     release build, then ../shared/bench/peers.sh (or $PEERS_SH) with portcullis beside nginx,
-            nginx+Lua, nginx+njs, HAProxy and Caddy (settings via peers.sh's environment, e.g. REPEAT=1)
-  image     build the container image portcullis:VERSION with podman (or docker): the dist binary,
+  bench     the table of record: the release build beside nginx and nginx+Lua in one bench/peers.sh
+            run, every scenario and variant (settings via peers.sh's environment, e.g. REPEAT=1)
+  bench scale   how cost grows: cores, idle and slow connections, configuration size, bodies, overload
+  bench extra   micro-benchmarks, the access log, TLS, load balancing, HAProxy, Caddy and njs
+  image     build the container image portcullis:VERSION with podman (or docker): the release binary,
             its shared libraries and an example configuration, FROM scratch
   image-test  build the image, then run it (podman or docker) and check what docs/operations.md
             promises: its user, the bundled example, a mounted configuration, the cache and store
@@ -42,7 +45,7 @@ fn main() -> ExitCode {
         Some("test") => test(&root, &args[1..]),
         Some("lint") => lint(&root),
         Some("plugins") => plugins(&root).map(|_| ()),
-        Some("bench") => bench(&root),
+        Some("bench") => bench::bench(&root, &args[1..]),
         Some("image") => image(&root),
         Some("image-test") => image_test::image_test(&root),
         _ => {
@@ -59,12 +62,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 /// Runs `command`, echoing it, and fails if it fails.
-fn run(command: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {command:?}");
     let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
     if !status.success() {
@@ -90,7 +93,7 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
 }
 
 /// Builds every guest crate; returns the directory holding the `.wasm` files.
-fn plugins(root: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn plugins(root: &Path) -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
     // The examples and test plugins (0.2), and the examples as written for
     // the 0.1 contract, which the compatibility tests load beside them.
@@ -210,159 +213,6 @@ fn deny(root: &Path) -> anyhow::Result<()> {
         .args(["deny", "--all-features", "check", "licenses", "bans", "sources"]))
 }
 
-/// Runs the micro-benchmarks, then the peer benchmark with the gateway on
-/// bench/gateway.yaml: once with one worker, pinned like the peers (peers.sh
-/// does the pinning), once more alone in its default configuration, once
-/// with one worker on the plugins with instance reuse, and S1 once more
-/// through a plugin that does nothing.
-fn bench(root: &Path) -> anyhow::Result<()> {
-    // Checked first: the builds before it take minutes.
-    let peers = std::env::var_os("PEERS_SH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/bench/peers.sh"));
-    if !peers.is_file() {
-        bail!(
-            "{} not found: the peer benchmark lives in the shared directory beside the repository \
-             (or set PEERS_SH to its path)",
-            peers.display()
-        );
-    }
-    // peers.sh stops when a port it needs is taken, and so would the
-    // gateway (bench/gateway.yaml): say so before the builds, not after.
-    let busy: Vec<u16> = (18080..=18086)
-        .chain(18090..=18097)
-        .chain([19000])
-        .filter(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_err())
-        .collect();
-    if !busy.is_empty() {
-        bail!(
-            "127.0.0.1 port(s) {busy:?} are in use (a server left from an earlier run?): \
-             the benchmark needs 18080-18086 for peers.sh, 19000 for the gateway and 18090-18097 for bench/tls.sh and bench/balance.sh"
-        );
-    }
-    let built = plugins(root)?;
-    let dest = root.join("bench/plugins");
-    std::fs::create_dir_all(&dest)?;
-    // The same plugins built for the 0.1 contract, as `NAME-0.1.wasm`
-    // (bench/apis/o*.yaml): 0.1 against 0.2 in the same run.
-    let built_v01 = root.join("compat/v0.1/examples/target/wasm32-wasip2/release");
-    for name in ["bench", "aggregate"] {
-        let file = format!("{name}.wasm");
-        std::fs::copy(built.join(&file), dest.join(&file))
-            .with_context(|| format!("copying {file} into bench/plugins"))?;
-        std::fs::copy(built_v01.join(&file), dest.join(format!("{name}-0.1.wasm")))
-            .with_context(|| format!("copying the 0.1 {file} into bench/plugins"))?;
-    }
-    // The `dist` profile: release with fat LTO, what a production build uses.
-    run(cargo()
-        .current_dir(root)
-        .args(["build", "--profile", "dist", "-p", "portcullis"]))?;
-    eprintln!("\n== in-process micro-benchmarks ==");
-    run(cargo()
-        .current_dir(root)
-        .args(["bench", "--profile", "dist", "-p", "portcullis", "--bench", "hot_path"])
-        .env_remove("RUST_BACKTRACE"))?;
-    eprintln!("\n== peers.sh: the gateway beside nginx, nginx+Lua, njs, HAProxy, Caddy ==");
-    let binary = root.join("target/dist/portcullis");
-    let config = root.join("bench/gateway.yaml");
-    let urls = "S1=http://127.0.0.1:19000/s1 S2=http://127.0.0.1:19000/s2 \
-                S3=http://127.0.0.1:19000/s3 S4=http://127.0.0.1:19000/s4";
-    // The same scenarios with `reuse: 1000` on the plugins (bench/apis/r*.yaml).
-    let reuse_urls = "S2=http://127.0.0.1:19000/r2 S3=http://127.0.0.1:19000/r3 S4=http://127.0.0.1:19000/r4";
-    // RUST_BACKTRACE makes every wasmtime Store drop slower; benchmarks run without it.
-    let peers_run_with = |config: &Path, name: &str, urls: &str, workers: &str, others: Option<&str>| {
-        let gateway_cmd = format!(
-            "exec env -u RUST_BACKTRACE {} serve --config {}{workers}",
-            binary.display(),
-            config.display()
-        );
-        let mut command = Command::new("bash");
-        command
-            .arg(&peers)
-            .env("GATEWAY_CMD", gateway_cmd)
-            .env("GATEWAY_URLS", urls)
-            .env("GATEWAY_NAME", name)
-            .env("GATEWAY_KIND", "wasm")
-            .env("PORT_BASE", "18080")
-            .env_remove("RUST_BACKTRACE");
-        if let Some(others) = others {
-            command.env("PEERS", others);
-        }
-        run(&mut command)
-    };
-    let peers_run = |name: &str, urls: &str, workers: &str, others: Option<&str>| {
-        peers_run_with(&config, name, urls, workers, others)
-    };
-    // Like the peers: one worker, pinned to the server CPU.
-    let one_worker = " --workers ${BENCH_WORKERS:-1}";
-    peers_run("portcullis", urls, one_worker, None)?;
-    // (PEERS must be non-empty to override the default list: a space.)
-    eprintln!("\n== peers.sh: the default configuration (one worker thread per CPU), same pinning ==");
-    peers_run("portcullis-mt", urls, "", Some(" "))?;
-    // The same scenarios with the plugins built for the 0.1 contract.
-    let v01_urls = "S2=http://127.0.0.1:19000/o2 S3=http://127.0.0.1:19000/o3 S4=http://127.0.0.1:19000/o4";
-    eprintln!("\n== peers.sh: one worker, the plugins built for contract 0.1 (compat/v0.1) ==");
-    peers_run("portcullis-0.1", v01_urls, one_worker, Some(" "))?;
-    eprintln!("\n== peers.sh: one worker, plugins with the opt-in instance reuse (reuse: 1000) ==");
-    peers_run("portcullis-reuse", reuse_urls, one_worker, Some(" "))?;
-    // S4 with the calls made by the gateway (`fan_out`): merged by the
-    // aggregate example (bench/apis/h4.yaml), then by a component that
-    // imports no `http` and so links as one core instance (l4.yaml).
-    eprintln!(
-        "\n== peers.sh: one worker, S4 with a host-run fan-out (aggregate#combine, then the lean bench#combine) =="
-    );
-    peers_run(
-        "portcullis-fan-out",
-        "S4=http://127.0.0.1:19000/h4",
-        one_worker,
-        Some(" "),
-    )?;
-    peers_run(
-        "portcullis-fan-out-lean",
-        "S4=http://127.0.0.1:19000/l4",
-        one_worker,
-        Some(" "),
-    )?;
-    // S1 through a plugin that does nothing (bench/apis/f1.yaml): against S1
-    // above, what a fresh instance costs on the proxy path.
-    eprintln!("\n== peers.sh: one worker, S1 with a no-op plugin (the floor of a fresh instance) ==");
-    peers_run("portcullis-noop", "S1=http://127.0.0.1:19000/f1", one_worker, Some(" "))?;
-    // S1 again with the access log on (a file on the local disk): what
-    // writing one JSON line per request costs.
-    eprintln!("\n== peers.sh: one worker, S1 with the access log written to a file ==");
-    let logged = root.join("target/bench-access-log");
-    std::fs::create_dir_all(&logged)?;
-    let _ = std::fs::remove_file(logged.join("access.log"));
-    let logged_config = logged.join("gateway.yaml");
-    std::fs::write(
-        &logged_config,
-        format!(
-            "listen: 127.0.0.1:19000\napis: [{}]\naccess_log: {{ path: access.log }}\n",
-            root.join("bench/apis/s1.yaml").display()
-        ),
-    )?;
-    peers_run_with(
-        &logged_config,
-        "portcullis-access-log",
-        "S1=http://127.0.0.1:19000/s1",
-        one_worker,
-        Some(" "),
-    )?;
-    eprintln!("\n== bench/balance.sh: S1 to one and to two upstream servers, beside nginx ==");
-    run(Command::new("bash")
-        .arg(root.join("bench/balance.sh"))
-        .arg(&binary)
-        .env_remove("RUST_BACKTRACE"))?;
-    eprintln!("\n== bench/tls.sh: S1 over HTTPS, beside nginx with the same certificate ==");
-    let certs = root.join("target/bench-tls");
-    throwaway_certificates(&certs)?;
-    run(Command::new("bash")
-        .arg(root.join("bench/tls.sh"))
-        .arg(&binary)
-        .arg(&certs)
-        .env_remove("RUST_BACKTRACE"))
-}
-
 /// Stages `target/image/` (the binary, the shared libraries it links, the
 /// example configuration) and builds `image/Containerfile` on it.
 fn image(root: &Path) -> anyhow::Result<()> {
@@ -373,8 +223,8 @@ fn image(root: &Path) -> anyhow::Result<()> {
     let built = plugins(root)?;
     run(cargo()
         .current_dir(root)
-        .args(["build", "--profile", "dist", "-p", "portcullis"]))?;
-    let binary = root.join("target/dist/portcullis");
+        .args(["build", "--release", "-p", "portcullis"]))?;
+    let binary = root.join("target/release/portcullis");
 
     let context = root.join("target/image");
     if context.exists() {
@@ -481,7 +331,7 @@ fn spawn_demo_child(command: &mut Command, what: &str) -> anyhow::Result<KillOnD
 /// `127.0.0.1` signed by it (`server.pem`, `server.key`; ECDSA P-256), made
 /// once into `dir` (kept across runs, so a browser or curl told to trust
 /// the CA keeps trusting it).
-fn throwaway_certificates(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn throwaway_certificates(dir: &Path) -> anyhow::Result<()> {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let (ca_file, cert_file, key_file) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
     if ca_file.is_file() && cert_file.is_file() && key_file.is_file() {
