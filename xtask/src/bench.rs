@@ -72,13 +72,19 @@ fn record(root: &Path) -> anyhow::Result<()> {
         .join(" ");
     eprintln!("\n== bench/peers.sh: every gateway row beside nginx and nginx+Lua, one worker each ==");
     run(peers(root, &binary, &root.join("bench/gateway.yaml"), &urls)
-        .env("PEERS", std::env::var("PEERS").unwrap_or_else(|_| "nginx nginx-lua".into()))
+        .env(
+            "PEERS",
+            std::env::var("PEERS").unwrap_or_else(|_| "nginx nginx-lua".into()),
+        )
         .env("RESULTS_DIR", &results))?;
     let tsv = std::fs::read_to_string(results.join("results.tsv")).context("reading the run's results.tsv")?;
     let report = ratios(&tsv);
     print!("{report}");
     std::fs::write(results.join("ratios.md"), &report)?;
-    eprintln!("the table and the ratios: {}/table.txt and ratios.md", results.display());
+    eprintln!(
+        "the table and the ratios: {}/table.txt and ratios.md",
+        results.display()
+    );
     Ok(())
 }
 
@@ -105,7 +111,8 @@ fn extra(root: &Path) -> anyhow::Result<()> {
         .map(|(scenario, api)| format!("{scenario}=http://127.0.0.1:19000/{api}"))
         .collect::<Vec<_>>()
         .join(" ");
-    run(peers(root, &binary, &root.join("bench/gateway.yaml"), &urls).env("PEERS", "nginx-njs haproxy haproxy-lua caddy"))?;
+    run(peers(root, &binary, &root.join("bench/gateway.yaml"), &urls)
+        .env("PEERS", "nginx-njs haproxy haproxy-lua caddy"))?;
     // S1 with the access log on (a file on the local disk): what writing
     // one JSON line per request costs.
     eprintln!("\n== bench/peers.sh: S1 with the access log written to a file ==");
@@ -168,7 +175,9 @@ fn prepare(root: &Path) -> anyhow::Result<PathBuf> {
             .with_context(|| format!("copying the 0.1 {file} into bench/plugins"))?;
     }
     // The release profile is the production one (Cargo.toml).
-    run(cargo().current_dir(root).args(["build", "--release", "-p", "portcullis"]))?;
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "--release", "-p", "portcullis"]))?;
     Ok(root.join("target/release/portcullis"))
 }
 
@@ -217,9 +226,14 @@ fn ratios(tsv: &str) -> String {
         let mut values = runs.get(row)?.clone();
         values.sort_by(f64::total_cmp);
         let n = values.len();
-        Some(if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 })
+        Some(if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        })
     };
-    let mut out = String::from("| row | us/req | baseline | us/req | ratio | target | met |\n|---|---|---|---|---|---|---|\n");
+    let mut out =
+        String::from("| row | us/req | baseline | us/req | ratio | target | met |\n|---|---|---|---|---|---|---|\n");
     for (row, baseline, target) in TARGETS {
         match (median(row), median(baseline)) {
             (Some(ours), Some(theirs)) if theirs > 0.0 => {
@@ -246,9 +260,18 @@ mod tests {
                    0\tportcullis\tS2\tFAIL\n";
         let table = ratios(tsv);
         // nginx S1's median is 20 (not the mean 46), ours 22.5.
-        assert!(table.contains("| portcullis S1 | 22.5 | nginx S1 | 20.0 | 1.12x | 1.2x | yes |"), "{table}");
-        assert!(table.contains("| portcullis S3 | 25.0 | nginx-lua S3 | 10.0 | 2.50x | 2x | no |"), "{table}");
+        assert!(
+            table.contains("| portcullis S1 | 22.5 | nginx S1 | 20.0 | 1.12x | 1.2x | yes |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| portcullis S3 | 25.0 | nginx-lua S3 | 10.0 | 2.50x | 2x | no |"),
+            "{table}"
+        );
         // A row that failed validation has no numbers and is not passed.
-        assert!(table.contains("| portcullis S2 | - | nginx-lua S2 | - | - | 1.8x | not measured |"), "{table}");
+        assert!(
+            table.contains("| portcullis S2 | - | nginx-lua S2 | - | - | 1.8x | not measured |"),
+            "{table}"
+        );
     }
 }
