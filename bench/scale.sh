@@ -10,10 +10,10 @@
 #                request: resident memory per connection, then S1's CPU per
 #                request while they are held; SLOW clients (default 1000)
 #                sending their request a byte a second beside S1 traffic.
-#   config       10, 100 and 1000 APIs of 10 endpoints: start-up time,
+#   config       APIS (10, 100 and 1000) APIs of 10 endpoints: start-up time,
 #                resident memory, reload time, S1's CPU per request to the
-#                last API's last endpoint.
-#   plugins      1, 10 and 100 distinct plugins (the bench plugin with a
+#                last API (past its ten endpoints), against S1 with 2 APIs.
+#   plugins      PLUGINS (1, 10 and 100) distinct plugins (the bench plugin with a
 #                different custom section each): start-up with a cold and a
 #                warm compile cache, memory per plugin and per pooled slot.
 #   bodies       1 GiB up and down through the proxy (nginx beside, without
@@ -35,6 +35,8 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 IDLE=${IDLE:-10000}
 SLOW=${SLOW:-1000}
+APIS=${APIS:-10 100 1000}
+PLUGINS=${PLUGINS:-1 10 100}
 SERVER_CPU=${SERVER_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 UP=18090 NGINX=18091 GW=18092 ADMIN=18093
@@ -168,25 +170,30 @@ connections() {
   stop_last; stop_last
 }
 
-# N APIs of 10 endpoints each in $WORK/gw/apis.
+# N APIs of 10 endpoints each in $WORK/gw/apis (an endpoint needs a plugin:
+# the bench plugin's noop, one component for all of them).
 many_apis() { # n
   local i j
   for ((i = 1; i <= $1; i++)); do
     {
       printf 'id: api%d\nlisten_path: /api%d\nupstream: http://127.0.0.1:%s\nendpoints:\n' "$i" "$i" "$UP"
-      for ((j = 1; j <= 10; j++)); do printf '  - { path: /e%d/{id}, methods: [GET] }\n' "$j"; done
+      for ((j = 1; j <= 10; j++)); do
+        printf '  - path: "/e%d/{id}"\n    plugin: { path: %s, function: noop }\n' "$j" "$PLUGIN"
+      done
     } >"$WORK/gw/apis/api$i.yaml"
   done
 }
-# Starts the gateway; prints the milliseconds until it answered.
+# Starts the gateway (not in a subshell: PIDS must hold it); sets
+# STARTUP_MS to the milliseconds until it answered.
 timed_start() { # workers
   local t0; t0=$(now_ms)
   gateway "$1"
   for _ in $(seq 6000); do
     curl -s -o /dev/null "http://127.0.0.1:$GW/s1" && break
+    kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "scale.sh: the gateway exited:" >&2; cat "$WORK/portcullis.err" >&2; exit 1; }
     sleep 0.01
   done
-  echo $(($(now_ms) - t0))
+  STARTUP_MS=$(($(now_ms) - t0))
 }
 # Reloads through the admin API; prints the milliseconds it took.
 timed_reload() {
@@ -200,13 +207,15 @@ config() {
   say "configuration size: APIs of 10 endpoints each"
   printf '%6s %10s %9s %10s %12s\n' apis start_ms rss_kb reload_ms s1_us_last
   local n
-  for n in 10 100 1000; do
+  for n in $APIS; do
     gw_config ""; many_apis "$n"
-    local started; started=$(timed_start 1)
-    local pg=${PIDS[-1]} reload rss us
+    timed_start 1
+    local started=$STARTUP_MS pg=${PIDS[-1]} reload rss us
     rss=$(rss_kb "$pg")
     reload=$(timed_reload)
-    read -r _ us < <(measure "$pg" "http://127.0.0.1:$GW/api$n/e10/42")
+    # The last API, on a path none of its endpoints matches: routing among
+    # all the APIs and matching its ten endpoints, then the upstream.
+    read -r _ us < <(measure "$pg" "http://127.0.0.1:$GW/api$n/other/42")
     printf '%6s %10s %9s %10s %12s\n' "$n" "$started" "$rss" "$reload" "$us"
     stop_last
   done
@@ -237,7 +246,7 @@ plugins() {
   printf '%8s %10s %14s %14s %12s %16s\n' plugins pool_size cold_start_ms warm_start_ms rss_kb kb_per_plugin
   local base=""
   local n pool
-  for n in 1 10 100; do
+  for n in $PLUGINS; do
     for pool in 4 64; do
       gw_config "plugin_limits: { pool_size: $pool }"
       local i
@@ -247,8 +256,8 @@ plugins() {
           "$i" "$i" "$UP" "$WORK/gw/p$i.wasm" >"$WORK/gw/apis/p$i.yaml"
       done
       local cold warm rss
-      cold=$(timed_start 1); stop_last
-      warm=$(timed_start 1)
+      timed_start 1; cold=$STARTUP_MS; stop_last
+      timed_start 1; warm=$STARTUP_MS
       # Every plugin called once: its instance pool in use.
       for ((i = 1; i <= n; i++)); do curl -s -o /dev/null -H 'X-User: alice' "http://127.0.0.1:$GW/p$i"; done
       rss=$(rss_kb "${PIDS[-1]}")
@@ -273,7 +282,7 @@ endpoints:
   - path: /
     plugin: { path: $PLUGIN, function: read-body }
 YAML
-  local started; started=$(timed_start 1)
+  timed_start 1
   local gw_pg=${PIDS[-1]} nginx_worker; nginx_worker=$(worker_of "${PIDS[-2]}")
   printf '%-11s %-22s %8s %10s %12s\n' server transfer status seconds peak_rss_kb
   local server port pid

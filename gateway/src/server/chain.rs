@@ -48,9 +48,20 @@ pub(super) async fn serve_api(
     };
     let mut ex = begin_exchange(api, rest, arrival, parts, body, matched.as_ref(), limit_headers);
     let endpoint = matched.as_ref().and_then(|m| m.endpoint.plugin.as_ref());
-    let phase = request_phase(gateway, api, rest, endpoint, &mut ex).await;
-    save_metadata(gateway, &mut ex).await;
-    let (mut response, hooks) = match phase? {
+    // The request phase and the response hooks are boxed: their futures
+    // (plugin calls, the session store) are kilobytes, and inline they
+    // would make every request's future as large, to be moved and kept per
+    // connection, whether or not its API has anything for them to do.
+    let phase = if matches!(api.auth, Auth::Keyless) && endpoint.is_none() && api.hooks.request_phase_is_empty() {
+        Phase::Upstream
+    } else {
+        let phase = Box::pin(request_phase(gateway, api, rest, endpoint, &mut ex)).await;
+        if ex.metadata_dirty {
+            Box::pin(save_metadata(gateway, &mut ex)).await;
+        }
+        phase?
+    };
+    let (mut response, hooks) = match phase {
         Phase::Respond(response) => (response, &api.hooks.response[..]),
         Phase::Upstream => match ex.timed_upstream(api).await? {
             Upstreamed::Response(response) => (response, &api.hooks.response[..]),
@@ -64,7 +75,7 @@ pub(super) async fn serve_api(
     // gateway's, last, so no hook can forge them).
     set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
     if !hooks.is_empty() {
-        response = response_hooks(hooks, &mut ex, response).await?;
+        response = Box::pin(response_hooks(hooks, &mut ex, response)).await?;
     }
     ex.limit_headers.apply(response.headers_mut());
     Ok(response)

@@ -118,7 +118,11 @@ where
     let service = service_fn(move |request: http::Request<Incoming>| {
         let gateway = Arc::clone(&gateway);
         let peer = Arc::clone(&peer);
-        async move { Ok::<_, Infallible>(handle(&gateway, peer, request.map(Body::new)).await) }
+        // Boxed per request: hyper keeps room for the service's future in
+        // every connection for as long as it is open, and the whole chain's
+        // state machine is kilobytes. An idle keep-alive connection should
+        // not pay for a request it is not serving.
+        Box::pin(async move { Ok::<_, Infallible>(handle(&gateway, peer, request.map(Body::new)).await) })
     });
     builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service)

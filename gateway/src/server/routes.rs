@@ -96,6 +96,13 @@ pub struct Hooks {
     pub response: Vec<Plugin>,
 }
 
+impl Hooks {
+    /// No hook runs before the upstream (`pre`, `post_auth`, `post`).
+    pub fn request_phase_is_empty(&self) -> bool {
+        self.pre.is_empty() && self.post_auth.is_empty() && self.post.is_empty()
+    }
+}
+
 async fn load_all(runtime: &Arc<PluginRuntime>, refs: &[PluginRef], kind: HookKind) -> Result<Vec<Plugin>, LoadError> {
     let mut plugins = Vec::with_capacity(refs.len());
     for reference in refs {
