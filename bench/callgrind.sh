@@ -4,7 +4,8 @@
 # serving N1 and N2 keep-alive requests from one curl, and prints
 # (total(N2) - total(N1)) / (N2 - N1), so start-up and shutdown cancel out.
 #
-# SCENARIO is s1 (plain proxy, the default) or s3 (a virtual endpoint
+# SCENARIO is s1 (plain proxy, the default), f1 (S1 through the bench
+# plugin's noop, which continues unchanged) or s3 (a virtual endpoint
 # answered by a fresh instance of the bench plugin: PLUGIN=path/to/bench.wasm,
 # default the example-plugins build). TARGET is the request path (default
 # /s1/items/42 or /s3; try a spelling such as /s1/x/../items/%34%32 to count
@@ -27,8 +28,9 @@ here=$(dirname "$(realpath "$0")")
 plugin=$(realpath "${PLUGIN:-$here/../example-plugins/target/wasm32-wasip2/release/bench.wasm}")
 case $scenario in
   s1) target=${TARGET:-/s1/items/42} ;;
+  f1) target=${TARGET:-/f1/items/42} ;;
   s3) target=${TARGET:-/s3} ;;
-  *) echo "unknown scenario $scenario (s1 or s3)" >&2; exit 2 ;;
+  *) echo "unknown scenario $scenario (s1, f1 or s3)" >&2; exit 2 ;;
 esac
 work=$(mktemp -d)
 # KEEP=DIR keeps the callgrind outputs there, for callgrind_annotate.
@@ -66,6 +68,8 @@ EOF
 # Only the scenario's API: S1 then loads no plugin at all.
 if [ "$scenario" = s1 ]; then
   printf 'id: s1\nlisten_path: /s1/\nstrip_listen_path: true\nupstream: http://127.0.0.1:%s\n' "$port" > "$work/apis/s1.yaml"
+elif [ "$scenario" = f1 ]; then
+  printf 'id: f1\nlisten_path: /f1/\nstrip_listen_path: true\nupstream: http://127.0.0.1:%s\nendpoints:\n  - path: /{*rest}\n    plugin: { path: %s, function: noop }\n' "$port" "$plugin" > "$work/apis/f1.yaml"
 else
   printf 'id: s3\nlisten_path: /s3\nupstream: http://127.0.0.1:%s\nendpoints:\n  - path: /\n    plugin: { path: %s, function: virtual }\n' "$port" "$plugin" > "$work/apis/s3.yaml"
 fi

@@ -103,7 +103,7 @@
 #   Example:
 #     GATEWAY_CMD='./target/release/gw --listen 127.0.0.1:19000 --upstream $BENCH_UPSTREAM --workers 1' \
 #     GATEWAY_URLS='S1=http://127.0.0.1:19000/s1 S2=http://127.0.0.1:19000/s2' \
-#     bash ../shared/bench/peers.sh
+#     bash bench/peers.sh
 #
 # OTHER SETTINGS (environment)
 #   PEERS="nginx nginx-lua nginx-njs haproxy haproxy-lua caddy"   which peers (direct always runs)

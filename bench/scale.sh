@@ -19,8 +19,10 @@
 #   bodies       1 GiB up and down through the proxy (nginx beside, without
 #                request buffering) and into an endpoint whose plugin reads
 #                the body (refused at the API's limit): peak memory, time.
-#   overload     S3 at 1.5x its measured capacity, open loop (h2load --rps),
-#                then at half: latency percentiles, errors, and recovery.
+#   overload     S3 at 1.5x its measured capacity, at a fixed rate from
+#                OVERLOAD_CONNS (256) connections (h2load --rps), then at half,
+#                twice: latency percentiles, errors, what could not be sent
+#                on time, and recovery.
 #
 # Servers run on SERVER_CPU and wrk on WRK_CPU, as in the other scripts,
 # except for `cores`. Everything listens on 127.0.0.1:18090-18093; the
@@ -61,12 +63,15 @@ now_ms() { date +%s%3N; }
 
 # The upstream: {"ok":true} on every path, a 1 GiB file at /big, and every
 # request body read and thrown away.
+# (The nginx workers run as nobody: they must be able to read it.)
+chmod 0755 "$WORK"
 truncate -s 1G "$WORK/big"
+chmod 0644 "$WORK/big"
 nginx_conf upstream "
   client_max_body_size 0;
   server {
     listen 127.0.0.1:$UP backlog=4096;
-    location = /big { alias $WORK/big; }
+    location ~ /big\$ { root $WORK; try_files /big =404; }
     location / { default_type application/json; return 200 '{\"ok\":true}'; }
   }"
 sed -i 's/worker_connections 4096/worker_connections 30000/; s/^worker_processes 1;/worker_processes 1;\nworker_rlimit_nofile 30000;/' "$WORK/upstream/nginx.conf"
@@ -118,14 +123,15 @@ YAML
 cores() {
   say "cores: one worker against one per CPU ($(nproc)), unpinned"
   printf '%-12s %-4s %8s %10s %12s\n' server scen workers req/s cpu_us/req
-  local workers
+  # The proxies (not the upstream, started pinned) and wrk may use every CPU.
+  local SERVER_CPU=0-$(($(nproc) - 1)) workers
   for workers in 1 "$(nproc)"; do
     nginx_proxy "$workers"; gw_config ""; gateway "$workers"; wait_for "http://127.0.0.1:$GW/s1"
     local nginx_pg=${PIDS[-2]} gw_pg=${PIDS[-1]} scen
     for scen in s1 s3; do
-      read -r rps us < <(WRK_CPU=0-$(($(nproc) - 1)) measure "$nginx_pg" "http://127.0.0.1:$NGINX/$scen" -H 'X-User: alice')
+      read -r rps us < <(WRK_CPU=$SERVER_CPU measure "$nginx_pg" "http://127.0.0.1:$NGINX/$scen" -H 'X-User: alice' -t"$workers")
       printf '%-12s %-4s %8s %10s %12s\n' "nginx$([[ $scen == s3 ]] && echo +lua)" "$scen" "$workers" "$rps" "$us"
-      read -r rps us < <(WRK_CPU=0-$(($(nproc) - 1)) measure "$gw_pg" "http://127.0.0.1:$GW/$scen" -H 'X-User: alice')
+      read -r rps us < <(WRK_CPU=$SERVER_CPU measure "$gw_pg" "http://127.0.0.1:$GW/$scen" -H 'X-User: alice' -t"$workers")
       printf '%-12s %-4s %8s %10s %12s\n' portcullis "$scen" "$workers" "$rps" "$us"
     done
     stop_last; stop_last
@@ -284,24 +290,22 @@ endpoints:
 YAML
   timed_start 1
   local gw_pg=${PIDS[-1]} nginx_worker; nginx_worker=$(worker_of "${PIDS[-2]}")
-  printf '%-11s %-22s %8s %10s %12s\n' server transfer status seconds peak_rss_kb
-  local server port pid
+  printf '%-11s %-22s %8s %12s %10s %12s\n' server transfer status bytes seconds peak_rss_kb
+  local server port pid out
+  # status, bytes sent or received, seconds (curl fails when a server
+  # refuses mid-upload: the row says so).
+  upload() { head -c 1073741824 /dev/zero | taskset -c "$WRK_CPU" curl -s -o /dev/null \
+    -w '%{http_code} %{size_upload} %{time_total}' -T - -H 'Transfer-Encoding: chunked' "$1" || true; }
   for server in nginx portcullis; do
     if [[ $server == nginx ]]; then port=$NGINX pid=$nginx_worker; else port=$GW pid=$gw_pg; fi
-    local what out
-    for what in upload download; do
-      if [[ $what == upload ]]; then
-        out=$(head -c 1073741824 /dev/zero | taskset -c "$WRK_CPU" curl -s -o /dev/null -w '%{http_code} %{time_total}' \
-          -T - -H 'Transfer-Encoding: chunked' "http://127.0.0.1:$port/s1/up")
-      else
-        out=$(taskset -c "$WRK_CPU" curl -s -o /dev/null -w '%{http_code} %{time_total}' "http://127.0.0.1:$port/s1/big")
-      fi
-      printf '%-11s %-22s %8s %10s %12s\n' "$server" "1 GiB $what" ${out} "$(hwm_kb "$pid")"
-    done
+    out=$(upload "http://127.0.0.1:$port/s1/up")
+    printf '%-11s %-22s %8s %12s %10s %12s\n' "$server" "1 GiB upload" $out "$(hwm_kb "$pid")"
+    out=$(taskset -c "$WRK_CPU" curl -s -o /dev/null -w '%{http_code} %{size_download} %{time_total}' \
+      "http://127.0.0.1:$port/s1/big" || true)
+    printf '%-11s %-22s %8s %12s %10s %12s\n' "$server" "1 GiB download" $out "$(hwm_kb "$pid")"
   done
-  out=$(head -c 1073741824 /dev/zero | taskset -c "$WRK_CPU" curl -s -o /dev/null -w '%{http_code} %{time_total}' \
-    -T - -H 'Transfer-Encoding: chunked' "http://127.0.0.1:$GW/read")
-  printf '%-11s %-22s %8s %10s %12s\n' portcullis "1 GiB into a plugin" ${out} "$(hwm_kb "$gw_pg")"
+  out=$(upload "http://127.0.0.1:$GW/read")
+  printf '%-11s %-22s %8s %12s %10s %12s\n' portcullis "1 GiB into a plugin" $out "$(hwm_kb "$gw_pg")"
   stop_last; stop_last
 }
 
@@ -309,19 +313,22 @@ overload() {
   say "overload: S3 open loop at 1.5x capacity, then at 0.5x"
   command -v h2load >/dev/null || { echo "scale.sh: h2load is missing (apt-get install nghttp2-client)" >&2; exit 1; }
   gw_config ""; gateway 1; wait_for "http://127.0.0.1:$GW/s1"
-  local pg=${PIDS[-1]} capacity
-  read -r capacity _ < <(measure "$pg" "http://127.0.0.1:$GW/s3" -H 'X-User: alice')
-  printf 'capacity (closed loop, %s connections): %s req/s\n' "$CONNS" "$capacity"
-  printf '%-6s %10s %10s %8s %8s %8s %8s %8s\n' load target_rps done_rps ok errors p50_ms p99_ms max_ms
+  # Each connection sends at its own fixed rate and has one request out at
+  # a time: with OVERLOAD_CONNS of them, an overloaded server queues up to
+  # that many, and what the generator could not send on time is `late`.
+  # Capacity is measured closed-loop on as many connections.
+  local pg=${PIDS[-1]} capacity conns=${OVERLOAD_CONNS:-256}
+  read -r capacity _ < <(CONNS=$conns measure "$pg" "http://127.0.0.1:$GW/s3" -H 'X-User: alice')
+  printf 'capacity (closed loop, %s connections): %s req/s\n' "$conns" "$capacity"
+  printf '%-6s %10s %10s %8s %8s %8s %8s %8s %8s\n' load target_rps done_rps ok errors late p50_ms p99_ms max_ms
   local factor
   for factor in 1.5 0.5 1.5 0.5; do
     local rate per_client
     rate=$(awk -v c="$capacity" -v f="$factor" 'BEGIN { printf "%d", c * f }')
-    per_client=$(awk -v r="$rate" -v n="$CONNS" 'BEGIN { printf "%d", r / n + 1 }')
+    per_client=$(awk -v r="$rate" -v n="$conns" 'BEGIN { printf "%d", r / n + 1 }')
     rm -f "$WORK/h2load.log"
-    local out
-    out=$(taskset -c "$WRK_CPU" h2load --h1 -c "$CONNS" --rps "$per_client" -D 10 -H 'X-User: alice' \
-      --log-file "$WORK/h2load.log" "http://127.0.0.1:$GW/s3" 2>&1 || true)
+    taskset -c "$WRK_CPU" h2load --h1 -c "$conns" --rps "$per_client" -D 10 -H 'X-User: alice' \
+      --log-file "$WORK/h2load.log" "http://127.0.0.1:$GW/s3" >"$WORK/h2load.out" 2>&1 || true
     # The log: start time (us), status, duration (us) per request.
     local n ok p50 p99 max
     n=$(wc -l <"$WORK/h2load.log")
@@ -329,10 +336,8 @@ overload() {
     read -r p50 p99 max < <(awk '{ print $3 }' "$WORK/h2load.log" | sort -n | awk -v n="$n" '
       NR == int(n * 0.5) + 1 { p50 = $1 } NR == int(n * 0.99) + 1 { p99 = $1 } { max = $1 }
       END { printf "%.2f %.2f %.2f\n", p50 / 1000, p99 / 1000, max / 1000 }')
-    # Requests h2load meant to send but could not count as errors too.
-    local planned; planned=$(awk '/^requests:/ { print $2 }' <<<"$out")
-    printf '%-6s %10d %10.0f %8d %8d %8s %8s %8s\n' "${factor}x" "$rate" "$(awk -v n="$n" 'BEGIN { print n / 10 }')" \
-      "$ok" "$(( ${planned:-$n} - ok ))" "$p50" "$p99" "$max"
+    printf '%-6s %10d %10.0f %8d %8d %8d %8s %8s %8s\n' "${factor}x" "$rate" "$(awk -v n="$n" 'BEGIN { print n / 10 }')" \
+      "$ok" "$((n - ok))" "$((rate * 10 > n ? rate * 10 - n : 0))" "$p50" "$p99" "$max"
   done
   stop_last
 }

@@ -62,8 +62,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Cargo, without the variables `cargo run` set for xtask itself
+/// (`CARGO_PKG_NAME=xtask`, `CARGO_MANIFEST_DIR`, ...): build scripts such as
+/// ring's declare `rerun-if-env-changed` on them, so inheriting them made
+/// every `cargo xtask` build and every plain `cargo build` after it rebuild
+/// ring and everything above it.
 pub(crate) fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            command.env_remove(&*name);
+        }
+    }
+    command
 }
 
 /// Runs `command`, echoing it, and fails if it fails.
