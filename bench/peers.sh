@@ -657,7 +657,7 @@ start_peer() {
 # ------------------------------------------------------------------ validation
 # check_case PEER SCEN URL -> 0 if the response and the upstream fan-out match the contract
 check_case() {
-  local peer=$1 sc=$2 url=$3 f=$W/check.$1.$2 code before after delta want
+  local peer=$1 sc=$2 url=$3 f=$W/check.${1//\//-}.$2 code before after delta want
   before=$(up_count)
   code=$(curl -s -m 5 -o "$f.body" -D "$f.hdr" -H "X-User: $HDR_USER" -w '%{http_code}' "$url" || echo 000)
   after=$(up_count)
@@ -686,7 +686,7 @@ check_case() {
 # ------------------------------------------------------------------ measurement
 WRK_FLAGS="-t$THREADS -c$CONNS -d$DURATION --latency --timeout 2s"
 run_case() {  # REP PEER SCEN KIND URL
-  local rep=$1 peer=$2 sc=$3 kind=$4 url=$5 tag="$1.$2.$3"
+  local rep=$1 peer=$2 sc=$3 kind=$4 url=$5 tag="$1.${2//\//-}.$3"
   local pg=${GROUP[$peer]:-} upg=${GROUP[direct]}
   [[ $peer == direct ]] && pg=""
   log "rep $rep: $peer $sc ($url)"

@@ -33,6 +33,9 @@ pub enum BuildError {
 pub struct Routes {
     /// Sorted by listen path, longest first.
     apis: Vec<ApiRoute>,
+    /// The APIs by listen path (without its final `/`), for tables large
+    /// enough that a scan would cost more than a few lookups.
+    index: Option<PrefixIndex>,
     pub config: Config,
     /// [`Config::digest`] of the files this table was built from.
     pub digest: String,
@@ -153,6 +156,7 @@ impl Routes {
         }
         apis.sort_by_key(|api| std::cmp::Reverse(api.listen_path.len()));
         Ok(Routes {
+            index: PrefixIndex::build(&apis),
             apis,
             config,
             digest,
@@ -183,7 +187,10 @@ impl Routes {
     /// The API whose listen path is the longest prefix of `path`, and the rest
     /// of the path (always starting with `/`).
     pub fn route<'a>(&self, path: &'a str) -> Option<(&ApiRoute, &'a str)> {
-        self.apis.iter().find_map(|api| Some((api, api.rest(path)?)))
+        match &self.index {
+            Some(index) => index.route(&self.apis, path),
+            None => self.apis.iter().find_map(|api| Some((api, api.rest(path)?))),
+        }
     }
 
     /// The canonical form of the client's `raw` path and the API it routes
@@ -226,19 +233,83 @@ impl Routes {
     }
 }
 
+/// What follows `listen_path` (which ends with `/`) in `path`, if the API
+/// serves it: `/` for the listen path itself.
+fn rest_after<'a>(listen_path: &str, path: &'a str) -> Option<&'a str> {
+    let prefix = &listen_path[..listen_path.len() - 1];
+    let rest = path.strip_prefix(prefix)?;
+    if rest.is_empty() {
+        Some("/")
+    } else if rest.starts_with('/') || prefix.is_empty() {
+        Some(rest)
+    } else {
+        None
+    }
+}
+
+/// Routing that does not grow with the number of APIs: the listen paths
+/// (without their final `/`) in a map, and a path looked up at each of its
+/// segment boundaries, longest first: what [`ApiRoute::rest`] accepts,
+/// found in as many lookups as the path has segments, at most as long as
+/// the longest listen path.
+#[derive(Debug)]
+struct PrefixIndex {
+    /// Prefix to the first API (in the table's order) with it.
+    apis: std::collections::HashMap<Box<str>, usize>,
+    longest: usize,
+}
+
+impl PrefixIndex {
+    /// Below this many APIs a scan is cheaper than hashing the path a few
+    /// times.
+    const MIN_APIS: usize = 32;
+
+    fn build(apis: &[ApiRoute]) -> Option<Self> {
+        (apis.len() >= Self::MIN_APIS).then(|| Self::of(apis.iter().map(|api| &*api.listen_path)))
+    }
+
+    /// The index of these listen paths (each ending with `/`), in order.
+    fn of<'l>(listen_paths: impl Iterator<Item = &'l str>) -> Self {
+        let mut index = std::collections::HashMap::new();
+        let mut longest = 0;
+        for (i, listen_path) in listen_paths.enumerate() {
+            let prefix = &listen_path[..listen_path.len() - 1];
+            longest = longest.max(prefix.len());
+            index.entry(prefix.into()).or_insert(i);
+        }
+        PrefixIndex { apis: index, longest }
+    }
+
+    fn route<'r, 'a>(&self, apis: &'r [ApiRoute], path: &'a str) -> Option<(&'r ApiRoute, &'a str)> {
+        let (i, rest) = self.find(path)?;
+        Some((&apis[i], rest))
+    }
+
+    /// The position of the API serving `path`, and the rest of the path.
+    fn find<'a>(&self, path: &'a str) -> Option<(usize, &'a str)> {
+        // The longest candidate: the whole path, or its last boundary
+        // within the longest listen path (a client's long path costs no
+        // more than the configuration's longest one).
+        let mut end = if path.len() <= self.longest {
+            path.len()
+        } else {
+            path.get(..=self.longest)?.rfind('/')?
+        };
+        loop {
+            let (prefix, rest) = path.split_at(end);
+            if let Some(&i) = self.apis.get(prefix) {
+                return Some((i, if rest.is_empty() { "/" } else { rest }));
+            }
+            end = prefix.rfind('/')?;
+        }
+    }
+}
+
 impl ApiRoute {
     /// `path` under this API's listen path (always starting with `/`), if
     /// it is under it.
     pub fn rest<'a>(&self, path: &'a str) -> Option<&'a str> {
-        let prefix = &self.listen_path[..self.listen_path.len() - 1];
-        let rest = path.strip_prefix(prefix)?;
-        if rest.is_empty() {
-            Some("/")
-        } else if rest.starts_with('/') || prefix.is_empty() {
-            Some(rest)
-        } else {
-            None
-        }
+        rest_after(&self.listen_path, path)
     }
 
     async fn build(
@@ -411,5 +482,62 @@ impl ApiRoute {
 impl Endpoint {
     pub fn methods(&self) -> Option<&[Method]> {
         self.methods.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{PrefixIndex, rest_after};
+
+    /// The scan the index replaces: the first listen path (longest first)
+    /// that serves `path`.
+    fn scan<'a>(listen_paths: &[String], path: &'a str) -> Option<(usize, &'a str)> {
+        listen_paths
+            .iter()
+            .enumerate()
+            .find_map(|(i, listen_path)| Some((i, rest_after(listen_path, path)?)))
+    }
+
+    /// Listen paths and request paths from a small alphabet, so that
+    /// prefixes, shared segments, the root and duplicates are common.
+    fn segment() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["a", "ab", "b", "api", "v1", "", "%2F", "a.b"]).prop_map(String::from)
+    }
+
+    fn path_of(segments: Vec<String>) -> String {
+        segments.iter().map(|s| format!("/{s}")).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn the_index_routes_as_the_scan_does(
+            listen in prop::collection::vec(prop::collection::vec(segment(), 0..4), 1..60),
+            paths in prop::collection::vec(prop::collection::vec(segment(), 0..8), 1..30),
+            trailing in any::<bool>(),
+        ) {
+            let mut listen_paths: Vec<String> = listen.into_iter().map(|s| format!("{}/", path_of(s))).collect();
+            listen_paths.sort_by_key(|l| std::cmp::Reverse(l.len()));
+            let index = PrefixIndex::of(listen_paths.iter().map(String::as_str));
+            for segments in paths {
+                let mut path = path_of(segments);
+                if path.is_empty() || trailing {
+                    path.push('/');
+                }
+                prop_assert_eq!(index.find(&path), scan(&listen_paths, &path), "path {}", path);
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_path_is_looked_up_only_within_the_longest_listen_path() {
+        let listen_paths = ["/a/b/", "/a/", "/"];
+        let index = PrefixIndex::of(listen_paths.into_iter());
+        let long = format!("/a/b{}", "/x".repeat(10_000));
+        assert_eq!(index.find(&long), Some((0, &long[4..])));
+        assert_eq!(index.find("/a/bc/d"), Some((1, "/bc/d")));
+        assert_eq!(index.find("/zz"), Some((2, "/zz")));
+        assert_eq!(index.find("/a"), Some((1, "/")));
     }
 }
