@@ -24,7 +24,7 @@ bench:
     cargo xtask bench
 
 # How cost grows: cores, 10,000 idle and 1,000 slow clients, 10-1,000 APIs,
-# 1-100 plugins, 1 GiB bodies, open-loop overload (bench/scale.sh).
+# 1-100 plugins, 1 GiB bodies, overload at a fixed rate (bench/scale.sh).
 bench-scale *SECTIONS:
     cargo xtask bench scale {{SECTIONS}}
 
