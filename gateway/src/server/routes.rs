@@ -257,6 +257,9 @@ struct PrefixIndex {
     /// Prefix to the first API (in the table's order) with it.
     apis: std::collections::HashMap<Box<str>, usize>,
     longest: usize,
+    /// Whether some prefix is this long: a candidate of another length is
+    /// not hashed at all (a path of many short segments costs no lookups).
+    lengths: Vec<bool>,
 }
 
 impl PrefixIndex {
@@ -271,13 +274,20 @@ impl PrefixIndex {
     /// The index of these listen paths (each ending with `/`), in order.
     fn of<'l>(listen_paths: impl Iterator<Item = &'l str>) -> Self {
         let mut index = std::collections::HashMap::new();
-        let mut longest = 0;
         for (i, listen_path) in listen_paths.enumerate() {
             let prefix = &listen_path[..listen_path.len() - 1];
-            longest = longest.max(prefix.len());
-            index.entry(prefix.into()).or_insert(i);
+            index.entry(Box::<str>::from(prefix)).or_insert(i);
         }
-        PrefixIndex { apis: index, longest }
+        let longest = index.keys().map(|prefix| prefix.len()).max().unwrap_or(0);
+        let mut lengths = vec![false; longest + 1];
+        for prefix in index.keys() {
+            lengths[prefix.len()] = true;
+        }
+        PrefixIndex {
+            apis: index,
+            longest,
+            lengths,
+        }
     }
 
     fn route<'r, 'a>(&self, apis: &'r [ApiRoute], path: &'a str) -> Option<(&'r ApiRoute, &'a str)> {
@@ -297,7 +307,9 @@ impl PrefixIndex {
         };
         loop {
             let (prefix, rest) = path.split_at(end);
-            if let Some(&i) = self.apis.get(prefix) {
+            if self.lengths[end]
+                && let Some(&i) = self.apis.get(prefix)
+            {
                 return Some((i, if rest.is_empty() { "/" } else { rest }));
             }
             end = prefix.rfind('/')?;
