@@ -65,11 +65,7 @@ fn record(root: &Path) -> anyhow::Result<()> {
     let binary = prepare(root)?;
     let results = root.join("target/bench/record");
     let _ = std::fs::remove_dir_all(&results);
-    let urls = RECORD_URLS
-        .iter()
-        .map(|(scenario, api)| format!("{scenario}=http://127.0.0.1:19000/{api}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let urls = gateway_urls(RECORD_URLS);
     eprintln!("\n== bench/peers.sh: every gateway row beside nginx and nginx+Lua, one worker each ==");
     run(peers(root, &binary, &root.join("bench/gateway.yaml"), &urls)
         .env(
@@ -106,11 +102,7 @@ fn extra(root: &Path) -> anyhow::Result<()> {
         .args(["bench", "-p", "portcullis", "--bench", "hot_path"])
         .env_remove("RUST_BACKTRACE"))?;
     eprintln!("\n== bench/peers.sh: the four scenarios beside nginx+njs, HAProxy (native and Lua) and Caddy ==");
-    let urls = RECORD_URLS[..4]
-        .iter()
-        .map(|(scenario, api)| format!("{scenario}=http://127.0.0.1:19000/{api}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let urls = gateway_urls(&RECORD_URLS[..4]);
     run(peers(root, &binary, &root.join("bench/gateway.yaml"), &urls)
         .env("PEERS", "nginx-njs haproxy haproxy-lua caddy"))?;
     // S1 with the access log on (a file on the local disk): what writing
@@ -143,6 +135,14 @@ fn extra(root: &Path) -> anyhow::Result<()> {
         .arg(&binary)
         .arg(&certs)
         .env_remove("RUST_BACKTRACE"))
+}
+
+/// peers.sh's GATEWAY_URLS for these rows of bench/gateway.yaml.
+fn gateway_urls(rows: &[(&str, &str)]) -> String {
+    rows.iter()
+        .map(|(scenario, api)| format!("{scenario}=http://127.0.0.1:19000/{api}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Checks the ports, builds the plugins into bench/plugins and the release

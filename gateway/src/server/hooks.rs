@@ -4,12 +4,10 @@
 
 use super::*;
 
-/// Saves session metadata written by plugins (keyed sessions only). A
-/// failure is logged; the request goes on.
+/// Saves session metadata written by plugins (keyed sessions only; the
+/// chain calls it when a plugin changed some). A failure is logged; the
+/// request goes on.
 pub(super) async fn save_metadata(gateway: &Gateway, ex: &mut Exchange) {
-    if !ex.metadata_dirty {
-        return;
-    }
     let Some(caller) = &ex.caller else {
         tracing::debug!("session metadata set on an anonymous session is not saved");
         return;
