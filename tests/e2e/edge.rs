@@ -97,6 +97,59 @@ fn who_answered(message: &Message) -> String {
 const PUBLIC: &str = "missing required header x-api-client";
 const PRIVATE: &str = "missing required header x-private-client";
 
+/// With enough APIs the gateway routes by an index of listen paths instead
+/// of a scan: the same spellings still reach the same endpoint, and names
+/// that share a prefix with the guarded API (`/order/`, `/orders-x/`, an API
+/// nested under it) take only what is theirs.
+#[tokio::test]
+async fn with_many_apis_every_spelling_still_meets_its_endpoint_plugin() {
+    let echo = upstream(upstreams::echo("orders")).await;
+    let guarded = guarded(&echo, "");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(guarded.dir.path().join("apis"))
+        .expect("apis/")
+        .map(|entry| {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).expect("read"))
+        })
+        .collect();
+    let mut listen_paths: Vec<String> = (0..40).map(|i| format!("/api{i}/")).collect();
+    listen_paths.extend(["/order/", "/orders-x/", "/orders/nested/deeper/"].map(String::from));
+    for (i, listen_path) in listen_paths.iter().enumerate() {
+        files.push((
+            format!("filler{i}.yaml"),
+            format!("id: filler{i}\nlisten_path: {listen_path}\nupstream: {echo}\n"),
+        ));
+    }
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let gw = Gateway::start(ConfigDir::new("apis: [apis/]\n", &files));
+    let addr = addr(&gw);
+    for target in [
+        "/orders/42",
+        "/orders/x/../42",
+        "/orders/x/%2e%2e/42",
+        "/orders//42",
+        "/orders/%34%32",
+    ] {
+        let response = send(addr, "GET", target, "").await;
+        assert_eq!(who_answered(&response), PUBLIC, "{target}");
+    }
+    for target in ["/orders/%70rivate/42", "/orders//private//42"] {
+        let response = send(addr, "GET", target, "").await;
+        assert_eq!(who_answered(&response), PRIVATE, "{target}");
+    }
+    // The neighbours' paths are theirs (no endpoints: proxied as they are).
+    for (target, saw) in [
+        ("/order/42", "/order/42"),
+        ("/orders-x/42", "/orders-x/42"),
+        ("/orders/nested/deeper/1", "/orders/nested/deeper/1"),
+        ("/api39/%61", "/api39/a"),
+    ] {
+        let response = send(addr, "GET", target, "").await;
+        assert_eq!(who_answered(&response), format!("upstream saw {saw}"), "{target}");
+    }
+}
+
 #[tokio::test]
 async fn every_spelling_of_a_guarded_path_meets_its_endpoint_plugin() {
     let echo = upstream(upstreams::echo("orders")).await;
