@@ -16,10 +16,10 @@
 //! files import each other in a circle; `cargo xtask lint` checks both.
 //!
 //! 1. `sync`, `text`, `framing`: rules every layer shares (the lock, hex and log-safe text, HTTP framing).
-//! 2. `tls`: loading and verifying certificates and keys.
+//! 2. `tls`, `cosign`: loading and verifying certificates and keys; cosign's keys and signatures.
 //! 3. `config`: the configuration as plain, validated data.
 //! 4. `telemetry`, `store`: observing requests; keeping sessions.
-//! 5. `upstream`: the upstream targets and the one outbound client.
+//! 5. `upstream`, `registry`: the upstream targets and the one outbound client; plugins fetched from OCI registries and checked against the trust policy.
 //! 6. `plugin`: the wasmtime glue, the contract, and calling plugins.
 //! 7. `server`: the listener and the request path.
 //! 8. `control`, `plugin_tools`: start-up, reload, cluster and admin; the plugin CLI tools.
@@ -33,6 +33,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod config;
 pub mod control;
+pub mod cosign;
 pub mod framing;
 pub mod plugin;
 pub mod plugin_tools;
