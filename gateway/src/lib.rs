@@ -37,6 +37,7 @@ pub mod cosign;
 pub mod framing;
 pub mod plugin;
 pub mod plugin_tools;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod sync;

@@ -67,6 +67,28 @@ enum Command {
     },
 }
 
+/// How the plugin tools reach registries.
+#[derive(Debug, clap::Args)]
+struct RegistryFlags {
+    /// Use this gateway file's `plugin_registries` (credentials, CAs, plain
+    /// HTTP) and `plugin_cache`.
+    #[arg(long, value_name = "FILE")]
+    gateway: Option<PathBuf>,
+    /// A Docker or Podman auth.json (default: $REGISTRY_AUTH_FILE, Podman's,
+    /// then Docker's, when present).
+    #[arg(long, value_name = "FILE")]
+    auth_file: Option<PathBuf>,
+}
+
+impl From<RegistryFlags> for plugin_tools::registry::RegistryArgs {
+    fn from(flags: RegistryFlags) -> Self {
+        plugin_tools::registry::RegistryArgs {
+            gateway: flags.gateway,
+            auth_file: flags.auth_file,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
     /// Create a plugin crate that builds, tests and loads as it stands.
@@ -85,12 +107,43 @@ enum PluginCommand {
         sdk: Option<PathBuf>,
     },
     /// Describe a component: contract, functions, config schemas, imports,
-    /// size and SHA-256.
+    /// size and SHA-256. An `oci://` reference is fetched first, as the
+    /// gateway would fetch it.
     Inspect {
-        file: PathBuf,
+        /// A `.wasm` file, or oci://HOST/REPOSITORY:TAG (or @sha256:DIGEST).
+        #[arg(value_name = "FILE|oci://REF")]
+        file: String,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        registry: RegistryFlags,
+    },
+    /// Push a component to a registry as a wasm OCI artifact, annotated with
+    /// its contract and functions; prints the reference with its digest.
+    Push {
+        /// The `.wasm` component.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Where: oci://HOST/REPOSITORY:TAG.
+        #[arg(value_name = "oci://REF")]
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryFlags,
+    },
+    /// Sign a plugin with a cosign key, in cosign's format: a registry
+    /// manifest (the signature stored at its `sha256-<hex>.sig` tag), or a
+    /// local file (`FILE.sig`, as `cosign sign-blob` writes). The key's
+    /// password is read from COSIGN_PASSWORD.
+    Sign {
+        /// oci://HOST/REPOSITORY@sha256:DIGEST (a tag is resolved first), or a `.wasm` file.
+        #[arg(value_name = "oci://REF|FILE")]
+        target: String,
+        /// The private key: cosign's (cosign.key) or a PEM PKCS#8 key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        #[command(flatten)]
+        registry: RegistryFlags,
     },
     /// Run one function once in the real sandbox, with the gateway's
     /// limits, and print its outcome, log lines and what it used. The exit
@@ -241,6 +294,32 @@ where
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
 }
 
+/// `plugin inspect` of a file, or of a registry reference fetched first.
+async fn inspect(target: &str, json: bool, registry: plugin_tools::registry::RegistryArgs) -> anyhow::Result<ExitCode> {
+    let (file, remote) = if target.starts_with("oci://") {
+        let (digest, path, signatures) = plugin_tools::registry::fetch(target, &registry).await?;
+        (path, Some((digest, signatures)))
+    } else {
+        (PathBuf::from(target), None)
+    };
+    let inspection = plugin_tools::inspect(&file).await?;
+    if json {
+        let mut value = plugin_tools::inspection_json(&file, &inspection);
+        if let Some((digest, signatures)) = &remote {
+            value["reference"] = target.into();
+            value["manifest_digest"] = digest.as_str().into();
+            value["signatures"] = (*signatures).into();
+        }
+        println!("{value:#}");
+    } else {
+        if let Some((digest, signatures)) = &remote {
+            println!("{target}\n  manifest  {digest}\n  signed    {signatures} cosign signature(s) stored");
+        }
+        print!("{}", plugin_tools::inspection_text(&file, &inspection));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn plugin_command(command: PluginCommand, logs: Arc<Mutex<Vec<plugin_tools::call::LogLine>>>) -> ExitCode {
     let result = match command {
         PluginCommand::New { name, kind, path, sdk } => plugin_tools::scaffold::new(&name, kind, &path, sdk.as_deref())
@@ -249,14 +328,23 @@ async fn plugin_command(command: PluginCommand, logs: Arc<Mutex<Vec<plugin_tools
                 println!("next: cd {} && cargo test && cargo build --release", dir.display());
                 ExitCode::SUCCESS
             }),
-        PluginCommand::Inspect { file, json } => plugin_tools::inspect(&file).await.map(|inspection| {
-            if json {
-                println!("{:#}", plugin_tools::inspection_json(&file, &inspection));
-            } else {
-                print!("{}", plugin_tools::inspection_text(&file, &inspection));
-            }
-            ExitCode::SUCCESS
-        }),
+        PluginCommand::Inspect { file, json, registry } => inspect(&file, json, registry.into()).await,
+        PluginCommand::Push {
+            file,
+            reference,
+            registry,
+        } => plugin_tools::registry::push(&file, &reference, &registry.into())
+            .await
+            .map(|pushed| {
+                println!("pushed {pushed}");
+                ExitCode::SUCCESS
+            }),
+        PluginCommand::Sign { target, key, registry } => plugin_tools::registry::sign(&target, &key, &registry.into())
+            .await
+            .map(|done| {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }),
         PluginCommand::Call {
             file,
             function,

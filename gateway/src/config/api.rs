@@ -27,8 +27,22 @@ pub(super) fn fallback(file: &Path, field: &str, fallback: FallbackFile) -> Resu
     })
 }
 
-pub(super) fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) -> Result<ApiConfig, ConfigError> {
-    let api: ApiFile = parse_yaml(file)?;
+pub(super) fn load_api(
+    file: &Path,
+    gateway: &GatewayFile,
+    defaults: &Limits,
+    gateway_trust: &Arc<TrustPolicy>,
+) -> Result<ApiConfig, ConfigError> {
+    let mut api: ApiFile = parse_yaml(file)?;
+    let plugin_trust = match api.plugin_trust.take() {
+        None => Arc::clone(gateway_trust),
+        written => Arc::new(trust(
+            file,
+            file.parent().unwrap_or(Path::new("/")),
+            written,
+            Some(gateway_trust),
+        )?),
+    };
     let base = file.parent().unwrap_or(Path::new("/"));
     let allow = parse_allow(&api.outbound.allow);
     let hook_scope = fan_out::Scope {
@@ -184,6 +198,7 @@ pub(super) fn load_api(file: &Path, gateway: &GatewayFile, defaults: &Limits) ->
         body_timeout: Duration::from_millis(api.body_timeout_ms.unwrap_or(gateway.body_timeout_ms).max(1)),
         config_json: yaml_to_json(file, "config", api.config)?,
         rate_limit: api.rate_limit.map(RateLimit::from),
+        plugin_trust,
         endpoints,
         auth,
         hooks,
@@ -205,8 +220,18 @@ pub(super) fn resolve_plugin(
     defaults: &Limits,
     scope: &fan_out::Scope<'_>,
 ) -> Result<PluginRef, ConfigError> {
-    let path = base.join(&plugin.path);
-    if !path.is_file() {
+    let written = plugin.path.to_string_lossy();
+    let oci = if written.starts_with("oci://") {
+        Some(parse_oci(&written).map_err(|e| ConfigError::new(file, Some(format!("{field}.path")), e))?)
+    } else {
+        None
+    };
+    let path = if oci.is_some() {
+        PathBuf::new()
+    } else {
+        base.join(&plugin.path)
+    };
+    if oci.is_none() && !path.is_file() {
         return Err(ConfigError::new(
             file,
             Some(format!("{field}.path")),
@@ -267,7 +292,12 @@ pub(super) fn resolve_plugin(
         fallback,
         sha256,
         fan_out,
-        path: std::path::absolute(&path).unwrap_or(path),
+        oci,
+        path: if path.as_os_str().is_empty() {
+            path
+        } else {
+            std::path::absolute(&path).unwrap_or(path)
+        },
         function: plugin.function,
         config_json: yaml_to_json(file, &format!("{field}.config"), plugin.config)?,
         limits,
@@ -279,7 +309,7 @@ pub(super) fn resolve_plugin(
 }
 
 /// A digest written as 64 hexadecimal digits (either case).
-pub(super) fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     let hex = hex.trim();
     if hex.len() != 64 || !hex.is_ascii() {
         return None;

@@ -29,19 +29,30 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
     load_unlocated(file).map_err(ConfigError::located)
 }
 
+/// Only `plugin_registries:` and `plugin_cache` of a gateway file, for the
+/// plugin tools that talk to registries the way the gateway does.
+pub fn registries_of(file: &Path) -> Result<(Registries, Option<PathBuf>), ConfigError> {
+    let run = || {
+        let file = std::path::absolute(file).map_err(|e| ConfigError::new(file, None, e.to_string()))?;
+        let gateway: GatewayFile = parse_yaml(&file)?;
+        let base = file.parent().unwrap_or(Path::new("/"));
+        let cache = cache_dir(base, gateway.plugin_cache.as_ref());
+        Ok((registries(&file, base, gateway.plugin_registries)?, cache))
+    };
+    run().map_err(ConfigError::located)
+}
+
 pub(super) fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
     let file = std::path::absolute(file).map_err(|e| ConfigError::new(file, None, e.to_string()))?;
-    let gateway: GatewayFile = parse_yaml(&file)?;
+    let mut gateway: GatewayFile = parse_yaml(&file)?;
     let base = file.parent().unwrap_or(Path::new("/"));
 
     let defaults = Limits::default().merged(&gateway.plugin_limits);
     check_limits(&file, "plugin_limits", &defaults)?;
-    let plugin_cache = match &gateway.plugin_cache {
-        None | Some(CacheSetting::Enabled(true)) => default_cache_dir(),
-        Some(CacheSetting::Enabled(false)) => None,
-        Some(CacheSetting::Dir(dir)) => Some(base.join(dir)),
-    };
+    let plugin_cache = cache_dir(base, gateway.plugin_cache.as_ref());
 
+    let plugin_trust = Arc::new(trust(&file, base, gateway.plugin_trust.take(), None)?);
+    let registries = registries(&file, base, std::mem::take(&mut gateway.plugin_registries))?;
     let mut apis: Vec<ApiConfig> = Vec::new();
     for (i, pattern) in gateway.apis.iter().enumerate() {
         let field = || Some(format!("apis[{i}]"));
@@ -50,7 +61,7 @@ pub(super) fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
             if apis.iter().any(|a| a.file == api_file) {
                 continue;
             }
-            let api = load_api(&api_file, &gateway, &defaults)?;
+            let api = load_api(&api_file, &gateway, &defaults, &plugin_trust)?;
             if let Some(other) = apis.iter().find(|a| a.id == api.id) {
                 return Err(ConfigError::new(
                     &api_file,
@@ -150,6 +161,8 @@ pub(super) fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
         limits: defaults,
         max_outbound_in_flight: gateway.max_outbound_in_flight.max(1),
         plugin_cache,
+        registries,
+        plugin_trust,
         watch: gateway.watch,
         tracing,
         paths: gateway.paths.over(crate::config::PathOptions::default()),
@@ -321,6 +334,15 @@ pub(super) fn resolve_secret(file: &Path, secret: &str) -> Result<String, Config
         ));
     }
     Ok(value)
+}
+
+/// `plugin_cache:` resolved: a directory, or `None` when it is off.
+fn cache_dir(base: &Path, setting: Option<&CacheSetting>) -> Option<PathBuf> {
+    match setting {
+        None | Some(CacheSetting::Enabled(true)) => default_cache_dir(),
+        Some(CacheSetting::Enabled(false)) => None,
+        Some(CacheSetting::Dir(dir)) => Some(base.join(dir)),
+    }
 }
 
 pub(super) fn default_cache_dir() -> Option<PathBuf> {

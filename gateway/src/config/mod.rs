@@ -11,13 +11,16 @@ pub mod net;
 pub use locate::nearest as locate_field;
 mod schema;
 mod settings;
+mod trust;
 pub mod upstream;
 mod yaml;
 
+pub use api::parse_sha256;
 use api::*;
 use load::*;
-pub use load::{digest_of, load};
+pub use load::{digest_of, load, registries_of};
 pub use settings::*;
+pub use trust::*;
 use yaml::*;
 pub use yaml::{MAX_FILE_BYTES, MAX_FLOW_DEPTH, fan_out_from_text};
 
@@ -88,8 +91,13 @@ pub struct Config {
     pub session_store: StoreConfig,
     /// The admin API, if enabled.
     pub admin: Option<AdminConfig>,
-    /// Directory for compiled plugins; `None` disables the cache.
+    /// Directory for compiled plugins and those fetched from registries;
+    /// `None` disables the cache.
     pub plugin_cache: Option<PathBuf>,
+    /// How `oci://` plugin references are fetched.
+    pub registries: Registries,
+    /// What every plugin must carry to load (an API may be stricter).
+    pub plugin_trust: Arc<TrustPolicy>,
     /// Reload when a file in [`Config::sources`] changes.
     pub watch: bool,
     /// Where traces go; `None`: no traces.
@@ -286,6 +294,8 @@ pub struct ApiConfig {
     pub config_json: String,
     /// `rate_limit` on the whole API.
     pub rate_limit: Option<RateLimit>,
+    /// What this API's plugins must carry to load.
+    pub plugin_trust: Arc<TrustPolicy>,
     pub endpoints: Vec<EndpointConfig>,
 }
 
@@ -323,6 +333,22 @@ impl ApiConfig {
             .chain(&hooks.response)
             .chain(self.endpoints.iter().filter_map(|e| e.plugin.as_ref()))
     }
+
+    /// [`ApiConfig::plugin_refs`], to change: fetching fills in where a
+    /// registry reference's plugin is.
+    pub fn plugin_refs_mut(&mut self) -> impl Iterator<Item = &mut PluginRef> {
+        let auth = match &mut self.auth {
+            AuthConfig::Plugin(plugin) => Some(&mut **plugin),
+            _ => None,
+        };
+        let hooks = &mut self.hooks;
+        auth.into_iter()
+            .chain(&mut hooks.pre)
+            .chain(&mut hooks.post_auth)
+            .chain(&mut hooks.post)
+            .chain(&mut hooks.response)
+            .chain(self.endpoints.iter_mut().filter_map(|e| e.plugin.as_mut()))
+    }
 }
 
 /// What one API lets its plugins reach.
@@ -357,8 +383,11 @@ pub struct EndpointConfig {
 /// A plugin reference, resolved: which component, which function, and how.
 #[derive(Debug, Clone)]
 pub struct PluginRef {
-    /// Absolute path of the `.wasm` component.
+    /// Absolute path of the `.wasm` component; for a registry reference,
+    /// where the fetched component is cached (empty until it is fetched).
     pub path: PathBuf,
+    /// The registry reference, when the plugin comes from one (`oci://`).
+    pub oci: Option<OciPlugin>,
     pub function: String,
     pub config_json: String,
     pub limits: Limits,
@@ -382,6 +411,26 @@ impl PluginRef {
     /// Where it was declared, for errors: `apis/orders.yaml: endpoints[0].plugin`.
     pub fn origin(&self) -> String {
         format!("{}: {}", self.file.display(), self.field)
+    }
+
+    /// Its short name, for labels: the file's name, or the registry
+    /// repository's last segment with its tag (`policy:1.4`).
+    pub fn name(&self) -> String {
+        match &self.oci {
+            Some(oci) => {
+                let without_digest = oci.reference.split('@').next().unwrap_or_default();
+                without_digest.rsplit('/').next().unwrap_or_default().to_owned()
+            }
+            None => self.path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Where it comes from, for `/apis` and logs: the file, or `oci://...`.
+    pub fn source(&self) -> String {
+        match &self.oci {
+            Some(oci) => format!("oci://{}", oci.reference),
+            None => self.path.display().to_string(),
+        }
     }
 }
 

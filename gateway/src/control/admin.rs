@@ -155,7 +155,35 @@ fn describe_api(api: &ApiRoute) -> Value {
             "response": labels(&api.hooks.response),
         },
         "endpoints": endpoints,
+        "components": components(api),
     })
+}
+
+/// Each plugin the API runs, once: where it came from and the digest that runs.
+fn components(api: &ApiRoute) -> Vec<Value> {
+    let auth = match &api.auth {
+        Auth::Plugin(plugin) => Some(&**plugin),
+        _ => None,
+    };
+    let hooks = &api.hooks;
+    let mut seen = std::collections::BTreeSet::new();
+    auth.into_iter()
+        .chain(&hooks.pre)
+        .chain(&hooks.post_auth)
+        .chain(&hooks.post)
+        .chain(&hooks.response)
+        .chain(api.endpoints().iter().filter_map(|e| e.plugin.as_ref()))
+        .filter(|p| seen.insert(p.label().to_owned()))
+        .map(|p| {
+            json!({
+                "plugin": p.label(),
+                "source": p.source(),
+                "digest": p.digest(),
+                "contract": p.contract(),
+                "reuse": p.reuse(),
+            })
+        })
+        .collect()
 }
 
 /// Every API's upstreams, each target with its state, since when and why.

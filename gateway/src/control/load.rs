@@ -21,9 +21,11 @@ pub async fn validate(config_file: &Path) -> Result<Routes, BuildError> {
 
 /// [`config::load`] on a blocking thread: parsing a large file takes a
 /// while, and a reload must not hold up the requests on its worker.
+/// Plugins named by registry reference are then fetched (or found in the
+/// cache) and every plugin is checked against its trust policy.
 pub(crate) async fn load_config(config_file: &Path) -> Result<Config, config::ConfigError> {
     let file = config_file.to_owned();
-    tokio::task::spawn_blocking(move || config::load(&file))
+    let mut config = tokio::task::spawn_blocking(move || config::load(&file))
         .await
         .unwrap_or_else(|e| {
             Err(config::ConfigError::new(
@@ -31,7 +33,9 @@ pub(crate) async fn load_config(config_file: &Path) -> Result<Config, config::Co
                 None,
                 format!("loading failed: {e}"),
             ))
-        })
+        })?;
+    crate::registry::resolve(&mut config).await?;
+    Ok(config)
 }
 
 pub(crate) fn runtime_for(config: &Config) -> anyhow::Result<Arc<PluginRuntime>> {

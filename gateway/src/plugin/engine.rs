@@ -12,6 +12,8 @@ pub(super) struct LoadedComponent {
     pub(super) functions: Vec<FunctionInfo>,
     /// The schema each function declares for its `config`, by index.
     pub(super) schemas: Vec<Option<ConfigSchema>>,
+    /// The SHA-256 of its bytes, in hex.
+    pub(super) hash: String,
 }
 
 /// `PORTCULLIS_PERF_MAP=1`: write a perf map of compiled plugin code.
@@ -105,7 +107,7 @@ impl PluginRuntime {
         let err = |kind| LoadError {
             file: reference.file.clone(),
             field: reference.field.clone(),
-            path: reference.path.clone(),
+            path: PathBuf::from(reference.source()),
             kind,
         };
         let component = self.component(&reference.path, reference.sha256).await.map_err(err)?;
@@ -147,8 +149,12 @@ impl PluginRuntime {
         if reference.fan_out.is_some() && matches!(component.exports, Contract::V01 { .. }) {
             return Err(err(LoadErrorKind::FanOutNeeds02));
         }
-        let file = reference.path.file_name().unwrap_or_default().to_string_lossy();
-        let label: Arc<str> = format!("{file}#{}", reference.function).into();
+        let label: Arc<str> = format!("{}#{}", reference.name(), reference.function).into();
+        let digest: Arc<str> = match reference.oci.as_ref().and_then(|o| o.resolved.as_ref()) {
+            Some(resolved) => resolved.manifest.as_str().into(),
+            None => format!("sha256:{}", component.hash).into(),
+        };
+        let ran: Arc<str> = format!("{label}@{digest}").into();
         Ok(Plugin {
             runtime: Arc::clone(self),
             wants_body: info.wants_body,
@@ -161,7 +167,9 @@ impl PluginRuntime {
             limits: reference.limits.clone(),
             on_error: reference.on_error,
             fallback: reference.fallback.clone(),
-            path: reference.path.clone(),
+            source: reference.source().into(),
+            ran,
+            digest,
             fan_out: reference.fan_out.clone(),
             reuse: (reference.reuse > 1).then(|| Reuse {
                 max_calls: reference.reuse,
@@ -210,6 +218,7 @@ impl PluginRuntime {
             exports,
             functions,
             schemas,
+            hash: hex(&hash),
         });
         self.lock_components().insert(hash, Arc::clone(&loaded));
         Ok(loaded)

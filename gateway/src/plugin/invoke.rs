@@ -57,7 +57,12 @@ pub struct Plugin {
     pub(super) limits: Limits,
     pub(super) on_error: OnError,
     pub(super) fallback: Option<Fallback>,
-    pub(super) path: PathBuf,
+    /// Where it came from: its file, or `oci://...`.
+    pub(super) source: Arc<str>,
+    /// The digest it is pinned by: the registry manifest's, or the file's.
+    pub(super) digest: Arc<str>,
+    /// `label@digest`, as the access log lists the plugins a request ran.
+    pub(super) ran: Arc<str>,
     /// Calls made for the function before it runs.
     pub(super) fan_out: Option<FanOut>,
     /// Instances kept between calls, when the reference opted in.
@@ -135,9 +140,25 @@ impl Plugin {
         self.fallback.as_ref()
     }
 
-    /// The component file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where it came from: its file, or `oci://...`.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The digest it is pinned by: the registry manifest's
+    /// (`@sha256:...`), or the file's (`sha256:`).
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The contract version the component speaks (`0.1`, `0.2`).
+    pub fn contract(&self) -> &'static str {
+        self.component.exports.version()
+    }
+
+    /// How many calls one instance serves (1: a fresh instance per call).
+    pub fn reuse(&self) -> u32 {
+        self.reuse.as_ref().map_or(1, |r| r.max_calls)
     }
 
     /// The store for one invocation: an idle instance of this plugin when it
@@ -246,6 +267,9 @@ impl Plugin {
             stats.time += started.elapsed();
             stats.cpu += state.clock.guest_time();
             stats.peak_memory_bytes = stats.peak_memory_bytes.max(state.limits.peak_memory);
+            if !stats.ran.iter().any(|r| Arc::ptr_eq(r, &self.ran)) {
+                stats.ran.push(Arc::clone(&self.ran));
+            }
         }
         let result = match outcome {
             Err(_) => return Err(PluginError::Timeout(self.limits.timeout)),
@@ -282,7 +306,7 @@ impl Plugin {
         let mut attributes = vec![
             KeyValue::new("portcullis.api", ctx.api_id.to_string()),
             KeyValue::new("portcullis.hook", ctx.hook),
-            KeyValue::new("portcullis.plugin.path", self.path.display().to_string()),
+            KeyValue::new("portcullis.plugin.path", self.source.to_string()),
             KeyValue::new("portcullis.plugin.function", self.function.clone()),
         ];
         attributes.extend(extra);

@@ -370,6 +370,7 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
     let kind = function.kind;
     let reference = PluginRef {
         path: file.clone(),
+        oci: None,
         function: args.function.clone(),
         config_json,
         limits: limits.clone(),
@@ -489,7 +490,7 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
             }
         }
     }
-    let stats = *crate::sync::lock(&stats);
+    let stats = crate::sync::lock(&stats).clone();
     report.cpu_us = u64::try_from(stats.cpu.as_micros()).unwrap_or(u64::MAX);
     report.peak_memory_bytes = stats.peak_memory_bytes;
     report.logs = std::mem::take(&mut *crate::sync::lock(&logs));

@@ -2,6 +2,7 @@
 //! `call`.
 
 pub mod call;
+pub mod registry;
 pub mod scaffold;
 
 use std::path::Path;

@@ -103,7 +103,7 @@ pub(super) fn log_failure(ctx: &CallContext, plugin: &Plugin, error: &PluginErro
         request_id = ctx.request_id.as_str(),
         api = &*ctx.api_id,
         plugin = plugin.label(),
-        path = %plugin.path().display(),
+        source = %plugin.source(),
         error = %error,
         on_error = ?plugin.on_error(),
         "plugin invocation failed"

@@ -153,7 +153,7 @@ impl Entry {
     /// says whether it was sent to its end.
     pub fn finish(&self, bytes_out: u64, complete: bool) {
         let usage = lock(&self.usage);
-        let plugins = *lock(&self.plugins);
+        let plugins = lock(&self.plugins).clone();
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         let line = Line {
             time: humantime::format_rfc3339_millis(self.time),
@@ -170,6 +170,7 @@ impl Entry {
             duration_ms: ms(self.started.elapsed()),
             upstream_ms: usage.upstream_time.map(ms),
             plugin_ms: ms(plugins.time),
+            plugins: plugins.ran.iter().map(|r| &**r).collect(),
             key_id: usage.key_id.as_deref(),
             error: self.error.as_deref(),
             blame: self.blame,
@@ -202,6 +203,9 @@ struct Line<'a> {
     duration_ms: f64,
     upstream_ms: Option<f64>,
     plugin_ms: f64,
+    /// The plugins that ran, each as `label@digest`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    plugins: Vec<&'a str>,
     key_id: Option<&'a str>,
     error: Option<&'a str>,
     blame: Option<&'static str>,

@@ -14,7 +14,7 @@ pub use observer::{Accounting, Blame, Observer};
 pub use traces::*;
 
 /// What the plugin calls of one request (or one `plugin call`) used.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CallStats {
     pub calls: u32,
     /// Time the calls took, outbound waits included.
@@ -23,4 +23,6 @@ pub struct CallStats {
     pub cpu: std::time::Duration,
     /// The most linear memory an instance had.
     pub peak_memory_bytes: usize,
+    /// The plugins that ran, each once: `label@digest`.
+    pub ran: Vec<std::sync::Arc<str>>,
 }

@@ -67,6 +67,9 @@ pub struct ApiFile {
     /// A limit on every request to the API, keyed or not.
     #[serde(default)]
     pub rate_limit: Option<RateLimitFile>,
+    /// A stricter trust policy for this API's plugins than the gateway's.
+    #[serde(default)]
+    pub plugin_trust: Option<TrustFile>,
     #[serde(default)]
     pub endpoints: Vec<EndpointFile>,
 }
@@ -258,7 +261,8 @@ pub struct AccessLogFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginFile {
-    /// The `.wasm` component, relative to the YAML file that names it.
+    /// The `.wasm` component, relative to the YAML file that names it, or
+    /// `oci://REGISTRY/REPOSITORY:TAG` or `...@sha256:DIGEST`.
     pub path: PathBuf,
     pub function: String,
     #[serde(default)]

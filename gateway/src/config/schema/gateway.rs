@@ -46,6 +46,14 @@ pub struct GatewayFile {
     /// user's cache directory. `false` disables the cache.
     #[serde(default)]
     pub plugin_cache: Option<CacheSetting>,
+    /// Where `oci://` plugin references are fetched from: limits, and each
+    /// registry's credentials and TLS.
+    #[serde(default)]
+    pub plugin_registries: RegistriesFile,
+    /// What every plugin must have to load (a digest pin, a signature by
+    /// one of the keys); an API may only make it stricter.
+    #[serde(default)]
+    pub plugin_trust: Option<TrustFile>,
     /// Keys, sessions and counters: a file path for the embedded store
     /// (relative to this file), or a `redis://` URL. Default: the embedded
     /// store in the user's data directory.
@@ -295,4 +303,63 @@ pub struct LimitsFile {
     pub max_log_lines: Option<u32>,
     pub max_log_bytes: Option<usize>,
     pub pool_size: Option<u32>,
+}
+
+/// `plugin_registries:` of the gateway file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistriesFile {
+    /// The longest one plugin's fetch may take (manifest, signatures and
+    /// layer).
+    pub pull_timeout_ms: u64,
+    /// The largest plugin a registry may send (its layer, and the wasm
+    /// unpacked from an image layer).
+    pub max_plugin_bytes: u64,
+    /// A Docker or Podman `auth.json` (`{"auths": {"HOST": {"auth": ...}}}`),
+    /// relative to this file.
+    pub auth_file: Option<PathBuf>,
+    /// Settings by registry host (`host` or `host:port`, as references write it).
+    pub registries: std::collections::BTreeMap<String, RegistryFile>,
+}
+
+impl Default for RegistriesFile {
+    fn default() -> Self {
+        RegistriesFile {
+            pull_timeout_ms: 60_000,
+            max_plugin_bytes: 64 << 20,
+            auth_file: None,
+            registries: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// One registry's entry in `plugin_registries.registries`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryFile {
+    /// Basic credentials, also used to obtain a bearer token when the
+    /// registry asks for one; `env:NAME` reads them from the environment.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A CA (PEM) to verify the registry's certificate with, besides the
+    /// system's roots; relative to this file.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Speak plain HTTP: the default only for loopback hosts without `ca_file`.
+    #[serde(default)]
+    pub http: Option<bool>,
+}
+
+/// `plugin_trust:` of the gateway file or of an API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustFile {
+    /// cosign public keys (PEM), relative to the file that names them.
+    #[serde(default)]
+    pub keys: Vec<PathBuf>,
+    /// `any`, `digest` or `signed`; default: `signed` when keys are given.
+    #[serde(default)]
+    pub require: Option<crate::config::Require>,
 }
