@@ -17,6 +17,7 @@ mod metrics;
 mod plugins;
 mod proxy;
 mod rate_limits;
+mod registry;
 mod sandbox;
 mod support;
 mod tls;

@@ -152,10 +152,15 @@ fn have(program: &str) -> bool {
         .is_ok()
 }
 
-/// Installs Debian's redis-server if it is missing: the cluster tests run
-/// real Redis servers.
-fn ensure_redis() -> anyhow::Result<()> {
-    if have("redis-server") {
+/// Installs what the tests run for real if it is missing: Debian's
+/// redis-server (the cluster tests) and docker-registry (the CNCF
+/// distribution server, for plugins from registries).
+fn ensure_test_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = ["redis-server", "docker-registry"]
+        .into_iter()
+        .filter(|program| !have(program))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     let root = Command::new("id")
@@ -175,15 +180,21 @@ fn ensure_redis() -> anyhow::Result<()> {
         run(&mut command)
     };
     apt(&["update", "-q"])?;
-    apt(&["install", "-y", "-q", "redis-server"])
-        .context("the tests need redis-server; install it with your package manager")?;
-    // Debian starts the service on install; the tests run their own servers.
-    let _ = Command::new("service").args(["redis-server", "stop"]).status();
+    apt(&[&["install", "-y", "-q"][..], &missing].concat()).with_context(|| {
+        format!(
+            "the tests need {}; install it with your package manager",
+            missing.join(" ")
+        )
+    })?;
+    // Debian starts the services on install; the tests run their own servers.
+    for service in missing {
+        let _ = Command::new("service").args([service, "stop"]).status();
+    }
     Ok(())
 }
 
 fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
-    ensure_redis()?;
+    ensure_test_packages()?;
     plugins(root)?;
     // The workspace includes the SDK: its unit tests and doc examples run
     // on the host with the gateway's.

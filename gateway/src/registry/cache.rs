@@ -2,8 +2,10 @@
 //! gateway whose registry is down still starts:
 //!
 //! - `oci/blobs/<hex>.wasm`: components, named by their SHA-256;
-//! - `oci/manifests/<hex>.json`: what each manifest resolved to (its
-//!   component's digest and the signatures found for it);
+//! - `oci/manifests/<repository>-<hex>.json`: what each manifest of each
+//!   repository resolved to (its component's digest and the signatures
+//!   stored beside it there: a signature in one repository does not vouch
+//!   for the same digest in another);
 //! - `oci/tags/<hex>`: the manifest a reference last resolved to, named by
 //!   the SHA-256 of the reference.
 //!
@@ -71,17 +73,21 @@ impl Cache {
         (hex(&Sha256::digest(&bytes)) == wasm_hex).then_some(path)
     }
 
-    fn record_path(&self, manifest: &str) -> PathBuf {
+    /// `repository` is `host/name`; it is hashed into the file's name.
+    fn record_path(&self, repository: &str, manifest: &str) -> PathBuf {
         let name = manifest.strip_prefix("sha256:").unwrap_or(manifest);
-        self.dir.join("manifests").join(format!("{name}.json"))
+        let repository = hex(&Sha256::digest(repository.as_bytes()));
+        self.dir
+            .join("manifests")
+            .join(format!("{}-{name}.json", &repository[..16]))
     }
 
-    pub fn record(&self, manifest: &str) -> Option<Record> {
-        serde_json::from_slice(&std::fs::read(self.record_path(manifest)).ok()?).ok()
+    pub fn record(&self, repository: &str, manifest: &str) -> Option<Record> {
+        serde_json::from_slice(&std::fs::read(self.record_path(repository, manifest)).ok()?).ok()
     }
 
-    pub fn put_record(&self, manifest: &str, record: &Record) -> std::io::Result<()> {
-        write_atomically(&self.record_path(manifest), &serde_json::to_vec(record)?)
+    pub fn put_record(&self, repository: &str, manifest: &str, record: &Record) -> std::io::Result<()> {
+        write_atomically(&self.record_path(repository, manifest), &serde_json::to_vec(record)?)
     }
 
     fn tag_path(&self, reference: &str) -> PathBuf {
@@ -131,9 +137,10 @@ mod tests {
                 signature: "s".into(),
             }]),
         };
-        cache.put_record("sha256:abc", &record).expect("record");
-        assert_eq!(cache.record("sha256:abc").expect("record").wasm, name);
-        assert!(cache.record("sha256:def").is_none());
+        cache.put_record("host/a", "sha256:abc", &record).expect("record");
+        assert_eq!(cache.record("host/a", "sha256:abc").expect("record").wasm, name);
+        assert!(cache.record("host/a", "sha256:def").is_none());
+        assert!(cache.record("host/b", "sha256:abc").is_none());
 
         cache.put_tag("host/repo:1", "sha256:abc").expect("tag");
         assert_eq!(cache.tag("host/repo:1").as_deref(), Some("sha256:abc"));

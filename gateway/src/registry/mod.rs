@@ -133,8 +133,9 @@ impl<'a> Fetcher<'a> {
         let parsed: Reference = reference.parse().map_err(|e| format!("{e}"))?;
         // A digest names content: when it is cached (with its signatures,
         // if they are needed), the registry is not asked again.
+        let repository = format!("{}/{}", parsed.registry(), parsed.repository());
         if let Some(digest) = parsed.digest()
-            && let Some(found) = self.cached(digest, want_signatures)
+            && let Some(found) = self.cached(&repository, digest, want_signatures)
         {
             return Ok(found);
         }
@@ -157,7 +158,7 @@ impl<'a> Fetcher<'a> {
                     .cache
                     .put_blob(&fetched.wasm)
                     .map_err(|e| format!("cannot write the plugin cache: {e}"))?;
-                if let Err(e) = self.cache.put_record(&fetched.manifest, &fetched.record) {
+                if let Err(e) = self.cache.put_record(&repository, &fetched.manifest, &fetched.record) {
                     tracing::warn!(error = %e, "cannot record a fetched plugin in the cache");
                 }
                 if parsed.digest().is_none()
@@ -175,7 +176,7 @@ impl<'a> Fetcher<'a> {
             }
             Err(Failure::Unreachable(why)) => {
                 let known = parsed.digest().map(str::to_owned).or_else(|| self.cache.tag(reference));
-                let found = known.and_then(|digest| self.cached(&digest, want_signatures));
+                let found = known.and_then(|digest| self.cached(&repository, &digest, want_signatures));
                 match found {
                     Some(found) => {
                         tracing::warn!(
@@ -193,8 +194,8 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    fn cached(&self, manifest: &str, want_signatures: bool) -> Option<Found> {
-        let record = self.cache.record(manifest)?;
+    fn cached(&self, repository: &str, manifest: &str, want_signatures: bool) -> Option<Found> {
+        let record = self.cache.record(repository, manifest)?;
         if want_signatures && record.signatures.is_none() {
             return None;
         }

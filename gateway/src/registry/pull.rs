@@ -52,7 +52,10 @@ impl Failure {
 pub(super) fn classify(e: oci_client::errors::OciDistributionError) -> Failure {
     use oci_client::errors::OciDistributionError as E;
     match &e {
-        E::RequestError(r) if r.is_connect() || r.is_timeout() => Failure::Unreachable(format!("unreachable: {e}")),
+        E::RequestError(r) if r.is_timeout() => {
+            Failure::Unreachable(format!("no answer within plugin_registries.pull_timeout_ms: {e}"))
+        }
+        E::RequestError(r) if r.is_connect() => Failure::Unreachable(format!("unreachable: {e}")),
         E::ImageManifestNotFoundError(_) => Failure::Refused(format!("not found: {e}")),
         E::RegistryError { envelope, .. }
             if envelope
