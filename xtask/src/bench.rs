@@ -127,6 +127,11 @@ fn extra(root: &Path) -> anyhow::Result<()> {
         .arg(root.join("bench/balance.sh"))
         .arg(&binary)
         .env_remove("RUST_BACKTRACE"))?;
+    eprintln!("\n== bench/registry.sh: S3 with its plugin from a file and from a registry ==");
+    run(Command::new("bash")
+        .arg(root.join("bench/registry.sh"))
+        .arg(&binary)
+        .env_remove("RUST_BACKTRACE"))?;
     eprintln!("\n== bench/tls.sh: S1 over HTTPS, beside nginx with the same certificate ==");
     let certs = root.join("target/bench/tls");
     throwaway_certificates(&certs)?;

@@ -477,6 +477,17 @@ Portcullis is running on {base} with demo/gateway.yaml. Try:
   # the same over HTTPS (HTTP/2), trusting the demo's throwaway CA
   curl -s --cacert demo/certs/ca.pem https://{secure}/hello/ada
 
+  # plugins from a registry (apt-get install docker-registry): start one,
+  # push the demo's plugins, and run the hello API with its plugin pulled
+  # by tag (docs/plugins-from-registries.md)
+  docker-registry serve demo/registry/registry.yml &
+  for p in hello policy router aggregate auth; do
+    target/debug/portcullis plugin push demo/plugins/$p.wasm oci://127.0.0.1:5000/demo/$p:1
+  done
+  target/debug/portcullis plugin inspect oci://127.0.0.1:5000/demo/hello:1
+  target/debug/portcullis serve --config demo/registry/gateway.yaml &
+  curl -s 127.0.0.1:8081/hello/ada
+
 Press Ctrl-C to stop."
     );
     for line in lines {
