@@ -70,6 +70,18 @@ impl PublicKey {
             .is_ok()
     }
 
+    /// The key as a PEM `PUBLIC KEY`, as cosign.pub is written.
+    pub fn to_pem(&self) -> String {
+        // SubjectPublicKeyInfo { ecPublicKey, prime256v1 } around the point:
+        // the fixed prefix every P-256 SPKI starts with.
+        const PREFIX: [u8; 26] = [
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+            0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        let der = [&PREFIX[..], &self.point].concat();
+        pem_encode("PUBLIC KEY", &der)
+    }
+
     /// A short name for logs and errors: the start of the key's SHA-256.
     pub fn fingerprint(&self) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, &self.point);
@@ -122,26 +134,12 @@ impl SigningKey {
         }
     }
 
-    /// A new key, as an unencrypted PKCS#8 PEM (for tests and `plugin keygen`-like uses).
+    /// A new key, as an unencrypted PKCS#8 PEM (what the tests sign with).
     pub fn generate_pem() -> Result<String, String> {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = signature::EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
             .map_err(|_| "cannot generate a key".to_owned())?;
         Ok(pem_encode("PRIVATE KEY", pkcs8.as_ref()))
-    }
-}
-
-impl PublicKey {
-    /// The key as a PEM `PUBLIC KEY`, as cosign.pub is written.
-    pub fn to_pem(&self) -> String {
-        // SubjectPublicKeyInfo { ecPublicKey, prime256v1 } around the point:
-        // the fixed prefix every P-256 SPKI starts with.
-        const PREFIX: [u8; 26] = [
-            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
-            0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-        ];
-        let der = [&PREFIX[..], &self.point].concat();
-        pem_encode("PUBLIC KEY", &der)
     }
 }
 
@@ -182,12 +180,10 @@ struct Kdf {
 }
 
 #[derive(serde::Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
 struct ScryptParams {
+    #[serde(rename = "N")]
     n: u64,
-    #[serde(rename = "r")]
     r: u32,
-    #[serde(rename = "p")]
     p: u32,
 }
 

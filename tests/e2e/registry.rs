@@ -126,6 +126,12 @@ fn portcullis(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("run portcullis")
 }
 
+/// `portcullis validate` of `config` with `env` set.
+fn validate_with(config: &ConfigDir, env: &[(&str, &str)]) -> Output {
+    let file = config.gateway_file();
+    portcullis(&["validate", "--config", file.to_str().expect("utf-8")], env)
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -380,6 +386,30 @@ async fn the_trust_policy_refuses_unsigned_wrongly_signed_tampered_and_mismatche
     gw.wait_for_log("not signed: no cosign signature");
     greets(&gw).await;
 
+    // One tag named by an API that needs no signature and by one that
+    // needs it: one digest, whose signatures are looked up for the second.
+    let strict_api = |reference: &str| {
+        let api = hello_api(reference)
+            .replace("id: hello", "id: strict")
+            .replace("/hello/", "/strict/");
+        format!("{api}plugin_trust: {{ require: signed }}\n")
+    };
+    let lenient = format!("plugin_trust: {{ keys: [{}], require: any }}\n", trusted_pub.display());
+    let both = |reference: &str| {
+        let cache = fresh_cache();
+        let dir = ConfigDir::new(
+            &format!("apis: [apis/]\nplugin_cache: {}\n{lenient}", cache.path().display()),
+            &[("a.yaml", &hello_api(reference)), ("b.yaml", &strict_api(reference))],
+        );
+        (validate(&dir), cache)
+    };
+    let (output, _cache) = both(&registry.reference("team/signed:1"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (output, _cache) = both(&registry.reference("team/unsigned:1"));
+    assert!(!output.status.success(), "{}", stdout(&output));
+    let error = stderr(&output);
+    assert!(error.contains("b.yaml") && error.contains("not signed"), "{error}");
+
     // Signed by a key the policy does not name.
     let scratch = tempfile::tempdir().expect("dir");
     let other = push(
@@ -500,15 +530,7 @@ async fn credentials_come_from_env_and_from_auth_json_over_verified_tls() {
 
     let cache = tempfile::tempdir().expect("cache");
     let configured = config(&with_env, cache.path(), &hello_api(&pushed));
-    let run = |env: &[(&str, &str)]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        command.arg("validate").arg("--config").arg(configured.gateway_file());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        command.output().expect("validate")
-    };
-    let output = run(&creds);
+    let output = validate_with(&configured, &creds);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!stderr(&output).contains("s3cret-pw") && !stdout(&output).contains("s3cret-pw"));
 
@@ -516,15 +538,7 @@ async fn credentials_come_from_env_and_from_auth_json_over_verified_tls() {
     // the wrong password meet the registry.
     let fresh = tempfile::tempdir().expect("cache");
     let configured = config(&with_env, fresh.path(), &hello_api(&pushed));
-    let run = |env: &[(&str, &str)]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        command.arg("validate").arg("--config").arg(configured.gateway_file());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        command.output().expect("validate")
-    };
-    let output = run(&[("REG_USER", "alice"), ("REG_PASS", "wrong")]);
+    let output = validate_with(&configured, &[("REG_USER", "alice"), ("REG_PASS", "wrong")]);
     let error = stderr(&output);
     assert!(!output.status.success() && !error.contains("wrong"), "{error}");
     assert!(error.contains("team/hello"), "{error}");

@@ -6,22 +6,33 @@ use super::*;
 
 /// [`Config::digest`] of `sources`, named relative to `base`. Reads and
 /// hashes every file: call it off the request-serving threads.
-pub fn digest_of(base: &Path, sources: Vec<PathBuf>) -> Result<String, (PathBuf, std::io::Error)> {
-    use sha2::{Digest, Sha256};
-    let mut entries = Vec::new();
-    for file in sources {
-        let content = Sha256::digest(std::fs::read(&file).map_err(|e| (file.clone(), e))?);
-        let name = file.strip_prefix(base).unwrap_or(&file).to_string_lossy().into_owned();
-        entries.push((name, content));
+impl DigestInput {
+    /// A SHA-256 of the files (named relative to the gateway file's
+    /// directory) and the registry plugins: equal on two nodes when their
+    /// gateway files, API files and plugins are the same, wherever each node
+    /// keeps them (its plugin cache included).
+    pub fn digest(self) -> Result<String, (PathBuf, std::io::Error)> {
+        use sha2::{Digest, Sha256};
+        let mut entries = Vec::new();
+        for file in self.files {
+            let content = Sha256::digest(std::fs::read(&file).map_err(|e| (file.clone(), e))?);
+            let name = file
+                .strip_prefix(&self.base)
+                .unwrap_or(&file)
+                .to_string_lossy()
+                .into_owned();
+            entries.push((name, content.into()));
+        }
+        entries.extend(self.registry_plugins.into_iter().map(|pinned| (pinned, [0u8; 32])));
+        entries.sort();
+        let mut all = Sha256::new();
+        for (name, content) in entries {
+            all.update(name.as_bytes());
+            all.update([0]);
+            all.update(content);
+        }
+        Ok(crate::text::hex(&all.finalize()))
     }
-    entries.sort();
-    let mut all = Sha256::new();
-    for (name, content) in entries {
-        all.update(name.as_bytes());
-        all.update([0]);
-        all.update(content);
-    }
-    Ok(crate::text::hex(&all.finalize()))
 }
 
 /// Loads and checks `file` and every API definition it names.

@@ -18,7 +18,7 @@ mod yaml;
 pub use api::parse_sha256;
 use api::*;
 use load::*;
-pub use load::{digest_of, load, registries_of};
+pub use load::{load, registries_of};
 pub use settings::*;
 pub use trust::*;
 use yaml::*;
@@ -120,7 +120,9 @@ pub struct ClientTimeouts {
 
 impl Config {
     /// Every file the configuration was read from: the gateway file, the
-    /// API files and the plugins they name, each once.
+    /// API files and the plugin files they name, each once. Plugins from
+    /// registries are not among them: they are named by digest instead
+    /// (see [`Config::digest_input`]).
     pub fn sources(&self) -> Vec<PathBuf> {
         let mut files = vec![self.file.clone()];
         files.extend(self.apis.iter().map(|api| api.file.clone()));
@@ -128,6 +130,7 @@ impl Config {
             .apis
             .iter()
             .flat_map(ApiConfig::plugin_refs)
+            .filter(|p| p.oci.is_none())
             .map(|p| p.path.clone())
             .collect();
         plugins.sort();
@@ -136,12 +139,32 @@ impl Config {
         files
     }
 
-    /// A SHA-256 of what [`Config::sources`] hold: equal on two nodes when
-    /// their gateway files, API files and plugins are the same, wherever
-    /// each node keeps them.
-    pub fn digest(&self) -> Result<String, (PathBuf, std::io::Error)> {
-        digest_of(self.file.parent().unwrap_or(Path::new("/")), self.sources())
+    /// What the configuration's digest is computed from, to hash off the
+    /// serving threads ([`DigestInput::digest`]).
+    pub fn digest_input(&self) -> DigestInput {
+        let mut registry_plugins: Vec<String> = self
+            .apis
+            .iter()
+            .flat_map(ApiConfig::plugin_refs)
+            .filter_map(|p| p.oci.as_ref().map(OciPlugin::pinned))
+            .collect();
+        registry_plugins.sort();
+        registry_plugins.dedup();
+        DigestInput {
+            base: self.file.parent().unwrap_or(Path::new("/")).to_owned(),
+            files: self.sources(),
+            registry_plugins,
+        }
     }
+}
+
+/// The files a configuration was read from and the registry plugins it
+/// loaded (`oci://...@sha256:...`).
+#[derive(Debug)]
+pub struct DigestInput {
+    base: PathBuf,
+    files: Vec<PathBuf>,
+    registry_plugins: Vec<String>,
 }
 
 /// Most bytes of the strings in one list a plugin returns (headers,

@@ -231,17 +231,17 @@ pub(super) fn registries(file: &Path, base: &Path, written: RegistriesFile) -> R
 pub struct OciPlugin {
     /// `host[:port]/repository[:tag][@sha256:...]`, as written after `oci://`.
     pub reference: String,
-    /// What it resolved to when it was fetched.
-    pub resolved: Option<OciResolved>,
+    /// `sha256:<hex>` of the manifest that was loaded, once it is fetched.
+    pub manifest: Option<String>,
 }
 
-/// A registry reference fetched: the manifest that was loaded, and the key
-/// that signed it when one did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OciResolved {
-    /// `sha256:<hex>` of the manifest.
-    pub manifest: String,
-    pub signed_by: Option<String>,
+impl OciPlugin {
+    /// `oci://REFERENCE@MANIFEST` once fetched: what runs, named the way a
+    /// registry names it.
+    pub fn pinned(&self) -> String {
+        let name = self.reference.split('@').next().unwrap_or_default();
+        format!("oci://{name}@{}", self.manifest.as_deref().unwrap_or("(not fetched)"))
+    }
 }
 
 /// Parses `oci://host[:port]/repository[:tag][@sha256:hex]`. The host is
@@ -258,15 +258,13 @@ pub fn parse_oci(written: &str) -> Result<OciPlugin, String> {
     }
     let parsed: oci_client::Reference = rest.parse().map_err(|e| format!("{written:?}: {e}"))?;
     if let Some(digest) = parsed.digest()
-        && !digest
-            .strip_prefix("sha256:")
-            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        && digest.strip_prefix("sha256:").and_then(super::parse_sha256).is_none()
     {
         return Err(format!("{written:?}: the digest must be sha256: and 64 hex digits"));
     }
     Ok(OciPlugin {
         reference: rest.to_owned(),
-        resolved: None,
+        manifest: None,
     })
 }
 
@@ -290,6 +288,42 @@ mod tests {
         ] {
             assert!(parse_oci(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A configuration naming one registry plugin, fetched to `blob`.
+    fn fetched(dir: &Path, blob: &Path, manifest: &str) -> Config {
+        std::fs::create_dir_all(dir.join("apis")).expect("mkdir");
+        std::fs::write(dir.join("gateway.yaml"), "apis: [apis/]\nplugin_cache: false\n").expect("gateway");
+        std::fs::write(
+            dir.join("apis/a.yaml"),
+            "id: a\nlisten_path: /a/\nupstream: http://127.0.0.1:9\nendpoints:\n  - path: /x\n    plugin: { path: oci://registry.example/p:1, function: f }\n",
+        )
+        .expect("api");
+        let mut config = super::super::load(&dir.join("gateway.yaml")).expect("loads");
+        let plugin = config.apis[0].plugin_refs_mut().next().expect("the reference");
+        plugin.path = blob.to_owned();
+        plugin.oci.as_mut().expect("oci").manifest = Some(manifest.to_owned());
+        config
+    }
+
+    #[test]
+    fn the_digest_names_registry_plugins_by_digest_wherever_they_are_cached() {
+        let (one, two) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let (cache_one, cache_two) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        for cache in [&cache_one, &cache_two] {
+            std::fs::write(cache.path().join("c.wasm"), b"component").expect("blob");
+        }
+        let digest = |dir: &tempfile::TempDir, cache: &tempfile::TempDir, manifest: &str| {
+            let config = fetched(dir.path(), &cache.path().join("c.wasm"), manifest);
+            assert!(
+                !config.sources().contains(&cache.path().join("c.wasm")),
+                "a cached component is not a source to watch"
+            );
+            config.digest_input().digest().expect("digest")
+        };
+        let a = digest(&one, &cache_one, "sha256:aa");
+        assert_eq!(a, digest(&two, &cache_two, "sha256:aa"), "another node, another cache");
+        assert_ne!(a, digest(&two, &cache_two, "sha256:bb"), "another manifest");
     }
 
     #[test]

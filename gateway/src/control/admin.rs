@@ -161,18 +161,8 @@ fn describe_api(api: &ApiRoute) -> Value {
 
 /// Each plugin the API runs, once: where it came from and the digest that runs.
 fn components(api: &ApiRoute) -> Vec<Value> {
-    let auth = match &api.auth {
-        Auth::Plugin(plugin) => Some(&**plugin),
-        _ => None,
-    };
-    let hooks = &api.hooks;
     let mut seen = std::collections::BTreeSet::new();
-    auth.into_iter()
-        .chain(&hooks.pre)
-        .chain(&hooks.post_auth)
-        .chain(&hooks.post)
-        .chain(&hooks.response)
-        .chain(api.endpoints().iter().filter_map(|e| e.plugin.as_ref()))
+    api.plugins()
         .filter(|p| seen.insert(p.label().to_owned()))
         .map(|p| {
             json!({

@@ -107,7 +107,10 @@ impl PluginRuntime {
         let err = |kind| LoadError {
             file: reference.file.clone(),
             field: reference.field.clone(),
-            path: PathBuf::from(reference.source()),
+            plugin: match &reference.oci {
+                Some(oci) => oci.pinned(),
+                None => reference.path.display().to_string(),
+            },
             kind,
         };
         let component = self.component(&reference.path, reference.sha256).await.map_err(err)?;
@@ -150,8 +153,8 @@ impl PluginRuntime {
             return Err(err(LoadErrorKind::FanOutNeeds02));
         }
         let label: Arc<str> = format!("{}#{}", reference.name(), reference.function).into();
-        let digest: Arc<str> = match reference.oci.as_ref().and_then(|o| o.resolved.as_ref()) {
-            Some(resolved) => resolved.manifest.as_str().into(),
+        let digest: Arc<str> = match reference.oci.as_ref().and_then(|o| o.manifest.as_deref()) {
+            Some(manifest) => manifest.into(),
             None => format!("sha256:{}", component.hash).into(),
         };
         let ran: Arc<str> = format!("{label}@{digest}").into();

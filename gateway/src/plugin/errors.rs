@@ -11,7 +11,8 @@ pub struct LoadError {
     pub file: PathBuf,
     /// Where in it: `endpoints[0].plugin`.
     pub field: String,
-    pub path: PathBuf,
+    /// The plugin: its file, or `oci://...@sha256:...`.
+    pub plugin: String,
     pub kind: LoadErrorKind,
 }
 
@@ -30,15 +31,12 @@ impl std::fmt::Display for LoadError {
                     write!(
                         f,
                         "{file}{at}: {}.config{}: {} (the config schema of `{function}` in {})",
-                        self.field,
-                        v.path,
-                        v.message,
-                        self.path.display()
+                        self.field, v.path, v.message, self.plugin
                     )?;
                 }
                 Ok(())
             }
-            kind => write!(f, "{file}: {}: plugin {}: {kind}", self.field, self.path.display()),
+            kind => write!(f, "{file}: {}: plugin {}: {kind}", self.field, self.plugin),
         }
     }
 }

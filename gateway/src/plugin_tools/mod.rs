@@ -1,5 +1,5 @@
-//! The plugin author's commands: `portcullis plugin new`, `inspect` and
-//! `call`.
+//! The plugin author's commands: `portcullis plugin new`, `inspect`,
+//! `call`, and `push` and `sign` (in `registry`).
 
 pub mod call;
 pub mod registry;

@@ -57,9 +57,9 @@ impl Cache {
         self.dir.join("blobs").join(format!("{wasm_hex}.wasm"))
     }
 
-    /// Stores a component; returns its path.
-    pub fn put_blob(&self, bytes: &[u8]) -> std::io::Result<PathBuf> {
-        let path = self.blob_path(&hex(&Sha256::digest(bytes)));
+    /// Stores a component whose SHA-256 is `wasm_hex`; returns its path.
+    pub fn put_blob(&self, wasm_hex: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+        let path = self.blob_path(wasm_hex);
         if !path.is_file() {
             write_atomically(&path, bytes)?;
         }
@@ -124,8 +124,8 @@ mod tests {
     fn keeps_blobs_records_and_tags_and_refuses_a_blob_that_changed() {
         let dir = tempfile::tempdir().expect("dir");
         let cache = Cache::new(Some(dir.path()));
-        let path = cache.put_blob(b"\0asm component").expect("stored");
         let name = hex(&Sha256::digest(b"\0asm component"));
+        let path = cache.put_blob(&name, b"\0asm component").expect("stored");
         assert_eq!(cache.blob(&name), Some(path.clone()));
         std::fs::write(&path, b"\0asm altered").expect("write");
         assert_eq!(cache.blob(&name), None);

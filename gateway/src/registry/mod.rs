@@ -19,9 +19,14 @@ use oci_client::Reference;
 use sha2::{Digest as _, Sha256};
 
 pub use cache::{Cache, Signature};
+
+/// The CNCF wasm artifact's config and layer media types (what `plugin
+/// push` writes; the layer type is the first a load accepts).
+pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
+pub const WASM_LAYER_MEDIA_TYPE: &str = "application/wasm";
 use pull::Failure;
 
-use crate::config::{Config, ConfigError, OciResolved, PluginRef, Registries, Require, TrustPolicy};
+use crate::config::{Config, ConfigError, PluginRef, Registries, Require, TrustPolicy};
 use crate::text::hex;
 
 /// Fetches every registry reference of `config` and checks every plugin
@@ -55,13 +60,15 @@ pub async fn fetch_one(
 struct Fetcher<'a> {
     registries: &'a Registries,
     cache: Cache,
-    /// By reference as written, and whether signatures were wanted.
-    done: HashMap<(String, bool), Result<Found, String>>,
+    /// By reference as written.
+    done: HashMap<String, Result<Found, String>>,
 }
 
 /// A reference resolved: its manifest, its component and the signatures found.
 #[derive(Debug, Clone)]
 struct Found {
+    /// `host/repository`, where the signatures were looked for.
+    repository: String,
     manifest: String,
     wasm: String,
     path: std::path::PathBuf,
@@ -86,15 +93,26 @@ impl<'a> Fetcher<'a> {
         };
         let written = format!("oci://{}", oci.reference);
         let signed = trust.require == Require::Signed;
-        let key = (oci.reference.clone(), signed);
-        if !self.done.contains_key(&key) {
-            let found = self.fetch(&oci.reference, signed).await;
-            self.done.insert(key.clone(), found);
-        }
-        let found = match &self.done[&key] {
-            Ok(found) => found.clone(),
-            Err(why) => return Err(refuse(plugin, format!("{written}: {why}"))),
+        let mut found = match self.done.get(&oci.reference) {
+            Some(done) => done.clone(),
+            None => {
+                let found = self.fetch(&oci.reference, signed).await;
+                self.done.insert(oci.reference.clone(), found.clone());
+                found
+            }
         };
+        // Fetched earlier in this load without its signatures (another
+        // API's policy did not need them): look them up for the digest it
+        // resolved to then, so that a tag means one digest per load.
+        if signed
+            && let Ok(known) = &found
+            && known.signatures.is_none()
+        {
+            let by_digest = format!("{}@{}", known.repository, known.manifest);
+            found = self.fetch(&by_digest, true).await;
+            self.done.insert(oci.reference.clone(), found.clone());
+        }
+        let found = found.map_err(|why| refuse(plugin, format!("{written}: {why}")))?;
         let at = |why: String| refuse(plugin, format!("{written} ({}): {why}", found.manifest));
         if let Some(pin) = plugin.sha256
             && hex(&pin) != found.wasm
@@ -106,23 +124,23 @@ impl<'a> Fetcher<'a> {
             )));
         }
         let pinned = oci.reference.contains("@sha256:") || plugin.sha256.is_some();
-        let signed_by = match trust.require {
-            Require::Any => None,
-            Require::Digest if pinned => None,
+        match trust.require {
+            Require::Any => {}
+            Require::Digest if pinned => {}
             Require::Digest => {
                 return Err(at(
                     "not pinned: plugin_trust requires a digest; name it by @sha256:... or add `sha256:`".into(),
                 ));
             }
-            Require::Signed => Some(verify_image(&found, &oci.reference, trust).map_err(at)?),
-        };
+            Require::Signed => {
+                let key = verify_image(&found, trust).map_err(at)?;
+                tracing::info!(reference = %written, digest = %found.manifest, %key, "plugin signature verified");
+            }
+        }
         plugin.path = found.path.clone();
         plugin.sha256 = crate::config::parse_sha256(&found.wasm);
         if let Some(o) = plugin.oci.as_mut() {
-            o.resolved = Some(OciResolved {
-                manifest: found.manifest,
-                signed_by,
-            });
+            o.manifest = Some(found.manifest);
         }
         Ok(())
     }
@@ -156,7 +174,7 @@ impl<'a> Fetcher<'a> {
             Ok(fetched) => {
                 let path = self
                     .cache
-                    .put_blob(&fetched.wasm)
+                    .put_blob(&fetched.record.wasm, &fetched.wasm)
                     .map_err(|e| format!("cannot write the plugin cache: {e}"))?;
                 if let Err(e) = self.cache.put_record(&repository, &fetched.manifest, &fetched.record) {
                     tracing::warn!(error = %e, "cannot record a fetched plugin in the cache");
@@ -168,6 +186,7 @@ impl<'a> Fetcher<'a> {
                 }
                 tracing::info!(reference = %format!("oci://{reference}"), digest = %fetched.manifest, "plugin fetched");
                 Ok(Found {
+                    repository,
                     manifest: fetched.manifest,
                     wasm: fetched.record.wasm,
                     path,
@@ -190,7 +209,7 @@ impl<'a> Fetcher<'a> {
                     None => Err(format!("{why} (and it is not in the plugin cache)")),
                 }
             }
-            Err(Failure::Refused(why)) => Err(why),
+            Err(Failure::Refused(why) | Failure::NotFound(why)) => Err(why),
         }
     }
 
@@ -201,6 +220,7 @@ impl<'a> Fetcher<'a> {
         }
         let path = self.cache.blob(&record.wasm)?;
         Some(Found {
+            repository: repository.to_owned(),
             manifest: manifest.to_owned(),
             wasm: record.wasm,
             path,
@@ -210,18 +230,13 @@ impl<'a> Fetcher<'a> {
 }
 
 /// The key that signed `found`'s manifest, or why none did.
-fn verify_image(found: &Found, reference: &str, trust: &TrustPolicy) -> Result<String, String> {
+fn verify_image(found: &Found, trust: &TrustPolicy) -> Result<String, String> {
     let signatures = found.signatures.as_deref().unwrap_or_default();
     if signatures.is_empty() {
         return Err(format!(
             "not signed: no cosign signature at tag {} of {}",
             pull::signature_tag(&found.manifest),
-            reference
-                .split(['@'])
-                .next()
-                .unwrap_or(reference)
-                .rsplit_once(':')
-                .map_or(reference, |(repo, _)| repo)
+            found.repository
         ));
     }
     let mut other_digest = None;
@@ -253,8 +268,7 @@ fn verify_image(found: &Found, reference: &str, trust: &TrustPolicy) -> Result<S
 }
 
 /// A local file held to the policy: `digest` needs its `sha256:` pin,
-/// `signed` a `cosign sign-blob` signature beside it (`FILE.sig`). A file
-/// that passes is pinned to what was checked.
+/// `signed` a `cosign sign-blob` signature beside it (`FILE.sig`).
 fn check_file(plugin: &mut PluginRef, trust: &TrustPolicy) -> Result<(), String> {
     match trust.require {
         Require::Any => Ok(()),
@@ -284,17 +298,9 @@ fn check_file(plugin: &mut PluginRef, trust: &TrustPolicy) -> Result<(), String>
                     trust.key_files()
                 ));
             }
-            if let Some(pin) = plugin.sha256
-                && pin != digest
-            {
-                return Err(format!(
-                    "{}: its SHA-256 is {}, but the configuration pins {} (`sha256:`)",
-                    plugin.path.display(),
-                    hex(&digest),
-                    hex(&pin)
-                ));
-            }
-            plugin.sha256 = Some(digest);
+            // Pinned to what was checked, unless the operator pinned it:
+            // then loading holds the file to that pin, as it always does.
+            plugin.sha256.get_or_insert(digest);
             Ok(())
         }
     }

@@ -15,7 +15,7 @@ use crate::text::hex;
 /// Layer media types that are the component itself: the CNCF wasm
 /// artifact's, and the older wasm-to-oci and Solo spellings Istio reads.
 const WASM_LAYERS: &[&str] = &[
-    "application/wasm",
+    super::WASM_LAYER_MEDIA_TYPE,
     "application/vnd.wasm.content.layer.v1+wasm",
     "application/vnd.module.wasm.content.layer.v1+wasm",
 ];
@@ -38,13 +38,15 @@ const MAX_PAYLOAD_BYTES: u64 = 64 << 10;
 #[derive(Debug)]
 pub enum Failure {
     Unreachable(String),
+    /// The registry answered that the manifest or tag does not exist.
+    NotFound(String),
     Refused(String),
 }
 
 impl Failure {
     pub fn message(&self) -> &str {
         match self {
-            Failure::Unreachable(m) | Failure::Refused(m) => m,
+            Failure::Unreachable(m) | Failure::NotFound(m) | Failure::Refused(m) => m,
         }
     }
 }
@@ -56,14 +58,14 @@ pub(super) fn classify(e: oci_client::errors::OciDistributionError) -> Failure {
             Failure::Unreachable(format!("no answer within plugin_registries.pull_timeout_ms: {e}"))
         }
         E::RequestError(r) if r.is_connect() => Failure::Unreachable(format!("unreachable: {e}")),
-        E::ImageManifestNotFoundError(_) => Failure::Refused(format!("not found: {e}")),
+        E::ImageManifestNotFoundError(_) => Failure::NotFound(format!("not found: {e}")),
         E::RegistryError { envelope, .. }
             if envelope
                 .errors
                 .iter()
                 .any(|x| x.code == oci_client::errors::OciErrorCode::ManifestUnknown) =>
         {
-            Failure::Refused(format!("not found in the registry: {e}"))
+            Failure::NotFound(format!("not found in the registry: {e}"))
         }
         E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => {
             Failure::Refused(format!("the registry refused the credentials: {e}"))
@@ -240,7 +242,7 @@ pub async fn signatures(
     );
     let (manifest, _) = match manifest(conn, &tag).await {
         Ok(found) => found,
-        Err(Failure::Refused(m)) if m.starts_with("not found") => return Ok(Vec::new()),
+        Err(Failure::NotFound(_)) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut found = Vec::new();

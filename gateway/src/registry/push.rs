@@ -11,11 +11,9 @@ use sha2::{Digest as _, Sha256};
 
 use super::client::Connection;
 use super::pull::{self, Failure};
+use super::{WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE};
 use crate::text::hex;
 
-/// The CNCF wasm artifact's config and layer media types.
-pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
-pub const WASM_LAYER_MEDIA_TYPE: &str = "application/wasm";
 /// Annotations `plugin push` writes from `plugin inspect`.
 pub const CONTRACT_ANNOTATION: &str = "dev.portcullis.plugin.contract";
 pub const FUNCTIONS_ANNOTATION: &str = "dev.portcullis.plugin.functions";
@@ -137,7 +135,7 @@ pub async fn sign(
     authenticate(conn, &tag).await?;
     let mut layers = match pull::manifest(conn, &tag).await {
         Ok((existing, _)) => existing.layers,
-        Err(Failure::Refused(m)) if m.starts_with("not found") => Vec::new(),
+        Err(Failure::NotFound(_)) => Vec::new(),
         Err(e) => return Err(e),
     };
     let layer = descriptor(

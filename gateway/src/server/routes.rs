@@ -141,11 +141,8 @@ impl Routes {
         // digest of the next reload, not this one's.
         // Hashing every file (plugins included) takes a while: not on a
         // thread that serves requests.
-        let (base, sources) = (
-            config.file.parent().unwrap_or(std::path::Path::new("/")).to_owned(),
-            config.sources(),
-        );
-        let digest = tokio::task::spawn_blocking(move || crate::config::digest_of(&base, sources))
+        let input = config.digest_input();
+        let digest = tokio::task::spawn_blocking(move || input.digest())
             .await
             .map_err(|e| ConfigError::new(&config.file, None, format!("cannot hash the configuration: {e}")))?
             .map_err(|(file, e)| ConfigError::new(&file, None, format!("cannot read: {e}")))?;
@@ -460,13 +457,22 @@ impl ApiRoute {
     }
 
     fn plugin_count(&self) -> usize {
+        self.plugins().count()
+    }
+
+    /// Every plugin of the API: auth, hooks, then endpoints.
+    pub fn plugins(&self) -> impl Iterator<Item = &Plugin> {
+        let auth = match &self.auth {
+            Auth::Plugin(plugin) => Some(&**plugin),
+            _ => None,
+        };
         let hooks = &self.hooks;
-        self.endpoint_list.iter().filter(|e| e.plugin.is_some()).count()
-            + hooks.pre.len()
-            + hooks.post_auth.len()
-            + hooks.post.len()
-            + hooks.response.len()
-            + usize::from(matches!(self.auth, Auth::Plugin(_)))
+        auth.into_iter()
+            .chain(&hooks.pre)
+            .chain(&hooks.post_auth)
+            .chain(&hooks.post)
+            .chain(&hooks.response)
+            .chain(self.endpoint_list.iter().filter_map(|e| e.plugin.as_ref()))
     }
 
     /// The context plugin calls under this API need. Outbound calls carry

@@ -153,7 +153,7 @@ impl Entry {
     /// says whether it was sent to its end.
     pub fn finish(&self, bytes_out: u64, complete: bool) {
         let usage = lock(&self.usage);
-        let plugins = lock(&self.plugins).clone();
+        let plugins = lock(&self.plugins);
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         let line = Line {
             time: humantime::format_rfc3339_millis(self.time),
