@@ -25,9 +25,12 @@ impl RegistryArgs {
             Some(file) => crate::config::registries_of(file)?,
             None => (Registries::default(), None),
         };
-        if let Some(file) = self.auth_file.clone().or_else(default_auth_file) {
-            registries.auth_file = Some(file);
-        }
+        // `--auth-file`, else the gateway file's, else docker's or podman's.
+        registries.auth_file = self
+            .auth_file
+            .clone()
+            .or(registries.auth_file)
+            .or_else(default_auth_file);
         Ok((registries, cache))
     }
 }
@@ -82,7 +85,7 @@ pub async fn sign(target: &str, key_file: &Path, args: &RegistryArgs) -> anyhow:
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let signature = key.sign(&bytes).map_err(|e| anyhow!(e))?;
         let out = crate::registry::signature_file(file);
-        std::fs::write(&out, format!("{signature}\n")).with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(&out, &signature).with_context(|| format!("writing {}", out.display()))?;
         return Ok(format!(
             "wrote {} (verify with: cosign verify-blob --key cosign.pub --signature {} {})",
             out.display(),

@@ -119,7 +119,7 @@ pub async fn blob(
         )));
     }
     let mut stream = conn.client.pull_blob_stream(reference, layer).await.map_err(classify)?;
-    let mut bytes = Vec::with_capacity(usize::try_from(declared.min(max)).unwrap_or(0));
+    let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             if e.to_string().to_ascii_lowercase().contains("digest") {
@@ -131,10 +131,10 @@ pub async fn blob(
                 Failure::Unreachable(format!("reading layer {}: {e}", layer.digest))
             }
         })?;
-        if (bytes.len() + chunk.len()) as u64 > max.min(declared) {
+        if (bytes.len() + chunk.len()) as u64 > declared {
             return Err(Failure::Refused(format!(
-                "layer {} sent more than the {} bytes its manifest declares (or than max_plugin_bytes, {max})",
-                layer.digest, declared
+                "layer {} sent more than the {declared} bytes its manifest declares",
+                layer.digest
             )));
         }
         bytes.extend_from_slice(&chunk);

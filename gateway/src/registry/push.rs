@@ -45,13 +45,13 @@ async fn authenticate(conn: &Connection, reference: &Reference) -> Result<(), Fa
 async fn upload(
     conn: &Connection,
     reference: &Reference,
-    blobs: &[(&[u8], &str)],
+    blobs: &[&[u8]],
     manifest: &OciImageManifest,
 ) -> Result<String, Failure> {
     authenticate(conn, reference).await?;
-    for (bytes, digest) in blobs {
+    for bytes in blobs {
         conn.client
-            .push_blob(reference, bytes.to_vec(), digest)
+            .push_blob(reference, bytes.to_vec(), &digest_of(bytes))
             .await
             .map_err(pull::classify)?;
     }
@@ -102,15 +102,7 @@ pub async fn artifact(
         artifact_type: None,
         annotations: Some(annotations),
     };
-    let config_digest = digest_of(&config);
-    let wasm_digest = digest_of(wasm);
-    upload(
-        conn,
-        reference,
-        &[(&config, &config_digest), (wasm, &wasm_digest)],
-        &manifest,
-    )
-    .await
+    upload(conn, reference, &[&config, wasm], &manifest).await
 }
 
 /// Signs the manifest `manifest_digest` of `reference`'s repository with
@@ -173,14 +165,6 @@ pub async fn sign(
         artifact_type: None,
         annotations: None,
     };
-    let config_digest = digest_of(&config);
-    let payload_digest = digest_of(&payload);
-    upload(
-        conn,
-        &tag,
-        &[(&config, &config_digest), (&payload, &payload_digest)],
-        &manifest,
-    )
-    .await?;
+    upload(conn, &tag, &[&config, &payload], &manifest).await?;
     Ok(tag.whole())
 }
