@@ -41,6 +41,15 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
 }
 
+/// Makes ring the process's default rustls provider, for the clients built
+/// by crates we do not configure ourselves: reqwest 0.13 (the registry
+/// client and the OTLP exporter share it) is built without a provider of
+/// its own and panics when it finds none. Idempotent.
+pub fn install_default_provider() {
+    // An error means a provider is installed already.
+    let _ = CryptoProvider::install_default(provider().as_ref().clone());
+}
+
 /// A certificate or key that cannot be used: which file, and why.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {reason}", file.display())]

@@ -36,9 +36,7 @@ fn is_loopback(host: &str) -> bool {
 
 /// Opens a client for `host` with the settings `registries` gives it.
 pub fn connect(registries: &Registries, host: &str) -> Result<Connection, String> {
-    // reqwest is built without a crypto provider of its own: use ring's, as
-    // the rest of the gateway does. An error means one is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_default_provider();
     let entry = registries.hosts.get(host).cloned().unwrap_or_default();
     let http = entry.http.unwrap_or(is_loopback(host) && entry.ca.is_none());
     let config = ClientConfig {

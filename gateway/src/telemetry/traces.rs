@@ -37,6 +37,7 @@ impl Exporter {
 
 /// Starts exporting traces. Called once, at start-up.
 pub fn init(config: &TracingConfig) -> anyhow::Result<Exporter> {
+    crate::tls::install_default_provider();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
