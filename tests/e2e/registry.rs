@@ -266,16 +266,33 @@ async fn pushed_plugins_load_by_tag_and_by_digest_and_show_the_digest_that_runs(
         assert!(ran.ends_with(&format!("#hello@{digest}")), "{entry}");
     }
 
-    // `inspect` reads the remote reference as the gateway does.
+    // Registry plugins live in the plugin cache: without one they cannot load.
+    let uncached = ConfigDir::new(
+        "apis: [apis/]\nplugin_cache: false\n",
+        &[("api.yaml", &hello_api(&pushed))],
+    );
+    let error = refusal(&uncached);
+    assert!(error.contains("`plugin_cache: false` turns off"), "{error}");
+
+    // `inspect` reads the remote reference as the gateway does, into the
+    // default plugin cache (under XDG_CACHE_HOME).
+    let home_cache = tempfile::tempdir().expect("cache home");
     let output = portcullis(
         &["plugin", "inspect", &registry.reference("team/hello:1.0"), "--json"],
-        &[],
+        &[("XDG_CACHE_HOME", home_cache.path().to_str().expect("utf-8"))],
     );
     assert!(output.status.success(), "{}", stderr(&output));
     let inspected: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
     assert_eq!(inspected["manifest_digest"], digest.as_str());
     assert_eq!(inspected["functions"][0]["name"], "hello");
     assert_eq!(inspected["signatures"], 0);
+    let cached = home_cache.path().join("portcullis/oci/blobs");
+    assert!(
+        inspected["file"]
+            .as_str()
+            .is_some_and(|f| Path::new(f).starts_with(&cached)),
+        "{inspected}"
+    );
 }
 
 #[tokio::test]

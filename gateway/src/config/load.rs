@@ -356,7 +356,9 @@ fn cache_dir(base: &Path, setting: Option<&CacheSetting>) -> Option<PathBuf> {
     }
 }
 
-pub(super) fn default_cache_dir() -> Option<PathBuf> {
+/// Where `plugin_cache` points by default: `$XDG_CACHE_HOME/portcullis` or
+/// `~/.cache/portcullis`.
+pub fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;

@@ -18,7 +18,7 @@ mod yaml;
 pub use api::parse_sha256;
 use api::*;
 use load::*;
-pub use load::{load, registries_of};
+pub use load::{default_cache_dir, load, registries_of};
 pub use settings::*;
 pub use trust::*;
 use yaml::*;

@@ -23,7 +23,7 @@ impl RegistryArgs {
     fn load(&self) -> anyhow::Result<(Registries, Option<PathBuf>)> {
         let (mut registries, cache) = match &self.gateway {
             Some(file) => crate::config::registries_of(file)?,
-            None => (Registries::default(), None),
+            None => (Registries::default(), crate::config::default_cache_dir()),
         };
         // `--auth-file`, else the gateway file's, else docker's or podman's.
         registries.auth_file = self

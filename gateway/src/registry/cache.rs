@@ -43,14 +43,11 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// The cache under `plugin_cache`, or in the temporary directory when
-    /// that is off (then nothing survives a restart worth relying on).
-    pub fn new(plugin_cache: Option<&Path>) -> Cache {
-        let dir = match plugin_cache {
-            Some(dir) => dir.join("oci"),
-            None => std::env::temp_dir().join(format!("portcullis-oci-{}", std::process::id())),
-        };
-        Cache { dir }
+    /// The cache under the plugin cache directory.
+    pub fn new(plugin_cache: &Path) -> Cache {
+        Cache {
+            dir: plugin_cache.join("oci"),
+        }
     }
 
     pub fn blob_path(&self, wasm_hex: &str) -> PathBuf {
@@ -123,7 +120,7 @@ mod tests {
     #[test]
     fn keeps_blobs_records_and_tags_and_refuses_a_blob_that_changed() {
         let dir = tempfile::tempdir().expect("dir");
-        let cache = Cache::new(Some(dir.path()));
+        let cache = Cache::new(dir.path());
         let name = hex(&Sha256::digest(b"\0asm component"));
         let path = cache.put_blob(&name, b"\0asm component").expect("stored");
         assert_eq!(cache.blob(&name), Some(path.clone()));

@@ -59,7 +59,8 @@ pub async fn fetch_one(
 /// name it.
 struct Fetcher<'a> {
     registries: &'a Registries,
-    cache: Cache,
+    /// `None` with `plugin_cache: false`: then registry plugins cannot load.
+    cache: Option<Cache>,
     /// By reference as written.
     done: HashMap<String, Result<Found, String>>,
 }
@@ -79,7 +80,7 @@ impl<'a> Fetcher<'a> {
     fn new(registries: &'a Registries, plugin_cache: Option<&Path>) -> Self {
         Fetcher {
             registries,
-            cache: Cache::new(plugin_cache),
+            cache: plugin_cache.map(Cache::new),
             done: HashMap::new(),
         }
     }
@@ -148,12 +149,16 @@ impl<'a> Fetcher<'a> {
     /// Resolves `reference` online, or from the cache when its content is
     /// known and the registry is not needed or not reachable.
     async fn fetch(&mut self, reference: &str, want_signatures: bool) -> Result<Found, String> {
+        let cache = self
+            .cache
+            .clone()
+            .ok_or("plugins from registries are kept in the plugin cache, which `plugin_cache: false` turns off")?;
         let parsed: Reference = reference.parse().map_err(|e| format!("{e}"))?;
         // A digest names content: when it is cached (with its signatures,
         // if they are needed), the registry is not asked again.
         let repository = format!("{}/{}", parsed.registry(), parsed.repository());
         if let Some(digest) = parsed.digest()
-            && let Some(found) = self.cached(&repository, digest, want_signatures)
+            && let Some(found) = cached(&cache, &repository, digest, want_signatures)
         {
             return Ok(found);
         }
@@ -172,15 +177,14 @@ impl<'a> Fetcher<'a> {
         });
         match online {
             Ok(fetched) => {
-                let path = self
-                    .cache
+                let path = cache
                     .put_blob(&fetched.record.wasm, &fetched.wasm)
                     .map_err(|e| format!("cannot write the plugin cache: {e}"))?;
-                if let Err(e) = self.cache.put_record(&repository, &fetched.manifest, &fetched.record) {
+                if let Err(e) = cache.put_record(&repository, &fetched.manifest, &fetched.record) {
                     tracing::warn!(error = %e, "cannot record a fetched plugin in the cache");
                 }
                 if parsed.digest().is_none()
-                    && let Err(e) = self.cache.put_tag(reference, &fetched.manifest)
+                    && let Err(e) = cache.put_tag(reference, &fetched.manifest)
                 {
                     tracing::warn!(error = %e, "cannot record a tag's digest in the cache");
                 }
@@ -194,8 +198,8 @@ impl<'a> Fetcher<'a> {
                 })
             }
             Err(Failure::Unreachable(why)) => {
-                let known = parsed.digest().map(str::to_owned).or_else(|| self.cache.tag(reference));
-                let found = known.and_then(|digest| self.cached(&repository, &digest, want_signatures));
+                let known = parsed.digest().map(str::to_owned).or_else(|| cache.tag(reference));
+                let found = known.and_then(|digest| cached(&cache, &repository, &digest, want_signatures));
                 match found {
                     Some(found) => {
                         tracing::warn!(
@@ -212,21 +216,23 @@ impl<'a> Fetcher<'a> {
             Err(Failure::Refused(why) | Failure::NotFound(why)) => Err(why),
         }
     }
+}
 
-    fn cached(&self, repository: &str, manifest: &str, want_signatures: bool) -> Option<Found> {
-        let record = self.cache.record(repository, manifest)?;
-        if want_signatures && record.signatures.is_none() {
-            return None;
-        }
-        let path = self.cache.blob(&record.wasm)?;
-        Some(Found {
-            repository: repository.to_owned(),
-            manifest: manifest.to_owned(),
-            wasm: record.wasm,
-            path,
-            signatures: record.signatures,
-        })
+/// `manifest` of `repository` from the cache, when it and its component
+/// (and its signatures, when wanted) are there.
+fn cached(cache: &Cache, repository: &str, manifest: &str, want_signatures: bool) -> Option<Found> {
+    let record = cache.record(repository, manifest)?;
+    if want_signatures && record.signatures.is_none() {
+        return None;
     }
+    let path = cache.blob(&record.wasm)?;
+    Some(Found {
+        repository: repository.to_owned(),
+        manifest: manifest.to_owned(),
+        wasm: record.wasm,
+        path,
+        signatures: record.signatures,
+    })
 }
 
 /// The key that signed `found`'s manifest, or why none did.
