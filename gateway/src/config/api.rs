@@ -59,13 +59,43 @@ pub(super) fn load_api(
                 .map(|m| http::Method::from_bytes(m.0.as_bytes()).expect("validated as upper-case ASCII"))
                 .collect()
         });
-        if endpoint.plugin.is_none() && endpoint.rate_limit.is_none() {
+        let params: Vec<&str> = fan_out::template_params(&endpoint.path.0)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        let headers = header_transforms(file, &format!("{field}.headers"), endpoint.headers, &params)?;
+        let does_something = endpoint.plugin.is_some()
+            || endpoint.rate_limit.is_some()
+            || endpoint.deny
+            || endpoint.respond.is_some()
+            || endpoint.skip_auth
+            || endpoint.rewrite.is_some()
+            || endpoint.upstream_method.is_some()
+            || !headers.is_empty()
+            || endpoint.upstream_timeout_ms.is_some()
+            || endpoint.max_request_body_bytes.is_some();
+        if !does_something {
             return Err(ConfigError::new(
                 file,
                 Some(field),
-                "an endpoint needs a `plugin`, a `rate_limit`, or both",
+                "an endpoint needs something to do: a `plugin`, a `rate_limit`, `deny`, `respond`, `skip_auth`, `rewrite`, `upstream_method`, `headers` or a limit",
             ));
         }
+        if endpoint.deny && (endpoint.plugin.is_some() || endpoint.respond.is_some()) {
+            return Err(ConfigError::new(
+                file,
+                Some(format!("{field}.deny")),
+                "a denied endpoint refuses every request: its plugin or response would never run",
+            ));
+        }
+        let rewrite = endpoint
+            .rewrite
+            .map(|r| policy::rewrite(file, &format!("{field}.rewrite"), r, &params))
+            .transpose()?;
+        let respond = endpoint
+            .respond
+            .map(|r| fallback(file, &format!("{field}.respond"), r))
+            .transpose()?;
         let plugin = endpoint
             .plugin
             .map(|p| {
@@ -81,6 +111,18 @@ pub(super) fn load_api(
             path: endpoint.path.0,
             plugin,
             rate_limit: endpoint.rate_limit.map(RateLimit::from),
+            policy: EndpointPolicy {
+                deny: endpoint.deny,
+                respond,
+                skip_auth: endpoint.skip_auth,
+                rewrite,
+                upstream_method: endpoint
+                    .upstream_method
+                    .map(|m| http::Method::from_bytes(m.0.as_bytes()).expect("validated as upper-case ASCII")),
+                headers,
+                upstream_timeout: endpoint.upstream_timeout_ms.map(Duration::from_millis),
+                max_request_body_bytes: endpoint.max_request_body_bytes,
+            },
         });
     }
 
@@ -123,6 +165,7 @@ pub(super) fn load_api(
             ));
         }
         (AuthFile::Keyless, None) => AuthConfig::Keyless,
+        (AuthFile::Jwt(jwt), None) => AuthConfig::Jwt(Box::new(policy::jwt(file, base, *jwt)?)),
         (AuthFile::ApiKey { header, query }, None) => AuthConfig::ApiKey {
             header: http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {
                 ConfigError::new(
@@ -199,6 +242,9 @@ pub(super) fn load_api(
         config_json: yaml_to_json(file, "config", api.config)?,
         rate_limit: api.rate_limit.map(RateLimit::from),
         plugin_trust,
+        cors: api.cors.map(|c| policy::cors(file, c)).transpose()?,
+        client_ips: api.client_ips.map(|c| policy::client_ips(file, c)).transpose()?,
+        headers: header_transforms(file, "headers", api.headers, &[])?,
         endpoints,
         auth,
         hooks,

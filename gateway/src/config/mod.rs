@@ -8,7 +8,9 @@ mod fan_out;
 mod load;
 mod locate;
 pub mod net;
+mod policy;
 pub use locate::nearest as locate_field;
+pub use policy::*;
 mod schema;
 mod settings;
 mod trust;
@@ -266,6 +268,8 @@ pub enum AuthConfig {
     },
     /// The `plugins.auth` plugin.
     Plugin(Box<PluginRef>),
+    /// JSON Web Tokens verified by the gateway.
+    Jwt(Box<JwtConfig>),
 }
 
 /// The API-level hooks, in the order they run.
@@ -319,6 +323,10 @@ pub struct ApiConfig {
     pub rate_limit: Option<RateLimit>,
     /// What this API's plugins must carry to load.
     pub plugin_trust: Arc<TrustPolicy>,
+    pub cors: Option<Cors>,
+    pub client_ips: Option<ClientIps>,
+    /// Header changes on every request and response.
+    pub headers: HeaderTransforms,
     pub endpoints: Vec<EndpointConfig>,
 }
 
@@ -401,6 +409,8 @@ pub struct EndpointConfig {
     pub path: String,
     pub plugin: Option<PluginRef>,
     pub rate_limit: Option<RateLimit>,
+    /// What the gateway does itself at this endpoint.
+    pub policy: EndpointPolicy,
 }
 
 /// A plugin reference, resolved: which component, which function, and how.

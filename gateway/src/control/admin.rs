@@ -128,6 +128,7 @@ fn describe_api(api: &ApiRoute) -> Value {
         Auth::Keyless => json!({ "type": "keyless" }),
         Auth::ApiKey { header, query } => json!({ "type": "api_key", "header": header.as_str(), "query": query }),
         Auth::Plugin(plugin) => json!({ "type": "plugin", "plugin": plugin.label() }),
+        Auth::Jwt(jwt) => jwt.describe(),
     };
     let endpoints: Vec<Value> = api
         .endpoints()
@@ -138,6 +139,7 @@ fn describe_api(api: &ApiRoute) -> Value {
                 "path": e.template,
                 "plugin": e.plugin.as_ref().map(|p| p.label()),
                 "rate_limit": e.rate_limit.as_ref().map(|l| l.describe()),
+                "policies": e.policy.names(),
             })
         })
         .collect();
@@ -148,6 +150,7 @@ fn describe_api(api: &ApiRoute) -> Value {
         "upstream": api.upstreams.default_url(),
         "auth": auth,
         "rate_limit": api.rate_limit.as_ref().map(|l| l.describe()),
+        "policies": api.policy_names(),
         "plugins": {
             "pre": labels(&api.hooks.pre),
             "post_auth": labels(&api.hooks.post_auth),

@@ -25,20 +25,13 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Whether `host` (with or without a port) is this machine.
-fn is_loopback(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Opens a client for `host` with the settings `registries` gives it.
 pub fn connect(registries: &Registries, host: &str) -> Result<Connection, String> {
     crate::tls::install_default_provider();
     let entry = registries.hosts.get(host).cloned().unwrap_or_default();
-    let http = entry.http.unwrap_or(is_loopback(host) && entry.ca.is_none());
+    let http = entry
+        .http
+        .unwrap_or(crate::config::net::is_loopback_host(host) && entry.ca.is_none());
     let config = ClientConfig {
         protocol: if http {
             ClientProtocol::Http
@@ -133,27 +126,6 @@ pub fn from_auth_json(text: &[u8], host: &str) -> Result<RegistryAuth, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_hosts_with_and_without_ports() {
-        for host in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1:5000",
-            "127.1.2.3",
-            "[::1]:5000",
-        ] {
-            assert!(is_loopback(host), "{host}");
-        }
-        for host in [
-            "registry.example:5000",
-            "10.0.0.1:5000",
-            "localhost.example",
-            "[2001:db8::1]:443",
-        ] {
-            assert!(!is_loopback(host), "{host}");
-        }
-    }
 
     #[test]
     fn reads_docker_and_podman_auth_files() {

@@ -34,6 +34,8 @@ pub enum Denied {
     /// it more than once: which line is the caller's?
     #[error("header {0} sent more than once; a rate limit counts callers by it")]
     RepeatedHeader(HeaderName),
+    #[error("{0}")]
+    Token(crate::server::jwt::TokenError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

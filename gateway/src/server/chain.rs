@@ -7,6 +7,8 @@
 //! what is configured.
 
 use super::*;
+use crate::config::{EndpointPolicy, UpstreamTimeouts};
+use crate::server::jwt::TokenError;
 
 /// How the request phase ended.
 pub(super) enum Phase {
@@ -35,6 +37,18 @@ pub(super) async fn serve_api(
     mut parts: Parts,
     body: Body,
 ) -> Result<Response, RequestError> {
+    if let Some(ips) = &api.client_ips
+        && !ips.admits(arrival.client.ip_addr)
+    {
+        return Err(policy::Refusal::ClientIp.into());
+    }
+    // A browser's preflight carries no credentials: it is answered before
+    // authentication, whatever endpoint its path would match.
+    if let Some(cors) = &api.cors
+        && let Some(answer) = policy::preflight(cors, &parts)
+    {
+        return answer;
+    }
     let matched = admit(api, rest, &arrival.client, &mut parts)?;
     let limiters = [
         matched.as_ref().and_then(|m| m.endpoint.rate_limit.as_ref()),
@@ -47,15 +61,18 @@ pub(super) async fn serve_api(
         caller_limits(gateway, limiters, &arrival.client, &parts).await?
     };
     let mut ex = begin_exchange(api, rest, arrival, parts, body, matched.as_ref(), limit_headers);
+    let policy = matched.as_ref().map(|m| &m.endpoint.policy);
+    let skip_auth = policy.is_some_and(|p| p.skip_auth);
     let endpoint = matched.as_ref().and_then(|m| m.endpoint.plugin.as_ref());
     // The request phase and the response hooks are boxed: their futures
     // (plugin calls, the session store) are kilobytes, and inline they
     // would make every request's future as large, to be moved and kept per
     // connection, whether or not its API has anything for them to do.
-    let phase = if matches!(api.auth, Auth::Keyless) && endpoint.is_none() && api.hooks.request_phase_is_empty() {
+    let keyless = skip_auth || matches!(api.auth, Auth::Keyless);
+    let phase = if keyless && endpoint.is_none() && api.hooks.request_phase_is_empty() {
         Phase::Upstream
     } else {
-        let phase = Box::pin(request_phase(gateway, api, rest, endpoint, &mut ex)).await;
+        let phase = Box::pin(request_phase(gateway, api, rest, endpoint, skip_auth, &mut ex)).await;
         if ex.metadata_dirty {
             Box::pin(save_metadata(gateway, &mut ex)).await;
         }
@@ -63,17 +80,25 @@ pub(super) async fn serve_api(
     };
     let (mut response, hooks) = match phase {
         Phase::Respond(response) => (response, &api.hooks.response[..]),
-        Phase::Upstream => match ex.timed_upstream(api).await? {
-            Upstreamed::Response(response) => (response, &api.hooks.response[..]),
-            // The connection now belongs to the tunnel: there is no
-            // response for hooks to change (a 101 is not theirs to make).
-            Upstreamed::Switched(response) => (response, &[][..]),
-        },
+        // The endpoint answers for the upstream.
+        Phase::Upstream if let Some(respond) = policy.and_then(|p| p.respond.as_ref()) => {
+            (policy::static_response(respond), &api.hooks.response[..])
+        }
+        Phase::Upstream => {
+            ex.transform_request(api, policy);
+            match ex.timed_upstream(api).await? {
+                Upstreamed::Response(response) => (response, &api.hooks.response[..]),
+                // The connection now belongs to the tunnel: there is no
+                // response for hooks to change (a 101 is not theirs to make).
+                Upstreamed::Switched(response) => (response, &[][..]),
+            }
+        }
     };
     // The response phase: the headers request-phase plugins set on the
     // client's response, the `response` hooks, then the limit headers (the
     // gateway's, last, so no hook can forge them).
     set_all(response.headers_mut(), std::mem::take(&mut ex.response_headers));
+    ex.transform_response(api, policy, &mut response);
     if !hooks.is_empty() {
         response = Box::pin(response_hooks(hooks, &mut ex, response)).await?;
     }
@@ -98,12 +123,6 @@ fn admit<'a>(
         Transport::MutualTls if client.client_cert.is_none() => return Err(RequestError::ClientCertRequired),
         Transport::Tls | Transport::MutualTls => {}
     }
-    if let Some(limit) = api.max_request_body_bytes
-        && declared_length(&parts.headers).is_some_and(|length| length > limit as u64)
-    {
-        // Refused before any plugin runs or the upstream hears of it.
-        return Err(RequestError::BodyTooLarge(limit));
-    }
     // Only the gateway vouches for a client certificate: whatever the
     // client sent under this name goes.
     let xfcc = HeaderName::from_static("x-forwarded-client-cert");
@@ -121,10 +140,27 @@ fn admit<'a>(
     let matched = api.match_endpoint(&parts.method, rest);
     if let Some(m) = &matched {
         tracing::Span::current().record("endpoint", m.endpoint.template.as_str());
+        if m.endpoint.policy.deny {
+            return Err(policy::Refusal::Endpoint.into());
+        }
     } else if api.unmatched == Unmatched::Reject {
         return Err(RequestError::NoEndpoint);
     }
+    let policy = matched.as_ref().map(|m| &m.endpoint.policy);
+    if let Some(limit) = max_request_body_bytes(api, policy)
+        && declared_length(&parts.headers).is_some_and(|length| length > limit as u64)
+    {
+        // Refused before any plugin runs or the upstream hears of it.
+        return Err(RequestError::BodyTooLarge(limit));
+    }
     Ok(matched)
+}
+
+/// The largest request body the endpoint (or else the API) takes.
+fn max_request_body_bytes(api: &ApiRoute, endpoint: Option<&EndpointPolicy>) -> Option<usize> {
+    endpoint
+        .and_then(|e| e.max_request_body_bytes)
+        .or(api.max_request_body_bytes)
 }
 
 /// The rate limits on every caller, the endpoint's then the API's: they
@@ -192,6 +228,11 @@ fn begin_exchange(
         params: matched.map(|m| m.params.clone()).unwrap_or_default(),
         parts,
         body: BodyState::Streaming(body),
+        timeouts: match matched.and_then(|m| m.endpoint.policy.upstream_timeout) {
+            Some(head) => UpstreamTimeouts { head, ..api.timeouts },
+            None => api.timeouts,
+        },
+        max_body: max_request_body_bytes(api, matched.map(|m| &m.endpoint.policy)),
         client,
         session: Session::anonymous(),
         caller: None,
@@ -220,6 +261,7 @@ pub(super) async fn request_phase(
     api: &ApiRoute,
     rest: &str,
     endpoint: Option<&Plugin>,
+    skip_auth: bool,
     ex: &mut Exchange,
 ) -> Result<Phase, RequestError> {
     for plugin in &api.hooks.pre {
@@ -233,7 +275,18 @@ pub(super) async fn request_phase(
     // session is in place (its metadata changes land there).
     let mut auth_changes = None;
     let caller = match &api.auth {
+        _ if skip_auth => None,
         Auth::Keyless => None,
+        Auth::Jwt(jwt) => {
+            let token = jwt.token(&ex.parts).ok_or(Denied::Token(TokenError::Missing))?;
+            let data = jwt.verify(&token).await.map_err(Denied::Token)?;
+            Some(Caller {
+                // The token is the session: nothing is stored.
+                store_id: String::new(),
+                counter_id: format!("jwt:{}", data.key_id),
+                data,
+            })
+        }
         Auth::ApiKey { header, query } => {
             let key = auth::extract_key(&ex.parts.headers, header, query.as_deref(), ex.parts.uri.query())
                 .ok_or(Denied::MissingKey)?;

@@ -12,6 +12,8 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::plugin::PluginError;
 use crate::server::auth::Denied;
+use crate::server::jwt::TokenError;
+use crate::server::policy::Refusal;
 use crate::telemetry::Blame;
 use crate::upstream::UpstreamError;
 
@@ -42,6 +44,8 @@ pub enum RequestError {
     ResponseTooLarge(usize),
     #[error(transparent)]
     Denied(#[from] Denied),
+    #[error(transparent)]
+    Refused(#[from] crate::server::policy::Refusal),
     #[error("cannot build the upstream request: {0}")]
     Internal(String),
 }
@@ -64,12 +68,15 @@ impl RequestError {
             RequestError::Upstream(UpstreamError::Invalid(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             RequestError::Upstream(_) | RequestError::ResponseTooLarge(_) => StatusCode::BAD_GATEWAY,
             RequestError::Denied(denied) => match denied {
-                Denied::MissingKey | Denied::UnknownKey | Denied::Expired => StatusCode::UNAUTHORIZED,
+                Denied::MissingKey | Denied::UnknownKey | Denied::Expired | Denied::Token(_) => {
+                    StatusCode::UNAUTHORIZED
+                }
                 Denied::NoAccess => StatusCode::FORBIDDEN,
                 Denied::RepeatedHeader(_) => StatusCode::BAD_REQUEST,
                 Denied::RateLimited(_) | Denied::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
                 Denied::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
+            RequestError::Refused(_) => StatusCode::FORBIDDEN,
             RequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,7 +91,8 @@ impl RequestError {
             | RequestError::ClientCertRequired
             | RequestError::BodyTimeout(_)
             | RequestError::BodyTooLarge(_)
-            | RequestError::BadBody(_) => Blame::Client,
+            | RequestError::BadBody(_)
+            | RequestError::Refused(_) => Blame::Client,
             RequestError::Denied(Denied::Store(_)) => Blame::Gateway,
             RequestError::Denied(_) => Blame::Client,
             // Out of instance slots: the gateway's capacity, not the plugin.
@@ -128,6 +136,12 @@ impl RequestError {
                 Denied::RateLimited(_) => "rate limit exceeded",
                 Denied::QuotaExceeded(_) => "quota exceeded",
                 Denied::Store(_) => "session store unavailable, retry later",
+                Denied::Token(_) => "invalid token",
+            },
+            RequestError::Refused(refusal) => match refusal {
+                Refusal::ClientIp => "your address may not call this API",
+                Refusal::Endpoint => "this endpoint is forbidden",
+                Refusal::Cors => "cross-origin request not allowed",
             },
             RequestError::Internal(_) => "internal gateway error",
         }
@@ -139,6 +153,20 @@ impl RequestError {
             // gives nothing away.
             RequestError::BadPath(why) => {
                 json_error(self.status(), &format!("invalid request path: {why}"), request_id)
+            }
+            // RFC 6750: which of the token's checks failed is the
+            // client's to know (and tells nothing of the keys).
+            RequestError::Denied(Denied::Token(why)) => {
+                let mut response = json_error(self.status(), &why.to_string(), request_id);
+                let challenge = if *why == TokenError::Missing {
+                    "Bearer".to_owned()
+                } else {
+                    format!("Bearer error=\"invalid_token\", error_description=\"{why}\"")
+                };
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                }
+                response
             }
             _ => json_error(self.status(), self.public_message(), request_id),
         };

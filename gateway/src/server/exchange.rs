@@ -28,6 +28,10 @@ pub(super) struct Exchange {
     pub(super) upstream_span: Option<opentelemetry::Context>,
     /// How long the client may take to send a body the gateway reads whole.
     pub(super) body_timeout: Duration,
+    /// The upstream exchange's timeouts: the API's, or its endpoint's.
+    pub(super) timeouts: crate::config::UpstreamTimeouts,
+    /// The largest body sent upstream: the API's, or its endpoint's.
+    pub(super) max_body: Option<usize>,
 }
 
 pub(super) enum BodyState {

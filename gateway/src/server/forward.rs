@@ -12,10 +12,9 @@ pub(super) enum Upstreamed {
 }
 
 pub(super) async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Upstreamed, RequestError> {
+    let max_body = ex.max_body;
     let over_limit = |e: UpstreamError| match e {
-        UpstreamError::RequestBodyTooLarge => {
-            RequestError::BodyTooLarge(api.max_request_body_bytes.unwrap_or_default())
-        }
+        UpstreamError::RequestBodyTooLarge => RequestError::BodyTooLarge(max_body.unwrap_or_default()),
         other => RequestError::Upstream(other),
     };
     // An upgrade (WebSocket) request, once the request phase let it through:
@@ -24,13 +23,13 @@ pub(super) async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Ups
     if let Some(protocol) = proxy::allowed_upgrade(&ex.parts.headers, &api.upgrades)
         && let Some(client_side) = ex.parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
     {
-        let mut request = ex.upstream_request(false, api.max_request_body_bytes)?;
+        let mut request = ex.upstream_request(false, max_body)?;
         let headers = &mut request.parts.headers;
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
         let exchanged = api
             .upstreams
-            .send(&ex.destination, request, api.timeouts.head, ex.affinity())
+            .send(&ex.destination, request, ex.timeouts.head, ex.affinity())
             .await
             .map_err(over_limit)?;
         let mut response = exchanged.response;
@@ -59,9 +58,9 @@ pub(super) async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Ups
         return Ok(Upstreamed::Switched(Response::from_parts(parts, Body::empty())));
     }
     // Response hooks still need the request; otherwise it can move out.
-    let request = ex.upstream_request(!api.hooks.response.is_empty(), api.max_request_body_bytes)?;
+    let request = ex.upstream_request(!api.hooks.response.is_empty(), max_body)?;
     let started = tokio::time::Instant::now();
-    let timeouts = api.timeouts;
+    let timeouts = ex.timeouts;
     let head = timeouts.total.map_or(timeouts.head, |total| total.min(timeouts.head));
     let exchanged = api
         .upstreams

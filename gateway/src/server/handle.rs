@@ -19,6 +19,11 @@ pub(super) async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Reques
         &client.addr,
         gateway.access_log.as_ref(),
     );
+    // A browser's origin, when its API answers cross-origin requests.
+    let origin = match &resolved {
+        Ok(Some(api)) if api.cors.is_some() => Some(request.headers().get(header::ORIGIN).cloned()),
+        _ => None,
+    };
     let request = observer.count_request_body(request);
     let span = observer.span().clone();
     let (api, result) = route(gateway, resolved, client, &request_id, request, &observer)
@@ -35,6 +40,9 @@ pub(super) async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Reques
     response
         .headers_mut()
         .insert(RequestId::HEADER, request_id.header().clone());
+    if let (Some(origin), Some(cors)) = (origin, api.and_then(|api| api.cors.as_ref())) {
+        policy::cors_response(cors, origin.as_ref(), response.headers_mut());
+    }
     let metrics = api.map_or(ApiMetrics::unrouted(), |api| &api.metrics);
     observer.end(metrics, api.map(|api| &*api.id), blame, response)
 }
@@ -63,6 +71,18 @@ pub(super) fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
     let path_and_query = match uri.query() {
         Some(query) => format!("{path}?{query}"),
         None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
+}
+
+/// `uri` with its query replaced (removed if `query` is empty).
+pub(super) fn with_query(uri: &http::Uri, query: &str) -> Option<http::Uri> {
+    let path_and_query = if query.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{query}", uri.path())
     };
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().ok()?);

@@ -8,8 +8,8 @@ use super::*;
 /// chain calls it when a plugin changed some). A failure is logged; the
 /// request goes on.
 pub(super) async fn save_metadata(gateway: &Gateway, ex: &mut Exchange) {
-    let Some(caller) = &ex.caller else {
-        tracing::debug!("session metadata set on an anonymous session is not saved");
+    let Some(caller) = ex.caller.as_ref().filter(|c| !c.store_id.is_empty()) else {
+        tracing::debug!("session metadata set on an anonymous or token session is not saved");
         return;
     };
     if let Err(e) = gateway.store.put(&caller.store_id, &caller.data).await {

@@ -136,6 +136,8 @@ pub(super) struct Peer {
     pub(super) addr: String,
     /// The IP alone, for `X-Forwarded-For`.
     pub(super) ip: HeaderValue,
+    /// The same, for `client_ips`.
+    pub(super) ip_addr: std::net::IpAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub(super) proto: HeaderValue,
     /// Whether the connection is TLS.
@@ -153,6 +155,7 @@ impl Peer {
         Peer {
             addr: addr.to_string(),
             ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            ip_addr: addr.ip(),
             proto: HeaderValue::from_static(if tls.is_some() { "https" } else { "http" }),
             tls: tls.is_some(),
             client_cert: tls.flatten(),

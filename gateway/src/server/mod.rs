@@ -26,7 +26,9 @@ mod exchange;
 mod forward;
 mod handle;
 mod hooks;
+pub mod jwt;
 mod listener;
+pub mod policy;
 
 use chain::*;
 use exchange::*;

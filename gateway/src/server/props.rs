@@ -288,6 +288,12 @@ fn exchange(parts: http::request::Parts, body: &'static [u8]) -> Exchange {
         session: Session::anonymous(),
         caller: None,
         metadata_dirty: false,
+        timeouts: crate::config::UpstreamTimeouts {
+            head: std::time::Duration::from_secs(1),
+            read: std::time::Duration::from_secs(1),
+            total: None,
+        },
+        max_body: None,
         limit_headers: Default::default(),
         response_headers: Default::default(),
         usage: None,

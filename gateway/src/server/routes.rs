@@ -10,10 +10,12 @@ use std::time::Duration;
 use http::Method;
 
 use crate::config::{ApiConfig, AuthConfig, Config, ConfigError, PluginRef, UpstreamTimeouts};
+use crate::config::{ClientIps, Cors, EndpointPolicy, HeaderTransforms};
 use crate::config::{OverrideHeaders, RoutingPolicy, Transport, Unmatched};
 use crate::plugin::{Api, CallContext, HookKind, LoadError, Plugin, PluginRuntime};
 use crate::server::auth::RateLimiter;
 use crate::server::canonical::{self, PathError, PathOptions};
+use crate::server::jwt::JwtAuth;
 use crate::telemetry::metrics::ApiMetrics;
 use crate::telemetry::{RequestId, TraceContext};
 use crate::upstream::ApiUpstreams;
@@ -71,6 +73,12 @@ pub struct ApiRoute {
     /// The record plugins receive.
     pub record: Arc<Api>,
     pub auth: Auth,
+    /// Cross-origin requests from browsers.
+    pub cors: Option<Cors>,
+    /// Client addresses let in or turned away.
+    pub client_ips: Option<ClientIps>,
+    /// Header changes on every request and response.
+    pub headers: HeaderTransforms,
     /// `rate_limit` on the whole API.
     pub rate_limit: Option<RateLimiter>,
     pub hooks: Hooks,
@@ -88,6 +96,7 @@ pub enum Auth {
         query: Option<String>,
     },
     Plugin(Box<Plugin>),
+    Jwt(Box<JwtAuth>),
 }
 
 /// The API-level hooks, loaded, in the order they run.
@@ -120,6 +129,8 @@ pub struct Endpoint {
     pub template: String,
     pub plugin: Option<Plugin>,
     pub rate_limit: Option<RateLimiter>,
+    /// What the gateway does itself here.
+    pub policy: EndpointPolicy,
 }
 
 /// A matched endpoint and the parameters its template captured.
@@ -315,6 +326,18 @@ impl PrefixIndex {
 }
 
 impl ApiRoute {
+    /// The API-wide policies set, by their YAML names, for the admin API.
+    pub fn policy_names(&self) -> Vec<&'static str> {
+        [
+            ("cors", self.cors.is_some()),
+            ("client_ips", self.client_ips.is_some()),
+            ("headers", !self.headers.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
     /// `path` under this API's listen path (always starting with `/`), if
     /// it is under it.
     pub fn rest<'a>(&self, path: &'a str) -> Option<&'a str> {
@@ -351,6 +374,7 @@ impl ApiRoute {
                 template: endpoint.path.clone(),
                 plugin,
                 rate_limit,
+                policy: endpoint.policy.clone(),
             });
             match groups
                 .iter_mut()
@@ -378,6 +402,7 @@ impl ApiRoute {
                 query: query.clone(),
             },
             AuthConfig::Plugin(reference) => Auth::Plugin(Box::new(runtime.load(reference, HookKind::Auth).await?)),
+            AuthConfig::Jwt(jwt) => Auth::Jwt(Box::new(JwtAuth::build(jwt, &api.id, api.upstream_tls.as_ref()).await)),
         };
         let hooks = Hooks {
             pre: load_all(runtime, &api.hooks.pre, HookKind::Request).await?,
@@ -389,6 +414,9 @@ impl ApiRoute {
         let upstreams = ApiUpstreams::build(api, previous);
         Ok(ApiRoute {
             auth,
+            cors: api.cors.clone(),
+            client_ips: api.client_ips.clone(),
+            headers: api.headers.clone(),
             rate_limit: api
                 .rate_limit
                 .clone()

@@ -9,7 +9,7 @@
 //! decided in `error`.
 
 mod balance;
-mod client;
+pub mod client;
 mod group;
 mod health;
 pub mod outbound;

@@ -67,6 +67,15 @@ pub struct ApiFile {
     /// A limit on every request to the API, keyed or not.
     #[serde(default)]
     pub rate_limit: Option<RateLimitFile>,
+    /// Cross-origin requests from browsers.
+    #[serde(default)]
+    pub cors: Option<CorsFile>,
+    /// Client addresses let in or turned away.
+    #[serde(default)]
+    pub client_ips: Option<ClientIpsFile>,
+    /// Headers changed on every request and response of the API.
+    #[serde(default)]
+    pub headers: HeadersFile,
     /// A stricter trust policy for this API's plugins than the gateway's.
     #[serde(default)]
     pub plugin_trust: Option<TrustFile>,
@@ -91,6 +100,8 @@ pub enum AuthFile {
     },
     /// The `plugins.auth` plugin authenticates.
     Plugin,
+    /// A JSON Web Token, verified by the gateway.
+    Jwt(Box<JwtFile>),
 }
 
 fn default_upgrades() -> Vec<UpgradeProtocol> {
@@ -184,6 +195,28 @@ pub struct EndpointFile {
     /// A limit on the requests this endpoint matches.
     #[serde(default)]
     pub rate_limit: Option<RateLimitFile>,
+    /// Refuse every request it matches (403).
+    #[serde(default)]
+    pub deny: bool,
+    /// Answer this instead of the upstream.
+    #[serde(default)]
+    pub respond: Option<FallbackFile>,
+    /// Let callers in without authenticating.
+    #[serde(default)]
+    pub skip_auth: bool,
+    /// The path the upstream gets.
+    #[serde(default)]
+    pub rewrite: Option<RewriteFile>,
+    /// The method the upstream gets.
+    #[serde(default)]
+    pub upstream_method: Option<MethodName>,
+    #[serde(default)]
+    pub headers: HeadersFile,
+    /// Overrides the API's for this endpoint.
+    #[serde(default)]
+    pub upstream_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub max_request_body_bytes: Option<usize>,
 }
 
 /// `rate_limit:` of an API or an endpoint: at most `rate` requests per

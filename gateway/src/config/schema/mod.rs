@@ -39,10 +39,12 @@ macro_rules! validated_string {
 
 mod api;
 mod gateway;
+mod policy;
 mod upstream;
 mod values;
 
 pub use api::*;
 pub use gateway::*;
+pub use policy::*;
 pub use upstream::*;
 pub use values::*;
