@@ -5,7 +5,11 @@
 # (total(N2) - total(N1)) / (N2 - N1), so start-up and shutdown cancel out.
 #
 # SCENARIO is s1 (plain proxy, the default), f1 (S1 through the bench
-# plugin's noop, which continues unchanged) or s3 (a virtual endpoint
+# plugin's noop, which continues unchanged), p1 (S1 with the built-in
+# policies a Tyk API typically has: a client IP allow list, CORS with the
+# browser's Origin, request and response header transforms and a path
+# rewrite), j1 and j2 (S1 behind JWT auth, HS256 and RS256, with the
+# token in the request), or s3 (a virtual endpoint
 # answered by a fresh instance of the bench plugin: PLUGIN=path/to/bench.wasm,
 # default the example-plugins build). TARGET is the request path (default
 # /s1/items/42 or /s3; try a spelling such as /s1/x/../items/%34%32 to count
@@ -29,9 +33,14 @@ plugin=$(realpath "${PLUGIN:-$here/../example-plugins/target/wasm32-wasip2/relea
 case $scenario in
   s1) target=${TARGET:-/s1/items/42} ;;
   f1) target=${TARGET:-/f1/items/42} ;;
+  p1) target=${TARGET:-/p1/items/42} ;;
+  j1|j2) target=${TARGET:-/$scenario/items/42} ;;
   s3) target=${TARGET:-/s3} ;;
-  *) echo "unknown scenario $scenario (s1, f1 or s3)" >&2; exit 2 ;;
+  *) echo "unknown scenario $scenario (s1, f1, p1, j1, j2 or s3)" >&2; exit 2 ;;
 esac
+# What the client sends besides the request line (p1: a browser's
+# Origin; j1/j2: a bearer token signed with the test keys).
+headers=()
 work=$(mktemp -d)
 # KEEP=DIR keeps the callgrind outputs there, for callgrind_annotate.
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$work"/cg.* "$KEEP"/; rm -rf "$work"' EXIT
@@ -68,6 +77,47 @@ EOF
 # Only the scenario's API: S1 then loads no plugin at all.
 if [ "$scenario" = s1 ]; then
   printf 'id: s1\nlisten_path: /s1/\nstrip_listen_path: true\nupstream: http://127.0.0.1:%s\n' "$port" > "$work/apis/s1.yaml"
+elif [ "$scenario" = p1 ]; then
+  cat > "$work/apis/p1.yaml" <<EOF
+id: p1
+listen_path: /p1/
+strip_listen_path: true
+upstream: http://127.0.0.1:$port
+client_ips: { allow: [127.0.0.0/8, "::1"], deny: [10.0.0.0/8] }
+cors: { origins: [https://app.example.com], credentials: true }
+headers:
+  request: { set: { x-request: "{request_id}" }, remove: [x-internal] }
+  response: { set: { x-served-by: "{api_id}" } }
+endpoints:
+  - path: /items/{id}
+    rewrite: /items/{id}
+EOF
+  headers=(-H "Origin: https://app.example.com")
+elif [ "$scenario" = j1 ] || [ "$scenario" = j2 ]; then
+  fixtures=$(realpath "$here/../tests/fixtures/jwt")
+  if [ "$scenario" = j1 ]; then
+    auth="{ type: jwt, algorithms: [HS256], secret: an HMAC secret of more than 32 bytes for benches }"
+    token=$(python3 - <<'PY'
+import base64, hashlib, hmac, json, time
+b = lambda d: base64.urlsafe_b64encode(json.dumps(d, separators=(",", ":")).encode()).rstrip(b"=")
+msg = b({"alg": "HS256", "typ": "JWT"}) + b"." + b({"sub": "bench", "exp": int(time.time()) + 3600})
+sig = hmac.new(b"an HMAC secret of more than 32 bytes for benches", msg, hashlib.sha256).digest()
+print((msg + b"." + base64.urlsafe_b64encode(sig).rstrip(b"=")).decode())
+PY
+)
+  else
+    auth="{ type: jwt, algorithms: [RS256], public_key_files: [$fixtures/rsa1.pub] }"
+    token=$(python3 - "$fixtures/rsa1.key" <<'PY'
+import base64, json, subprocess, sys, time
+b = lambda d: base64.urlsafe_b64encode(json.dumps(d, separators=(",", ":")).encode()).rstrip(b"=")
+msg = b({"alg": "RS256", "typ": "JWT"}) + b"." + b({"sub": "bench", "exp": int(time.time()) + 3600})
+sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", sys.argv[1]], input=msg, capture_output=True, check=True).stdout
+print((msg + b"." + base64.urlsafe_b64encode(sig).rstrip(b"=")).decode())
+PY
+)
+  fi
+  printf 'id: %s\nlisten_path: /%s/\nstrip_listen_path: true\nupstream: http://127.0.0.1:%s\nauth: %s\n' "$scenario" "$scenario" "$port" "$auth" > "$work/apis/$scenario.yaml"
+  headers=(-H "Authorization: Bearer $token")
 elif [ "$scenario" = f1 ]; then
   printf 'id: f1\nlisten_path: /f1/\nstrip_listen_path: true\nupstream: http://127.0.0.1:%s\nendpoints:\n  - path: /{*rest}\n    plugin: { path: %s, function: noop }\n' "$port" "$plugin" > "$work/apis/f1.yaml"
 else
@@ -125,7 +175,7 @@ count() {
     exit 1
   fi
   # One connection, N requests; the bodies are not ours to count.
-  curl -s --path-as-is $(for _ in $(seq "$n"); do printf '%s%s ' "$url" "$target"; done) > /dev/null
+  curl -s --path-as-is "${headers[@]}" $(for _ in $(seq "$n"); do printf '%s%s ' "$url" "$target"; done) > /dev/null
   kill -TERM "$pid"
   wait "$pid" || true
   callgrind_annotate "$out" 2>/dev/null | sed -n 's/^\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,
