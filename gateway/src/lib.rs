@@ -15,7 +15,7 @@
 //! A module imports only from its own layer and the layers below it, and no
 //! files import each other in a circle; `cargo xtask lint` checks both.
 //!
-//! 1. `sync`, `text`, `framing`: rules every layer shares (the lock, hex and log-safe text, HTTP framing).
+//! 1. `sync`, `text`, `framing`, `grpc`: rules every layer shares (the lock, hex and log-safe text, HTTP framing, gRPC's statuses, deadlines and health messages).
 //! 2. `tls`, `cosign`: loading and verifying certificates and keys; cosign's keys and signatures.
 //! 3. `config`: the configuration as plain, validated data.
 //! 4. `telemetry`, `store`: observing requests; keeping sessions.
@@ -35,6 +35,7 @@ pub mod config;
 pub mod control;
 pub mod cosign;
 pub mod framing;
+pub mod grpc;
 pub mod plugin;
 pub mod plugin_tools;
 pub mod registry;

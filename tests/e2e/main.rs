@@ -12,6 +12,7 @@ mod contract;
 mod deploy;
 mod edge;
 mod fan_out;
+mod grpc;
 mod jwt;
 mod keys;
 mod metrics;

@@ -193,8 +193,31 @@ fn ensure_test_packages() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The real gRPC server and client the gRPC tests run (`tests/grpc/`):
+/// grpcio and its health service, pinned, in `target/grpc-venv` (from
+/// PyPI; made once, kept while the requirements are unchanged).
+fn ensure_grpc_venv(root: &Path) -> anyhow::Result<()> {
+    let venv = root.join("target/grpc-venv");
+    let requirements = root.join("tests/grpc/requirements.txt");
+    let stamp = venv.join("requirements.txt");
+    let wanted = std::fs::read(&requirements).context("reading tests/grpc/requirements.txt")?;
+    if std::fs::read(&stamp).is_ok_and(|had| had == wanted) {
+        return Ok(());
+    }
+    let python = if have("python3") { "python3" } else { "python" };
+    let _ = std::fs::remove_dir_all(&venv);
+    run(Command::new(python).arg("-m").arg("venv").arg(&venv))
+        .context("the gRPC tests need Python 3 with venv (Debian: apt-get install python3-venv)")?;
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&requirements))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(())
+}
+
 fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     ensure_test_packages()?;
+    ensure_grpc_venv(root)?;
     plugins(root)?;
     // The workspace includes the SDK: its unit tests and doc examples run
     // on the host with the gateway's.

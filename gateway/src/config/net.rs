@@ -5,10 +5,13 @@
 use http::uri::{Authority, Scheme, Uri};
 
 /// A base URL: `http[s]://host:port` with an optional base path that every
-/// forwarded path is appended to.
+/// forwarded path is appended to; or `h2c://host:port`, plain HTTP/2 with
+/// prior knowledge (what a gRPC server without TLS speaks).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BaseUrl {
     scheme: Scheme,
+    /// `h2c://`: HTTP/2 without TLS, no HTTP/1.1 upgrade dance.
+    h2c: bool,
     authority: Authority,
     /// Without trailing slash; empty for none.
     base_path: String,
@@ -17,13 +20,17 @@ pub struct BaseUrl {
 impl BaseUrl {
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = |why: &str| Err(format!("invalid upstream URL {s:?}: {why}"));
+        let (h2c, s) = match s.strip_prefix("h2c://") {
+            Some(rest) => (true, format!("http://{rest}")),
+            None => (false, s.to_owned()),
+        };
         let uri: Uri = match s.parse() {
             Ok(uri) => uri,
             Err(e) => return bad(&e.to_string()),
         };
         let scheme = match uri.scheme() {
             Some(scheme) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => scheme.clone(),
-            _ => return bad("expected http://host[:port][/base/path] or https://..."),
+            _ => return bad("expected http://host[:port][/base/path], https://... or h2c://host:port"),
         };
         let Some(authority) = uri.authority().cloned() else {
             return bad("missing host");
@@ -39,6 +46,7 @@ impl BaseUrl {
         }
         Ok(BaseUrl {
             scheme,
+            h2c,
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
         })
@@ -59,6 +67,11 @@ impl BaseUrl {
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
+    }
+
+    /// Whether it speaks HTTP/2 with prior knowledge over plain TCP.
+    pub fn is_h2c(&self) -> bool {
+        self.h2c
     }
 
     /// The host without IPv6 brackets, as written.
@@ -86,7 +99,8 @@ impl BaseUrl {
 
 impl std::fmt::Display for BaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+        let scheme = if self.h2c { "h2c" } else { self.scheme.as_str() };
+        write!(f, "{scheme}://{}{}", self.authority, self.base_path)
     }
 }
 

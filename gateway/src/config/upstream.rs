@@ -69,10 +69,15 @@ pub enum HashOn {
     KeyId,
 }
 
+/// The gRPC health service's method (grpc.health.v1).
+pub const GRPC_HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
+
 /// Active probes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub path: String,
+    /// Probe with `grpc.health.v1.Health/Check` for this service.
+    pub grpc_service: Option<String>,
     pub interval: Duration,
     pub timeout: Duration,
     pub unhealthy_after: u32,
@@ -192,6 +197,12 @@ fn group(file: &Path, field: &str, name: &str, spec: UrlOr<UpstreamGroupFile>) -
                 format!("must be between 1 and {MAX_WEIGHT}"),
             ));
         }
+        if targets.first().is_some_and(|first| first.url.is_h2c() != url.is_h2c()) {
+            return Err(bad(
+                &format!("targets[{i}].url"),
+                "an upstream's targets are all h2c:// or none is (one client speaks to them all)".into(),
+            ));
+        }
         if targets.iter().any(|t| t.url == url) {
             return Err(bad(&format!("targets[{i}].url"), format!("{url} is listed twice")));
         }
@@ -222,11 +233,28 @@ fn group(file: &Path, field: &str, name: &str, spec: UrlOr<UpstreamGroupFile>) -
         None => None,
         Some(HealthCheckFile {
             path,
+            grpc_service,
             interval_ms,
             timeout_ms,
             unhealthy_after,
             healthy_after,
         }) => {
+            let path = match (path, &grpc_service) {
+                (Some(path), None) => path,
+                (None, Some(_)) if targets.iter().all(|t| t.url.is_h2c()) => GRPC_HEALTH_PATH.to_owned(),
+                (None, Some(_)) => {
+                    return Err(bad(
+                        "health_check.grpc_service",
+                        "gRPC health checks need h2c:// targets".into(),
+                    ));
+                }
+                _ => {
+                    return Err(bad(
+                        "health_check",
+                        "give a `path` to GET, or a `grpc_service` to ask the gRPC health service about".into(),
+                    ));
+                }
+            };
             if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
                 return Err(bad(
                     "health_check.path",
@@ -241,6 +269,7 @@ fn group(file: &Path, field: &str, name: &str, spec: UrlOr<UpstreamGroupFile>) -
             }
             Some(HealthCheck {
                 path,
+                grpc_service,
                 interval: positive("health_check.interval_ms", interval_ms)?,
                 timeout: positive("health_check.timeout_ms", timeout_ms)?,
                 unhealthy_after,

@@ -156,6 +156,21 @@ fn admit<'a>(
     Ok(matched)
 }
 
+/// The upstream exchange's timeouts: the API's, or its endpoint's; a
+/// gRPC call's `grpc-timeout` shortens the wait for the head and bounds
+/// the whole exchange.
+fn upstream_timeouts(api: &ApiRoute, matched: Option<&EndpointMatch<'_>>, headers: &HeaderMap) -> UpstreamTimeouts {
+    let mut timeouts = api.timeouts;
+    if let Some(head) = matched.and_then(|m| m.endpoint.policy.upstream_timeout) {
+        timeouts.head = head;
+    }
+    if let Some(deadline) = crate::grpc::timeout(headers).filter(|_| crate::grpc::is_grpc(headers)) {
+        timeouts.head = timeouts.head.min(deadline);
+        timeouts.total = Some(timeouts.total.map_or(deadline, |total| total.min(deadline)));
+    }
+    timeouts
+}
+
 /// The largest request body the endpoint (or else the API) takes.
 fn max_request_body_bytes(api: &ApiRoute, endpoint: Option<&EndpointPolicy>) -> Option<usize> {
     endpoint
@@ -209,6 +224,7 @@ fn begin_exchange(
         telemetry::record(trace, attributes);
     }
     let mut ctx = api.call_context(request_id.clone(), &parts.headers, trace);
+    let timeouts = upstream_timeouts(api, matched, &parts.headers);
     let usage = accounting.map(|(usage, plugins)| {
         ctx.stats = Some(plugins);
         if let Some(m) = matched {
@@ -228,10 +244,7 @@ fn begin_exchange(
         params: matched.map(|m| m.params.clone()).unwrap_or_default(),
         parts,
         body: BodyState::Streaming(body),
-        timeouts: match matched.and_then(|m| m.endpoint.policy.upstream_timeout) {
-            Some(head) => UpstreamTimeouts { head, ..api.timeouts },
-            None => api.timeouts,
-        },
+        timeouts,
         max_body: max_request_body_bytes(api, matched.map(|m| &m.endpoint.policy)),
         client,
         session: Session::anonymous(),

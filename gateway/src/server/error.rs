@@ -186,6 +186,32 @@ impl RequestError {
     }
 }
 
+impl RequestError {
+    /// The error as a gRPC client understands it: HTTP 200 and one header
+    /// block with `grpc-status` (the HTTP status mapped: 401 is
+    /// UNAUTHENTICATED, 429 RESOURCE_EXHAUSTED, 502 and 503 UNAVAILABLE,
+    /// 504 DEADLINE_EXCEEDED) and `grpc-message`, plus the headers the
+    /// error carries (`retry-after`, `x-ratelimit-*`) as metadata.
+    pub fn into_grpc_response(self, request_id: &str) -> Response {
+        let code = crate::grpc::code_for(self.status());
+        let message = match &self {
+            RequestError::BadPath(why) => format!("invalid request path: {why}"),
+            RequestError::Denied(Denied::Token(why)) => why.to_string(),
+            _ => self.public_message().to_owned(),
+        };
+        let http = self.into_response(request_id);
+        let mut response = Response::new(Body::empty());
+        let headers = response.headers_mut();
+        for (name, value) in http.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                headers.append(name, value.clone());
+            }
+        }
+        headers.extend(crate::grpc::trailers_only(code, &message));
+        response
+    }
+}
+
 /// `{"error": "...", "status": 404, "request_id": "..."}` with that status.
 pub fn json_error(status: StatusCode, message: &str, request_id: &str) -> Response {
     let body = serde_json::json!({ "error": message, "status": status.as_u16(), "request_id": request_id });

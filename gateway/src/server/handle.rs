@@ -24,6 +24,7 @@ pub(super) async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Reques
         Ok(Some(api)) if api.cors.is_some() => Some(request.headers().get(header::ORIGIN).cloned()),
         _ => None,
     };
+    let grpc = crate::grpc::is_grpc(request.headers());
     let request = observer.count_request_body(request);
     let span = observer.span().clone();
     let (api, result) = route(gateway, resolved, client, &request_id, request, &observer)
@@ -34,7 +35,12 @@ pub(super) async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Reques
         Err(error) => {
             let blame = error.blame();
             observer.failed(&request_id, error.status(), blame, &error);
-            (error.into_response(request_id.as_str()), Some(blame))
+            let response = if grpc {
+                error.into_grpc_response(request_id.as_str())
+            } else {
+                error.into_response(request_id.as_str())
+            };
+            (response, Some(blame))
         }
     };
     response

@@ -61,7 +61,16 @@ pub fn forwarded_request_headers(
     proto: &HeaderValue,
     authority: Option<&http::uri::Authority>,
 ) {
+    // `TE: trailers` is the one TE that crosses (as HTTP/2 allows): gRPC
+    // servers use it to know the client reads trailers.
+    let trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+    });
     strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     let host = headers
         .remove(header::HOST)
         .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));

@@ -24,6 +24,24 @@ where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
 {
+    client(connect, idle, tls, false)
+}
+
+/// [`pooled_client`] speaking HTTP/2 only, with prior knowledge on plain
+/// connections: for `h2c://` targets (gRPC without TLS).
+pub fn h2c_client<B>(connect: Duration, idle: Duration, tls: &ClientTls) -> HttpClient<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    client(connect, idle, tls, true)
+}
+
+fn client<B>(connect: Duration, idle: Duration, tls: &ClientTls, http2_only: bool) -> HttpClient<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
     let mut tcp = HttpConnector::new();
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(Some(connect));
@@ -39,6 +57,7 @@ where
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(idle)
         .pool_timer(TokioTimer::new())
+        .http2_only(http2_only)
         .build(connector)
 }
 

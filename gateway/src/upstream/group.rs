@@ -39,6 +39,16 @@ impl Target {
     }
 }
 
+/// The client of an upstream's targets: HTTP/2 only when they are `h2c://`
+/// (all or none are: the configuration checks).
+fn group_client(config: &UpstreamConfig, tls: &ClientTls) -> HttpClient<Body> {
+    if config.targets.iter().any(|t| t.url.is_h2c()) {
+        client::h2c_client(config.connect_timeout, config.idle_timeout, tls)
+    } else {
+        pooled_client(config.connect_timeout, config.idle_timeout, tls)
+    }
+}
+
 impl Group {
     pub(super) fn start(api: &Arc<str>, config: UpstreamConfig, tls: ClientTls, previous: Option<&Group>) -> Arc<Self> {
         let name: Arc<str> = config.name.as_str().into();
@@ -62,7 +72,7 @@ impl Group {
         let weights: Vec<u32> = config.targets.iter().map(|t| t.weight).collect();
         let group = Arc::new(Group {
             balancer: Balancer::new(&config.balance, &weights),
-            client: ArcSwap::from_pointee(pooled_client(config.connect_timeout, config.idle_timeout, &tls)),
+            client: ArcSwap::from_pointee(group_client(&config, &tls)),
             budget: RetryBudget::new(config.retries.budget_percent, config.retries.min_per_second),
             name,
             api: Arc::clone(api),
@@ -365,20 +375,65 @@ pub(super) async fn probe(
         .url
         .uri(&check.path, None)
         .map_err(|e| format!("invalid probe URL: {e}"))?;
-    let mut request = http::Request::new(Body::empty());
+    let mut request = match &check.grpc_service {
+        Some(service) => {
+            let mut request = http::Request::new(Body::from(crate::grpc::health_request(service)));
+            *request.method_mut() = Method::POST;
+            let headers = request.headers_mut();
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+            request
+        }
+        None => http::Request::new(Body::empty()),
+    };
     *request.uri_mut() = uri;
     request.headers_mut().insert(
         http::header::USER_AGENT,
         HeaderValue::from_static("portcullis-health-check"),
     );
-    match tokio::time::timeout(check.timeout, client.request(request)).await {
-        Err(_) => Err(format!("no answer within {:?}", check.timeout)),
-        Ok(Err(e)) => Err(match failure(&e) {
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| match failure(&e) {
             Failure::Connect(why) | Failure::Reset(why) => why,
             Failure::Tls(why) => format!("TLS handshake failed: {why}"),
             Failure::BodyTooLarge => "request body too large".into(),
-        }),
-        Ok(Ok(response)) => Ok(response.status().as_u16()),
+        })?;
+        match &check.grpc_service {
+            Some(_) => grpc_verdict(response).await,
+            None => Ok(response.status().as_u16()),
+        }
+    };
+    tokio::time::timeout(check.timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {:?}", check.timeout)))
+}
+
+/// A gRPC health answer as a probe result: 200 when the service is
+/// `SERVING`, otherwise why not (the gRPC status, or the serving status).
+async fn grpc_verdict(response: http::Response<Incoming>) -> Result<u16, String> {
+    use http_body_util::BodyExt;
+    let (parts, body) = response.into_parts();
+    if parts.status != http::StatusCode::OK {
+        return Err(format!("HTTP {}", parts.status.as_u16()));
+    }
+    // A health answer is a few bytes: anything much larger is not one.
+    let collected = http_body_util::Limited::new(body, 4096)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the health answer: {e}"))?;
+    let status = parts
+        .headers
+        .get("grpc-status")
+        .or_else(|| collected.trailers().and_then(|t| t.get("grpc-status")))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    match status.as_deref() {
+        Some("0") => {}
+        Some(code) => return Err(format!("grpc-status {code}")),
+        None => return Err("no grpc-status".into()),
+    }
+    match crate::grpc::health_status(&collected.to_bytes()) {
+        Some(1) => Ok(200),
+        Some(other) => Err(crate::grpc::serving_status_name(other).into()),
+        None => Err("not a HealthCheckResponse".into()),
     }
 }
 
@@ -435,11 +490,7 @@ pub(super) async fn dns_loop(group: Weak<Group>) {
         }
         if changed {
             let config = &group.config;
-            group.client.store(Arc::new(pooled_client(
-                config.connect_timeout,
-                config.idle_timeout,
-                &group.tls,
-            )));
+            group.client.store(Arc::new(group_client(config, &group.tls)));
         }
     }
 }

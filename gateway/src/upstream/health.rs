@@ -310,6 +310,7 @@ mod tests {
         let health = Health::default();
         let check = HealthCheck {
             path: "/healthz".into(),
+            grpc_service: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             unhealthy_after: 2,

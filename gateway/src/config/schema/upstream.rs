@@ -60,7 +60,13 @@ pub enum BalanceFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckFile {
-    pub path: String,
+    /// `GET` this path: 2xx or 3xx is healthy.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Or ask the gRPC health service (`grpc.health.v1.Health/Check`) about
+    /// this service (`""`: the server as a whole): `SERVING` is healthy.
+    #[serde(default)]
+    pub grpc_service: Option<String>,
     #[serde(default = "default_probe_interval_ms")]
     pub interval_ms: u64,
     #[serde(default = "default_probe_timeout_ms")]
