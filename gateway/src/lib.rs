@@ -22,7 +22,7 @@
 //! 5. `upstream`, `registry`: the upstream targets and the one outbound client; plugins fetched from OCI registries and checked against the trust policy.
 //! 6. `plugin`: the wasmtime glue, the contract, and calling plugins.
 //! 7. `server`: the listener and the request path.
-//! 8. `control`, `plugin_tools`: start-up, reload, cluster and admin; the plugin CLI tools.
+//! 8. `control`, `plugin_tools`, `import`: start-up, reload, cluster and admin; the plugin CLI tools; importing other gateways' API definitions.
 
 /// mimalloc instead of the system allocator: fewer instructions per request
 /// on every path (docs/benchmarks.md, "The allocator"). Declared here, not in
@@ -36,6 +36,7 @@ pub mod control;
 pub mod cosign;
 pub mod framing;
 pub mod grpc;
+pub mod import;
 pub mod plugin;
 pub mod plugin_tools;
 pub mod registry;

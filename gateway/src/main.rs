@@ -65,6 +65,36 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Import another gateway's API definitions.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Tyk API definitions (classic JSON or Tyk OAS) as Portcullis API
+    /// files, a gateway file and a report (IMPORT.md) of every field.
+    Tyk {
+        /// Definition files, or directories of them (*.json).
+        #[arg(required = true, value_name = "FILE_OR_DIR")]
+        inputs: Vec<PathBuf>,
+        /// Where to write gateway.yaml, apis/ and IMPORT.md.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Print the report as JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// Write and build a plugin scaffold (the `plugin new` template,
+        /// exporting the Tyk function's name) per custom middleware, so the
+        /// output validates at once.
+        #[arg(long)]
+        stub_plugins: bool,
+        /// The plugin SDK the stubs use (as `plugin new --sdk`).
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
 }
 
 /// How the plugin tools reach registries.
@@ -219,7 +249,7 @@ fn main() -> ExitCode {
     }
     let workers = match &cli.command {
         Command::Serve { workers, .. } => *workers,
-        Command::Validate { .. } | Command::Plugin { .. } => None,
+        Command::Validate { .. } | Command::Plugin { .. } | Command::Import { .. } => None,
     };
     let mut builder = match workers {
         Some(0) => {
@@ -280,6 +310,40 @@ fn main() -> ExitCode {
                 }
             },
             Command::Plugin { command } => plugin_command(command, plugin_logs).await,
+            Command::Import {
+                command:
+                    ImportCommand::Tyk {
+                        inputs,
+                        out,
+                        json,
+                        stub_plugins,
+                        sdk,
+                    },
+            } => {
+                let options = portcullis::import::Options {
+                    inputs,
+                    out,
+                    stub_plugins,
+                    sdk,
+                };
+                match portcullis::import::run(&options) {
+                    Ok(report) => {
+                        if json {
+                            match serde_json::to_string_pretty(&report) {
+                                Ok(text) => println!("{text}"),
+                                Err(e) => eprintln!("error: {e}"),
+                            }
+                        } else {
+                            print!("{}", report.summary(&options.out));
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
         }
     })
 }

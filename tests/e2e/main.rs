@@ -13,6 +13,7 @@ mod deploy;
 mod edge;
 mod fan_out;
 mod grpc;
+mod import;
 mod jwt;
 mod keys;
 mod metrics;

@@ -74,11 +74,13 @@ pub(super) fn load_api(
             || !headers.is_empty()
             || endpoint.upstream_timeout_ms.is_some()
             || endpoint.max_request_body_bytes.is_some();
-        if !does_something {
+        // Under `unmatched: reject` an endpoint that only lists a path is
+        // an allow-list entry.
+        if !does_something && api.unmatched != Unmatched::Reject {
             return Err(ConfigError::new(
                 file,
                 Some(field),
-                "an endpoint needs something to do: a `plugin`, a `rate_limit`, `deny`, `respond`, `skip_auth`, `rewrite`, `upstream_method`, `headers` or a limit",
+                "an endpoint needs something to do: a `plugin`, a `rate_limit`, `deny`, `respond`, `skip_auth`, `rewrite`, `upstream_method`, `headers` or a limit (or the API's `unmatched: reject`, which makes it an allow-list entry)",
             ));
         }
         if endpoint.deny && (endpoint.plugin.is_some() || endpoint.respond.is_some()) {

@@ -113,6 +113,24 @@ pub fn new(name: &str, kind: Kind, parent: &Path, sdk: Option<&Path>) -> anyhow:
     Ok(dir)
 }
 
+/// `new`, exporting the function as `function` instead of the template's
+/// name: the scaffold of a plugin to port from another gateway, which
+/// loads where the configuration names that function.
+pub fn stub(name: &str, kind: Kind, function: &str, parent: &Path, sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = new(name, kind, parent, sdk)?;
+    let template = match kind {
+        Kind::Request => "request \"greet\"",
+        Kind::Auth => "auth \"check-token\"",
+        Kind::Response => "response \"stamp\"",
+    };
+    let lib = dir.join("src/lib.rs");
+    let text = std::fs::read_to_string(&lib)?;
+    let (kind_word, _) = template.split_once(' ').expect("a kind and a name");
+    let exported = format!("{kind_word} {function:?}");
+    std::fs::write(&lib, text.replacen(template, &exported, 1))?;
+    Ok(dir)
+}
+
 #[cfg(unix)]
 fn make_executable(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
