@@ -883,11 +883,20 @@ fn version_paths(
                     continue;
                 }
             };
-            if !exact && !prefix_noted && path != "/" && !path.ends_with("{*rest}}") {
+            let is_prefix = !exact && path != "/" && !path.ends_with("{*rest}");
+            // A denied path is denied with everything under it, as Tyk's
+            // prefix match denies it; elsewhere the whole-path template is
+            // the narrower (safer) reading.
+            let paths = if section == "black_list" && is_prefix {
+                vec![path.clone(), format!("{}/{{*rest}}", path.trim_end_matches('/'))]
+            } else {
+                vec![path.clone()]
+            };
+            if is_prefix && section != "black_list" && !prefix_noted {
                 prefix_noted = true;
                 e.approximate(
                     &at,
-                    "Tyk matches endpoint paths as prefixes (`/users` also matches `/users/1`); Portcullis templates match the whole path: add `/{*rest}` endpoints where sub-paths should match",
+                    "Tyk matches endpoint paths as prefixes (`/users` also matches `/users/1`); Portcullis templates match the whole path: add `/{*rest}` endpoints where sub-paths should match (denied paths are imported with their sub-paths)",
                 );
             }
             // White list entries carry their methods in `method_actions`.
@@ -915,8 +924,8 @@ fn version_paths(
                             .map(|m| m.to_ascii_uppercase()),
                     ]
                 };
-            for method in methods {
-                let endpoint = match list.iter_mut().position(|x| x.path == path && x.method == method) {
+            for (path, method) in paths.iter().flat_map(|p| methods.iter().map(move |m| (p, m.clone()))) {
+                let endpoint = match list.iter_mut().position(|x| x.path == *path && x.method == method) {
                     Some(k) => &mut list[k],
                     None => {
                         list.push(Endpoint {
