@@ -146,7 +146,7 @@ fn bad_rate_limits_are_refused_with_file_line_and_field() {
         (
             "endpoints:\n  - path: /x\n",
             "apis/api.yaml",
-            "endpoints[0]: an endpoint needs a `plugin`, a `rate_limit`, or both",
+            "endpoints[0]: an endpoint needs something to do",
         ),
     ];
     for (yaml, place, message) in cases {

@@ -1,5 +1,6 @@
 //! The chain a request goes through at its API, one function per phase:
-//! admission (transport, declared size, header hygiene, endpoint), the
+//! admission (transport, client IP lists, a CORS preflight answered,
+//! header hygiene, the endpoint and whether it is denied, declared size), the
 //! limits on every caller, then the request phase (`pre`, authentication,
 //! `post_auth`, the key's limits, the endpoint's plugin, `post`), then the
 //! upstream or a plugin's response, then the `response` hooks. A phase with
@@ -37,6 +38,7 @@ pub(super) async fn serve_api(
     mut parts: Parts,
     body: Body,
 ) -> Result<Response, RequestError> {
+    check_transport(api, &arrival.client)?;
     if let Some(ips) = &api.client_ips
         && !ips.admits(arrival.client.ip_addr)
     {
@@ -106,23 +108,28 @@ pub(super) async fn serve_api(
     Ok(response)
 }
 
-/// Admission, what every request passes before any plugin runs: the API's
-/// transport, a declared body size within its limit, header hygiene (the
-/// client certificate header only the gateway may vouch for, the override
-/// headers removed), and the endpoint matched.
+/// The API's transport: TLS, and a client certificate, when it asks.
+fn check_transport(api: &ApiRoute, client: &Peer) -> Result<(), RequestError> {
+    tracing::Span::current().record("api", &*api.id);
+    match api.transport {
+        Transport::Any => Ok(()),
+        _ if !client.tls => Err(RequestError::TlsRequired),
+        Transport::MutualTls if client.client_cert.is_none() => Err(RequestError::ClientCertRequired),
+        Transport::Tls | Transport::MutualTls => Ok(()),
+    }
+}
+
+/// Admission, what every request passes before any plugin runs (after its
+/// transport, client address and a preflight's answer): header hygiene
+/// (the client certificate header only the gateway may vouch for, the
+/// override headers removed), the endpoint matched and not denied, and a
+/// declared body size within the endpoint's (or API's) limit.
 fn admit<'a>(
     api: &'a ApiRoute,
     rest: &str,
     client: &Peer,
     parts: &mut Parts,
 ) -> Result<Option<EndpointMatch<'a>>, RequestError> {
-    tracing::Span::current().record("api", &*api.id);
-    match api.transport {
-        Transport::Any => {}
-        _ if !client.tls => return Err(RequestError::TlsRequired),
-        Transport::MutualTls if client.client_cert.is_none() => return Err(RequestError::ClientCertRequired),
-        Transport::Tls | Transport::MutualTls => {}
-    }
     // Only the gateway vouches for a client certificate: whatever the
     // client sent under this name goes.
     let xfcc = HeaderName::from_static("x-forwarded-client-cert");
