@@ -232,7 +232,10 @@ async fn an_imported_definition_serves_as_tyk_would() {
     let (status, _, body) = get_json(&gw.url("/orders/admin")).await;
     assert_gateway_error(status, &body, 403, "this endpoint is forbidden");
     let (status, _, _) = get_json(&gw.url("/orders/admin/users")).await;
-    assert_eq!(status, 403, "a black-listed path is a prefix in Tyk: what is under it is denied too");
+    assert_eq!(
+        status, 403,
+        "a black-listed path is a prefix in Tyk: what is under it is denied too"
+    );
     let (_, _, body) = get_json(&gw.url("/orders/legacy/9")).await;
     assert_eq!(body["path"], "/items/9");
     let (_, _, body) = get_json(&gw.url("/orders/submit")).await;

@@ -341,3 +341,24 @@ fn bad_jwt_settings_are_refused_with_their_place() {
         assert!(stderr.contains(field) && stderr.contains(message), "{auth}: {stderr}");
     }
 }
+
+/// A verified token is remembered (its signature is checked once), yet
+/// it still expires on time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remembered_token_still_expires() {
+    let echo = upstream(upstreams::echo("up")).await;
+    let gw = Gateway::start(ConfigDir::single(&yaml(json!({
+        "id": "short", "listen_path": "/s/", "upstream": echo,
+        "auth": { "type": "jwt", "algorithms": ["HS256"], "secret": SECRET, "leeway_s": 0 },
+    }))));
+    let token = hs256(&json!({ "sub": "a", "exp": now() + 5 }));
+    for _ in 0..2 {
+        let (status, _, body) = call(&gw, "/s/x", &token).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    eventually("the remembered token expires", || async {
+        let (status, _, body) = call(&gw, "/s/x", &token).await;
+        status == 401 && body["error"] == "token expired"
+    })
+    .await;
+}

@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde_json::Value;
+use sha2::Digest as _;
 
 use crate::config::{JwtConfig, JwtKey, MAX_JWKS_BYTES, jwks_keys};
 use crate::store::SessionData;
@@ -32,6 +33,10 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MIN_REFETCH: Duration = Duration::from_secs(10);
 /// Most bytes of a token the gateway parses.
 const MAX_TOKEN_BYTES: usize = 16 << 10;
+/// Most verified tokens remembered per API; when full, the memory starts
+/// over (bounded, and a flood of fresh tokens costs what it would cost
+/// without it).
+const MAX_CACHED: usize = 4096;
 
 /// Why a token is refused (401). The client is told which, as RFC 6750's
 /// `error_description` would.
@@ -61,6 +66,13 @@ pub enum TokenError {
 pub struct JwtAuth {
     config: JwtConfig,
     jwks: Option<Arc<Jwks>>,
+    /// Tokens verified before, by their SHA-256, with the session they
+    /// made: a signature is checked once per token, not once per request
+    /// (an RS256 verification is several hundred thousand instructions).
+    /// Time is checked again on every use.
+    /// Each entry carries the JWKS generation it was verified under: a
+    /// rotation that retires a key retires its tokens here too.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], (SessionData, u64)>>,
 }
 
 impl std::fmt::Debug for JwtAuth {
@@ -82,6 +94,10 @@ struct Jwks {
     fetched: std::sync::Mutex<Option<Instant>>,
     refreshing: AtomicBool,
     refresh: Duration,
+    /// Counts the documents fetched that differ from the one before.
+    generation: std::sync::atomic::AtomicU64,
+    /// The SHA-256 of the document the keys come from.
+    document: std::sync::Mutex<[u8; 32]>,
 }
 
 impl JwtAuth {
@@ -97,6 +113,8 @@ impl JwtAuth {
                 fetched: Default::default(),
                 refreshing: AtomicBool::new(false),
                 refresh: config.jwks_refresh,
+                generation: Default::default(),
+                document: Default::default(),
             })
         });
         if let Some(jwks) = &jwks
@@ -107,6 +125,7 @@ impl JwtAuth {
         JwtAuth {
             config: config.clone(),
             jwks,
+            verified: Default::default(),
         }
     }
 
@@ -154,6 +173,33 @@ impl JwtAuth {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let generation = self.jwks.as_ref().map_or(0, |j| j.generation.load(Ordering::Acquire));
+        if let Some((session, seen)) = lock(&self.verified).get(&digest)
+            && *seen == generation
+        {
+            if let Some(jwks) = &self.jwks {
+                jwks.refresh_if_stale();
+            }
+            // Issuer, audience and signature held for these very bytes
+            // and keys; only time moves.
+            let leeway = i64::try_from(self.config.leeway_s).unwrap_or(i64::MAX);
+            return match session.expires {
+                Some(exp) if exp.saturating_add(leeway) <= auth::now() => Err(TokenError::Expired),
+                _ => Ok(session.clone()),
+            };
+        }
+        let session = self.verify_anew(token).await?;
+        let mut verified = lock(&self.verified);
+        if verified.len() >= MAX_CACHED {
+            verified.clear();
+        }
+        verified.insert(digest, (session.clone(), generation));
+        Ok(session)
+    }
+
+    /// [`Self::verify`] without the memory of tokens verified before.
+    async fn verify_anew(&self, token: &str) -> Result<SessionData, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if !self.config.algorithms.contains(&header.alg) {
             return Err(TokenError::Algorithm);
@@ -337,9 +383,13 @@ impl Jwks {
                 "the document holds no signature key the gateway can use ({skipped} skipped)"
             ));
         }
-        tracing::info!(url = %self.url, keys = keys.len(), skipped, "JWKS fetched");
-        self.keys.store(Arc::new(keys));
         *lock(&self.fetched) = Some(Instant::now());
+        let digest: [u8; 32] = sha2::Sha256::digest(&body).into();
+        if std::mem::replace(&mut *lock(&self.document), digest) != digest {
+            tracing::info!(url = %self.url, keys = keys.len(), skipped, "JWKS fetched");
+            self.keys.store(Arc::new(keys));
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(())
     }
 
