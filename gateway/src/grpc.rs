@@ -25,7 +25,8 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// `H`, `M`, `S`, `m`, `u`, `n`). A malformed value is no deadline, as
 /// gRPC servers treat it.
 pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?.trim();
+    static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    let value = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?.trim();
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

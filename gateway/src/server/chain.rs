@@ -171,7 +171,9 @@ fn upstream_timeouts(api: &ApiRoute, matched: Option<&EndpointMatch<'_>>, header
     if let Some(head) = matched.and_then(|m| m.endpoint.policy.upstream_timeout) {
         timeouts.head = head;
     }
-    if let Some(deadline) = crate::grpc::timeout(headers).filter(|_| crate::grpc::is_grpc(headers)) {
+    if crate::grpc::is_grpc(headers)
+        && let Some(deadline) = crate::grpc::timeout(headers)
+    {
         timeouts.head = timeouts.head.min(deadline);
         timeouts.total = Some(timeouts.total.map_or(deadline, |total| total.min(deadline)));
     }
