@@ -338,21 +338,7 @@ pub(super) fn import(file: &Path, mut object: Map<String, Value>, report: &mut R
                 api.insert("cors".into(), oas_cors(&cors));
                 global.mapped("cors", "`cors:`");
             }
-            let mut headers = Mapping::new();
-            for (key, side) in [
-                ("transformRequestHeaders", "request"),
-                ("transformResponseHeaders", "response"),
-            ] {
-                if let Some(t) = global.take_object(key)
-                    && let Some(changes) = oas_headers(&t)
-                {
-                    headers.insert(side.into(), changes);
-                    global.mapped(key, format!("`headers.{side}`"));
-                }
-            }
-            if !headers.is_empty() {
-                api.insert("headers".into(), Yaml::Mapping(headers));
-            }
+            take_headers(&mut global, &mut api);
             if let Some(limit) = global.take_object("requestSizeLimit")
                 && limit.get("enabled").and_then(Value::as_bool) == Some(true)
                 && let Some(value) = limit.get("value").and_then(Value::as_u64)
@@ -516,21 +502,7 @@ fn operation(op: &mut Fields<'_>, endpoint: &mut Mapping, ports: &mut Vec<Port>,
             op.mapped("mockResponse", "`respond`");
         }
     }
-    let mut headers = Mapping::new();
-    for (key, side) in [
-        ("transformRequestHeaders", "request"),
-        ("transformResponseHeaders", "response"),
-    ] {
-        if let Some(t) = op.take_object(key)
-            && let Some(changes) = oas_headers(&t)
-        {
-            headers.insert(side.into(), changes);
-            op.mapped(key, format!("`headers.{side}`"));
-        }
-    }
-    if !headers.is_empty() {
-        endpoint.insert("headers".into(), Yaml::Mapping(headers));
-    }
+    take_headers(op, endpoint);
     if let Some(rewrite) = op.take_object("urlRewrite")
         && enabled(&rewrite)
     {
@@ -642,6 +614,26 @@ fn oas_cors(cors: &Map<String, Value>) -> Yaml {
         out.insert("preflight_passthrough".into(), true.into());
     }
     Yaml::Mapping(out)
+}
+
+/// The header transforms of `f` (global or an operation) as `headers:`
+/// in `into`.
+fn take_headers(f: &mut Fields<'_>, into: &mut Mapping) {
+    let mut headers = Mapping::new();
+    for (key, side) in [
+        ("transformRequestHeaders", "request"),
+        ("transformResponseHeaders", "response"),
+    ] {
+        if let Some(t) = f.take_object(key)
+            && let Some(changes) = oas_headers(&t)
+        {
+            headers.insert(side.into(), changes);
+            f.mapped(key, format!("`headers.{side}`"));
+        }
+    }
+    if !headers.is_empty() {
+        into.insert("headers".into(), Yaml::Mapping(headers));
+    }
 }
 
 /// `transformRequestHeaders`/`transformResponseHeaders`: `add` is a list
