@@ -153,7 +153,7 @@ fn write(options: &Options, apis: &[Imported], report: &mut Report) -> anyhow::R
     if options.stub_plugins && !ports.is_empty() {
         stub_plugins(options, &ports, report)?;
     }
-    std::fs::write(out.join("IMPORT.md"), report.markdown(out))?;
+    std::fs::write(out.join("IMPORT.md"), report.markdown())?;
     Ok(())
 }
 

@@ -114,7 +114,7 @@ impl Report {
     }
 
     /// `IMPORT.md`.
-    pub fn markdown(&self, out: &Path) -> String {
+    pub fn markdown(&self) -> String {
         let mut md = String::from("# Imported from Tyk\n\n");
         md.push_str(&format!(
             "`portcullis import tyk` wrote {} API file(s) under `apis/` and `gateway.yaml`. \
@@ -185,7 +185,6 @@ impl Report {
         for note in &self.notes {
             md.push_str(&format!("Note: {note}\n\n"));
         }
-        let _ = out;
         md
     }
 }

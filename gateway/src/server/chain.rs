@@ -26,6 +26,8 @@ pub(super) struct Arrival<'a> {
     pub(super) request_id: &'a RequestId,
     pub(super) accounting: Option<Accounting>,
     pub(super) trace: Option<opentelemetry::Context>,
+    /// Whether the request is a gRPC call (`content-type: application/grpc`).
+    pub(super) grpc: bool,
 }
 
 /// Serves a request at its API, phase by phase. `rest` is the path after
@@ -166,14 +168,17 @@ fn admit<'a>(
 /// The upstream exchange's timeouts: the API's, or its endpoint's; a
 /// gRPC call's `grpc-timeout` shortens the wait for the head and bounds
 /// the whole exchange.
-fn upstream_timeouts(api: &ApiRoute, matched: Option<&EndpointMatch<'_>>, headers: &HeaderMap) -> UpstreamTimeouts {
+fn upstream_timeouts(
+    api: &ApiRoute,
+    matched: Option<&EndpointMatch<'_>>,
+    grpc: bool,
+    headers: &HeaderMap,
+) -> UpstreamTimeouts {
     let mut timeouts = api.timeouts;
     if let Some(head) = matched.and_then(|m| m.endpoint.policy.upstream_timeout) {
         timeouts.head = head;
     }
-    if crate::grpc::is_grpc(headers)
-        && let Some(deadline) = crate::grpc::timeout(headers)
-    {
+    if grpc && let Some(deadline) = crate::grpc::timeout(headers) {
         timeouts.head = timeouts.head.min(deadline);
         timeouts.total = Some(timeouts.total.map_or(deadline, |total| total.min(deadline)));
     }
@@ -224,6 +229,7 @@ fn begin_exchange(
         request_id,
         accounting,
         trace,
+        grpc,
     } = arrival;
     if let Some(trace) = &trace {
         let mut attributes = vec![KeyValue::new("portcullis.api", api.id.to_string())];
@@ -233,7 +239,7 @@ fn begin_exchange(
         telemetry::record(trace, attributes);
     }
     let mut ctx = api.call_context(request_id.clone(), &parts.headers, trace);
-    let timeouts = upstream_timeouts(api, matched, &parts.headers);
+    let timeouts = upstream_timeouts(api, matched, grpc, &parts.headers);
     let usage = accounting.map(|(usage, plugins)| {
         ctx.stats = Some(plugins);
         if let Some(m) = matched {

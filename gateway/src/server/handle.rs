@@ -27,7 +27,7 @@ pub(super) async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Reques
     let grpc = crate::grpc::is_grpc(request.headers());
     let request = observer.count_request_body(request);
     let span = observer.span().clone();
-    let (api, result) = route(gateway, resolved, client, &request_id, request, &observer)
+    let (api, result) = route(gateway, resolved, client, &request_id, request, &observer, grpc)
         .instrument(span)
         .await;
     let (mut response, blame) = match result {
@@ -103,6 +103,7 @@ async fn route<'r>(
     request_id: &RequestId,
     request: Request,
     observer: &Observer,
+    grpc: bool,
 ) -> (Option<&'r ApiRoute>, Result<Response, RequestError>) {
     let api = match resolved {
         Ok(Some(api)) => api,
@@ -117,6 +118,7 @@ async fn route<'r>(
         request_id,
         accounting: observer.accounting(),
         trace: observer.trace(),
+        grpc,
     };
     let served = chain::serve_api(gateway, api, rest, arrival, parts, body).await;
     (Some(api), served)
