@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
 use portcullis::plugin_tools::{self, call::CallArgs, scaffold::Kind};
+use portcullis::telemetry::log_format::LogFormat;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -21,6 +22,23 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The gateway's own log on stderr: text, or JSON lines with the
+    /// request and trace ids on every line a request causes (default:
+    /// $PORTCULLIS_LOG_FORMAT, else text).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+/// Exit statuses, the same for every command: scripts tell a typo in the
+/// command line from a configuration to fix from a failure at run time.
+mod exit {
+    /// Something failed at run time (a listener that cannot bind, a
+    /// plugin call that failed, files that cannot be written).
+    pub const FAILURE: u8 = 1;
+    /// The command line is wrong, or an input file it names is (clap uses 2 too).
+    pub const USAGE: u8 = 2;
+    /// The configuration is invalid: nothing was served.
+    pub const CONFIG: u8 = 3;
 }
 
 #[derive(Debug, Subcommand)]
@@ -28,12 +46,12 @@ enum Command {
     /// Serve the APIs of a gateway configuration.
     Serve {
         /// The gateway configuration file (gateway.yaml).
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         /// Listen on this address instead of the file's `listen`
         /// (`127.0.0.1:0` picks a free port; the address is printed as
         /// `listening on http://ADDR`).
-        #[arg(long)]
+        #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
         /// Serve HTTPS on this address instead of the file's `tls.listen`
         /// (the `tls:` block supplies the certificates; printed as
@@ -42,8 +60,8 @@ enum Command {
         listen_tls: Option<String>,
         /// Request-serving threads (default: one per CPU). With 1 the gateway
         /// runs a single-threaded event loop, like one nginx worker.
-        #[arg(long)]
-        workers: Option<usize>,
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: Option<u16>,
         /// This node's id in `GET /cluster` (default: $PORTCULLIS_NODE_ID,
         /// else `<hostname>:<pid>`). Keep it across restarts to rejoin as
         /// the same node.
@@ -57,8 +75,15 @@ enum Command {
     /// Load a configuration and every plugin it names, report, and exit.
     Validate {
         /// The gateway configuration file (gateway.yaml).
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Print a completion script for a shell, e.g.
+    /// `portcullis completions bash > /etc/bash_completion.d/portcullis`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Tools for writing plugins: scaffold, inspect, run one call.
     Plugin {
@@ -124,12 +149,13 @@ enum PluginCommand {
     /// Create a plugin crate that builds, tests and loads as it stands.
     New {
         /// The crate's name (also the `.wasm` file's).
+        #[arg(value_name = "NAME")]
         name: String,
         /// The kind of function it starts with.
         #[arg(long, value_enum, default_value = "request")]
         kind: Kind,
         /// The directory to create it in (default: the current one).
-        #[arg(long, default_value = ".")]
+        #[arg(long, default_value = ".", value_name = "DIR")]
         path: PathBuf,
         /// Use the SDK in this directory (default: this gateway's source
         /// tree when present, else crates.io).
@@ -179,7 +205,11 @@ enum PluginCommand {
     /// limits, and print its outcome, log lines and what it used. The exit
     /// status is 0 when the call succeeded.
     Call {
+        /// The `.wasm` component.
+        #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// The exported function to call (as an API file's `function:`).
+        #[arg(value_name = "FUNCTION")]
         function: String,
         /// The request: JSON ({"method","path","headers","params","body",...})
         /// or a raw HTTP/1.1 request. Default: GET /.
@@ -189,9 +219,10 @@ enum PluginCommand {
         /// (repeatable; adds to the request's `params`).
         #[arg(long, value_name = "NAME=VALUE")]
         param: Vec<String>,
-        /// The plugin reference's config: JSON, or @FILE (JSON or YAML).
-        #[arg(long, value_name = "JSON|@FILE")]
-        config: Option<String>,
+        /// The plugin reference's `config:`: JSON, or @FILE (JSON or YAML).
+        /// (`--config` is an older name for it.)
+        #[arg(long = "plugin-config", alias = "config", value_name = "JSON|@FILE")]
+        plugin_config: Option<String>,
         /// The caller's session, JSON ({"key_id","alias","metadata",...}).
         #[arg(long, value_name = "FILE")]
         session: Option<PathBuf>,
@@ -206,9 +237,10 @@ enum PluginCommand {
         /// (default: the gateway's defaults).
         #[arg(long, value_name = "FILE")]
         gateway: Option<PathBuf>,
-        /// Hosts outbound calls may reach (as `outbound.allow`), the
-        /// plugin's own and the fan-out's; none by default.
-        #[arg(long, value_name = "HOST", num_args = 1..)]
+        /// A host outbound calls may reach (as `outbound.allow`), the
+        /// plugin's own and the fan-out's; repeat it, or separate hosts with
+        /// commas. None by default.
+        #[arg(long, value_name = "HOST", value_delimiter = ',')]
         allow: Vec<String>,
         /// The reference's `fan_out` block ({"calls": {NAME: URL, ...}}),
         /// JSON, or @FILE (JSON or YAML): the gateway makes the calls before
@@ -223,6 +255,14 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = match cli.log_format.map_or_else(LogFormat::from_env, Ok) {
+        Ok(format) => format,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    log_format.install();
     // The plugin tools print their own report; their log shows warnings
     // only, and `plugin call` keeps the plugin's own lines for its report.
     let plugin_logs = Arc::new(Mutex::new(Vec::new()));
@@ -242,25 +282,32 @@ fn main() -> ExitCode {
     ) {
         registry
             .with(plugin_tools::CaptureLogs(Arc::clone(&plugin_logs)))
-            .with(print().with_filter(tracing_subscriber::filter::filter_fn(|m| m.target() != "plugin")))
+            .with(print(log_format).with_filter(tracing_subscriber::filter::filter_fn(|m| m.target() != "plugin")))
             .init();
     } else {
-        registry.with(print()).init();
+        registry.with(print(log_format)).init();
     }
     let workers = match &cli.command {
         Command::Serve { workers, .. } => *workers,
-        Command::Validate { .. } | Command::Plugin { .. } | Command::Import { .. } => None,
-    };
-    let mut builder = match workers {
-        Some(0) => {
-            eprintln!("error: --workers must be at least 1");
-            return ExitCode::FAILURE;
+        Command::Validate { .. } | Command::Plugin { .. } | Command::Import { .. } | Command::Completions { .. } => {
+            None
         }
+    };
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut <Cli as clap::CommandFactory>::command(),
+            "portcullis",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    let mut builder = match workers {
         // One worker: a single-threaded event loop, no cross-thread wake-ups.
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(n);
+            builder.worker_threads(usize::from(n));
             builder
         }
         None => tokio::runtime::Builder::new_multi_thread(),
@@ -295,7 +342,15 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
+                    // A configuration that does not load is the operator's
+                    // to fix, not a failure of the running gateway.
+                    if e.downcast_ref::<portcullis::server::routes::BuildError>().is_some()
+                        || e.downcast_ref::<portcullis::config::ConfigError>().is_some()
+                    {
+                        ExitCode::from(exit::CONFIG)
+                    } else {
+                        ExitCode::from(exit::FAILURE)
+                    }
                 }
             },
             Command::Validate { config } => match portcullis::control::validate(&config).await {
@@ -306,9 +361,10 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    ExitCode::FAILURE
+                    ExitCode::from(exit::CONFIG)
                 }
             },
+            Command::Completions { .. } => ExitCode::SUCCESS,
             Command::Plugin { command } => plugin_command(command, plugin_logs).await,
             Command::Import {
                 command:
@@ -348,14 +404,25 @@ fn main() -> ExitCode {
     })
 }
 
-/// The log, printed to stderr.
-fn print<S>() -> impl tracing_subscriber::Layer<S>
+/// The log, printed to stderr: text (coloured on a terminal) or JSON
+/// lines, each with the request's span (`span.request_id`,
+/// `span.trace_id`, ...) when a request caused it.
+fn print<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => layer
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+        LogFormat::Json => layer
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    }
 }
 
 /// `plugin inspect` of a file, or of a registry reference fetched first.
@@ -414,7 +481,7 @@ async fn plugin_command(command: PluginCommand, logs: Arc<Mutex<Vec<plugin_tools
             function,
             request,
             param,
-            config,
+            plugin_config: config,
             session,
             api,
             response,
@@ -452,6 +519,6 @@ async fn plugin_command(command: PluginCommand, logs: Arc<Mutex<Vec<plugin_tools
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
-        ExitCode::from(2)
+        ExitCode::from(exit::USAGE)
     })
 }

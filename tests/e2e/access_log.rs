@@ -43,6 +43,8 @@ async fn each_request_gets_one_line_with_its_api_endpoint_key_sizes_and_times() 
         .post(gw.url("/shop/orders?x=1"))
         .header("authorization", "Bearer t1")
         .header("x-request-id", "req-proxied")
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header("user-agent", "probe/1.0")
         .body("abcdef")
         .send()
         .await
@@ -67,53 +69,98 @@ async fn each_request_gets_one_line_with_its_api_endpoint_key_sizes_and_times() 
     assert_eq!(lines.len(), 4, "one line per request: {lines:?}");
     let p = &lines[0];
     assert_eq!(
-        (p["method"].as_str(), p["path"].as_str(), p["request_id"].as_str()),
+        (
+            p["http.request.method"].as_str(),
+            p["url.path"].as_str(),
+            p["portcullis.request_id"].as_str()
+        ),
         (Some("POST"), Some("/shop/orders"), Some("req-proxied"))
     );
-    assert_eq!((p["api"].as_str(), p["status"].as_u64()), (Some("shop"), Some(200)));
-    assert_eq!(p["endpoint"], serde_json::Value::Null, "no endpoint matched");
     assert_eq!(
-        (p["bytes_in"].as_u64(), p["bytes_out"].as_u64()),
+        (p["portcullis.api"].as_str(), p["http.response.status_code"].as_u64()),
+        (Some("shop"), Some(200))
+    );
+    assert_eq!(p["http.route"], serde_json::Value::Null, "no endpoint matched");
+    assert_eq!(
+        (
+            p["http.request.body.size"].as_u64(),
+            p["http.response.body.size"].as_u64()
+        ),
         (Some(6), Some(proxied_len as u64))
     );
-    assert_eq!(p["key_id"], "alice");
-    assert!(p["client"].as_str().expect("client").starts_with("127.0.0.1:"), "{p}");
-    assert!(p["upstream_ms"].as_f64().expect("upstream time") > 0.0, "{p}");
+    assert_eq!(p["portcullis.key_id"], "alice");
+    assert_eq!(p["client.address"], "127.0.0.1", "{p}");
+    assert!(p["client.port"].as_u64().is_some_and(|port| port > 0), "{p}");
+    assert_eq!(p["url.query"], "x=1", "{p}");
+    assert_eq!(p["server.address"].as_str(), gw.url("").strip_prefix("http://"), "{p}");
+    assert_eq!(p["network.protocol.version"], "1.1", "{p}");
+    assert_eq!(p["user_agent.original"], "probe/1.0", "{p}");
+    assert_eq!(p["portcullis.upstream.target"].as_str(), Some(echo.as_str()), "{p}");
+    assert_eq!(p["portcullis.upstream.tries"], 1, "{p}");
+    assert_eq!(
+        p["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the client's traceparent: {p}"
+    );
     assert!(
-        p["plugin_ms"].as_f64().expect("plugin time") > 0.0,
+        p["portcullis.upstream.duration_ms"].as_f64().expect("upstream time") > 0.0,
+        "{p}"
+    );
+    assert!(
+        p["portcullis.plugin.duration_ms"].as_f64().expect("plugin time") > 0.0,
         "the auth plugin ran: {p}"
     );
-    assert!(p["duration_ms"].as_f64().expect("duration") >= p["upstream_ms"].as_f64().expect("upstream"));
+    assert!(
+        p["portcullis.duration_ms"].as_f64().expect("duration")
+            >= p["portcullis.upstream.duration_ms"].as_f64().expect("upstream")
+    );
     assert_eq!(
-        (p["complete"].as_bool(), &p["error"], &p["blame"]),
+        (
+            p["portcullis.complete"].as_bool(),
+            &p["portcullis.error"],
+            &p["error.type"]
+        ),
         (Some(true), &serde_json::Value::Null, &serde_json::Value::Null)
     );
     assert!(p["time"].as_str().expect("time").ends_with('Z'), "{p}");
 
+    assert_eq!(
+        lines[1]["trace_id"],
+        serde_json::Value::Null,
+        "no traceparent, no traces: no trace id"
+    );
     let v = &lines[1];
     assert_eq!(
-        (v["endpoint"].as_str(), v["status"].as_u64()),
+        (v["http.route"].as_str(), v["http.response.status_code"].as_u64()),
         (Some("/hello/{name}"), Some(200))
     );
-    assert_eq!(v["bytes_out"].as_u64(), Some(virtual_len as u64));
+    assert_eq!(v["http.response.body.size"].as_u64(), Some(virtual_len as u64));
     assert_eq!(
-        v["upstream_ms"],
+        v["portcullis.upstream.duration_ms"],
         serde_json::Value::Null,
         "a virtual endpoint has no upstream"
     );
 
     let r = &lines[2];
-    assert_eq!((r["status"].as_u64(), r["key_id"].is_null()), (Some(401), true));
     assert_eq!(
-        r["blame"],
+        (
+            r["http.response.status_code"].as_u64(),
+            r["portcullis.key_id"].is_null()
+        ),
+        (Some(401), true)
+    );
+    assert_eq!(
+        r["error.type"],
         serde_json::Value::Null,
         "the auth plugin answered 401 itself: a response, not a failure"
     );
 
     let u = &lines[3];
-    assert_eq!((u["status"].as_u64(), u["api"].is_null()), (Some(404), true));
     assert_eq!(
-        (&u["error"], &u["blame"]),
+        (u["http.response.status_code"].as_u64(), u["portcullis.api"].is_null()),
+        (Some(404), true)
+    );
+    assert_eq!(
+        (&u["portcullis.error"], &u["error.type"]),
         (&"no API matches this path".into(), &"client".into())
     );
 }
@@ -146,7 +193,7 @@ async fn a_graceful_shutdown_writes_every_line_out() {
         .lines()
         .map(|l| {
             let line: serde_json::Value = serde_json::from_str(l).expect("each line is JSON");
-            line["path"].as_str().expect("path").to_owned()
+            line["url.path"].as_str().expect("path").to_owned()
         })
         .collect();
     assert_eq!(paths.len(), REQUESTS, "lines written before the exit");

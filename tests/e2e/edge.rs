@@ -630,7 +630,7 @@ async fn line_breaking_and_bidi_characters_are_escaped_in_the_access_log() {
     assert!(text.contains("\\u2028") && text.contains("\\u202e"), "{text}");
     let line: Value = serde_json::from_str(text.trim()).expect("one JSON line");
     assert_eq!(
-        line["path"].as_str().map(|p| p.contains('\u{2028}')),
+        line["url.path"].as_str().map(|p| p.contains('\u{2028}')),
         Some(true),
         "{line}"
     );

@@ -27,10 +27,17 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn metrics_count_requests_plugin_calls_failures_and_reloads() {
     let gateway_yaml = format!("apis: [apis/]\nadmin_listen: 127.0.0.1:0\nadmin_secret: {SECRET}\n");
-    let gw = Gateway::start(ConfigDir::new(&gateway_yaml, &[("m.yaml", &api())]));
+    // A second API with the same plugin file: its series stay apart.
+    let twin = api().replace("id: m\nlisten_path: /m/", "id: n\nlisten_path: /n/");
+    let gw = Gateway::start(ConfigDir::new(&gateway_yaml, &[("m.yaml", &api()), ("n.yaml", &twin)]));
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
     for _ in 0..2 {
         assert_eq!(get_json(&gw.url("/m/hello/ada")).await.0, 200);
     }
+    assert_eq!(get_json(&gw.url("/n/hello/ada")).await.0, 200);
     assert_eq!(get_json(&gw.url("/m/fail")).await.0, 500);
     assert_eq!(get_json(&gw.url("/nowhere")).await.0, 404);
 
@@ -52,15 +59,28 @@ async fn metrics_count_requests_plugin_calls_failures_and_reloads() {
         // Each failure once, by whose fault it was.
         (r#"portcullis_http_request_failures_total{api="m",blame="plugin"}"#, 1.0),
         (r#"portcullis_http_request_failures_total{api="",blame="client"}"#, 1.0),
-        (r#"portcullis_plugin_calls_total{plugin="hello.wasm#hello"}"#, 3.0),
-        (r#"portcullis_plugin_calls_total{plugin="probe.wasm#fail"}"#, 1.0),
         (
-            r#"portcullis_plugin_failures_total{plugin="probe.wasm#fail",reason="error_returned"}"#,
+            r#"portcullis_plugin_calls_total{api="m",plugin="hello.wasm#hello"}"#,
+            3.0,
+        ),
+        (
+            r#"portcullis_plugin_calls_total{api="n",plugin="hello.wasm#hello"}"#,
+            1.0,
+        ),
+        (
+            r#"portcullis_plugin_calls_total{api="m",plugin="probe.wasm#fail"}"#,
+            1.0,
+        ),
+        (
+            r#"portcullis_plugin_failures_total{api="m",plugin="probe.wasm#fail",reason="error_returned"}"#,
             1.0,
         ),
         (r#"portcullis_config_reloads_total{result="ok"}"#, 1.0),
         (r#"portcullis_config_reloads_total{result="error"}"#, 1.0),
         ("portcullis_plugin_instances_in_use", 0.0),
+        ("portcullis_plugin_instance_pool_size", 1000.0),
+        // The scrape is on the admin listener: nothing public in flight.
+        ("portcullis_http_requests_in_flight", 0.0),
         (r#"portcullis_build_info{version="0.1.0"}"#, 1.0),
     ] {
         assert_eq!(sample(&text, series), Some(expected), "{series} in:\n{text}");
@@ -68,6 +88,12 @@ async fn metrics_count_requests_plugin_calls_failures_and_reloads() {
     assert!(
         !text.contains(r#"plugin="hello.wasm#hello",reason"#),
         "no failures for the healthy plugin:\n{text}"
+    );
+    // The time of the good reload, not of the failed one after it.
+    let loaded = sample(&text, "portcullis_config_last_reload_success_timestamp_seconds").expect("reload time");
+    assert!(
+        loaded >= started.floor() && loaded < started + 60.0,
+        "{loaded} vs {started}"
     );
 }
 

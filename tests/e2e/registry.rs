@@ -262,7 +262,7 @@ async fn pushed_plugins_load_by_tag_and_by_digest_and_show_the_digest_that_runs(
         })
         .await;
         let entry: serde_json::Value = serde_json::from_str(line.lines().last().expect("a line")).expect("JSON");
-        let ran = entry["plugins"][0].as_str().expect("plugins").to_owned();
+        let ran = entry["portcullis.plugins"][0].as_str().expect("plugins").to_owned();
         assert!(ran.ends_with(&format!("#hello@{digest}")), "{entry}");
     }
 

@@ -453,6 +453,15 @@ async fn the_metrics_say_how_long_each_certificate_has_left() {
         assert!(line.contains("CN=api.test") && line.contains("api.pem"), "{line}");
         let seconds: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
         assert!((seconds - expected).abs() < 600.0, "{line} (expected about {expected})");
+        // The absolute time too, which alerts can compare with time().
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("portcullis_tls_certificate_not_after_timestamp_seconds{")
+                    && l.contains(&format!("role=\"{role}\""))
+            })
+            .unwrap_or_else(|| panic!("no {role} not_after in:\n{text}"));
+        assert!(line.ends_with(" 1893456000"), "{line}");
     }
 }
 

@@ -221,7 +221,7 @@ pub(super) fn load_api(
                 .or(gateway.upstream_total_timeout_ms)
                 .map(Duration::from_millis),
         },
-        max_request_body_bytes: api.max_request_body_bytes.or(gateway.max_request_body_bytes),
+        max_request_body_bytes: Some(api.max_request_body_bytes.unwrap_or(gateway.max_request_body_bytes)),
         tunnel_idle_timeout: Duration::from_millis(
             api.tunnel_idle_timeout_ms
                 .unwrap_or(gateway.tunnel_idle_timeout_ms)

@@ -143,14 +143,14 @@ pub fn resolve(
     limits: &Limits,
 ) -> Result<FanOut, ConfigError> {
     // `field` is empty for a block that stands alone (`plugin call --fan-out`).
-    let bad = |sub: String, why: String| {
-        let at = if field.is_empty() {
-            sub
+    let place = |sub: &str| {
+        if field.is_empty() {
+            sub.to_owned()
         } else {
             format!("{field}.{sub}")
-        };
-        ConfigError::new(file, Some(at), why)
+        }
     };
+    let bad = |sub: String, why: String| ConfigError::new(file, Some(place(&sub)), why);
     if fan_out.calls.is_empty() {
         return Err(bad("calls".into(), "a fan-out needs at least one call".into()));
     }
@@ -185,6 +185,7 @@ pub fn resolve(
         let url = check_url(&url, scope).map_err(|why| bad(at(""), why))?;
         let mut checked_headers = Vec::with_capacity(headers.len());
         for (header, value) in headers {
+            let value = super::load::env_or_literal(file, &place(&at(&format!(".headers.{header}"))), &value)?;
             if HeaderName::from_bytes(header.as_bytes()).is_err() || HeaderValue::from_str(&value).is_err() {
                 return Err(bad(
                     at(&format!(".headers.{header}")),

@@ -100,7 +100,12 @@ pub(super) fn load_unlocated(file: &Path) -> Result<Config, ConfigError> {
         }
     }
 
-    let session_store = match &gateway.session_store {
+    let session_store = gateway
+        .session_store
+        .as_deref()
+        .map(|value| env_or_literal(&file, "session_store", value))
+        .transpose()?;
+    let session_store = match &session_store {
         Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => StoreConfig::Redis(url.clone()),
         Some(path) => StoreConfig::Embedded(base.join(path)),
         None => StoreConfig::Embedded(default_data_dir().join("sessions.redb")),

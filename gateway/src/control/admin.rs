@@ -61,6 +61,8 @@ pub fn router(control: Arc<Control>, secret: &str) -> axum::Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_secret))
         // Added after the layer: probes and scrapers send no secret.
         .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -77,6 +79,69 @@ async fn health(State(admin): State<Admin>) -> Response {
     .into_response()
 }
 
+/// `GET /livez`: the process serves. (A gateway stuck past this point
+/// is for a restart; nothing it depends on is checked here.)
+async fn livez() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// How long `/readyz` waits for the session store.
+const STORE_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /readyz`: whether this node should get traffic. It answers once
+/// the configuration is loaded, its plugins compiled and the listeners
+/// bound (the admin listener starts after them); it is not ready while the
+/// session store its keyed or limited APIs need does not answer, nor
+/// once a shutdown began. 503 names the reason.
+async fn readyz(State(admin): State<Admin>) -> Response {
+    let routes = admin.gateway.routes();
+    let mut checks = serde_json::Map::new();
+    checks.insert(
+        "config".into(),
+        json!({ "ok": true, "hash": routes.digest, "apis": routes.apis().len(), "plugins": routes.plugin_count() }),
+    );
+    checks.insert(
+        "tls".into(),
+        json!({ "ok": true, "listener": admin.gateway.tls().is_some() }),
+    );
+    let mut reasons = Vec::new();
+    let needing: Vec<&str> = routes.store_needed_by().map(|api| &*api.id).collect();
+    if !needing.is_empty() {
+        let store = admin.gateway.store();
+        let probe = tokio::time::timeout(STORE_PROBE, store.ping()).await;
+        let error = match probe {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {} s", STORE_PROBE.as_secs())),
+        };
+        if let Some(error) = &error {
+            reasons.push(format!(
+                "session store unreachable ({error}), needed by API(s) {}",
+                needing.join(", ")
+            ));
+        }
+        checks.insert(
+            "session_store".into(),
+            json!({ "ok": error.is_none(), "error": error, "needed_by": needing }),
+        );
+    }
+    if admin.control.is_draining() {
+        reasons.push("shutting down: finishing requests in flight".into());
+    }
+    let ready = reasons.is_empty();
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "reason": (!ready).then(|| reasons.join("; ")),
+        "checks": checks,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
 async fn metrics(State(admin): State<Admin>) -> Response {
     let routes = admin.gateway.routes();
     crate::telemetry::metrics::set_target_states(
@@ -86,7 +151,8 @@ async fn metrics(State(admin): State<Admin>) -> Response {
             .flat_map(|api| api.upstreams.groups())
             .flat_map(|group| group.states()),
     );
-    let text = crate::telemetry::metrics::encode(admin.control.runtime().instances_in_use());
+    let runtime = admin.control.runtime();
+    let text = crate::telemetry::metrics::encode(runtime.instances_in_use(), runtime.pool_size());
     (
         [(
             http::header::CONTENT_TYPE,
@@ -375,8 +441,10 @@ async fn reload(State(admin): State<Admin>, uri: http::Uri) -> Response {
         (admin.control.reload(Trigger::Admin).await, None)
     };
     let mut body = json!({ "reloaded": result.is_ok(), "node": admin.control.node_id() });
-    if let Err(e) = &result {
-        body["error"] = e.to_string().into();
+    match &result {
+        Ok(restart) if !restart.is_empty() => body["restart_required"] = json!(restart),
+        Ok(_) => {}
+        Err(e) => body["error"] = e.to_string().into(),
     }
     let mut status = if result.is_ok() {
         StatusCode::OK

@@ -65,6 +65,9 @@ pub struct ReloadReport {
     /// Why the reload was refused (the previous configuration kept serving).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Settings the reload changed in the files that only a restart applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_required: Vec<String>,
 }
 
 /// What a node tells the others, and `GET /cluster` shows.
@@ -111,6 +114,9 @@ pub struct Control {
     generation: Mutex<u64>,
     /// One reload at a time, whatever started it.
     reloading: tokio::sync::Mutex<()>,
+    /// Set when a shutdown begins: `/readyz` then says not ready, so load
+    /// balancers stop sending while requests in flight finish.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Control {
@@ -133,6 +139,7 @@ impl Control {
             last_reload: Mutex::new(None),
             generation: Mutex::new(0),
             reloading: tokio::sync::Mutex::new(()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -150,7 +157,7 @@ impl Control {
 
     /// Reloads this node from its files; a failure keeps the running
     /// configuration and is logged, and either way the result is reported.
-    pub async fn reload(&self, trigger: Trigger) -> Result<(), BuildError> {
+    pub async fn reload(&self, trigger: Trigger) -> Result<Vec<&'static str>, BuildError> {
         let _one_at_a_time = self.reloading.lock().await;
         tracing::info!(file = %self.config_file.display(), %trigger, "reloading configuration");
         let result = super::load::reload(&self.gateway, &self.runtime, &self.config_file).await;
@@ -162,6 +169,10 @@ impl Control {
             trigger: trigger.to_string(),
             ok: result.is_ok(),
             error: result.as_ref().err().map(ToString::to_string),
+            restart_required: result
+                .as_ref()
+                .map(|names| names.iter().map(|n| n.to_string()).collect())
+                .unwrap_or_default(),
         });
         self.publish_report().await;
         result
@@ -171,7 +182,10 @@ impl Control {
     /// included. The others hear of it first, so they reload alongside
     /// this node, and whether or not its own reload succeeds: their files
     /// are their own.
-    pub async fn reload_cluster(&self, trigger: Trigger) -> (Result<(), BuildError>, Result<(), BroadcastError>) {
+    pub async fn reload_cluster(
+        &self,
+        trigger: Trigger,
+    ) -> (Result<Vec<&'static str>, BuildError>, Result<(), BroadcastError>) {
         // The generation it bumps counts as seen here, so this node's own
         // heartbeat does not reload it a second time.
         let announced = self.announce().await;
@@ -189,6 +203,15 @@ impl Control {
 
     async fn redis(&self) -> Result<Option<&RedisStore>, StoreError> {
         self.gateway.store().redis().await
+    }
+
+    /// A shutdown began: requests in flight finish, no new ones should come.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This node's report.

@@ -90,54 +90,92 @@ pub fn summary(routes: &Routes) -> String {
 }
 
 /// Re-reads the configuration and plugins; swaps them in only if all load.
-pub async fn reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file: &Path) -> Result<(), BuildError> {
+/// Reloads, and answers the settings the new files change that only a
+/// restart applies (each named in a warning; the rest of the reload holds).
+pub async fn reload(
+    gateway: &Gateway,
+    runtime: &Arc<PluginRuntime>,
+    config_file: &Path,
+) -> Result<Vec<&'static str>, BuildError> {
     let result = try_reload(gateway, runtime, config_file).await;
     crate::telemetry::metrics::reloaded(result.is_ok());
     result
 }
 
-async fn try_reload(gateway: &Gateway, runtime: &Arc<PluginRuntime>, config_file: &Path) -> Result<(), BuildError> {
+/// The settings read once at start whose value differs between `old` and `new`.
+pub fn restart_only_changes(old: &Config, new: &Config, tls_listen_changed: bool) -> Vec<&'static str> {
+    let checks: [(&'static str, bool); 13] = [
+        ("listen", old.listen != new.listen),
+        ("tls", old.tls.is_some() != new.tls.is_some()),
+        ("tls.listen", tls_listen_changed),
+        (
+            "admin_listen",
+            old.admin.as_ref().map(|a| &a.listen) != new.admin.as_ref().map(|a| &a.listen),
+        ),
+        (
+            "admin_secret",
+            old.admin.as_ref().map(|a| &a.secret) != new.admin.as_ref().map(|a| &a.secret),
+        ),
+        ("plugin_limits.pool_size", old.limits.pool_size != new.limits.pool_size),
+        (
+            "plugin_limits.memory_mb",
+            old.limits.memory_bytes != new.limits.memory_bytes,
+        ),
+        (
+            "max_outbound_in_flight",
+            old.max_outbound_in_flight != new.max_outbound_in_flight,
+        ),
+        ("plugin_cache", old.plugin_cache != new.plugin_cache),
+        ("session_store", old.session_store != new.session_store),
+        ("tracing", old.tracing != new.tracing),
+        ("access_log", old.access_log != new.access_log),
+        (
+            "client_head_timeout_ms/client_send_timeout_ms",
+            old.client_timeouts != new.client_timeouts,
+        ),
+    ];
+    checks
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+async fn try_reload(
+    gateway: &Gateway,
+    runtime: &Arc<PluginRuntime>,
+    config_file: &Path,
+) -> Result<Vec<&'static str>, BuildError> {
     let config = load_config(config_file).await?;
     let current = gateway.routes();
-    if config.limits.pool_size != current.config.limits.pool_size
-        || config.limits.memory_bytes != current.config.limits.memory_bytes
-    {
-        tracing::warn!("plugin_limits.pool_size and plugin_limits.memory_mb take effect at the next restart");
+    let tls_listen_changed = matches!(
+        (gateway.tls(), &config.tls),
+        (Some(_), Some(loaded)) if loaded.settings.listen != current_tls_listen(&current)
+    );
+    let restart_only = restart_only_changes(&current.config, &config, tls_listen_changed);
+    if !restart_only.is_empty() {
+        tracing::warn!(
+            settings = restart_only.join(", "),
+            "these settings changed but take effect at the next restart; the running values stay"
+        );
     }
-    if config.listen != current.config.listen || config.admin != current.config.admin {
-        tracing::warn!("listen, admin_listen and admin_secret take effect at the next restart");
-    }
+    // Certificates were read and checked with the rest; they change with
+    // it, when the listener exists (adding one takes a restart).
     let tls = match (gateway.tls(), &config.tls) {
-        (Some(_), Some(loaded)) => {
-            if loaded.settings.listen != current_tls_listen(&current) {
-                tracing::warn!("tls.listen takes effect at the next restart");
-            }
-            Some(Arc::clone(loaded))
-        }
-        (None, None) => None,
-        (Some(_), None) | (None, Some(_)) => {
-            tracing::warn!("adding or removing the tls: listener takes effect at the next restart");
-            None
-        }
+        (Some(_), Some(loaded)) => Some(Arc::clone(loaded)),
+        _ => None,
     };
-    if config.tracing != current.config.tracing {
-        tracing::warn!("tracing takes effect at the next restart");
-    }
-    if config.session_store != current.config.session_store {
-        tracing::warn!("session_store takes effect at the next restart");
-    }
     let routes = Routes::build(config, runtime, Some(&current)).await?;
     tracing::info!(
         apis = routes.apis().len(),
         plugins = routes.plugin_count(),
         "configuration reloaded"
     );
-    // Certificates were read and checked with the rest; they change with it.
     if let (Some(live), Some(loaded)) = (gateway.tls(), tls) {
         live.replace(loaded);
     }
     gateway.swap(routes);
-    Ok(())
+    Ok(restart_only)
 }
 
 fn current_tls_listen(routes: &Routes) -> &str {

@@ -70,6 +70,7 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
     let access_log = config.access_log.clone();
     let traces = config.tracing.as_ref().map(crate::telemetry::init).transpose()?;
     let routes = Routes::build(config, &runtime, None).await?;
+    crate::telemetry::metrics::config_loaded();
     tracing::info!(
         apis = routes.apis().len(),
         plugins = routes.plugin_count(),
@@ -126,7 +127,11 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
     control.start();
     // Installed before the `listening` lines: a SIGHUP sent as soon as they
     // appear must reload, not meet the default action and end the process.
-    tokio::spawn(reload_on_sighup(hangups(), control, options.broadcast));
+    tokio::spawn(reload_on_sighup(hangups(), Arc::clone(&control), options.broadcast));
+    #[cfg(unix)]
+    if access_log.is_some() {
+        reopen_log_on_sigusr1()?;
+    }
 
     if let Some(live) = live_tls {
         tokio::spawn(live.watch());
@@ -147,8 +152,12 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
         println!("admin listening on http://{admin_addr}");
         tracing::info!(addr = %admin_addr, "admin API listening");
     }
+    let stopping = async move {
+        shutdown_signal().await;
+        control.begin_drain();
+    };
     Arc::clone(&gateway)
-        .serve(Listeners { plain, tls, timeouts }, shutdown_signal())
+        .serve(Listeners { plain, tls, timeouts }, stopping)
         .await;
     gateway.store().flush();
     if let Some(closer) = log_closer {
@@ -186,6 +195,19 @@ async fn reload_on_sighup(hangups: Option<tokio::signal::unix::Signal>, control:
             let _ = control.reload(Trigger::Signal).await;
         }
     }
+}
+
+/// SIGUSR1 reopens the access log file (after logrotate moved it).
+#[cfg(unix)]
+fn reopen_log_on_sigusr1() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut signals = signal(SignalKind::user_defined1()).context("cannot listen for SIGUSR1")?;
+    tokio::spawn(async move {
+        while signals.recv().await.is_some() {
+            crate::telemetry::access_log::reopen();
+        }
+    });
+    Ok(())
 }
 
 #[cfg(not(unix))]

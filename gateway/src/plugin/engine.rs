@@ -94,6 +94,11 @@ impl PluginRuntime {
         })
     }
 
+    /// Plugin instance slots in all (`plugin_limits.pool_size` at start).
+    pub fn pool_size(&self) -> u32 {
+        self.pool_size
+    }
+
     /// Plugin instance slots in use, of `pool_size` (idle reused instances
     /// hold theirs).
     pub fn instances_in_use(&self) -> u32 {
@@ -101,9 +106,14 @@ impl PluginRuntime {
         self.pool_size.saturating_sub(free)
     }
 
-    /// Loads the plugin a reference names, for a hook of kind `expected`.
-    /// Components are compiled once per content hash and shared.
-    pub async fn load(self: &Arc<Self>, reference: &PluginRef, expected: HookKind) -> Result<Plugin, LoadError> {
+    /// Loads the plugin a reference of API `api` names, for a hook of kind
+    /// `expected`. Components are compiled once per content hash and shared.
+    pub async fn load(
+        self: &Arc<Self>,
+        reference: &PluginRef,
+        expected: HookKind,
+        api: &str,
+    ) -> Result<Plugin, LoadError> {
         let err = |kind| LoadError {
             file: reference.file.clone(),
             field: reference.field.clone(),
@@ -162,7 +172,7 @@ impl PluginRuntime {
             runtime: Arc::clone(self),
             wants_body: info.wants_body,
             component,
-            metrics: PluginMetrics::new(&label),
+            metrics: Arc::new(PluginMetrics::new(api, &label)),
             label,
             function: reference.function.clone(),
             index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -256,6 +266,7 @@ impl PluginRuntime {
             client: self.client.clone(),
             limits,
             calls_made: 0,
+            metrics: None,
         };
         // Wait for a free instance slot: loading may overlap with traffic.
         let _slot = self

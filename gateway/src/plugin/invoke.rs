@@ -67,7 +67,7 @@ pub struct Plugin {
     pub(super) fan_out: Option<FanOut>,
     /// Instances kept between calls, when the reference opted in.
     pub(super) reuse: Option<Reuse>,
-    pub(super) metrics: PluginMetrics,
+    pub(super) metrics: Arc<PluginMetrics>,
 }
 
 /// A store with its instance slot and, once instantiated, the instance.
@@ -172,6 +172,7 @@ impl Plugin {
             outbound: Arc::clone(&ctx.outbound),
             client: self.runtime.client.clone(),
             limits: self.limits.clone(),
+            metrics: Some(Arc::clone(&self.metrics)),
             calls_made: self
                 .fan_out
                 .as_ref()

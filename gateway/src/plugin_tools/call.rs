@@ -382,7 +382,7 @@ pub async fn call(args: CallArgs, logs: Arc<Mutex<Vec<LogLine>>>) -> anyhow::Res
         field: "plugin".into(),
         fan_out,
     };
-    let plugin = runtime.load(&reference, kind).await?;
+    let plugin = runtime.load(&reference, kind, "").await?;
 
     let stats = Arc::new(Mutex::new(CallStats::default()));
     let ctx = CallContext {

@@ -51,6 +51,15 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// `rate` or `quota` when a limit refused the request.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            RequestError::Denied(Denied::RateLimited(_)) => Some("rate"),
+            RequestError::Denied(Denied::QuotaExceeded(_)) => Some("quota"),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::NoRoute | RequestError::NoEndpoint => StatusCode::NOT_FOUND,

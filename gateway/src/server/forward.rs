@@ -67,6 +67,11 @@ pub(super) async fn to_upstream(api: &ApiRoute, ex: &mut Exchange) -> Result<Ups
         .send(&ex.destination, request, head, ex.affinity())
         .await
         .map_err(over_limit)?;
+    if let Some(usage) = &ex.usage {
+        let mut usage = lock(usage);
+        usage.target = Some(Arc::clone(&exchanged.target));
+        usage.tries = exchanged.tries;
+    }
     let (mut parts, body) = exchanged.response.into_parts();
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
         // Nobody asked to switch: relaying it would hand the client's

@@ -7,6 +7,7 @@ use super::*;
 
 pub(super) async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Request) -> Response {
     let started = Instant::now();
+    let _in_flight = crate::telemetry::metrics::in_flight();
     let request_id = RequestId::for_request(request.headers());
     let routes = gateway.routes.load_full();
     // From here on, everything sees the canonical path: the span, the
@@ -34,6 +35,9 @@ pub(super) async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Reques
         Ok(response) => (response, None),
         Err(error) => {
             let blame = error.blame();
+            if let Some(limit) = error.limit() {
+                api.map_or(ApiMetrics::unrouted(), |api| &api.metrics).limited(limit);
+            }
             observer.failed(&request_id, error.status(), blame, &error);
             let response = if grpc {
                 error.into_grpc_response(request_id.as_str())

@@ -115,10 +115,15 @@ impl Hooks {
     }
 }
 
-async fn load_all(runtime: &Arc<PluginRuntime>, refs: &[PluginRef], kind: HookKind) -> Result<Vec<Plugin>, LoadError> {
+async fn load_all(
+    runtime: &Arc<PluginRuntime>,
+    api: &str,
+    refs: &[PluginRef],
+    kind: HookKind,
+) -> Result<Vec<Plugin>, LoadError> {
     let mut plugins = Vec::with_capacity(refs.len());
     for reference in refs {
-        plugins.push(runtime.load(reference, kind).await?);
+        plugins.push(runtime.load(reference, kind, api).await?);
     }
     Ok(plugins)
 }
@@ -239,6 +244,16 @@ impl Routes {
     pub fn plugin_count(&self) -> usize {
         self.apis.iter().map(ApiRoute::plugin_count).sum()
     }
+
+    /// The APIs that cannot serve without the session store: keyed ones
+    /// (their sessions, quotas) and rate-limited ones (their counters).
+    pub fn store_needed_by(&self) -> impl Iterator<Item = &ApiRoute> {
+        self.apis.iter().filter(|api| {
+            !matches!(api.auth, Auth::Keyless)
+                || api.rate_limit.is_some()
+                || api.endpoints().iter().any(|e| e.rate_limit.is_some())
+        })
+    }
 }
 
 /// What follows `listen_path` (which ends with `/`) in `path`, if the API
@@ -354,7 +369,7 @@ impl ApiRoute {
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
         for (i, endpoint) in api.endpoints.iter().enumerate() {
             let plugin = match &endpoint.plugin {
-                Some(reference) => Some(runtime.load(reference, HookKind::Request).await?),
+                Some(reference) => Some(runtime.load(reference, HookKind::Request, &api.id).await?),
                 None => None,
             };
             let methods = endpoint.methods.clone();
@@ -401,14 +416,16 @@ impl ApiRoute {
                 header: header.clone(),
                 query: query.clone(),
             },
-            AuthConfig::Plugin(reference) => Auth::Plugin(Box::new(runtime.load(reference, HookKind::Auth).await?)),
+            AuthConfig::Plugin(reference) => {
+                Auth::Plugin(Box::new(runtime.load(reference, HookKind::Auth, &api.id).await?))
+            }
             AuthConfig::Jwt(jwt) => Auth::Jwt(Box::new(JwtAuth::build(jwt, &api.id, api.upstream_tls.as_ref()).await)),
         };
         let hooks = Hooks {
-            pre: load_all(runtime, &api.hooks.pre, HookKind::Request).await?,
-            post_auth: load_all(runtime, &api.hooks.post_auth, HookKind::Request).await?,
-            post: load_all(runtime, &api.hooks.post, HookKind::Request).await?,
-            response: load_all(runtime, &api.hooks.response, HookKind::Response).await?,
+            pre: load_all(runtime, &api.id, &api.hooks.pre, HookKind::Request).await?,
+            post_auth: load_all(runtime, &api.id, &api.hooks.post_auth, HookKind::Request).await?,
+            post: load_all(runtime, &api.id, &api.hooks.post, HookKind::Request).await?,
+            response: load_all(runtime, &api.id, &api.hooks.response, HookKind::Response).await?,
         };
         let id: Arc<str> = api.id.as_str().into();
         let upstreams = ApiUpstreams::build(api, previous);

@@ -184,6 +184,18 @@ impl SessionStore {
             .await
     }
 
+    /// Whether the store answers now: opened (the embedded store), or a
+    /// `PING` answered (Redis).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        timed("ping", async {
+            match self.backend().await? {
+                Backend::Embedded(_) => Ok(()),
+                Backend::Redis(s) => s.ping().await,
+            }
+        })
+        .await
+    }
+
     /// The Redis backend, when the store is Redis: what nodes of a cluster
     /// share. `Ok(None)` for the embedded store.
     pub async fn redis(&self) -> Result<Option<&redis_store::RedisStore>, StoreError> {
@@ -215,51 +227,69 @@ impl SessionStore {
     /// The session stored under `id` (a key hash, or `plugin:<key_id>` for
     /// sessions created by auth plugins).
     pub async fn get(&self, id: &str) -> Result<Option<SessionData>, StoreError> {
-        match self.backend().await? {
-            Backend::Embedded(s) => s.get(id).await,
-            Backend::Redis(s) => s.get(id).await,
-        }
+        timed("get", async {
+            match self.backend().await? {
+                Backend::Embedded(s) => s.get(id).await,
+                Backend::Redis(s) => s.get(id).await,
+            }
+        })
+        .await
     }
 
     /// Up to `limit` stored sessions with their ids, in id order.
     pub async fn list(&self, limit: usize) -> Result<Vec<(String, SessionData)>, StoreError> {
-        match self.backend().await? {
-            Backend::Embedded(s) => s.list(limit).await,
-            Backend::Redis(s) => s.list(limit).await,
-        }
+        timed("list", async {
+            match self.backend().await? {
+                Backend::Embedded(s) => s.list(limit).await,
+                Backend::Redis(s) => s.list(limit).await,
+            }
+        })
+        .await
     }
 
     pub async fn put(&self, id: &str, session: &SessionData) -> Result<(), StoreError> {
-        match self.backend().await? {
-            Backend::Embedded(s) => s.put(id, session).await,
-            Backend::Redis(s) => s.put(id, session).await,
-        }
+        timed("put", async {
+            match self.backend().await? {
+                Backend::Embedded(s) => s.put(id, session).await,
+                Backend::Redis(s) => s.put(id, session).await,
+            }
+        })
+        .await
     }
 
     /// Removes a session; whether it existed.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        match self.backend().await? {
-            Backend::Embedded(s) => s.delete(id).await,
-            Backend::Redis(s) => s.delete(id).await,
-        }
+        timed("delete", async {
+            match self.backend().await? {
+                Backend::Embedded(s) => s.delete(id).await,
+                Backend::Redis(s) => s.delete(id).await,
+            }
+        })
+        .await
     }
 
     /// Counts one request against `counter` if fewer than `limit` were
     /// counted in its current window of `window_secs` (0 = endless); the
     /// window starts with the first request counted.
     pub async fn acquire(&self, counter: &str, limit: u64, window_secs: u64, now: i64) -> Result<Decision, StoreError> {
-        match self.backend().await? {
-            Backend::Embedded(s) => s.acquire(counter, limit, window_secs, now).await,
-            Backend::Redis(s) => s.acquire(counter, limit, window_secs, now).await,
-        }
+        timed("acquire", async {
+            match self.backend().await? {
+                Backend::Embedded(s) => s.acquire(counter, limit, window_secs, now).await,
+                Backend::Redis(s) => s.acquire(counter, limit, window_secs, now).await,
+            }
+        })
+        .await
     }
 
     /// The counter's state without counting anything.
     pub async fn peek(&self, counter: &str, now: i64) -> Result<Decision, StoreError> {
-        match self.backend().await? {
-            Backend::Embedded(s) => s.peek(counter, now).await,
-            Backend::Redis(s) => s.peek(counter, now).await,
-        }
+        timed("peek", async {
+            match self.backend().await? {
+                Backend::Embedded(s) => s.peek(counter, now).await,
+                Backend::Redis(s) => s.peek(counter, now).await,
+            }
+        })
+        .await
     }
 }
 
@@ -316,6 +346,14 @@ fn encode(session: &SessionData) -> Result<String, StoreError> {
 
 fn decode(text: &str) -> Result<SessionData, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Runs one store operation, timing it and counting its failure.
+async fn timed<T>(operation: &'static str, run: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    let started = std::time::Instant::now();
+    let result = run.await;
+    crate::telemetry::metrics::store_operation(operation, started.elapsed(), result.is_ok());
+    result
 }
 
 #[cfg(test)]

@@ -70,6 +70,14 @@ impl RedisStore {
         })
     }
 
+    /// One round trip: whether Redis answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .query_async::<()>(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<SessionData>, StoreError> {
         let text: Option<String> = self
             .connection

@@ -46,14 +46,39 @@ struct ApiLabel {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabel {
+    /// The API whose reference it is (two APIs' `auth.wasm` stay apart).
+    api: Arc<str>,
     /// `file.wasm#function`.
     plugin: Arc<str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginFailureLabels {
+    api: Arc<str>,
     plugin: Arc<str>,
     reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboundLabels {
+    api: Arc<str>,
+    plugin: Arc<str>,
+    /// `ok`, or why the call got no response: `not_allowed`, `invalid`,
+    /// `connect_error`, `timeout`, `too_large`, `other`.
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    api: Arc<str>,
+    /// `rate` or `quota`.
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    /// `get`, `list`, `put`, `delete`, `acquire`, `peek`, `ping`.
+    operation: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -125,7 +150,16 @@ struct Metrics {
     plugin_failures: Family<PluginFailureLabels, Counter>,
     plugin_duration: HistogramFamily<PluginLabel>,
     reloads: Family<ResultLabel, Counter>,
+    last_reload: Gauge<f64, AtomicU64>,
     instances_in_use: Gauge,
+    pool_size: Gauge,
+    in_flight: Gauge,
+    limited: Family<LimitLabels, Counter>,
+    outbound_calls: Family<OutboundLabels, Counter>,
+    outbound_duration: HistogramFamily<PluginLabel>,
+    store_duration: HistogramFamily<StoreLabels>,
+    store_errors: Family<StoreLabels, Counter>,
+    cert_not_after: Family<CertLabels, Gauge>,
     access_log_dropped: Counter,
     upstream_requests: Family<TargetCodeLabels, Counter>,
     upstream_errors: Family<TargetReasonLabels, Counter>,
@@ -159,7 +193,16 @@ fn metrics() -> &'static Metrics {
         let plugin_failures = Family::<PluginFailureLabels, Counter>::default();
         let plugin_duration: HistogramFamily<PluginLabel> = Family::new_with_constructor(plugin_histogram);
         let reloads = Family::<ResultLabel, Counter>::default();
+        let last_reload = Gauge::<f64, AtomicU64>::default();
         let instances_in_use = Gauge::default();
+        let pool_size = Gauge::default();
+        let in_flight = Gauge::default();
+        let limited = Family::<LimitLabels, Counter>::default();
+        let outbound_calls = Family::<OutboundLabels, Counter>::default();
+        let outbound_duration: HistogramFamily<PluginLabel> = Family::new_with_constructor(request_histogram);
+        let store_duration: HistogramFamily<StoreLabels> = Family::new_with_constructor(plugin_histogram);
+        let store_errors = Family::<StoreLabels, Counter>::default();
+        let cert_not_after = Family::<CertLabels, Gauge>::default();
         let access_log_dropped = Counter::default();
         let cert_expiry = Family::<CertLabels, Gauge<f64, AtomicU64>>::default();
         let upstream_requests = Family::<TargetCodeLabels, Counter>::default();
@@ -208,6 +251,41 @@ fn metrics() -> &'static Metrics {
             reloads.clone(),
         );
         registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration serving now was loaded (at start or by the last successful reload), Unix seconds",
+            last_reload.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "Requests on the public listener being handled (until their response head)",
+            in_flight.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a rate limit or a quota, by API and limit (rate, quota)",
+            limited.clone(),
+        );
+        registry.register(
+            "plugin_outbound_calls",
+            "Outbound HTTP calls plugins made, by API, plugin and result (ok, or why there was no response)",
+            outbound_calls.clone(),
+        );
+        registry.register(
+            "plugin_outbound_call_duration_seconds",
+            "Time of one outbound call a plugin made, to its response or failure, by API and plugin",
+            outbound_duration.clone(),
+        );
+        registry.register(
+            "session_store_operation_duration_seconds",
+            "Time of one session store operation, by operation",
+            store_duration.clone(),
+        );
+        registry.register(
+            "session_store_errors",
+            "Session store operations that failed (store unreachable or its answer unreadable), by operation",
+            store_errors.clone(),
+        );
+        registry.register(
             "access_log_dropped",
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
@@ -216,6 +294,16 @@ fn metrics() -> &'static Metrics {
             "plugin_instances_in_use",
             "Plugin instance slots in use (of plugin_limits.pool_size), idle reused instances included",
             instances_in_use.clone(),
+        );
+        registry.register(
+            "plugin_instance_pool_size",
+            "Plugin instance slots in all (plugin_limits.pool_size)",
+            pool_size.clone(),
+        );
+        registry.register(
+            "tls_certificate_not_after_timestamp_seconds",
+            "When a loaded certificate expires, Unix seconds, by role, source, file and subject",
+            cert_not_after.clone(),
         );
         registry.register(
             "tls_certificate_expiry_seconds",
@@ -269,7 +357,16 @@ fn metrics() -> &'static Metrics {
             plugin_failures,
             plugin_duration,
             reloads,
+            last_reload,
             instances_in_use,
+            pool_size,
+            in_flight,
+            limited,
+            outbound_calls,
+            outbound_duration,
+            store_duration,
+            store_errors,
+            cert_not_after,
             access_log_dropped,
         }
     })
@@ -335,6 +432,15 @@ impl ApiMetrics {
         self.duration.observe(elapsed.as_secs_f64());
     }
 
+    /// One request refused by a rate limit (`rate`) or a quota (`quota`).
+    pub fn limited(&self, limit: &'static str) {
+        let labels = LimitLabels {
+            api: Arc::clone(&self.api),
+            limit,
+        };
+        metrics().limited.get_or_create(&labels).inc();
+    }
+
     /// One failed request, `blame`'s fault (`client`, `upstream`, `plugin`
     /// or `gateway`). Off the common path: the labels are hashed here.
     pub fn failed(&self, blame: &'static str) {
@@ -349,22 +455,39 @@ impl ApiMetrics {
 /// The metrics of one plugin reference, resolved when it loads.
 #[derive(Debug, Clone)]
 pub struct PluginMetrics {
-    plugin: Arc<str>,
+    label: PluginLabel,
     calls: Counter,
     duration: Histogram,
+    outbound_duration: Histogram,
 }
 
 impl PluginMetrics {
-    pub fn new(plugin: &Arc<str>) -> Self {
+    /// `plugin` (`file.wasm#function`) referenced by API `api` (empty for
+    /// `plugin call`).
+    pub fn new(api: &str, plugin: &Arc<str>) -> Self {
         let label = PluginLabel {
+            api: api.into(),
             plugin: Arc::clone(plugin),
         };
         let m = metrics();
         PluginMetrics {
-            plugin: Arc::clone(plugin),
             calls: m.plugin_calls.get_or_create_owned(&label),
             duration: m.plugin_duration.get_or_create_owned(&label),
+            outbound_duration: m.outbound_duration.get_or_create_owned(&label),
+            label,
         }
+    }
+
+    /// One outbound call the plugin made: `result` is `ok` or why it got
+    /// no response.
+    pub fn outbound(&self, result: &'static str, elapsed: Duration) {
+        let labels = OutboundLabels {
+            api: Arc::clone(&self.label.api),
+            plugin: Arc::clone(&self.label.plugin),
+            result,
+        };
+        metrics().outbound_calls.get_or_create(&labels).inc();
+        self.outbound_duration.observe(elapsed.as_secs_f64());
     }
 
     /// One invocation that took `elapsed`, whatever its outcome.
@@ -376,7 +499,8 @@ impl PluginMetrics {
     /// One failed invocation; `reason` is a short snake_case word.
     pub fn failed(&self, reason: &'static str) {
         let labels = PluginFailureLabels {
-            plugin: Arc::clone(&self.plugin),
+            api: Arc::clone(&self.label.api),
+            plugin: Arc::clone(&self.label.plugin),
             reason,
         };
         metrics().plugin_failures.get_or_create(&labels).inc();
@@ -490,6 +614,44 @@ pub fn access_log_dropped() {
 pub fn reloaded(ok: bool) {
     let result = if ok { "ok" } else { "error" };
     metrics().reloads.get_or_create(&ResultLabel { result }).inc();
+    if ok {
+        config_loaded();
+    }
+}
+
+/// The configuration serving now was loaded (at start, or by a reload).
+pub fn config_loaded() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics().last_reload.set(now);
+}
+
+/// A request on the public listener, counted in `http_requests_in_flight`
+/// until the guard drops.
+pub fn in_flight() -> InFlightGuard {
+    metrics().in_flight.inc();
+    InFlightGuard(())
+}
+
+/// See [`in_flight`].
+#[derive(Debug)]
+pub struct InFlightGuard(());
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        metrics().in_flight.dec();
+    }
+}
+
+/// One session store operation that took `elapsed`, failed or not.
+pub fn store_operation(operation: &'static str, elapsed: Duration, ok: bool) {
+    let m = metrics();
+    let labels = StoreLabels { operation };
+    m.store_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    if !ok {
+        m.store_errors.get_or_create(&labels).inc();
+    }
 }
 
 /// The certificates `source` (`listener`, `api:ID`) has loaded, replacing
@@ -521,13 +683,15 @@ pub fn retain_certificate_sources(keep: impl Fn(&str) -> bool) {
 
 /// Everything, in the Prometheus text format; `instances_in_use` and the
 /// certificates' time left are computed at scrape time.
-pub fn encode(instances_in_use: u32) -> String {
+pub fn encode(instances_in_use: u32, pool_size: u32) -> String {
     let m = metrics();
     m.instances_in_use.set(i64::from(instances_in_use));
+    m.pool_size.set(i64::from(pool_size));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     m.cert_expiry.clear();
+    m.cert_not_after.clear();
     for (labels, not_after) in m
         .certificates
         .lock()
@@ -536,6 +700,7 @@ pub fn encode(instances_in_use: u32) -> String {
         .flatten()
     {
         m.cert_expiry.get_or_create(labels).set(*not_after as f64 - now);
+        m.cert_not_after.get_or_create(labels).set(*not_after);
     }
     let mut text = String::new();
     // Writing to a String cannot fail.

@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod ids;
+pub mod log_format;
 pub mod metrics;
 pub mod observer;
 pub mod traces;

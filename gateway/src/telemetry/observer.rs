@@ -89,28 +89,29 @@ impl Observer {
     ) -> Self {
         let (method, uri) = (request.method().clone(), request.uri().clone());
         // At info level this is not built at all (formatting its fields on
-        // every request costs more than routing it); the failure line names
-        // the request itself.
-        let span = tracing::debug_span!(
-            "request",
-            method = %method,
-            path = uri.path(),
-            request_id = request_id.as_str(),
-            api = tracing::field::Empty,
-            endpoint = tracing::field::Empty,
-            key_id = tracing::field::Empty,
-            alias = tracing::field::Empty,
-        );
-        let entry = log.map(|log| {
-            Box::new(Entry::new(
-                log,
-                started,
-                request_id.as_str(),
-                client.to_owned(),
-                method.as_str(),
-                uri.path(),
-            ))
-        });
+        // every request costs more than routing it) unless the log is JSON,
+        // where every request-scoped line carries the request and trace ids.
+        macro_rules! request_span {
+            ($level:expr) => {
+                tracing::span!(
+                    $level,
+                    "request",
+                    method = %method,
+                    path = uri.path(),
+                    request_id = request_id.as_str(),
+                    trace_id = tracing::field::Empty,
+                    api = tracing::field::Empty,
+                    endpoint = tracing::field::Empty,
+                    key_id = tracing::field::Empty,
+                    alias = tracing::field::Empty,
+                )
+            };
+        }
+        let span = if super::log_format::json() {
+            request_span!(tracing::Level::INFO)
+        } else {
+            request_span!(tracing::Level::DEBUG)
+        };
         let trace = traces::request_span(
             request.headers(),
             method.as_str(),
@@ -118,6 +119,24 @@ impl Observer {
             request_id.as_str(),
             client,
         );
+        let trace_id = if log.is_some() || !span.is_disabled() {
+            traces::trace_id(trace.as_ref(), request.headers())
+        } else {
+            None
+        };
+        if let Some(id) = &trace_id {
+            span.record("trace_id", id.as_str());
+        }
+        let entry = log.map(|log| {
+            Box::new(Entry::new(
+                log,
+                started,
+                request_id.as_str(),
+                trace_id,
+                client.to_owned(),
+                request,
+            ))
+        });
         Observer {
             started,
             method,

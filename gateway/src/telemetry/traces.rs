@@ -75,14 +75,24 @@ pub fn request_span(headers: &HeaderMap, method: &str, path: &str, request_id: &
     let span = tracer
         .span_builder(format!("{method} {path}"))
         .with_kind(SpanKind::Server)
-        .with_attributes([
-            KeyValue::new("http.request.method", method.to_owned()),
-            KeyValue::new("url.path", path.to_owned()),
-            KeyValue::new("portcullis.request_id", request_id.to_owned()),
-            KeyValue::new("client.address", client.to_owned()),
-        ])
+        .with_attributes(
+            [
+                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("url.path", path.to_owned()),
+                KeyValue::new("portcullis.request_id", request_id.to_owned()),
+            ]
+            .into_iter()
+            .chain(client_attributes(client)),
+        )
         .start_with_context(tracer, &parent);
     Some(parent.with_span(span))
+}
+
+fn client_attributes(client: &str) -> Vec<KeyValue> {
+    let (address, port) = split_client(client);
+    let mut attributes = vec![KeyValue::new("client.address", address.to_owned())];
+    attributes.extend(port.map(|p| KeyValue::new("client.port", i64::from(p))));
+    attributes
 }
 
 /// A child span of `parent`.
@@ -163,5 +173,32 @@ impl Injector for HeadersMut<'_> {
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(&value)) {
             self.0.insert(name, value);
         }
+    }
+}
+
+/// The request's trace id (32 hex digits): its span's when traced,
+/// otherwise the client's `traceparent`'s when that is well formed.
+pub fn trace_id(trace: Option<&Context>, headers: &HeaderMap) -> Option<String> {
+    if let Some(cx) = trace {
+        let id = cx.span().span_context().trace_id();
+        if id != opentelemetry::trace::TraceId::INVALID {
+            return Some(id.to_string());
+        }
+    }
+    // version "-" trace-id "-" parent-id "-" flags (W3C Trace Context).
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut fields = value.split('-');
+    let (_version, id) = (fields.next()?, fields.next()?);
+    let hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (id.len() == 32 && hex(id) && id.bytes().any(|b| b != b'0')).then(|| id.to_owned())
+}
+
+/// `ip:port` (or `[v6]:port`) split into address and port.
+pub fn split_client(client: &str) -> (&str, Option<u16>) {
+    match client.rsplit_once(':') {
+        Some((ip, port)) if port.parse::<u16>().is_ok() => {
+            (ip.trim_start_matches('[').trim_end_matches(']'), port.parse().ok())
+        }
+        _ => (client, None),
     }
 }

@@ -22,7 +22,7 @@ pub struct Group {
 #[derive(Debug)]
 pub struct Target {
     pub(super) url: BaseUrl,
-    pub(super) label: String,
+    pub(super) label: Arc<str>,
     pub(super) weight: u32,
     /// Shared with the same target before and after a reload, like its
     /// health, so `max_in_flight` counts the requests the old one still has.
@@ -61,7 +61,7 @@ impl Group {
                 Arc::new(Target {
                     metrics: TargetMetrics::new(api, &name, &label),
                     url: t.url.clone(),
-                    label,
+                    label: label.into(),
                     weight: t.weight,
                     in_flight: before.map_or_else(Arc::default, |old| Arc::clone(&old.in_flight)),
                     health: before.map_or_else(Arc::default, |old| Arc::clone(&old.health)),
@@ -182,7 +182,10 @@ impl Group {
                 (head, body.as_ref().map(OutBody::body).unwrap_or_default())
             };
             let request = request_to(&target.url, head, &path, content)?;
-            let Attempt { outcome, retry_on } = self.attempt(&client, target, request, timeout, idempotent).await;
+            let Attempt { mut outcome, retry_on } = self.attempt(&client, target, request, timeout, idempotent).await;
+            if let Ok(exchanged) = &mut outcome {
+                exchanged.tries = attempt as u32 + 1;
+            }
             // Another target, if there is one and the budget allows;
             // otherwise this outcome stands.
             match retry_on {
@@ -222,6 +225,8 @@ impl Group {
                 let exchanged = Exchanged {
                     response,
                     in_flight: Some(slot),
+                    target: Arc::clone(&target.label),
+                    tries: 1,
                 };
                 (Ok(exchanged), retry.then(|| status.to_string().into()))
             }
@@ -230,7 +235,7 @@ impl Group {
                 target.metrics.failed("timeout");
                 self.observe(target, false, || format!("no response within {timeout:?}"));
                 let error = UpstreamError::Timeout {
-                    target: target.label.clone(),
+                    target: target.label.to_string(),
                     timeout,
                 };
                 (Err(error), (idempotent && on.timeout).then_some("timeout".into()))
@@ -253,7 +258,7 @@ impl Group {
                     Failure::Reset(_) => ("reset", "reset", idempotent && on.reset),
                 };
                 target.metrics.failed(label);
-                let error = error_of(failed, target.label.clone());
+                let error = error_of(failed, target.label.to_string());
                 self.observe(target, false, || error.to_string());
                 (Err(error), retry.then_some(condition.into()))
             }
@@ -277,7 +282,7 @@ impl Group {
 
     pub(super) fn announce(&self, target: &Target, change: &health::Change) {
         target.metrics.changed(change.to.name());
-        let (api, upstream, url) = (&*self.api, &*self.name, target.label.as_str());
+        let (api, upstream, url) = (&*self.api, &*self.name, &*target.label);
         match change.to {
             State::Healthy => tracing::info!(api, upstream, target = url, reason = %change.reason, "target healthy"),
             State::Unhealthy => {
@@ -306,7 +311,7 @@ impl Group {
                     .map(ToString::to_string)
                     .collect();
                 serde_json::json!({
-                    "url": target.label,
+                    "url": &*target.label,
                     "weight": target.weight,
                     "state": detail.state.name(),
                     "since": since,
@@ -478,7 +483,7 @@ pub(super) async fn dns_loop(group: Weak<Group>) {
                     tracing::info!(
                         api = &*group.api,
                         upstream = &*group.name,
-                        target = target.label,
+                        target = &*target.label,
                         before = ?*known,
                         now = ?found,
                         "target's DNS name resolves to new addresses; new connections go there"

@@ -121,6 +121,10 @@ pub struct Affinity<'a> {
 pub struct Exchanged {
     pub response: http::Response<Incoming>,
     pub in_flight: Option<InFlight>,
+    /// The target that answered, as the admin API names it.
+    pub target: Arc<str>,
+    /// Targets tried, this one included.
+    pub tries: u32,
 }
 
 /// How one exchange with a target went, and the `retries.on` condition it
@@ -192,7 +196,7 @@ impl ApiUpstreams {
         if let [only] = &self.groups[..]
             && only.targets.len() == 1
         {
-            return only.targets[0].label.clone();
+            return only.targets[0].label.to_string();
         }
         let describe = |g: &Group| {
             let more = g.targets.len() - 1;
@@ -248,6 +252,8 @@ impl ApiUpstreams {
                     Ok(Ok(response)) => Ok(Exchanged {
                         response,
                         in_flight: None,
+                        target: target.into(),
+                        tries: 1,
                     }),
                 }
             }

@@ -86,6 +86,20 @@ pub enum OutboundError {
     Other(String),
 }
 
+impl OutboundError {
+    /// A short name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            OutboundError::NotAllowed(_) => "not_allowed",
+            OutboundError::Invalid(_) => "invalid",
+            OutboundError::Connect(_) => "connect_error",
+            OutboundError::Timeout => "timeout",
+            OutboundError::TooLarge(_) => "too_large",
+            OutboundError::Other(_) => "other",
+        }
+    }
+}
+
 /// Why a batch stopped before every call had finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchStop {

@@ -20,16 +20,22 @@ pub struct ApiFile {
     #[serde(default)]
     pub upstreams: std::collections::BTreeMap<UpstreamName, UrlOr<UpstreamGroupFile>>,
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_ms")]
     pub upstream_timeout_ms: Option<u64>,
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_ms")]
     pub upstream_read_timeout_ms: Option<u64>,
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_ms")]
     pub upstream_total_timeout_ms: Option<u64>,
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_bytes")]
     pub max_request_body_bytes: Option<usize>,
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_ms")]
     pub tunnel_idle_timeout_ms: Option<u64>,
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_ms")]
     pub body_timeout_ms: Option<u64>,
     /// Overrides the gateway's `paths:` field by field.
     #[serde(default)]
@@ -156,6 +162,7 @@ pub struct OutboundFile {
     #[serde(default)]
     pub allow: Vec<AllowEntry>,
     #[serde(default = "default_outbound_timeout_ms")]
+    #[serde(deserialize_with = "units::ms")]
     pub timeout_ms: u64,
 }
 
@@ -214,8 +221,10 @@ pub struct EndpointFile {
     pub headers: HeadersFile,
     /// Overrides the API's for this endpoint.
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_ms")]
     pub upstream_timeout_ms: Option<u64>,
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_bytes")]
     pub max_request_body_bytes: Option<usize>,
 }
 
@@ -329,6 +338,7 @@ pub struct FanOutFile {
     pub calls: std::collections::BTreeMap<String, FanOutCallFile>,
     /// Deadline for the whole batch; the API's `outbound.timeout_ms` when absent.
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_ms")]
     pub deadline_ms: Option<u64>,
     /// Stop once this many calls have succeeded (2xx); the rest are cancelled.
     #[serde(default)]
@@ -352,6 +362,7 @@ pub struct FanOutCallSpec {
     #[serde(default)]
     pub body: Option<String>,
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_ms")]
     pub timeout_ms: Option<u64>,
 }
 

@@ -20,21 +20,26 @@ pub struct GatewayFile {
     pub apis: Vec<String>,
     /// Default upstream timeout (response headers), per API overridable.
     #[serde(default = "default_upstream_timeout_ms")]
+    #[serde(deserialize_with = "units::ms")]
     pub upstream_timeout_ms: u64,
     /// Longest silence between two pieces of an upstream's response body,
     /// per API overridable.
     #[serde(default = "default_upstream_read_timeout_ms")]
+    #[serde(deserialize_with = "units::ms")]
     pub upstream_read_timeout_ms: u64,
     /// The whole upstream exchange, response body included, per API
     /// overridable; absent: no limit.
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_ms")]
     pub upstream_total_timeout_ms: Option<u64>,
-    /// Largest request body proxied, per API overridable; absent: no limit.
-    #[serde(default)]
-    pub max_request_body_bytes: Option<usize>,
+    /// Largest request body proxied, per API and endpoint overridable.
+    #[serde(default = "default_max_request_body_bytes")]
+    #[serde(deserialize_with = "units::bytes")]
+    pub max_request_body_bytes: usize,
     /// How long an upgraded connection (WebSocket) may stay silent both
     /// ways, per API overridable.
     #[serde(default = "default_tunnel_idle_timeout_ms")]
+    #[serde(deserialize_with = "units::ms")]
     pub tunnel_idle_timeout_ms: u64,
     /// Outbound plugin calls in flight at once, gateway-wide.
     #[serde(default = "default_max_outbound_in_flight")]
@@ -79,13 +84,16 @@ pub struct GatewayFile {
     /// How long a client may take to send a request body that the gateway
     /// reads whole (for a plugin), per API overridable.
     #[serde(default = "default_body_timeout_ms")]
+    #[serde(deserialize_with = "units::ms")]
     pub body_timeout_ms: u64,
     /// How long a client may take to send a request head (and, on a new
     /// connection, its first bytes). Read at start.
     #[serde(default = "default_client_timeout_ms")]
+    #[serde(deserialize_with = "units::ms")]
     pub client_head_timeout_ms: u64,
     /// How long a write to a client may wait for it to read. Read at start.
     #[serde(default = "default_client_timeout_ms")]
+    #[serde(deserialize_with = "units::ms")]
     pub client_send_timeout_ms: u64,
 }
 
@@ -225,6 +233,7 @@ pub struct TlsFile {
     /// How often certificate, key and CA files are checked for changes; 0
     /// turns the check off (reloads still re-read them).
     #[serde(default = "default_watch_interval_ms")]
+    #[serde(deserialize_with = "units::ms")]
     pub watch_interval_ms: u64,
 }
 
@@ -274,6 +283,15 @@ fn default_max_outbound_in_flight() -> usize {
     512
 }
 
+/// 16 MiB: far above what JSON APIs send, below what lets one client tie
+/// up an upstream with an endless upload. nginx's 1 MiB is its users' most
+/// common 413; APIs that take uploads set their own.
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 16 << 20;
+
+fn default_max_request_body_bytes() -> usize {
+    DEFAULT_MAX_REQUEST_BODY_BYTES
+}
+
 fn default_upstream_timeout_ms() -> u64 {
     30_000
 }
@@ -291,16 +309,22 @@ fn default_tunnel_idle_timeout_ms() -> u64 {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
+    #[serde(default, deserialize_with = "units::opt_ms")]
     pub cpu_ms: Option<u64>,
+    #[serde(default, deserialize_with = "units::opt_ms")]
     pub timeout_ms: Option<u64>,
     pub memory_mb: Option<u64>,
     pub max_outbound_calls: Option<u32>,
+    #[serde(default, deserialize_with = "units::opt_bytes")]
     pub max_body_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "units::opt_bytes")]
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
+    #[serde(default, deserialize_with = "units::opt_bytes")]
     pub max_session_bytes: Option<usize>,
     pub max_session_entries: Option<usize>,
     pub max_log_lines: Option<u32>,
+    #[serde(default, deserialize_with = "units::opt_bytes")]
     pub max_log_bytes: Option<usize>,
     pub pool_size: Option<u32>,
 }
@@ -311,9 +335,11 @@ pub struct LimitsFile {
 pub struct RegistriesFile {
     /// The longest one plugin's fetch may take (manifest, signatures and
     /// layer).
+    #[serde(deserialize_with = "units::ms")]
     pub pull_timeout_ms: u64,
     /// The largest plugin a registry may send (its layer, and the wasm
     /// unpacked from an image layer).
+    #[serde(deserialize_with = "units::bytes")]
     pub max_plugin_bytes: u64,
     /// A Docker or Podman `auth.json` (`{"auths": {"HOST": {"auth": ...}}}`),
     /// relative to this file.

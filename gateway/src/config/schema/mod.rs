@@ -40,6 +40,7 @@ macro_rules! validated_string {
 mod api;
 mod gateway;
 mod policy;
+pub mod units;
 mod upstream;
 mod values;
 

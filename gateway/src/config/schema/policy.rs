@@ -41,6 +41,7 @@ pub struct JwtFile {
     pub jwks_file: Option<PathBuf>,
     /// How often the JWKS URL is fetched again.
     #[serde(default = "default_jwks_refresh_s")]
+    #[serde(deserialize_with = "units::secs")]
     pub jwks_refresh_s: u64,
     /// `iss` must be one of these (when given).
     #[serde(default)]
@@ -50,6 +51,7 @@ pub struct JwtFile {
     pub audiences: Vec<String>,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway_s")]
+    #[serde(deserialize_with = "units::secs")]
     pub leeway_s: u64,
     /// Whether a token must carry `exp`.
     #[serde(default = "default_true")]
@@ -138,6 +140,7 @@ pub struct CorsFile {
     pub credentials: bool,
     /// How long a browser may cache a preflight's answer.
     #[serde(default)]
+    #[serde(deserialize_with = "units::opt_secs")]
     pub max_age_s: Option<u32>,
     /// Pass preflights on to the upstream instead of answering them.
     #[serde(default)]

@@ -12,7 +12,9 @@ pub struct UpstreamGroupFile {
     pub balance: BalanceFile,
     /// With `consistent_hash`: `header:NAME`, `client_ip` or `key_id`.
     pub hash_on: Option<String>,
+    #[serde(deserialize_with = "units::ms")]
     pub connect_timeout_ms: u64,
+    #[serde(deserialize_with = "units::ms")]
     pub idle_timeout_ms: u64,
     /// Requests in flight per target; beyond it, 503 at once.
     pub max_in_flight: u32,
@@ -20,6 +22,7 @@ pub struct UpstreamGroupFile {
     pub passive: PassiveFile,
     pub retries: RetriesFile,
     /// How often DNS names among the targets are resolved again.
+    #[serde(deserialize_with = "units::ms")]
     pub dns_refresh_ms: u64,
 }
 
@@ -68,8 +71,10 @@ pub struct HealthCheckFile {
     #[serde(default)]
     pub grpc_service: Option<String>,
     #[serde(default = "default_probe_interval_ms")]
+    #[serde(deserialize_with = "units::ms")]
     pub interval_ms: u64,
     #[serde(default = "default_probe_timeout_ms")]
+    #[serde(deserialize_with = "units::ms")]
     pub timeout_ms: u64,
     #[serde(default = "default_unhealthy_after")]
     pub unhealthy_after: u32,
@@ -84,6 +89,7 @@ pub struct PassiveFile {
     #[serde(default = "default_passive_failures")]
     pub failures: u32,
     #[serde(default = "default_eject_ms")]
+    #[serde(deserialize_with = "units::ms")]
     pub eject_ms: u64,
 }
 

@@ -37,7 +37,9 @@ impl State {
         let request_id = self.call.request_id.clone();
         let trace = self.call.trace.clone();
         let limits = self.call.limits.clone();
+        let metrics = self.call.metrics.clone();
         async move {
+            let started = std::time::Instant::now();
             let request = outbound::OutboundRequest {
                 method: request.method,
                 url: request.url,
@@ -45,7 +47,12 @@ impl State {
                 body: request.body,
                 timeout: request.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
             };
-            client.send(&policy, request, &limits, &request_id, &trace).await
+            let result = client.send(&policy, request, &limits, &request_id, &trace).await;
+            if let Some(metrics) = metrics {
+                let outcome = result.as_ref().map_or_else(OutboundError::reason, |_| "ok");
+                metrics.outbound(outcome, started.elapsed());
+            }
+            result
         }
     }
 

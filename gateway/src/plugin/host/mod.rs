@@ -109,6 +109,9 @@ pub struct CallInfo {
     /// Outbound calls the gateway already made for this invocation (its
     /// `fan_out`): they count against `limits.max_outbound_calls`.
     pub calls_made: u32,
+    /// The reference's metrics, where its outbound calls are counted
+    /// (`None` while a component is described at load).
+    pub metrics: Option<Arc<crate::telemetry::metrics::PluginMetrics>>,
 }
 
 pub struct State {
