@@ -17,6 +17,7 @@ mod import;
 mod jwt;
 mod keys;
 mod metrics;
+mod operator;
 mod plugins;
 mod policies;
 mod proxy;

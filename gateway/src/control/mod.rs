@@ -204,6 +204,7 @@ fn reopen_log_on_sigusr1() -> anyhow::Result<()> {
     let mut signals = signal(SignalKind::user_defined1()).context("cannot listen for SIGUSR1")?;
     tokio::spawn(async move {
         while signals.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening the access log before its next line");
             crate::telemetry::access_log::reopen();
         }
     });

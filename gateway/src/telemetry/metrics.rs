@@ -267,7 +267,7 @@ fn metrics() -> &'static Metrics {
         );
         registry.register(
             "plugin_outbound_calls",
-            "Outbound HTTP calls plugins made, by API, plugin and result (ok, or why there was no response)",
+            "Outbound HTTP calls plugins made, by API, plugin and result (ok; not_allowed, invalid, connect_error, timeout, too_large, other; cancelled when a batch stopped first)",
             outbound_calls.clone(),
         );
         registry.register(

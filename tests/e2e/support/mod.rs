@@ -175,6 +175,8 @@ pub struct Gateway {
     pub config: ConfigDir,
     /// `serve`'s arguments besides the config and listen addresses.
     args: Vec<String>,
+    /// Environment variables set for it.
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -184,16 +186,25 @@ impl Gateway {
 
     /// Starts the gateway with more `serve` arguments (kept for restarts).
     pub fn start_with(config: ConfigDir, args: &[&str]) -> Self {
-        Self::try_start_with(config, args.iter().map(|a| a.to_string()).collect()).unwrap_or_else(|e| panic!("{e}"))
+        Self::try_start_with(config, args.iter().map(|a| a.to_string()).collect(), Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the gateway with more `serve` arguments and environment
+    /// variables (both kept for restarts).
+    pub fn start_with_env(config: ConfigDir, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::try_start_with(config, args.iter().map(|a| a.to_string()).collect(), env)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts the gateway; `Err` carries its stderr if it exits instead of
     /// listening.
     pub fn try_start(config: ConfigDir) -> Result<Self, String> {
-        Self::try_start_with(config, Vec::new())
+        Self::try_start_with(config, Vec::new(), Vec::new())
     }
 
-    fn try_start_with(config: ConfigDir, args: Vec<String>) -> Result<Self, String> {
+    fn try_start_with(config: ConfigDir, args: Vec<String>, env: Vec<(String, String)>) -> Result<Self, String> {
         let gateway_text = std::fs::read_to_string(config.gateway_file()).unwrap_or_default();
         let has_tls = gateway_text.lines().any(|l| l.starts_with("tls:"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
@@ -208,6 +219,7 @@ impl Gateway {
         }
         let mut child = command
             .env("PORTCULLIS_LOG", "info,portcullis=debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -255,6 +267,7 @@ impl Gateway {
                     log,
                     config,
                     args,
+                    env,
                 })
             }
             None => {
@@ -312,7 +325,8 @@ impl Gateway {
             dir: tempfile::TempDir::new().expect("placeholder"),
         };
         let config = std::mem::replace(&mut self.config, config);
-        Gateway::try_start_with(config, std::mem::take(&mut self.args)).unwrap_or_else(|e| panic!("{e}"))
+        Gateway::try_start_with(config, std::mem::take(&mut self.args), std::mem::take(&mut self.env))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The gateway's process id.
@@ -347,10 +361,15 @@ impl Gateway {
 
     /// Sends SIGHUP (reload).
     pub fn reload(&self) {
+        self.signal("HUP");
+    }
+
+    /// Sends the signal `name` (`HUP`, `USR1`...).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
-            .expect("kill -HUP");
+            .expect("kill");
         assert!(status.success());
     }
 }

@@ -37,9 +37,11 @@ impl State {
         let request_id = self.call.request_id.clone();
         let trace = self.call.trace.clone();
         let limits = self.call.limits.clone();
-        let metrics = self.call.metrics.clone();
+        let mut counted = Counted {
+            metrics: self.call.metrics.clone(),
+            started: std::time::Instant::now(),
+        };
         async move {
-            let started = std::time::Instant::now();
             let request = outbound::OutboundRequest {
                 method: request.method,
                 url: request.url,
@@ -48,10 +50,7 @@ impl State {
                 timeout: request.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
             };
             let result = client.send(&policy, request, &limits, &request_id, &trace).await;
-            if let Some(metrics) = metrics {
-                let outcome = result.as_ref().map_or_else(OutboundError::reason, |_| "ok");
-                metrics.outbound(outcome, started.elapsed());
-            }
+            counted.finish(result.as_ref().map_or_else(OutboundError::reason, |_| "ok"));
             result
         }
     }
@@ -82,6 +81,27 @@ impl State {
             }
             HttpError::from(e)
         })
+    }
+}
+
+/// One outbound call's metrics: its result when it finishes, `cancelled`
+/// when it is dropped first (a batch's deadline, or enough successes).
+struct Counted {
+    metrics: Option<Arc<crate::telemetry::metrics::PluginMetrics>>,
+    started: std::time::Instant,
+}
+
+impl Counted {
+    fn finish(&mut self, result: &'static str) {
+        if let Some(metrics) = self.metrics.take() {
+            metrics.outbound(result, self.started.elapsed());
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.finish("cancelled");
     }
 }
 
