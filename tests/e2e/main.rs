@@ -9,6 +9,7 @@ mod chain;
 mod cluster;
 mod config_errors;
 mod contract;
+mod dashboard;
 mod deploy;
 mod edge;
 mod fan_out;

@@ -153,10 +153,11 @@ fn have(program: &str) -> bool {
 }
 
 /// Installs what the tests run for real if it is missing: Debian's
-/// redis-server (the cluster tests) and docker-registry (the CNCF
-/// distribution server, for plugins from registries).
+/// redis-server (the cluster tests), docker-registry (the CNCF
+/// distribution server, for plugins from registries) and chromium (the
+/// dashboard, tested in a real browser).
 fn ensure_test_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = ["redis-server", "docker-registry"]
+    let missing: Vec<&str> = ["redis-server", "docker-registry", "chromium"]
         .into_iter()
         .filter(|program| !have(program))
         .collect();
@@ -187,7 +188,7 @@ fn ensure_test_packages() -> anyhow::Result<()> {
         )
     })?;
     // Debian starts the services on install; the tests run their own servers.
-    for service in missing {
+    for service in missing.into_iter().filter(|p| *p != "chromium") {
         let _ = Command::new("service").args([service, "stop"]).status();
     }
     Ok(())

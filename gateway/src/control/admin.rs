@@ -16,6 +16,12 @@
 //! | `DELETE /keys/{key}` | revoke the key, or delete an auth plugin's session by key id |
 //! | `POST /reload` | reload the configuration (like SIGHUP); `?cluster=true`: every node on the same Redis |
 //! | `GET /cluster` | the nodes seen in the last minute: configuration digest, last reload |
+//! | `GET /livez`, `GET /readyz` | probes (no secret): the process serves; it should get traffic, or why not |
+//! | `GET /dashboard` | the dashboard page ([`super::dashboard`]); `GET /dashboard/state` its data |
+//!
+//! A browser cannot add `X-Admin-Secret` to a page it navigates to, so the
+//! secret is also taken as HTTP Basic credentials' password (any user
+//! name); without either, the answer asks for Basic credentials.
 
 use std::sync::Arc;
 
@@ -57,6 +63,10 @@ pub fn router(control: Arc<Control>, secret: &str) -> axum::Router {
         .route("/keys/{key}", get(read_key).put(update_key).delete(delete_key))
         .route("/reload", post(reload))
         .route("/cluster", get(cluster))
+        .route("/dashboard", get(super::dashboard::page))
+        .route("/dashboard/state", get(dashboard_state))
+        .route("/dashboard/app.js", get(super::dashboard::script))
+        .route("/dashboard/app.css", get(super::dashboard::style))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
         .layer(middleware::from_fn_with_state(state.clone(), require_secret))
         // Added after the layer: probes and scrapers send no secret.
@@ -177,10 +187,36 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
+/// The password of HTTP Basic credentials (`Authorization: Basic
+/// base64(user:password)`), when the header holds them.
+fn basic_password(headers: &http::HeaderMap) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+    let encoded = value
+        .strip_prefix(b"Basic ")
+        .or_else(|| value.strip_prefix(b"basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim_ascii())
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    Some(decoded[colon + 1..].to_vec())
+}
+
 async fn require_secret(State(admin): State<Admin>, request: Request, next: Next) -> Response {
-    match request.headers().get(SECRET_HEADER) {
-        None => error(StatusCode::UNAUTHORIZED, "missing X-Admin-Secret"),
-        Some(given) if !same_secret(given.as_bytes(), admin.secret.as_bytes()) => {
+    let given = match request.headers().get(SECRET_HEADER) {
+        Some(value) => Some(value.as_bytes().to_vec()),
+        None => basic_password(request.headers()),
+    };
+    match given {
+        None => {
+            let mut response = error(StatusCode::UNAUTHORIZED, "missing X-Admin-Secret");
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Basic realm=\"Portcullis admin\", charset=\"UTF-8\""),
+            );
+            response
+        }
+        Some(given) if !same_secret(&given, admin.secret.as_bytes()) => {
             tracing::warn!(path = request.uri().path(), "admin request with a wrong secret");
             error(StatusCode::FORBIDDEN, "wrong X-Admin-Secret")
         }
@@ -246,24 +282,52 @@ fn components(api: &ApiRoute) -> Vec<Value> {
 }
 
 /// Every API's upstreams, each target with its state, since when and why.
-async fn list_upstreams(State(admin): State<Admin>) -> Response {
+fn upstreams(admin: &Admin) -> Vec<Value> {
     let routes = admin.gateway.routes();
-    let apis: Vec<Value> = routes
+    routes
         .apis()
         .iter()
         .map(|api| {
             let upstreams: Vec<Value> = api.upstreams.groups().iter().map(|g| g.describe()).collect();
             json!({ "api": &*api.id, "default": api.upstreams.default_name(), "upstreams": upstreams })
         })
-        .collect();
-    Json(json!({ "apis": apis })).into_response()
+        .collect()
 }
 
-async fn list_apis(State(admin): State<Admin>) -> Response {
+async fn list_upstreams(State(admin): State<Admin>) -> Response {
+    Json(json!({ "apis": upstreams(&admin) })).into_response()
+}
+
+fn apis(admin: &Admin) -> Vec<Value> {
     let routes = admin.gateway.routes();
     let mut apis: Vec<Value> = routes.apis().iter().map(describe_api).collect();
     apis.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    Json(json!({ "apis": apis })).into_response()
+    apis
+}
+
+async fn list_apis(State(admin): State<Admin>) -> Response {
+    Json(json!({ "apis": apis(&admin) })).into_response()
+}
+
+/// `GET /dashboard/state`: what the dashboard draws besides the metrics
+/// (which it reads from `/metrics`): the APIs, the upstreams' targets, the
+/// cluster and the last reloads.
+async fn dashboard_state(State(admin): State<Admin>) -> Response {
+    let report = admin.control.report();
+    let nodes = match admin.control.nodes().await {
+        Ok(nodes) => json!(nodes),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    Json(json!({
+        "node": report.id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": { "hash": report.config_hash, "loaded_at": report.loaded_at_text() },
+        "apis": apis(&admin),
+        "upstreams": upstreams(&admin),
+        "cluster": nodes,
+        "reloads": admin.control.recent_reloads(),
+    }))
+    .into_response()
 }
 
 /// The body of `POST /keys` and `PUT /keys/{key}`: a session without its id.

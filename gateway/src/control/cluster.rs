@@ -103,6 +103,9 @@ pub enum BroadcastError {
 }
 
 /// Reloads this node and speaks for it in the cluster.
+/// How many reloads [`Control::recent_reloads`] remembers.
+pub const RECENT_RELOADS: usize = 10;
+
 pub struct Control {
     gateway: Arc<Gateway>,
     runtime: Arc<PluginRuntime>,
@@ -110,6 +113,8 @@ pub struct Control {
     node_id: String,
     started_at: SystemTime,
     last_reload: Mutex<Option<ReloadReport>>,
+    /// The last reloads, newest last, for the dashboard.
+    recent_reloads: Mutex<std::collections::VecDeque<ReloadReport>>,
     /// The last reload generation this node acted on.
     generation: Mutex<u64>,
     /// One reload at a time, whatever started it.
@@ -137,6 +142,7 @@ impl Control {
             node_id,
             started_at: SystemTime::now(),
             last_reload: Mutex::new(None),
+            recent_reloads: Mutex::default(),
             generation: Mutex::new(0),
             reloading: tokio::sync::Mutex::new(()),
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -164,7 +170,7 @@ impl Control {
         if let Err(e) = &result {
             tracing::error!(error = %e, %trigger, "reload failed; the previous configuration keeps serving");
         }
-        *lock(&self.last_reload) = Some(ReloadReport {
+        let report = ReloadReport {
             at: SystemTime::now(),
             trigger: trigger.to_string(),
             ok: result.is_ok(),
@@ -173,7 +179,15 @@ impl Control {
                 .as_ref()
                 .map(|names| names.iter().map(|n| n.to_string()).collect())
                 .unwrap_or_default(),
-        });
+        };
+        {
+            let mut recent = lock(&self.recent_reloads);
+            if recent.len() == RECENT_RELOADS {
+                recent.pop_front();
+            }
+            recent.push_back(report.clone());
+        }
+        *lock(&self.last_reload) = Some(report);
         self.publish_report().await;
         result
     }
@@ -212,6 +226,11 @@ impl Control {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last reloads (up to [`RECENT_RELOADS`]), newest last.
+    pub fn recent_reloads(&self) -> Vec<ReloadReport> {
+        lock(&self.recent_reloads).iter().cloned().collect()
     }
 
     /// This node's report.

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod dashboard;
 pub mod load;
 
 use load::{load_config, runtime_for};
