@@ -47,10 +47,11 @@ fn the_compose_configuration_loads() {
     ]);
     let compose = read(&repo_root().join("deploy/compose/compose.yaml"));
     assert!(compose.contains("/etc/portcullis/conf/gateway.yaml"), "{compose}");
+    assert!(compose.contains("PORTCULLIS_LOG_FORMAT: json"), "{compose}");
 }
 
 #[test]
-fn the_kubernetes_configmap_loads_and_the_probes_ask_the_admin_listener_for_health() {
+fn the_kubernetes_configmap_loads_and_the_probes_ask_the_admin_listener_for_readiness_and_liveness() {
     let text = read(&repo_root().join("deploy/kubernetes/portcullis.yaml"));
     let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).expect("YAML document"))
@@ -84,8 +85,13 @@ fn the_kubernetes_configmap_loads_and_the_probes_ask_the_admin_listener_for_heal
         .find(|p| p["name"] == "admin")
         .expect("admin port");
     assert_eq!(admin_port["containerPort"], 9900);
-    for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(container[probe]["httpGet"]["path"], "/health", "{probe}");
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/livez")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(container[probe]["httpGet"]["port"], "admin", "{probe}");
     }
+    let env = container["env"].as_sequence().expect("env");
+    assert!(
+        env.iter().any(|e| e["name"] == "PORTCULLIS_LOG_FORMAT" && e["value"] == "json"),
+        "JSON logs: {env:?}"
+    );
 }
