@@ -501,6 +501,11 @@ Portcullis is running on {base} with demo/gateway.yaml. Try:
   # the same over HTTPS (HTTP/2), trusting the demo's throwaway CA
   curl -s --cacert demo/certs/ca.pem https://{secure}/hello/ada
 
+  # the dashboard, in a browser: http://127.0.0.1:9900/dashboard
+  # (any user name, the password demo-admin-secret); probes and metrics:
+  curl -s 127.0.0.1:9900/readyz
+  curl -s 127.0.0.1:9900/metrics | grep portcullis_http_requests_total
+
   # plugins from a registry (apt-get install docker-registry): start one,
   # push the demo's plugins, and run the hello API with its plugin pulled
   # by tag (docs/plugins-from-registries.md)
