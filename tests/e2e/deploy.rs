@@ -91,7 +91,8 @@ fn the_kubernetes_configmap_loads_and_the_probes_ask_the_admin_listener_for_read
     }
     let env = container["env"].as_sequence().expect("env");
     assert!(
-        env.iter().any(|e| e["name"] == "PORTCULLIS_LOG_FORMAT" && e["value"] == "json"),
+        env.iter()
+            .any(|e| e["name"] == "PORTCULLIS_LOG_FORMAT" && e["value"] == "json"),
         "JSON logs: {env:?}"
     );
 }
