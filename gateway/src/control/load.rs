@@ -89,9 +89,9 @@ pub fn summary(routes: &Routes) -> String {
     out
 }
 
-/// Re-reads the configuration and plugins; swaps them in only if all load.
-/// Reloads, and answers the settings the new files change that only a
-/// restart applies (each named in a warning; the rest of the reload holds).
+/// Re-reads the configuration and plugins and swaps them in only if all
+/// load; answers the settings the new files change that only a restart
+/// applies (named in a warning; the rest of the reload holds).
 pub async fn reload(
     gateway: &Gateway,
     runtime: &Arc<PluginRuntime>,
@@ -103,7 +103,7 @@ pub async fn reload(
 }
 
 /// The settings read once at start whose value differs between `old` and `new`.
-pub fn restart_only_changes(old: &Config, new: &Config, tls_listen_changed: bool) -> Vec<&'static str> {
+fn restart_only_changes(old: &Config, new: &Config, tls_listen_changed: bool) -> Vec<&'static str> {
     let checks: [(&'static str, bool); 13] = [
         ("listen", old.listen != new.listen),
         ("tls", old.tls.is_some() != new.tls.is_some()),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::config::{AuthConfig, StoreConfig};
+use crate::config::StoreConfig;
 use crate::control::cluster::{Control, Trigger};
 use crate::server::live_tls::LiveTls;
 use crate::server::routes::Routes;
@@ -53,20 +53,6 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
         )),
     };
     let store = SessionStore::new(config.session_store.clone());
-    let needs_store = config.admin.is_some()
-        || config.apis.iter().any(|api| {
-            !matches!(api.auth, AuthConfig::Keyless)
-                || api.rate_limit.is_some()
-                || api.endpoints.iter().any(|e| e.rate_limit.is_some())
-        });
-    if needs_store {
-        match (&config.session_store, store.open().await) {
-            (_, Ok(())) => {}
-            // Redis may come up after the gateway: keyed requests get 503 until it does.
-            (StoreConfig::Redis(url), Err(e)) => tracing::warn!(%url, error = %e, "session store not reachable yet"),
-            (StoreConfig::Embedded(_), Err(e)) => return Err(anyhow::anyhow!("{e}")),
-        }
-    }
     let admin = config.admin.clone();
     let access_log = config.access_log.clone();
     let traces = config.tracing.as_ref().map(crate::telemetry::init).transpose()?;
@@ -77,6 +63,14 @@ pub async fn serve(config_file: PathBuf, options: ServeOptions) -> anyhow::Resul
         plugins = routes.plugin_count(),
         "configuration loaded"
     );
+    if admin.is_some() || routes.store_needed_by().next().is_some() {
+        match (&routes.config.session_store, store.open().await) {
+            (_, Ok(())) => {}
+            // Redis may come up after the gateway: keyed requests get 503 until it does.
+            (StoreConfig::Redis(url), Err(e)) => tracing::warn!(%url, error = %e, "session store not reachable yet"),
+            (StoreConfig::Embedded(_), Err(e)) => return Err(anyhow::anyhow!("{e}")),
+        }
+    }
 
     let plain = match &listen {
         Some(listen) => Some(
