@@ -357,7 +357,7 @@ async fn call_reaches_only_the_hosts_it_is_allowed() {
             let mut args = vec!["--param".to_owned(), "id=7".to_owned(), "--config".to_owned(), config];
             if !allow.is_empty() {
                 args.push("--allow".into());
-                args.extend(allow);
+                args.push(allow.join(","));
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             call(&aggregate, "merge", &args)
@@ -405,7 +405,7 @@ async fn call_runs_a_fan_out_before_the_function() {
     let args = |fan_out: String, allow: &[&str]| {
         let mut args = vec!["--param".to_owned(), "id=7".to_owned(), "--fan-out".to_owned(), fan_out];
         args.push("--allow".into());
-        args.extend(allow.iter().map(|a| (*a).to_owned()));
+        args.push(allow.join(","));
         args
     };
 
