@@ -182,6 +182,14 @@ impl Page {
         serde_json::from_str(value.as_str().unwrap_or("[]")).unwrap_or_default()
     }
 
+    /// How many times the page has drawn fresh data.
+    async fn polls(&mut self) -> u64 {
+        self.eval("Number(document.getElementById('updated').dataset.polls)")
+            .await
+            .as_u64()
+            .unwrap_or(0)
+    }
+
     async fn text(&mut self) -> String {
         self.eval("document.body ? document.body.innerText : ''")
             .await
@@ -269,13 +277,7 @@ async fn the_dashboard_shows_the_live_state_in_a_browser_and_nothing_without_the
     page.open(&gw.admin("/dashboard")).await;
     let both_healthy = vec![(a.clone(), "healthy".to_owned()), (b.clone(), "healthy".to_owned())];
     wait_until!("both targets drawn healthy", page.targets().await == both_healthy);
-    wait_until!(
-        "rates drawn from two polls or more",
-        page.eval("Number(document.getElementById('updated').dataset.polls)")
-            .await
-            .as_u64()
-            .is_some_and(|n| n >= 3)
-    );
+    wait_until!("rates drawn from two polls or more", page.polls().await >= 3);
     let text = page.text().await;
     for expected in [
         "shop",
@@ -312,13 +314,7 @@ async fn the_dashboard_shows_the_live_state_in_a_browser_and_nothing_without_the
     );
 
     // A few more polls, so the sparklines have a line to draw.
-    wait_until!(
-        "more polls for the picture",
-        page.eval("Number(document.getElementById('updated').dataset.polls)")
-            .await
-            .as_u64()
-            .is_some_and(|n| n >= 8)
-    );
+    wait_until!("more polls for the picture", page.polls().await >= 8);
     let shot = page.call("Page.captureScreenshot", json!({ "format": "png" })).await;
     let png = base64::engine::general_purpose::STANDARD
         .decode(shot["data"].as_str().expect("data"))

@@ -31,12 +31,13 @@ pub(super) async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Reques
     let (api, result) = route(gateway, resolved, client, &request_id, request, &observer, grpc)
         .instrument(span)
         .await;
+    let metrics = api.map_or(ApiMetrics::unrouted(), |api| &api.metrics);
     let (mut response, blame) = match result {
         Ok(response) => (response, None),
         Err(error) => {
             let blame = error.blame();
             if let Some(limit) = error.limit() {
-                api.map_or(ApiMetrics::unrouted(), |api| &api.metrics).limited(limit);
+                metrics.limited(limit);
             }
             observer.failed(&request_id, error.status(), blame, &error);
             let response = if grpc {
@@ -53,7 +54,6 @@ pub(super) async fn handle(gateway: &Gateway, client: Arc<Peer>, request: Reques
     if let (Some(origin), Some(cors)) = (origin, api.and_then(|api| api.cors.as_ref())) {
         policy::cors_response(cors, origin.as_ref(), response.headers_mut());
     }
-    let metrics = api.map_or(ApiMetrics::unrouted(), |api| &api.metrics);
     observer.end(metrics, api.map(|api| &*api.id), blame, response)
 }
 
